@@ -1,0 +1,155 @@
+"""What every step shares: config composition, the tracking store, artifact
+names and the way a step hands its outputs to the next one.
+
+A step records each output (an MLflow URI or a digest) as a run tag
+``pipeline.output.<name>``; the ``main`` entry point reads those tags and passes
+them on as the next step's parameters, so nothing travels through local paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CONF_DIR = PROJECT_DIR / "conf"
+CONFIG_NAME = "config"
+
+# Names under which steps log artifacts; one place so that producer and consumer agree.
+TRAIN_DATA_ARTIFACT = "data/train.parquet"
+HOLDOUT_ARTIFACT = "data/holdout.parquet"
+ESTIMATOR_ARTIFACT_DIR = "estimator"
+ESTIMATOR_FILENAME = "estimator.joblib"
+LOGGED_MODEL_NAME = "model"
+CONFIG_ARTIFACT = "config.yaml"
+
+OUTPUT_TAG_PREFIX = "pipeline.output."
+OVERRIDES_TAG = "pipeline.hydra_overrides"
+STEP_TAG = "pipeline.step"
+
+VALIDATION_STATUS_TAG = "validation_status"
+
+
+def tracking_uri() -> str:
+    """The tracking URI: ``MLFLOW_TRACKING_URI`` when set, else SQLite in the project root.
+
+    The SQLite path is absolute so that every step process, whatever its working
+    directory, writes to the same database (a relative one would create a second).
+    """
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_DIR / 'mlflow.db'}"
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def configure_tracking() -> str:
+    """Point MLflow at :func:`tracking_uri` and return it."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def split_overrides(args: Sequence[str]) -> list[str]:
+    """Turn command-line arguments into a flat list of Hydra overrides.
+
+    ``mlflow run -P hydra_options="a=1 b=2"`` shell-quotes the value, so it arrives
+    as one argument (and an empty value as ``''``). Splitting on whitespace with
+    ``posix=False`` keeps Hydra's own quoting intact (``data.path='/a b.csv'``).
+    """
+    overrides: list[str] = []
+    for arg in args:
+        overrides.extend(shlex.split(arg, posix=False))
+    return overrides
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra overrides.
+
+    Raises Hydra's own exceptions (e.g. ``ConfigCompositionException``) for an
+    unknown key or a malformed override; they name the offending override.
+    """
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=CONFIG_NAME, overrides=list(overrides))
+
+
+def step_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser whose trailing positional arguments are Hydra overrides."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides, e.g. model.C=0.5 data.test_size=0.3 (one argument may hold several)",
+    )
+    return parser
+
+
+def parse_step_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> tuple[argparse.Namespace, DictConfig]:
+    """Parse a step's arguments and compose its config, exiting 2 on a bad override."""
+    from hydra.errors import HydraException
+
+    args = parser.parse_args(argv)
+    args.overrides = split_overrides(args.overrides)
+    try:
+        cfg = compose_config(args.overrides)
+    except HydraException as err:
+        parser.exit(2, f"{parser.prog}: error: invalid Hydra override: {err}\n")
+    return args, cfg
+
+
+def log_config(cfg: DictConfig, overrides: Sequence[str], step: str) -> None:
+    """Log the resolved config as an artifact and the overrides and step name as tags."""
+    import mlflow
+
+    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), CONFIG_ARTIFACT)
+    mlflow.set_tags({OVERRIDES_TAG: " ".join(overrides), STEP_TAG: step})
+
+
+def record_outputs(outputs: Mapping[str, str]) -> None:
+    """Publish a step's outputs on its active run for the next step to read."""
+    import mlflow
+
+    mlflow.set_tags({OUTPUT_TAG_PREFIX + key: value for key, value in outputs.items()})
+    for key, value in outputs.items():
+        log.info("output %s = %s", key, value)
+
+
+def read_outputs(run_id: str) -> dict[str, str]:
+    """The outputs a finished step run published with :func:`record_outputs`."""
+    from mlflow import MlflowClient
+
+    tags = MlflowClient().get_run(run_id).data.tags
+    return {
+        key[len(OUTPUT_TAG_PREFIX) :]: value
+        for key, value in tags.items()
+        if key.startswith(OUTPUT_TAG_PREFIX)
+    }
+
+
+def flatten(cfg: Mapping, prefix: str = "") -> dict[str, object]:
+    """Flatten a nested mapping into dotted keys, for ``mlflow.log_params``."""
+    flat: dict[str, object] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat

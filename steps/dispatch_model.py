@@ -1,0 +1,112 @@
+"""The dynamic-dispatch pyfunc model, logged as code ("models from code").
+
+MLflow stores this file with the model and executes it at load time, so the
+model needs no pickled class and loads from any directory. It must therefore
+import nothing from this project: everything it needs lives here, and the
+pipeline steps import the shared names (``PREDICT_METHODS``, ``sha256_file``)
+from this module.
+
+Contract with ``package_pyfunc``:
+- artifact ``estimator``: a joblib file holding a fitted scikit-learn estimator;
+- model config ``estimator_sha256``: that file's SHA-256, recorded at serialize time.
+
+``predict(model_input, params={"predict_method": m})`` calls the estimator's
+``predict``, ``predict_proba`` (the default) or ``predict_log_proba``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import joblib
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, INVALID_STATE
+
+PREDICT_METHODS = ("predict", "predict_proba", "predict_log_proba")
+DEFAULT_PREDICT_METHOD = "predict_proba"
+PREDICT_METHOD_PARAM = "predict_method"
+ESTIMATOR_ARTIFACT_KEY = "estimator"
+DIGEST_CONFIG_KEY = "estimator_sha256"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_verified_estimator(path: str | Path, expected_sha256: str | None):
+    """Unpickle ``path`` only if its SHA-256 equals ``expected_sha256``.
+
+    joblib files are pickles and can run code when loaded, so a file that is not
+    byte-for-byte the one serialize produced is refused before it is opened.
+    """
+    if not expected_sha256:
+        raise MlflowException(
+            f"Refusing to load {path}: no '{DIGEST_CONFIG_KEY}' was recorded in the "
+            "model config, so the file cannot be verified.",
+            error_code=INVALID_STATE,
+        )
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise MlflowException(
+            f"Refusing to load {path}: its SHA-256 is {actual} but serialize recorded "
+            f"{expected_sha256}. The artifact was modified or truncated after it was written.",
+            error_code=INVALID_STATE,
+        )
+    return joblib.load(path)
+
+
+def resolve_predict_method(estimator, params: dict | None) -> str:
+    """The estimator method named by ``params['predict_method']`` (default ``predict_proba``).
+
+    Raises ``MlflowException(INVALID_PARAMETER_VALUE)``, which the scoring server
+    turns into an HTTP 400 carrying this message, for an unsupported name or a
+    method the estimator does not have.
+    """
+    method = (params or {}).get(PREDICT_METHOD_PARAM) or DEFAULT_PREDICT_METHOD
+    if method not in PREDICT_METHODS:
+        raise MlflowException(
+            f"Unsupported {PREDICT_METHOD_PARAM} {method!r}; allowed values are "
+            f"{', '.join(PREDICT_METHODS)}.",
+            error_code=INVALID_PARAMETER_VALUE,
+        )
+    # hasattr honours scikit-learn's available_if (e.g. SVC(probability=False)).
+    if not hasattr(estimator, method):
+        raise MlflowException(
+            f"{PREDICT_METHOD_PARAM} {method!r} is not available: the estimator "
+            f"{type(estimator).__name__} has no {method}.",
+            error_code=INVALID_PARAMETER_VALUE,
+        )
+    return method
+
+
+class DynamicDispatchModel(mlflow.pyfunc.PythonModel):
+    """Wraps a joblib-serialized estimator and dispatches on ``predict_method``."""
+
+    def load_context(self, context):
+        self.estimator = load_verified_estimator(
+            context.artifacts[ESTIMATOR_ARTIFACT_KEY],
+            (context.model_config or {}).get(DIGEST_CONFIG_KEY),
+        )
+        # Columns of probability outputs follow this order.
+        self.classes_ = getattr(self.estimator, "classes_", None)
+        self.feature_names_ = getattr(self.estimator, "feature_names_in_", None)
+
+    def predict(self, context, model_input, params=None):
+        method = resolve_predict_method(self.estimator, params)
+        if self.feature_names_ is not None and hasattr(model_input, "columns"):
+            # Same columns, same order as at fit time; schema enforcement has
+            # already rejected inputs missing any of them.
+            model_input = model_input[list(self.feature_names_)]
+        return getattr(self.estimator, method)(model_input)
+
+
+# Registers the model object for "models from code"; MLflow reads it when it
+# executes this file at log and load time.
+mlflow.models.set_model(DynamicDispatchModel())

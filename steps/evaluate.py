@@ -1,0 +1,220 @@
+"""Step 4, ``evaluate``: validate the registered model as a user would load it, then promote it.
+
+Reads:
+- ``--model-uri``: the registered version, ``models:/<name>/<version>``, loaded
+  with ``mlflow.pyfunc.load_model``;
+- ``--reference-model-uri``: the native ``mlflow.sklearn`` model from ``train``;
+- ``--holdout-uri``: the Parquet holdout ``train`` logged;
+- the Hydra config (``data.target``, ``validation.atol``, ``registry.champion_alias``).
+
+Checks on the holdout, against the reference estimator: ``predict`` labels
+identical; ``predict_proba`` within ``atol`` and rows summing to 1;
+``predict_log_proba`` equal to the log of the probabilities where finite; the
+default method is ``predict_proba``; ``argmax(predict_proba) == predict``; an
+unsupported method is rejected.
+
+Writes, on its MLflow run: metrics ``accuracy``, ``f1_macro``, ``log_loss``,
+``roc_auc_ovr``, ``validation_checks_failed``; artifact ``validation.json`` (one
+entry per check). On the model version: tag ``validation_status`` =
+``passed``/``failed`` and ``validation_run_id``; alias ``champion`` only when
+every check passed. A failed validation ends the run with a non-zero exit.
+
+Outputs (run tags ``pipeline.output.*``): ``validation_status``.
+
+Run alone: ``python -m steps.evaluate --model-uri models:/NAME/VERSION
+--reference-model-uri URI --holdout-uri URI [overrides]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics
+
+from steps import common
+from steps.dispatch_model import PREDICT_METHOD_PARAM, PREDICT_METHODS
+
+log = logging.getLogger(__name__)
+
+UNSUPPORTED_METHOD_PROBE = "decision_function"
+
+
+class ValidationFailed(RuntimeError):
+    """The registered model did not pass every check."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+def parse_registered_uri(model_uri: str) -> tuple[str, str]:
+    """``models:/<name>/<version>`` -> (name, version); anything else is an error."""
+    prefix = "models:/"
+    body = model_uri[len(prefix) :] if model_uri.startswith(prefix) else ""
+    name, _, model_version = body.rpartition("/")
+    if not name or not model_version.isdigit():
+        raise ValueError(
+            f"--model-uri {model_uri!r} is not a registered version URI of the form "
+            "models:/<name>/<version>"
+        )
+    return name, model_version
+
+
+def _call(model, features: pd.DataFrame, method: str | None):
+    params = None if method is None else {PREDICT_METHOD_PARAM: method}
+    return np.asarray(model.predict(features, params=params))
+
+
+def validate_predictions(model, reference, features: pd.DataFrame, atol: float) -> list[Check]:
+    """Compare the pyfunc ``model`` with the native ``reference`` estimator on ``features``."""
+    from mlflow.exceptions import MlflowException
+
+    outputs, checks = {}, []
+    for method in PREDICT_METHODS:
+        try:
+            outputs[method] = _call(model, features, method)
+        except Exception as err:  # every failure becomes a failed check with its message
+            checks.append(Check(f"{method}_callable", False, f"{type(err).__name__}: {err}"))
+
+    if "predict" in outputs:
+        expected = reference.predict(features)
+        same = np.array_equal(outputs["predict"], expected)
+        mismatches = int(np.sum(outputs["predict"] != expected)) if not same else 0
+        checks.append(Check("predict_labels_identical", same, f"{mismatches} label(s) differ"))
+
+    if "predict_proba" in outputs:
+        proba = outputs["predict_proba"]
+        diff = float(np.max(np.abs(proba - reference.predict_proba(features))))
+        checks.append(Check("predict_proba_matches_reference", diff <= atol, f"max |diff| {diff:.3g}"))
+        sums = float(np.max(np.abs(proba.sum(axis=1) - 1.0)))
+        checks.append(Check("predict_proba_rows_sum_to_one", sums <= atol, f"max |sum-1| {sums:.3g}"))
+        default = _call(model, features, None)
+        checks.append(
+            Check(
+                "default_method_is_predict_proba",
+                default.shape == proba.shape and np.array_equal(default, proba),
+                f"default output shape {default.shape}",
+            )
+        )
+        if "predict" in outputs:
+            argmax = reference.classes_[np.argmax(proba, axis=1)]
+            agree = np.array_equal(argmax, outputs["predict"])
+            checks.append(Check("argmax_proba_equals_predict", agree, "classes_[argmax(proba)]"))
+
+    if "predict_log_proba" in outputs and "predict_proba" in outputs:
+        log_proba, proba = outputs["predict_log_proba"], outputs["predict_proba"]
+        with np.errstate(divide="ignore"):
+            expected_log = np.log(proba)
+        finite = np.isfinite(expected_log)
+        same_support = np.array_equal(finite, np.isfinite(log_proba))
+        diff = float(np.max(np.abs(log_proba[finite] - expected_log[finite]), initial=0.0))
+        checks.append(
+            Check(
+                "predict_log_proba_is_log_of_proba",
+                same_support and diff <= atol,
+                f"max |diff| where finite {diff:.3g}; non-finite cells agree: {same_support}",
+            )
+        )
+
+    try:
+        _call(model, features.head(1), UNSUPPORTED_METHOD_PROBE)
+        checks.append(Check("unsupported_method_rejected", False, "no error was raised"))
+    except MlflowException as err:
+        rejected = err.error_code == "INVALID_PARAMETER_VALUE"
+        checks.append(Check("unsupported_method_rejected", rejected, err.message))
+    return checks
+
+
+def score(model, features: pd.DataFrame, labels: pd.Series, classes: Sequence) -> dict[str, float]:
+    """Holdout metrics from the pyfunc's own outputs."""
+    predicted = _call(model, features, "predict")
+    result = {
+        "accuracy": metrics.accuracy_score(labels, predicted),
+        "f1_macro": metrics.f1_score(labels, predicted, average="macro"),
+    }
+    proba = _call(model, features, "predict_proba")
+    result["log_loss"] = metrics.log_loss(labels, proba, labels=list(classes))
+    result["roc_auc_ovr"] = metrics.roc_auc_score(
+        labels, proba, multi_class="ovr", labels=list(classes)
+    )
+    return {name: float(value) for name, value in result.items()}
+
+
+def run(
+    model_uri: str, reference_model_uri: str, holdout_uri: str, cfg, overrides: Sequence[str] = ()
+) -> dict[str, str]:
+    """Validate, score and promote (or mark failed) inside the active MLflow run."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    common.log_config(cfg, overrides, step="evaluate")
+    mlflow.log_params(
+        {"model_uri": model_uri, "reference_model_uri": reference_model_uri, "holdout_uri": holdout_uri}
+    )
+    name, model_version = parse_registered_uri(model_uri)
+    client = MlflowClient()
+    run_id = mlflow.active_run().info.run_id
+    client.set_model_version_tag(name, model_version, "validation_run_id", run_id)
+
+    holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(artifact_uri=holdout_uri))
+    reference = mlflow.sklearn.load_model(reference_model_uri)
+    features = holdout[list(reference.feature_names_in_)]
+    labels = holdout[cfg.data.target]
+
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+        checks = validate_predictions(model, reference, features, cfg.validation.atol)
+    except Exception as err:  # a model that cannot even load fails validation, it is not promoted
+        checks = [Check("load_model", False, f"{type(err).__name__}: {err}")]
+    mlflow.log_dict({"checks": [asdict(check) for check in checks]}, "validation.json")
+    failed = [check for check in checks if not check.passed]
+    mlflow.log_metric("validation_checks_failed", len(failed))
+    for check in checks:
+        log.info("%s %s: %s", "PASS" if check.passed else "FAIL", check.name, check.detail)
+
+    if failed:
+        client.set_model_version_tag(name, model_version, common.VALIDATION_STATUS_TAG, "failed")
+        common.record_outputs({"validation_status": "failed"})
+        raise ValidationFailed(
+            f"{model_uri} failed validation: "
+            + "; ".join(f"{check.name} ({check.detail})" for check in failed)
+        )
+
+    mlflow.log_metrics(score(model, features, labels, reference.classes_))
+    # Tag first, alias second: the alias never points at a version not marked passed.
+    client.set_model_version_tag(name, model_version, common.VALIDATION_STATUS_TAG, "passed")
+    client.set_registered_model_alias(name, cfg.registry.champion_alias, model_version)
+    log.info("%s is now %s@%s", model_uri, name, cfg.registry.champion_alias)
+    outputs = {"validation_status": "passed"}
+    common.record_outputs(outputs)
+    return outputs
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import mlflow
+
+    parser = common.step_parser(__doc__)
+    parser.add_argument("--model-uri", required=True, help="models:/<name>/<version> to validate")
+    parser.add_argument("--reference-model-uri", required=True, help="native sklearn model from train")
+    parser.add_argument("--holdout-uri", required=True, help="Parquet holdout logged by train")
+    args, cfg = common.parse_step_args(parser, argv)
+    common.configure_logging()
+    common.configure_tracking()
+    try:
+        with mlflow.start_run():
+            run(args.model_uri, args.reference_model_uri, args.holdout_uri, cfg, args.overrides)
+    except ValidationFailed as err:
+        log.error("%s", err)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

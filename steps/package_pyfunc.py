@@ -1,0 +1,158 @@
+"""Step 3, ``package_pyfunc``: wrap the joblib estimator in the dynamic-dispatch pyfunc and register it.
+
+Reads:
+- ``--joblib-uri`` and ``--joblib-sha256``: the file ``serialize`` wrote and its
+  digest; the file is refused if its digest differs;
+- ``--example-uri``: a Parquet data file (the holdout) whose feature columns
+  give the input example and the column-based signature;
+- the Hydra config (``registry.model_name``).
+
+Writes: a pyfunc model named ``model`` logged from ``steps/dispatch_model.py``
+(models from code) with artifact ``estimator``, model config ``estimator_sha256``,
+the ``predict_method`` param in its signature, metadata ``classes`` and
+``feature_names``, and pinned pip requirements; registered as a new version of
+``registry.model_name`` tagged ``validation_status=pending``.
+
+Outputs (run tags ``pipeline.output.*``): ``registered_model_uri``
+(``models:/<name>/<version>``), ``registered_model_version``.
+
+Run alone: ``python -m steps.package_pyfunc --joblib-uri URI --joblib-sha256 HEX
+--example-uri URI [overrides]`` or ``mlflow run . -e package_pyfunc -P ...``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from importlib.metadata import version
+from pathlib import Path
+
+import pandas as pd
+
+from steps import common
+from steps.dispatch_model import (
+    DEFAULT_PREDICT_METHOD,
+    DIGEST_CONFIG_KEY,
+    ESTIMATOR_ARTIFACT_KEY,
+    PREDICT_METHOD_PARAM,
+    load_verified_estimator,
+)
+
+log = logging.getLogger(__name__)
+
+MODEL_CODE_PATH = Path(__file__).with_name("dispatch_model.py")
+
+# What the model needs at load time; pinned to the versions in this environment
+# so that `mlflow models serve --env-manager uv` rebuilds the same one.
+MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "joblib", "numpy", "pandas", "scipy")
+
+
+def pinned_requirements(packages: Sequence[str] = MODEL_REQUIREMENTS) -> list[str]:
+    """``name==version`` for each package as installed here."""
+    return [f"{package}=={version(package)}" for package in packages]
+
+
+def model_signature(estimator, example: pd.DataFrame):
+    """Column-based input schema, the default method's output, and the ``predict_method`` param."""
+    from mlflow.models import infer_signature
+
+    output = getattr(estimator, DEFAULT_PREDICT_METHOD, estimator.predict)(example)
+    return infer_signature(example, output, params={PREDICT_METHOD_PARAM: DEFAULT_PREDICT_METHOD})
+
+
+def model_metadata(estimator, features: Sequence[str]) -> dict:
+    """Class labels (the column order of probability outputs) and feature names."""
+    classes = getattr(estimator, "classes_", None)
+    return {
+        "classes": [] if classes is None else classes.tolist(),
+        "feature_names": list(features),
+        "estimator": type(estimator).__name__,
+    }
+
+
+def log_dispatch_model(estimator_path: str, digest: str, estimator, example: pd.DataFrame):
+    """Log the dynamic-dispatch pyfunc in the active run; return its ``ModelInfo``."""
+    import mlflow
+
+    return mlflow.pyfunc.log_model(
+        name=common.LOGGED_MODEL_NAME,
+        python_model=str(MODEL_CODE_PATH),
+        artifacts={ESTIMATOR_ARTIFACT_KEY: estimator_path},
+        model_config={DIGEST_CONFIG_KEY: digest},
+        signature=model_signature(estimator, example),
+        input_example=example,
+        pip_requirements=pinned_requirements(),
+        metadata=model_metadata(estimator, example.columns),
+    )
+
+
+def feature_columns(estimator, frame: pd.DataFrame, source: str) -> list[str]:
+    """The estimator's fit-time feature names, checked against ``frame``."""
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None:
+        raise ValueError(
+            f"{type(estimator).__name__} was fitted without feature names; "
+            "fit it on a DataFrame so the model gets a column-based signature."
+        )
+    missing = [name for name in names if name not in frame.columns]
+    if missing:
+        raise ValueError(f"Example data {source} lacks feature column(s) {missing}")
+    return list(names)
+
+
+def run(
+    joblib_uri: str,
+    joblib_sha256: str,
+    example_uri: str,
+    cfg,
+    overrides: Sequence[str] = (),
+) -> dict[str, str]:
+    """Package and register the model inside the active MLflow run."""
+    import mlflow
+
+    common.log_config(cfg, overrides, step="package_pyfunc")
+    mlflow.log_params(
+        {"joblib_uri": joblib_uri, DIGEST_CONFIG_KEY: joblib_sha256, "example_uri": example_uri}
+    )
+    estimator_path = mlflow.artifacts.download_artifacts(artifact_uri=joblib_uri)
+    estimator = load_verified_estimator(estimator_path, joblib_sha256)
+    example_path = mlflow.artifacts.download_artifacts(artifact_uri=example_uri)
+    frame = pd.read_parquet(example_path)
+    example = frame[feature_columns(estimator, frame, example_uri)].head(5)
+
+    model_info = log_dispatch_model(estimator_path, joblib_sha256, estimator, example)
+    run_id = mlflow.active_run().info.run_id
+    # Registered with its tags in one call: no version ever exists without a status.
+    registered = mlflow.register_model(
+        model_info.model_uri,
+        cfg.registry.model_name,
+        tags={
+            common.VALIDATION_STATUS_TAG: "pending",
+            "package_run_id": run_id,
+            DIGEST_CONFIG_KEY: joblib_sha256,
+        },
+    )
+    outputs = {
+        "registered_model_uri": f"models:/{registered.name}/{registered.version}",
+        "registered_model_version": str(registered.version),
+    }
+    common.record_outputs(outputs)
+    return outputs
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import mlflow
+
+    parser = common.step_parser(__doc__)
+    parser.add_argument("--joblib-uri", required=True, help="URI of the joblib file from serialize")
+    parser.add_argument("--joblib-sha256", required=True, help="SHA-256 recorded by serialize")
+    parser.add_argument("--example-uri", required=True, help="Parquet data for the input example")
+    args, cfg = common.parse_step_args(parser, argv)
+    common.configure_logging()
+    common.configure_tracking()
+    with mlflow.start_run():
+        run(args.joblib_uri, args.joblib_sha256, args.example_uri, cfg, args.overrides)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Step 2, ``serialize``: write the trained estimator with joblib and record its digest.
+
+Reads: ``--model-uri``, the native ``mlflow.sklearn`` model logged by ``train``
+(any MLflow model URI: ``models:/m-…``, ``runs:/<run>/model``).
+
+Writes, on its MLflow run: ``estimator/estimator.joblib`` and the param
+``estimator_sha256`` (hex SHA-256 of that file).
+
+Outputs (run tags ``pipeline.output.*``): ``joblib_uri``
+(``runs:/<run>/estimator/estimator.joblib``) and ``joblib_sha256``.
+
+Run alone: ``python -m steps.serialize --model-uri URI [overrides]`` or
+``mlflow run . -e serialize -P model_uri=URI``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import joblib
+
+from steps import common
+from steps.dispatch_model import DIGEST_CONFIG_KEY, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+def serialize_estimator(estimator, path: Path) -> str:
+    """Write ``estimator`` to ``path`` with joblib and return the file's SHA-256."""
+    joblib.dump(estimator, path)
+    return sha256_file(path)
+
+
+def run(model_uri: str, cfg, overrides: Sequence[str] = ()) -> dict[str, str]:
+    """Serialize the model at ``model_uri`` inside the active MLflow run."""
+    import mlflow
+
+    common.log_config(cfg, overrides, step="serialize")
+    mlflow.log_param("model_uri", model_uri)
+    estimator = mlflow.sklearn.load_model(model_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / common.ESTIMATOR_FILENAME
+        digest = serialize_estimator(estimator, path)
+        mlflow.log_artifact(str(path), artifact_path=common.ESTIMATOR_ARTIFACT_DIR)
+    mlflow.log_param(DIGEST_CONFIG_KEY, digest)
+    run_id = mlflow.active_run().info.run_id
+    outputs = {
+        "joblib_uri": f"runs:/{run_id}/{common.ESTIMATOR_ARTIFACT_DIR}/{common.ESTIMATOR_FILENAME}",
+        "joblib_sha256": digest,
+    }
+    common.record_outputs(outputs)
+    return outputs
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import mlflow
+
+    parser = common.step_parser(__doc__)
+    parser.add_argument("--model-uri", required=True, help="MLflow URI of the trained sklearn model")
+    args, cfg = common.parse_step_args(parser, argv)
+    common.configure_logging()
+    common.configure_tracking()
+    with mlflow.start_run():
+        run(args.model_uri, cfg, args.overrides)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shlex
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -63,16 +63,23 @@ def configure_tracking() -> str:
     return uri
 
 
+# A run of non-space characters and quoted strings (which may contain spaces).
+_OVERRIDE_TOKEN = re.compile(r"""(?:[^\s'"]+|'[^']*'|"[^"]*")+""")
+
+
 def split_overrides(args: Sequence[str]) -> list[str]:
     """Turn command-line arguments into a flat list of Hydra overrides.
 
     ``mlflow run -P hydra_options="a=1 b=2"`` shell-quotes the value, so it arrives
-    as one argument (and an empty value as ``''``). Splitting on whitespace with
-    ``posix=False`` keeps Hydra's own quoting intact (``data.path='/a b.csv'``).
+    as one argument (and an empty value as ``''``). Each argument is split on
+    whitespace outside quotes, and the quotes are kept for Hydra to parse
+    (``registry.model_name='a b'`` stays one override).
     """
     overrides: list[str] = []
     for arg in args:
-        overrides.extend(shlex.split(arg, posix=False))
+        if _OVERRIDE_TOKEN.sub("", arg).strip():
+            raise ValueError(f"Unbalanced quotes in Hydra overrides: {arg!r}")
+        overrides.extend(_OVERRIDE_TOKEN.findall(arg))
     return overrides
 
 
@@ -106,10 +113,10 @@ def parse_step_args(
     from hydra.errors import HydraException
 
     args = parser.parse_args(argv)
-    args.overrides = split_overrides(args.overrides)
     try:
+        args.overrides = split_overrides(args.overrides)
         cfg = compose_config(args.overrides)
-    except HydraException as err:
+    except (HydraException, ValueError) as err:
         parser.exit(2, f"{parser.prog}: error: invalid Hydra override: {err}\n")
     return args, cfg
 

@@ -1,0 +1,115 @@
+"""Config composition, overrides and the project's pinned environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.errors import ConfigCompositionException, OverrideParseException
+from hydra.utils import instantiate
+from sklearn.linear_model import LogisticRegression
+
+from steps import common
+
+MODEL_CONFIGS = sorted(p.stem for p in (common.CONF_DIR / "model").glob("*.yaml"))
+
+
+def test_default_config_is_the_tutorial(cfg):
+    estimator = instantiate(cfg.model)
+    assert isinstance(estimator, LogisticRegression)
+    assert estimator.get_params()["solver"] == "newton-cg"
+    assert estimator.get_params()["max_iter"] == 5000
+    assert estimator.get_params()["random_state"] == 0
+    assert list(cfg.data.features) == ["petal length (cm)", "petal width (cm)"]
+    assert cfg.data.test_size == 0.2 and cfg.data.random_state == 9001
+    assert cfg.registry.model_name == "iris-classifier"
+    assert cfg.registry.champion_alias == "champion"
+
+
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
+def test_every_model_config_instantiates(name):
+    estimator = instantiate(common.compose_config([f"model={name}"]).model)
+    assert hasattr(estimator, "fit") and hasattr(estimator, "predict")
+
+
+def test_overrides_change_the_config():
+    cfg = common.compose_config(["model.C=0.5", "data.test_size=0.3", "registry.model_name=x"])
+    assert cfg.model.C == 0.5
+    assert cfg.data.test_size == 0.3
+    assert cfg.registry.model_name == "x"
+
+
+def test_unknown_key_is_rejected_by_hydra():
+    with pytest.raises(ConfigCompositionException, match="model.nonexistent"):
+        common.compose_config(["model.nonexistent=1"])
+
+
+def test_unknown_config_group_option_is_rejected():
+    with pytest.raises(ConfigCompositionException, match="no_such_model"):
+        common.compose_config(["model=no_such_model"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], []),
+        ([""], []),  # MLflow passes an empty -P value as ''
+        (["model.C=0.5 data.test_size=0.3"], ["model.C=0.5", "data.test_size=0.3"]),
+        (["model.C=0.5", "data.test_size=0.3"], ["model.C=0.5", "data.test_size=0.3"]),
+        (["registry.model_name='a b' model.C=2"], ["registry.model_name='a b'", "model.C=2"]),
+    ],
+)
+def test_split_overrides(argv, expected):
+    assert common.split_overrides(argv) == expected
+
+
+def test_quoted_override_keeps_hydra_quoting():
+    overrides = common.split_overrides(["registry.model_name='a b' model.C=2"])
+    assert common.compose_config(overrides).registry.model_name == "a b"
+
+
+def test_parse_step_args_exits_2_with_hydra_message(capsys):
+    parser = common.step_parser("test")
+    with pytest.raises(SystemExit) as exit_info:
+        common.parse_step_args(parser, ["model.C=1 model.nonexistent=1"])
+    assert exit_info.value.code == 2
+    assert "model.nonexistent" in capsys.readouterr().err
+
+
+def test_malformed_override_is_rejected():
+    with pytest.raises(OverrideParseException):
+        common.compose_config(["model.C=="])
+
+
+def test_tracking_uri_defaults_to_absolute_sqlite_in_project(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    uri = common.tracking_uri()
+    assert uri == f"sqlite:///{common.PROJECT_DIR / 'mlflow.db'}"
+    assert Path(uri.removeprefix("sqlite:///")).is_absolute()
+
+
+def test_tracking_uri_honours_environment(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert common.tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_flatten():
+    assert common.flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def _pins(lines):
+    return sorted(line.strip() for line in lines if "==" in line and not line.strip().startswith("#"))
+
+
+def test_conda_yaml_pins_match_requirements():
+    conda = yaml.safe_load((common.PROJECT_DIR / "conda.yaml").read_text())
+    pip_section = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
+    requirements = (common.PROJECT_DIR / "requirements.txt").read_text().splitlines()
+    assert _pins(pip_section) == _pins(requirements)
+    assert not any(line.split("==")[0] == "sklearn" for line in _pins(requirements))
+
+
+def test_unbalanced_quote_is_rejected():
+    with pytest.raises(ValueError, match="Unbalanced quotes"):
+        common.split_overrides(["registry.model_name='a b"])

@@ -1,0 +1,173 @@
+"""The dynamic-dispatch pyfunc: saved in a temporary store, loaded back as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
+
+from steps import common, package_pyfunc, serialize, train
+from steps.dispatch_model import PREDICT_METHODS, sha256_file
+
+
+def package(estimator, tmp_path: Path, cfg):
+    """Fit, joblib-dump and log ``estimator`` as the dispatch model; return (info, holdout X)."""
+    train_rows, holdout = train.prepare_data(cfg.data)
+    features = list(cfg.data.features)
+    fitted = train.fit_estimator(estimator, train_rows, features, cfg.data.target)
+    path = tmp_path / "estimator.joblib"
+    digest = serialize.serialize_estimator(fitted, path)
+    with mlflow.start_run():
+        info = package_pyfunc.log_dispatch_model(str(path), digest, fitted, holdout[features].head(5))
+    return info, fitted, holdout[features]
+
+
+@pytest.fixture
+def packaged(tmp_path, cfg):
+    estimator = LogisticRegression(random_state=0, max_iter=5000, solver="newton-cg")
+    return package(estimator, tmp_path, cfg)
+
+
+@pytest.mark.parametrize("method", PREDICT_METHODS)
+def test_each_method_matches_the_estimator(packaged, method):
+    info, estimator, features = packaged
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    got = model.predict(features, params={"predict_method": method})
+    np.testing.assert_array_equal(got, getattr(estimator, method)(features))
+
+
+def test_default_method_is_predict_proba(packaged):
+    info, estimator, features = packaged
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    np.testing.assert_array_equal(model.predict(features), estimator.predict_proba(features))
+    param = model.metadata.get_params_schema().params[0]
+    assert (param.name, param.default) == ("predict_method", "predict_proba")
+
+
+def test_unsupported_method_names_allowed_values(packaged):
+    info, _, features = packaged
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    with pytest.raises(MlflowException) as err:
+        model.predict(features, params={"predict_method": "decision_function"})
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "'decision_function'" in err.value.message
+    for method in PREDICT_METHODS:
+        assert method in err.value.message
+
+
+def test_method_missing_on_estimator_is_reported(tmp_path, cfg):
+    info, _, features = package(LinearSVC(random_state=0), tmp_path, cfg)
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    assert model.predict(features, params={"predict_method": "predict"}).shape == (len(features),)
+    with pytest.raises(MlflowException) as err:
+        model.predict(features, params={"predict_method": "predict_proba"})
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "LinearSVC has no predict_proba" in err.value.message
+
+
+def test_signature_is_column_based_with_feature_names(packaged, cfg):
+    info, _, features = packaged
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    assert model.metadata.get_input_schema().input_names() == list(cfg.data.features)
+    with pytest.raises(MlflowException, match="petal width"):
+        model.predict(features.drop(columns=["petal width (cm)"]))
+
+
+def test_class_labels_are_discoverable(packaged):
+    info, estimator, _ = packaged
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    assert model.metadata.metadata["classes"] == estimator.classes_.tolist()
+    np.testing.assert_array_equal(model.unwrap_python_model().classes_, estimator.classes_)
+
+
+def test_requirements_are_pinned_and_never_sklearn(packaged):
+    info, _, _ = packaged
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    requirements = (local / "requirements.txt").read_text().split()
+    names = {line.split("==")[0] for line in requirements}
+    assert "sklearn" not in names
+    assert {"mlflow", "scikit-learn", "joblib"} <= names
+    assert all("==" in line for line in requirements)
+
+
+def _stored_estimator(tmp_path: Path) -> Path:
+    (path,) = (tmp_path / "artifacts").rglob("artifacts/estimator.joblib")
+    return path
+
+
+@pytest.mark.parametrize("damage", ["tamper", "truncate"])
+def test_modified_artifact_is_refused(packaged, tmp_path, damage):
+    info, _, _ = packaged
+    stored = _stored_estimator(tmp_path)
+    recorded = sha256_file(stored)
+    data = stored.read_bytes()
+    stored.write_bytes(data[: len(data) // 2] if damage == "truncate" else data + b"\0")
+    with pytest.raises(MlflowException) as err:
+        mlflow.pyfunc.load_model(info.model_uri)
+    message = err.value.message
+    assert "estimator.joblib" in message
+    assert recorded in message and sha256_file(stored) in message
+
+
+def test_model_is_logged_as_code_and_loads_without_the_project(packaged, tmp_path):
+    """A fresh interpreter, outside the project, with nothing of it importable."""
+    info, estimator, features = packaged
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "m")))
+    assert not list(local.rglob("*.pkl"))
+    script = (
+        "import json, sys, mlflow, pandas as pd\n"
+        "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "x = pd.DataFrame(json.loads(sys.argv[2]))\n"
+        "print(json.dumps(m.predict(x, params={'predict_method': 'predict'}).tolist()))\n"
+    )
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(local), features.to_json(orient="columns")],
+        cwd=outside,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == estimator.predict(features).tolist()
+
+
+def test_package_run_registers_pending_version(tmp_path, cfg):
+    with mlflow.start_run():
+        trained = train.run(cfg)
+    with mlflow.start_run():
+        serialized = serialize.run(trained["model_uri"], cfg)
+    with mlflow.start_run():
+        outputs = package_pyfunc.run(
+            serialized["joblib_uri"], serialized["joblib_sha256"], trained["holdout_uri"], cfg
+        )
+    assert outputs["registered_model_uri"] == "models:/iris-classifier/1"
+    version = mlflow.MlflowClient().get_model_version("iris-classifier", "1")
+    assert version.tags[common.VALIDATION_STATUS_TAG] == "pending"
+    assert version.tags["estimator_sha256"] == serialized["joblib_sha256"]
+
+
+def test_package_refuses_a_wrong_digest(tmp_path, cfg):
+    with mlflow.start_run():
+        trained = train.run(cfg)
+    with mlflow.start_run():
+        serialized = serialize.run(trained["model_uri"], cfg)
+    with pytest.raises(MlflowException, match="Refusing to load"), mlflow.start_run():
+        package_pyfunc.run(serialized["joblib_uri"], "0" * 64, trained["holdout_uri"], cfg)
+    assert mlflow.MlflowClient().search_registered_models() == []
+
+
+def test_serialize_digest_matches_file(tmp_path):
+    estimator = LogisticRegression().fit(pd.DataFrame({"a": [0.0, 1.0]}), [0, 1])
+    path = tmp_path / "e.joblib"
+    assert serialize.serialize_estimator(estimator, path) == sha256_file(path)

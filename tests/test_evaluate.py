@@ -1,0 +1,118 @@
+"""The evaluate step: its checks, its metrics, and what it does to the registry."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
+
+from steps import common, evaluate, package_pyfunc, serialize, train
+from tests.test_dispatch_model import package
+
+
+def run_chain(cfg):
+    """train -> serialize -> package_pyfunc in-process; returns the merged outputs."""
+    outputs = {}
+    with mlflow.start_run():
+        outputs |= train.run(cfg)
+    with mlflow.start_run():
+        outputs |= serialize.run(outputs["model_uri"], cfg)
+    with mlflow.start_run():
+        outputs |= package_pyfunc.run(
+            outputs["joblib_uri"], outputs["joblib_sha256"], outputs["holdout_uri"], cfg
+        )
+    return outputs
+
+
+def test_all_checks_pass_for_a_faithful_model(tmp_path, cfg):
+    info, estimator, features = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
+    checks = evaluate.validate_predictions(
+        mlflow.pyfunc.load_model(info.model_uri), estimator, features, atol=1e-9
+    )
+    assert [c.name for c in checks if not c.passed] == []
+    assert {c.name for c in checks} >= {
+        "predict_labels_identical",
+        "predict_proba_matches_reference",
+        "predict_proba_rows_sum_to_one",
+        "predict_log_proba_is_log_of_proba",
+        "default_method_is_predict_proba",
+        "argmax_proba_equals_predict",
+        "unsupported_method_rejected",
+    }
+
+
+def test_checks_fail_against_a_different_estimator(tmp_path, cfg):
+    info, _, features = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
+    train_rows, _ = train.prepare_data(cfg.data)
+    other = train.fit_estimator(
+        LogisticRegression(C=0.001, max_iter=5000), train_rows, list(cfg.data.features), "target"
+    )
+    checks = evaluate.validate_predictions(
+        mlflow.pyfunc.load_model(info.model_uri), other, features, atol=1e-9
+    )
+    failed = {c.name for c in checks if not c.passed}
+    assert "predict_proba_matches_reference" in failed
+
+
+def test_missing_predict_proba_fails_validation(tmp_path, cfg):
+    info, estimator, features = package(LinearSVC(random_state=0), tmp_path, cfg)
+    checks = evaluate.validate_predictions(
+        mlflow.pyfunc.load_model(info.model_uri), estimator, features, atol=1e-9
+    )
+    failed = {c.name: c.detail for c in checks if not c.passed}
+    assert "LinearSVC has no predict_proba" in failed["predict_proba_callable"]
+    assert "predict_log_proba_callable" in failed
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [("models:/iris-classifier/3", ("iris-classifier", "3")), ("models:/a-b_c/12", ("a-b_c", "12"))],
+)
+def test_parse_registered_uri(uri, expected):
+    assert evaluate.parse_registered_uri(uri) == expected
+
+
+@pytest.mark.parametrize("uri", ["models:/iris-classifier@champion", "runs:/abc/model", "models:/x"])
+def test_parse_registered_uri_rejects_other_uris(uri):
+    with pytest.raises(ValueError, match="models:/<name>/<version>"):
+        evaluate.parse_registered_uri(uri)
+
+
+def test_passing_version_is_tagged_and_becomes_champion(cfg):
+    outputs = run_chain(cfg)
+    with mlflow.start_run() as active:
+        result = evaluate.run(
+            outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg
+        )
+    assert result == {"validation_status": "passed"}
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias("iris-classifier", "champion")
+    assert str(champion.version) == outputs["registered_model_version"]
+    assert champion.tags[common.VALIDATION_STATUS_TAG] == "passed"
+    assert champion.tags["validation_run_id"] == active.info.run_id
+    metrics = mlflow.get_run(active.info.run_id).data.metrics
+    assert metrics["validation_checks_failed"] == 0
+    assert metrics["accuracy"] > 0.9 and metrics["roc_auc_ovr"] > 0.9
+    assert {"f1_macro", "log_loss"} <= set(metrics)
+    report = json.loads(
+        mlflow.artifacts.load_text(f"runs:/{active.info.run_id}/validation.json")
+    )
+    assert all(check["passed"] for check in report["checks"])
+
+
+def test_failing_version_is_tagged_failed_and_gets_no_alias(cfg):
+    outputs = run_chain(common.compose_config(["model=linear_svc"]))
+    with pytest.raises(evaluate.ValidationFailed, match="predict_proba"), mlflow.start_run() as active:
+        evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
+    client = MlflowClient()
+    version = client.get_model_version("iris-classifier", outputs["registered_model_version"])
+    assert version.tags[common.VALIDATION_STATUS_TAG] == "failed"
+    assert version.aliases == []
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("iris-classifier", "champion")
+    assert mlflow.get_run(active.info.run_id).info.status == "FAILED"

@@ -39,8 +39,8 @@ def tracking_store(
     mlflow.set_tracking_uri(uri)
     experiment = "tests"
     mlflow.create_experiment(experiment, artifact_location=(tmp_path / "artifacts").as_uri())
+    # Read by in-process runs and by `mlflow run` (its --experiment-name default).
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
-    mlflow.set_experiment(experiment)
     yield uri
     while mlflow.active_run():
         mlflow.end_run()

@@ -1,0 +1,130 @@
+"""End to end: the real `mlflow run . --env-manager local` in a temporary tracking store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+
+from steps import common
+from steps.main import PIPELINE
+
+pytestmark = pytest.mark.slow
+
+STEP_NAMES = [name for name, _ in PIPELINE]
+
+
+def mlflow_run(env, tmp_path, hydra_options: str | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "mlflow", "run", str(common.PROJECT_DIR), "--env-manager", "local"]
+    if hydra_options is not None:
+        command += ["-P", f"hydra_options={hydra_options}"]
+    return subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900
+    )
+
+
+def runs_by_entry_point() -> dict[str, list]:
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    grouped: dict[str, list] = {}
+    for run in runs:
+        grouped.setdefault(run.data.tags.get("mlflow.project.entryPoint"), []).append(run)
+    return grouped
+
+
+def test_pipeline_registers_the_tutorial_model_as_champion(project_env, tmp_path):
+    result = mlflow_run(project_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    runs = runs_by_entry_point()
+    (parent,) = runs["main"]
+    children = {name: runs[name] for name in STEP_NAMES}
+    assert all(len(found) == 1 for found in children.values())
+    children = {name: found[0] for name, found in children.items()}
+    for child in children.values():
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert mlflow.artifacts.load_text(f"runs:/{child.info.run_id}/config.yaml")
+
+    # URIs flow from one step to the next as parameters.
+    out = {name: common.read_outputs(run.info.run_id) for name, run in children.items()}
+    assert children["serialize"].data.params["model_uri"] == out["train"]["model_uri"]
+    assert children["package_pyfunc"].data.params["joblib_uri"] == out["serialize"]["joblib_uri"]
+    assert children["evaluate"].data.params["model_uri"] == out["package_pyfunc"]["registered_model_uri"]
+    assert children["evaluate"].data.params["holdout_uri"] == out["train"]["holdout_uri"]
+    assert all(uri.startswith(("runs:/", "models:/")) for step in out.values() for k, uri in step.items() if k.endswith("_uri"))
+
+    version = MlflowClient().get_model_version_by_alias("iris-classifier", "champion")
+    assert version.tags[common.VALIDATION_STATUS_TAG] == "passed"
+    assert parent.data.tags[common.VALIDATION_STATUS_TAG] == "passed"
+    assert parent.data.tags["registered_model_version"] == str(version.version)
+    for name in STEP_NAMES:
+        assert name in result.stdout
+    assert "validation: passed" in result.stdout
+
+    # The tutorial, done by hand: same holdout, same predictions.
+    iris = load_iris()
+    x_train, x_test, y_train, _ = train_test_split(
+        iris.data[:, 2:], iris.target, test_size=0.2, random_state=9001
+    )
+    direct = LogisticRegression(random_state=0, max_iter=5000, solver="newton-cg").fit(x_train, y_train)
+    champion = mlflow.pyfunc.load_model("models:/iris-classifier@champion")
+    frame = pd.DataFrame(x_test, columns=["petal length (cm)", "petal width (cm)"])
+    assert len(frame) == 30
+    np.testing.assert_array_equal(
+        champion.predict(frame, params={"predict_method": "predict"}), direct.predict(x_test)
+    )
+    np.testing.assert_allclose(champion.predict(frame), direct.predict_proba(x_test), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        champion.predict(frame, params={"predict_method": "predict_log_proba"}),
+        direct.predict_log_proba(x_test),
+        rtol=0,
+        atol=1e-9,
+    )
+
+
+def test_two_overrides_in_one_option_reach_every_step(project_env, tmp_path):
+    result = mlflow_run(project_env, tmp_path, "model.C=0.5 data.test_size=0.3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = runs_by_entry_point()
+    (train_run,) = runs["train"]
+    assert train_run.data.params["model.C"] == "0.5"
+    assert train_run.data.params["data.test_size"] == "0.3"
+    holdout_uri = common.read_outputs(train_run.info.run_id)["holdout_uri"]
+    assert len(pd.read_parquet(mlflow.artifacts.download_artifacts(holdout_uri))) == 45
+    for name in ["main", *STEP_NAMES]:
+        (run,) = runs[name]
+        assert run.data.tags[common.OVERRIDES_TAG] == "model.C=0.5 data.test_size=0.3"
+        assert "C: 0.5" in mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml")
+
+
+def test_unknown_override_fails_before_training(project_env, tmp_path):
+    result = mlflow_run(project_env, tmp_path, "model.nonexistent=1")
+    assert result.returncode != 0
+    assert "Could not override 'model.nonexistent'" in result.stderr
+    runs = runs_by_entry_point()
+    assert set(runs) == {"main"}
+    assert runs["main"][0].info.status == "FAILED"
+    assert MlflowClient().search_registered_models() == []
+
+
+def test_failed_validation_fails_the_pipeline_and_moves_no_alias(project_env, tmp_path):
+    result = mlflow_run(project_env, tmp_path, "model=linear_svc")
+    assert result.returncode != 0
+    assert "validation: failed" in result.stdout
+    runs = runs_by_entry_point()
+    assert runs["main"][0].info.status == "FAILED"
+    assert runs["evaluate"][0].info.status == "FAILED"
+    client = MlflowClient()
+    version = client.get_model_version("iris-classifier", "1")
+    assert version.tags[common.VALIDATION_STATUS_TAG] == "failed"
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("iris-classifier", "champion")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import joblib
 import mlflow
+import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, INVALID_STATE
 
@@ -86,6 +87,33 @@ def resolve_predict_method(estimator, params: dict | None) -> str:
     return method
 
 
+def _allows_nan(estimator) -> bool:
+    from sklearn.utils import get_tags
+
+    try:
+        return bool(get_tags(estimator).input_tags.allow_nan)
+    except (AttributeError, TypeError, ValueError):  # not a scikit-learn estimator
+        return True
+
+
+def reject_missing_values(model_input, estimator_name: str) -> None:
+    """Raise ``INVALID_PARAMETER_VALUE`` naming the first missing value's row and column.
+
+    Without this, scikit-learn's ValueError reaches the scoring server as an
+    opaque error with a stack trace.
+    """
+    if not hasattr(model_input, "columns"):
+        return
+    missing = model_input.isna().to_numpy()
+    if missing.any():
+        row, column = np.argwhere(missing)[0]
+        raise MlflowException(
+            f"Input row {row} has a missing value (NaN) in column "
+            f"{model_input.columns[column]!r}; {estimator_name} does not accept missing values.",
+            error_code=INVALID_PARAMETER_VALUE,
+        )
+
+
 class DynamicDispatchModel(mlflow.pyfunc.PythonModel):
     """Wraps a joblib-serialized estimator and dispatches on ``predict_method``."""
 
@@ -97,6 +125,7 @@ class DynamicDispatchModel(mlflow.pyfunc.PythonModel):
         # Columns of probability outputs follow this order.
         self.classes_ = getattr(self.estimator, "classes_", None)
         self.feature_names_ = getattr(self.estimator, "feature_names_in_", None)
+        self.allow_nan_ = _allows_nan(self.estimator)
 
     def predict(self, context, model_input, params=None):
         method = resolve_predict_method(self.estimator, params)
@@ -104,6 +133,8 @@ class DynamicDispatchModel(mlflow.pyfunc.PythonModel):
             # Same columns, same order as at fit time; schema enforcement has
             # already rejected inputs missing any of them.
             model_input = model_input[list(self.feature_names_)]
+        if not self.allow_nan_:
+            reject_missing_values(model_input, type(self.estimator).__name__)
         return getattr(self.estimator, method)(model_input)
 
 

@@ -171,3 +171,14 @@ def test_serialize_digest_matches_file(tmp_path):
     estimator = LogisticRegression().fit(pd.DataFrame({"a": [0.0, 1.0]}), [0, 1])
     path = tmp_path / "e.joblib"
     assert serialize.serialize_estimator(estimator, path) == sha256_file(path)
+
+
+def test_missing_value_is_reported_with_row_and_column(packaged):
+    info, _, features = packaged
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    bad = features.head(3).copy()
+    bad.iloc[2, 1] = np.nan
+    with pytest.raises(MlflowException) as err:
+        model.predict(bad, params={"predict_method": "predict"})
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "row 2" in err.value.message and "'petal width (cm)'" in err.value.message

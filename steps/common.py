@@ -37,6 +37,8 @@ OVERRIDES_TAG = "pipeline.hydra_overrides"
 STEP_TAG = "pipeline.step"
 
 VALIDATION_STATUS_TAG = "validation_status"
+DATA_DIGEST_TAG = "data.digest"
+DATA_ROWS_TAG = "data.rows"
 
 
 def tracking_uri() -> str:

@@ -1,9 +1,11 @@
 """Step 1, ``train``: load the data, split it, fit the configured estimator.
 
-Reads: the Hydra config (``data``, ``model``); no upstream URI.
+Reads: the Hydra config (``data``, ``model``); no upstream URI. The data is
+validated first (see ``steps.data``): a bad file fails with a message naming it.
 
 Writes, on its MLflow run:
 - ``config.yaml``: the resolved config; params ``data.*`` and ``model.*``;
+  tags ``data.digest`` (content hash), ``data.rows`` and ``data.source``;
 - ``data/train.parquet`` and ``data/holdout.parquet``: the exact split, also
   logged as MLflow dataset inputs (contexts ``training`` and ``testing``);
 - the fitted estimator as a native ``mlflow.sklearn`` model named ``model``.
@@ -24,45 +26,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from sklearn.base import BaseEstimator
-from sklearn.datasets import load_iris
-from sklearn.model_selection import train_test_split
 
-from steps import common
+from steps import common, data
 
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """The loaded data cannot be used as configured."""
-
-
-def load_iris_frame() -> pd.DataFrame:
-    """The iris data shipped with scikit-learn: four feature columns and ``target``."""
-    return load_iris(as_frame=True).frame
-
-
-def select_columns(frame: pd.DataFrame, features: Sequence[str], target: str) -> pd.DataFrame:
-    """Keep the feature columns (in the given order) and the target; fail naming missing ones."""
-    wanted = [*features, target]
-    missing = [column for column in wanted if column not in frame.columns]
-    if missing:
-        raise DataError(
-            f"Column(s) {missing} not found in the data; available: {list(frame.columns)}"
-        )
-    return frame[wanted]
-
-
-def split_frame(
-    frame: pd.DataFrame, target: str, test_size: float, random_state: int, stratify: bool
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split rows into train and holdout with scikit-learn's ``train_test_split``."""
-    train, holdout = train_test_split(
-        frame,
-        test_size=test_size,
-        random_state=random_state,
-        stratify=frame[target] if stratify else None,
-    )
-    return train, holdout
 
 
 def fit_estimator(
@@ -70,20 +37,6 @@ def fit_estimator(
 ) -> BaseEstimator:
     """Fit ``estimator`` on the feature columns of ``train`` against ``target``."""
     return estimator.fit(train[list(features)], train[target])
-
-
-def prepare_data(data_cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Load the configured data and split it into train and holdout."""
-    from hydra.utils import instantiate
-
-    frame = select_columns(instantiate(data_cfg.loader), data_cfg.features, data_cfg.target)
-    return split_frame(
-        frame,
-        target=data_cfg.target,
-        test_size=data_cfg.test_size,
-        random_state=data_cfg.random_state,
-        stratify=data_cfg.stratify,
-    )
 
 
 def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, str]:
@@ -98,8 +51,15 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, str]:
         | common.flatten(OmegaConf.to_container(cfg.model, resolve=True), prefix="model.")
     )
 
-    train, holdout = prepare_data(cfg.data)
-    features, target = list(cfg.data.features), cfg.data.target
+    train, holdout, features = data.prepare_data(cfg.data)
+    target = cfg.data.target
+    mlflow.set_tags(
+        {
+            common.DATA_DIGEST_TAG: data.data_digest(cfg.data),
+            common.DATA_ROWS_TAG: str(len(train) + len(holdout)),
+            "data.source": data.describe_source(cfg.data),
+        }
+    )
     log.info("train rows: %d, holdout rows: %d", len(train), len(holdout))
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
-from steps import common, evaluate, package_pyfunc, serialize, train
+from steps import common, data, evaluate, package_pyfunc, serialize, train
 from tests.test_dispatch_model import package
 
 
@@ -48,7 +48,7 @@ def test_all_checks_pass_for_a_faithful_model(tmp_path, cfg):
 
 def test_checks_fail_against_a_different_estimator(tmp_path, cfg):
     info, _, features = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
-    train_rows, _ = train.prepare_data(cfg.data)
+    train_rows, _, _ = data.prepare_data(cfg.data)
     other = train.fit_estimator(
         LogisticRegression(C=0.001, max_iter=5000), train_rows, list(cfg.data.features), "target"
     )

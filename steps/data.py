@@ -1,0 +1,172 @@
+"""Where the rows come from, and whether they can be trained on.
+
+Used by ``train`` (to load, validate and split) and by ``main`` (to compute the
+data digest that the step cache and the lineage record). Two sources:
+
+- ``conf/data/iris.yaml``: the iris data that scikit-learn ships;
+- ``conf/data/file.yaml``: a CSV or Parquet file read with pandas
+  (``data.path=...``; relative paths are resolved against the project directory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from steps.common import PROJECT_DIR
+
+READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
+
+
+class DataError(ValueError):
+    """The data cannot be used as configured; the message names the source and the problem."""
+
+
+def load_iris_frame() -> pd.DataFrame:
+    """The iris data shipped with scikit-learn: four feature columns and ``target``."""
+    from sklearn.datasets import load_iris
+
+    return load_iris(as_frame=True).frame
+
+
+def resolve_path(path: str | Path) -> Path:
+    """``path`` made absolute against the project directory."""
+    return (PROJECT_DIR / Path(path).expanduser()).resolve()
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file, failing with a message that names the file."""
+    resolved = resolve_path(path)
+    reader = READERS.get(resolved.suffix.lower())
+    if reader is None:
+        raise DataError(
+            f"Data file {resolved}: unsupported extension {resolved.suffix!r}; "
+            f"use one of {', '.join(READERS)}"
+        )
+    if not resolved.is_file():
+        raise DataError(f"Data file {resolved} does not exist")
+    try:
+        return reader(resolved)
+    except Exception as err:  # pandas/pyarrow raise many types for unreadable files
+        raise DataError(f"Data file {resolved} cannot be read: {type(err).__name__}: {err}") from err
+
+
+def source_path(data_cfg: DictConfig) -> Path | None:
+    """The file the configured loader reads, or None for built-in data."""
+    path = OmegaConf.select(data_cfg, "loader.path")
+    return None if path is None else resolve_path(path)
+
+
+def data_digest(data_cfg: DictConfig) -> str:
+    """Content digest of the data: SHA-256 of the file, or of the loader config for built-in data."""
+    from steps.dispatch_model import sha256_file
+
+    path = source_path(data_cfg)
+    if path is not None:
+        if not path.is_file():
+            raise DataError(f"Data file {path} does not exist")
+        return sha256_file(path)
+    loader = OmegaConf.to_container(data_cfg.loader, resolve=True)
+    return hashlib.sha256(json.dumps(loader, sort_keys=True).encode()).hexdigest()
+
+
+def describe_source(data_cfg: DictConfig) -> str:
+    path = source_path(data_cfg)
+    return str(path) if path is not None else data_cfg.loader._target_
+
+
+def feature_list(frame: pd.DataFrame, features: Sequence[str] | None, target: str) -> list[str]:
+    """The configured features, or every column but the target when none are configured."""
+    if features is None:
+        return [column for column in frame.columns if column != target]
+    return list(features)
+
+
+def validate_frame(
+    frame: pd.DataFrame,
+    features: Sequence[str],
+    target: str,
+    test_size: float,
+    stratify: bool,
+    source: str,
+) -> None:
+    """Fail with a ``DataError`` naming ``source`` and the problem, before any training."""
+    if frame.empty:
+        raise DataError(f"Data {source} is empty: no rows")
+    missing = [column for column in [*features, target] if column not in frame.columns]
+    if missing:
+        raise DataError(f"Data {source} lacks column(s) {missing}; it has {list(frame.columns)}")
+    if not features:
+        raise DataError(f"Data {source} has no feature columns besides the target {target!r}")
+    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        raise DataError(f"Data {source}: feature column(s) {non_numeric} are not numeric")
+    nulls = frame[[*features, target]].isna()
+    if nulls.to_numpy().any():
+        counts = {column: int(n) for column, n in nulls.sum().items() if n}
+        first_row = int(nulls.any(axis=1).to_numpy().argmax())
+        raise DataError(
+            f"Data {source} has missing values: {counts} (first at row {first_row})"
+        )
+    counts = frame[target].value_counts()
+    if len(counts) < 2:
+        raise DataError(
+            f"Data {source}: target {target!r} has a single class {counts.index.tolist()}; "
+            "a classifier needs at least two"
+        )
+    n_test = int(-(-len(frame) * test_size // 1)) if test_size < 1 else int(test_size)
+    smallest = _plain(counts.idxmin())
+    if counts.min() < 2:
+        raise DataError(
+            f"Data {source}: class {smallest!r} of {target!r} has {counts.min()} row; "
+            "each class needs at least 2 to appear in both the training and holdout splits"
+        )
+    if stratify and n_test < len(counts):
+        raise DataError(
+            f"Data {source}: a stratified holdout of {n_test} row(s) (test_size={test_size}) "
+            f"cannot hold all {len(counts)} classes"
+        )
+
+
+def _plain(value):
+    """A numpy scalar as the Python value it holds, for readable messages."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def prepare_data(data_cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Load, validate and split the configured data: (train, holdout, feature names)."""
+    from hydra.utils import instantiate
+    from sklearn.model_selection import train_test_split
+
+    from hydra.errors import InstantiationException
+
+    source = describe_source(data_cfg)
+    try:
+        frame = instantiate(data_cfg.loader)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, DataError):  # Hydra wraps it; the cause names the file
+            raise err.__cause__ from None
+        raise
+    features = feature_list(frame, data_cfg.features, data_cfg.target)
+    validate_frame(
+        frame, features, data_cfg.target, data_cfg.test_size, data_cfg.stratify, source
+    )
+    frame = frame[[*features, data_cfg.target]]
+    train, holdout = train_test_split(
+        frame,
+        test_size=data_cfg.test_size,
+        random_state=data_cfg.random_state,
+        stratify=frame[data_cfg.target] if data_cfg.stratify else None,
+    )
+    absent = sorted(_plain(c) for c in set(frame[data_cfg.target]) - set(train[data_cfg.target]))
+    if absent:
+        raise DataError(
+            f"Data {source}: class(es) {absent} did not land in the training split; "
+            "set data.stratify=true or add rows"
+        )
+    return train, holdout, features

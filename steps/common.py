@@ -24,6 +24,9 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = PROJECT_DIR / "conf"
 CONFIG_NAME = "config"
 
+# The pipeline's steps, in order; each is an MLproject entry point and a module steps/<name>.py.
+STEPS = ("train", "serialize", "package_pyfunc", "evaluate")
+
 # Names under which steps log artifacts; one place so that producer and consumer agree.
 TRAIN_DATA_ARTIFACT = "data/train.parquet"
 HOLDOUT_ARTIFACT = "data/holdout.parquet"
@@ -150,6 +153,16 @@ def read_outputs(run_id: str) -> dict[str, str]:
         for key, value in tags.items()
         if key.startswith(OUTPUT_TAG_PREFIX)
     }
+
+
+def alias_version(client, name: str, alias: str):
+    """The model version holding ``alias`` on registered model ``name``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
 
 
 def flatten(cfg: Mapping, prefix: str = "") -> dict[str, object]:

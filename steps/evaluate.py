@@ -5,7 +5,7 @@ Reads:
   with ``mlflow.pyfunc.load_model``;
 - ``--reference-model-uri``: the native ``mlflow.sklearn`` model from ``train``;
 - ``--holdout-uri``: the Parquet holdout ``train`` logged;
-- the Hydra config (``data.target``, ``validation.atol``, ``registry.champion_alias``).
+- the Hydra config (``data.target``, ``validation.atol``, ``registry``, ``gate``).
 
 Checks on the holdout, against the reference estimator: ``predict`` labels
 identical; ``predict_proba`` within ``atol`` and rows summing to 1;
@@ -13,13 +13,24 @@ identical; ``predict_proba`` within ``atol`` and rows summing to 1;
 default method is ``predict_proba``; ``argmax(predict_proba) == predict``; an
 unsupported method is rejected.
 
-Writes, on its MLflow run: metrics ``accuracy``, ``f1_macro``, ``log_loss``,
-``roc_auc_ovr``, ``validation_checks_failed``; artifact ``validation.json`` (one
-entry per check). On the model version: tag ``validation_status`` =
-``passed``/``failed`` and ``validation_run_id``; alias ``champion`` only when
-every check passed. A failed validation ends the run with a non-zero exit.
+Then the champion/challenger gate: the current ``champion`` is scored on the
+same holdout, and ``mlflow.validate_evaluation_results`` checks each metric in
+``gate.metrics`` against a ``MetricThreshold`` at the champion's value plus or
+minus its tolerance (and the metric's absolute ``threshold``, if set). Passing:
+the version becomes ``champion`` and the old champion ``previous_champion``.
+Not passing: the version becomes ``challenger``; the champion stays. The first
+validated version becomes champion.
 
-Outputs (run tags ``pipeline.output.*``): ``validation_status``.
+Writes, on its MLflow run: metrics ``accuracy``, ``f1_macro``, ``log_loss``,
+``roc_auc_ovr`` (and ``champion_*`` for the champion), ``validation_checks_failed``;
+artifacts ``validation.json`` (one entry per check) and ``gate.json``. On the
+model version: tags ``validation_status`` = ``passed``/``failed``,
+``validation_run_id`` and ``gate.*`` (outcome, reason, both versions' metrics,
+thresholds); then the aliases. A failed validation moves no alias and ends the
+run with a non-zero exit; a version kept as challenger is not a failure.
+
+Outputs (run tags ``pipeline.output.*``): ``validation_status``, ``gate_outcome``
+(``promoted``/``challenger``), ``champion_version`` (after the decision).
 
 Run alone: ``python -m steps.evaluate --model-uri models:/NAME/VERSION
 --reference-model-uri URI --holdout-uri URI [overrides]``.
@@ -27,10 +38,11 @@ Run alone: ``python -m steps.evaluate --model-uri models:/NAME/VERSION
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -148,6 +160,119 @@ def score(model, features: pd.DataFrame, labels: pd.Series, classes: Sequence) -
     return {name: float(value) for name, value in result.items()}
 
 
+@dataclass
+class GateDecision:
+    promoted: bool
+    reason: str
+    champion_version: str | None = None
+    champion_metrics: dict[str, float] | None = None
+    thresholds: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def outcome(self) -> str:
+        return "promoted" if self.promoted else "challenger"
+
+
+def gate_thresholds(gate_metrics: Mapping, champion_metrics: Mapping[str, float] | None) -> dict:
+    """One ``MetricThreshold`` per gated metric: the champion's value moved by the tolerance,
+    tightened by the metric's absolute threshold. No champion and no threshold: no bound."""
+    from mlflow.models import MetricThreshold
+
+    thresholds = {}
+    for name, spec in gate_metrics.items():
+        greater = bool(spec.greater_is_better)
+        bounds = []
+        if champion_metrics is not None:
+            tolerance = float(spec.tolerance)
+            bounds.append(champion_metrics[name] - tolerance if greater else champion_metrics[name] + tolerance)
+        if spec.threshold is not None:
+            bounds.append(float(spec.threshold))
+        if bounds:
+            bound = max(bounds) if greater else min(bounds)
+            thresholds[name] = MetricThreshold(threshold=bound, greater_is_better=greater)
+    return thresholds
+
+
+def decide(
+    candidate_metrics: Mapping[str, float],
+    champion_metrics: Mapping[str, float] | None,
+    gate_metrics: Mapping,
+) -> tuple[bool, str, dict]:
+    """Apply the gate with ``mlflow.validate_evaluation_results``: (passed, reason, thresholds)."""
+    from mlflow.models.evaluation import EvaluationResult
+    from mlflow.models.evaluation.validation import ModelValidationFailedException
+
+    thresholds = gate_thresholds(gate_metrics, champion_metrics)
+    described = {
+        name: {"threshold": t.threshold, "greater_is_better": t.greater_is_better}
+        for name, t in thresholds.items()
+    }
+    try:
+        mlflow_validate(thresholds, EvaluationResult(dict(candidate_metrics), {}),
+                        EvaluationResult(dict(champion_metrics or {}), {}))
+    except ModelValidationFailedException as err:
+        return False, err.message, described
+    if champion_metrics is None:
+        return True, "no champion yet: first validated version", described
+    return True, "no gated metric is worse than the champion beyond its tolerance", described
+
+
+def mlflow_validate(thresholds, candidate, baseline) -> None:
+    import mlflow
+
+    mlflow.validate_evaluation_results(thresholds, candidate, baseline)
+
+
+def gate(cfg, name: str, model_version: str, candidate_metrics, holdout_features, labels, classes):
+    """Score the champion on the same holdout and decide whether the candidate replaces it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    champion = common.alias_version(MlflowClient(), name, cfg.registry.champion_alias)
+    if champion is None or str(champion.version) == model_version:
+        passed, reason, thresholds = decide(candidate_metrics, None, cfg.gate.metrics)
+        return GateDecision(passed, reason, None, None, thresholds)
+    champion_uri = f"models:/{name}/{champion.version}"
+    try:
+        champion_model = mlflow.pyfunc.load_model(champion_uri)
+        champion_metrics = score(champion_model, holdout_features, labels, classes)
+    except Exception as err:  # an unusable champion must not block a validated candidate
+        reason = f"champion {champion_uri} could not be scored ({type(err).__name__}: {err})"
+        log.warning("%s; promoting the validated candidate", reason)
+        return GateDecision(True, reason, str(champion.version))
+    mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
+    passed, reason, thresholds = decide(candidate_metrics, champion_metrics, cfg.gate.metrics)
+    return GateDecision(passed, reason, str(champion.version), champion_metrics, thresholds)
+
+
+def apply_decision(client, cfg, name: str, model_version: str, decision: GateDecision,
+                   candidate_metrics: Mapping[str, float]) -> str:
+    """Write the decision on the version as tags, then move the aliases; return the champion."""
+    tags = {
+        common.VALIDATION_STATUS_TAG: "passed",
+        "gate.outcome": decision.outcome,
+        "gate.reason": decision.reason,
+        "gate.candidate_metrics": json.dumps(candidate_metrics, sort_keys=True),
+        "gate.champion_metrics": json.dumps(decision.champion_metrics, sort_keys=True),
+        "gate.champion_version": decision.champion_version or "",
+        "gate.thresholds": json.dumps(decision.thresholds, sort_keys=True),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, model_version, key, value)
+    if not decision.promoted:
+        client.set_registered_model_alias(name, cfg.gate.challenger_alias, model_version)
+        return decision.champion_version
+    if decision.champion_version and decision.champion_version != model_version:
+        client.set_registered_model_alias(
+            name, cfg.gate.previous_champion_alias, decision.champion_version
+        )
+    client.set_registered_model_alias(name, cfg.registry.champion_alias, model_version)
+    challenger = common.alias_version(client, name, cfg.gate.challenger_alias)
+    if challenger is not None and str(challenger.version) == model_version:
+        client.delete_registered_model_alias(name, cfg.gate.challenger_alias)
+    return model_version
+
+
 def run(
     model_uri: str, reference_model_uri: str, holdout_uri: str, cfg, overrides: Sequence[str] = ()
 ) -> dict[str, str]:
@@ -188,12 +313,18 @@ def run(
             + "; ".join(f"{check.name} ({check.detail})" for check in failed)
         )
 
-    mlflow.log_metrics(score(model, features, labels, reference.classes_))
-    # Tag first, alias second: the alias never points at a version not marked passed.
-    client.set_model_version_tag(name, model_version, common.VALIDATION_STATUS_TAG, "passed")
-    client.set_registered_model_alias(name, cfg.registry.champion_alias, model_version)
-    log.info("%s is now %s@%s", model_uri, name, cfg.registry.champion_alias)
-    outputs = {"validation_status": "passed"}
+    candidate_metrics = score(model, features, labels, reference.classes_)
+    mlflow.log_metrics(candidate_metrics)
+    decision = gate(cfg, name, model_version, candidate_metrics, features, labels, reference.classes_)
+    mlflow.log_dict({**asdict(decision), "outcome": decision.outcome}, "gate.json")
+    # Tags first, aliases second: an alias never points at a version without its decision.
+    champion_version = apply_decision(client, cfg, name, model_version, decision, candidate_metrics)
+    log.info("gate: version %s %s (%s)", model_version, decision.outcome, decision.reason)
+    outputs = {
+        "validation_status": "passed",
+        "gate_outcome": decision.outcome,
+        "champion_version": champion_version or "",
+    }
     common.record_outputs(outputs)
     return outputs
 

@@ -1,17 +1,22 @@
 """The ``main`` entry point: run train -> serialize -> package_pyfunc -> evaluate.
 
-Reads: Hydra overrides (``-P hydra_options="..."`` or positional arguments).
-The config is composed, and the estimator built, before any step starts, so a
-bad override fails at once with Hydra's message.
+Reads: Hydra overrides (``-P hydra_options="..."`` or positional arguments) and
+``--force`` (``all`` or step names, comma-separated). The config is composed and
+the data digest computed before any step starts, so a bad override or a missing
+data file fails at once; the estimator is built before ``train`` runs.
 
-Each step runs as a child MLflow run (``mlflow.projects.run`` under the active
-parent run, with the parent's env manager) and receives the previous steps'
-output URIs as parameters. The same overrides go to every step.
+Each step either reuses an earlier FINISHED run with the same cache key (see
+``steps.cache``: no step process starts) or runs as a child MLflow run
+(``mlflow.projects.run`` under the active parent run, with the parent's env
+manager), receiving the previous steps' output URIs as parameters. The same
+overrides go to every step.
 
 Writes, on the parent run: ``config.yaml`` (resolved config), ``summary.json``
-(each step's run id, duration and status, the registered version, the
-validation outcome) and tags ``registered_model_version`` and
-``validation_status``; prints the same summary.
+(each step's run id, duration, status, cache hit or miss and why; the
+registered version; the validation and gate outcome), tags
+``pipeline.step.<step>.cache``/``.reason``/``.run_id``, ``registered_model_version``,
+``validation_status`` and ``pipeline.outcome``; on a newly registered version,
+the ``lineage.*`` tags. Prints the summary; exits non-zero if a step failed.
 """
 
 from __future__ import annotations
@@ -20,16 +25,20 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-from steps import common
+from omegaconf import DictConfig, OmegaConf
+
+from steps import cache, common
+from steps.lineage import git_state, package_versions
 
 log = logging.getLogger(__name__)
 
 StepParams = Callable[[dict[str, str]], dict[str, str]]
 
-# Each step, and how its MLproject parameters come from the outputs gathered so far.
+# Each step (in common.STEPS order), and how its MLproject parameters come from
+# the outputs gathered so far.
 PIPELINE: tuple[tuple[str, StepParams], ...] = (
     ("train", lambda out: {}),
     ("serialize", lambda out: {"model_uri": out["model_uri"]}),
@@ -55,9 +64,11 @@ PIPELINE: tuple[tuple[str, StepParams], ...] = (
 @dataclass
 class StepResult:
     step: str
-    run_id: str | None
-    seconds: float
-    status: str
+    run_id: str | None = None
+    seconds: float = 0.0
+    status: str = "NOT RUN"  # FINISHED, CACHED, FAILED
+    cache: str = ""  # hit or miss
+    reason: str = ""
     outputs: dict[str, str] = field(default_factory=dict)
 
 
@@ -67,19 +78,39 @@ class PipelineSummary:
     steps: list[StepResult] = field(default_factory=list)
     registered_model_version: str | None = None
     validation_status: str = "not run"
+    gate_outcome: str | None = None
+    champion_version: str | None = None
 
     @property
     def succeeded(self) -> bool:
-        return len(self.steps) == len(PIPELINE) and all(s.status == "FINISHED" for s in self.steps)
+        return len(self.steps) == len(PIPELINE) and all(
+            s.status in ("FINISHED", "CACHED") for s in self.steps
+        )
+
+    @property
+    def outcome(self) -> str:
+        failed = [s.step for s in self.steps if s.status == "FAILED"]
+        if failed or not self.succeeded:
+            return f"failed at step {failed[0] if failed else self.steps[-1].step}"
+        if all(s.status == "CACHED" for s in self.steps):
+            return f"nothing changed: every step cached; champion is version {self.champion_version}"
+        if self.gate_outcome == "promoted":
+            return f"promoted version {self.registered_model_version} to champion"
+        return (
+            f"kept champion version {self.champion_version}; "
+            f"version {self.registered_model_version} is {self.gate_outcome}"
+        )
 
     def render(self) -> str:
         lines = [f"pipeline run {self.run_id}"]
         for step in self.steps:
             lines.append(
                 f"  {step.step:<15} {step.status:<9} {step.seconds:6.1f}s  run {step.run_id or '-'}"
+                f"  {step.cache} ({step.reason})"
             )
         lines.append(f"  registered version: {self.registered_model_version or '-'}")
         lines.append(f"  validation: {self.validation_status}")
+        lines.append(f"  outcome: {self.outcome}")
         return "\n".join(lines)
 
 
@@ -94,48 +125,138 @@ def env_manager_of(run) -> str:
     return run.data.tags.get(MLFLOW_PROJECT_ENV, "local")
 
 
-def run_pipeline(hydra_options: str, env_manager: str, summary: PipelineSummary) -> None:
-    """Run the four steps as child runs of the active run, filling ``summary`` as they finish.
+@dataclass
+class PipelineContext:
+    cfg: DictConfig
+    overrides: Sequence[str]
+    force: frozenset[str]
+    env_manager: str
+    data_digest: str
+    packages: Mapping[str, str]
+
+
+def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
+    """Run or reuse the four steps as child runs of the active run, filling ``summary``.
 
     Stops at the first failing step; ``summary.succeeded`` then is false.
     """
     import mlflow
-    from mlflow.exceptions import ExecutionException
 
     experiment_id = mlflow.active_run().info.experiment_id
     outputs: dict[str, str] = {}
+    keys: dict[str, str] = {}
     for step, params_from in PIPELINE:
-        parameters = {**params_from(outputs), "hydra_options": hydra_options}
-        log.info("starting step %s with %s", step, parameters)
-        started = time.monotonic()
-        result = StepResult(step=step, run_id=None, seconds=0.0, status="FAILED")
+        params = params_from(outputs)
+        key = cache.step_key(
+            step, params, ctx.cfg, keys, ctx.packages, ctx.data_digest if step == "train" else None
+        )
+        found = cache.lookup(key, experiment_id, forced=step in ctx.force)
+        result = StepResult(step=step, cache="hit" if found.hit else "miss", reason=found.reason)
         summary.steps.append(result)
-        try:
-            submitted = mlflow.projects.run(
-                uri=str(common.PROJECT_DIR),
-                entry_point=step,
-                parameters=parameters,
-                env_manager=env_manager,
-                experiment_id=experiment_id,
-                synchronous=True,
-            )
-            result.run_id = submitted.run_id
-            result.status = "FINISHED"
-        except ExecutionException as err:
-            result.run_id = _last_child_run_id(step)
-            log.error("step %s failed (run %s): %s", step, result.run_id, err)
+        log.info("step %s: cache %s (%s)", step, result.cache, result.reason)
+        started = time.monotonic()
+        if found.hit:
+            result.run_id, result.status = found.hit_run_id, "CACHED"
+        else:
+            result.run_id = _run_step(step, params, ctx, experiment_id)
+            result.status = "FINISHED" if result.run_id and _finished(result.run_id) else "FAILED"
+            if result.status == "FINISHED":
+                cache.record(result.run_id, key)
+        result.seconds = time.monotonic() - started
+        _record_step(result)
+        if result.status == "FAILED":
             return
-        finally:
-            result.seconds = time.monotonic() - started
-            if result.run_id:
-                result.outputs = common.read_outputs(result.run_id)
-                outputs.update(result.outputs)
-                summary.registered_model_version = outputs.get(
-                    "registered_model_version", summary.registered_model_version
-                )
-                summary.validation_status = outputs.get(
-                    "validation_status", summary.validation_status
-                )
+        result.outputs = common.read_outputs(result.run_id)
+        outputs.update(result.outputs)
+        keys[step] = key.key
+        summary.registered_model_version = outputs.get("registered_model_version")
+        if step == "package_pyfunc" and result.status == "FINISHED":
+            tag_lineage(outputs["registered_model_uri"], ctx, summary)
+    summary.validation_status = outputs.get("validation_status", summary.validation_status)
+    summary.gate_outcome = outputs.get("gate_outcome")
+    # Read the alias now rather than trusting a cached evaluate: a rollback may have moved it.
+    from mlflow import MlflowClient
+
+    champion = common.alias_version(
+        MlflowClient(), ctx.cfg.registry.model_name, ctx.cfg.registry.champion_alias
+    )
+    summary.champion_version = str(champion.version) if champion else None
+
+
+def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experiment_id: str):
+    """Run one step as a child run; return its run id (None if it never started)."""
+    import mlflow
+    from mlflow.exceptions import ExecutionException
+
+    if step == "train":
+        try:
+            _check_model_config(ctx.cfg)
+        except Exception as err:  # any error building the estimator is a config error
+            log.error("cannot build the estimator from config 'model': %s", err)
+            return None
+    try:
+        submitted = mlflow.projects.run(
+            uri=str(common.PROJECT_DIR),
+            entry_point=step,
+            parameters={**params, "hydra_options": " ".join(ctx.overrides)},
+            env_manager=ctx.env_manager,
+            experiment_id=experiment_id,
+            synchronous=True,
+        )
+        return submitted.run_id
+    except ExecutionException as err:
+        run_id = _last_child_run_id(step)
+        log.error("step %s failed (run %s): %s", step, run_id, err)
+        return run_id
+
+
+def _check_model_config(cfg: DictConfig) -> None:
+    """Build the estimator once, so a bad _target_ or argument fails before training."""
+    from hydra.utils import instantiate
+
+    instantiate(cfg.model)
+
+
+def _finished(run_id: str) -> bool:
+    import mlflow
+
+    return mlflow.get_run(run_id).info.status == "FINISHED"
+
+
+def _record_step(result: StepResult) -> None:
+    import mlflow
+
+    prefix = f"pipeline.step.{result.step}."
+    mlflow.set_tags(
+        {
+            prefix + "cache": result.cache,
+            prefix + "reason": result.reason,
+            prefix + "run_id": result.run_id or "",
+            prefix + "status": result.status,
+        }
+    )
+
+
+def tag_lineage(model_uri: str, ctx: PipelineContext, summary: PipelineSummary) -> None:
+    """Write where a newly registered version came from on the version itself."""
+    from mlflow import MlflowClient
+
+    name, _, model_version = model_uri[len("models:/") :].rpartition("/")
+    commit, dirty = git_state()
+    runs = {f"lineage.{s.step}_run_id": s.run_id or "" for s in summary.steps}
+    tags = {
+        "lineage.git_commit": commit,
+        "lineage.git_dirty": str(dirty).lower(),
+        "lineage.data_digest": ctx.data_digest,
+        "lineage.overrides": " ".join(ctx.overrides),
+        "lineage.config": OmegaConf.to_yaml(ctx.cfg, resolve=True),
+        "lineage.pipeline_run_id": summary.run_id,
+        "lineage.packages": json.dumps(dict(ctx.packages), sort_keys=True),
+        **runs,
+    }
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, model_version, key, value)
 
 
 def _last_child_run_id(step: str) -> str | None:
@@ -159,38 +280,61 @@ def _last_child_run_id(step: str) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     import mlflow
-    from hydra.utils import instantiate
+
+    from steps.data import DataError, data_digest
 
     parser = common.step_parser(__doc__)
+    parser.add_argument(
+        "--force",
+        default="",
+        help="rerun these steps even when cached: 'all' or names, comma-separated",
+    )
     args, cfg = common.parse_step_args(parser, argv)
+    try:
+        force = cache.parse_force(args.force)
+        digest = data_digest(cfg.data)
+    except (ValueError, DataError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     common.configure_logging()
     common.configure_tracking()
-    try:
-        instantiate(cfg.model)
-    except Exception as err:  # surface a bad _target_ or argument before any step runs
-        parser.exit(2, f"{parser.prog}: error: cannot build model from config: {err}\n")
 
-    hydra_options = " ".join(args.overrides)
     with mlflow.start_run() as parent:
         common.log_config(cfg, args.overrides, step="main")
+        commit, dirty = git_state()
+        mlflow.set_tags(
+            {
+                "lineage.git_commit": commit,
+                "lineage.git_dirty": str(dirty).lower(),
+                common.DATA_DIGEST_TAG: digest,
+            }
+        )
+        ctx = PipelineContext(
+            cfg=cfg,
+            overrides=args.overrides,
+            force=force,
+            env_manager=env_manager_of(mlflow.get_run(parent.info.run_id)),
+            data_digest=digest,
+            packages=package_versions(),
+        )
         summary = PipelineSummary(run_id=parent.info.run_id)
-        env_manager = env_manager_of(mlflow.get_run(parent.info.run_id))
         try:
-            run_pipeline(hydra_options, env_manager, summary)
+            run_pipeline(ctx, summary)
         finally:
             mlflow.log_dict(
-                {**asdict(summary), "succeeded": summary.succeeded}, "summary.json"
+                {**asdict(summary), "succeeded": summary.succeeded, "outcome": summary.outcome},
+                "summary.json",
             )
             mlflow.set_tags(
                 {
                     "registered_model_version": summary.registered_model_version or "",
                     common.VALIDATION_STATUS_TAG: summary.validation_status,
+                    "pipeline.outcome": summary.outcome,
                 }
             )
             print(summary.render(), flush=True)
-            if not summary.succeeded:
-                log.error("pipeline failed; see the step runs above")
-                sys.exit(1)
+        if not summary.succeeded:
+            log.error("pipeline failed: %s", summary.outcome)
+            sys.exit(1)
 
 
 if __name__ == "__main__":

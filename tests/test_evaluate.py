@@ -89,7 +89,7 @@ def test_passing_version_is_tagged_and_becomes_champion(cfg):
         result = evaluate.run(
             outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg
         )
-    assert result == {"validation_status": "passed"}
+    assert result == {"validation_status": "passed", "gate_outcome": "promoted", "champion_version": "1"}
     client = MlflowClient()
     champion = client.get_model_version_by_alias("iris-classifier", "champion")
     assert str(champion.version) == outputs["registered_model_version"]

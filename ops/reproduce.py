@@ -1,0 +1,104 @@
+"""Rebuild a registered version from its recorded lineage and compare predictions.
+
+    python -m ops.reproduce 3                  # version 3 of the configured registered model
+    python -m ops.reproduce 3 registry.model_name=other-model
+
+Reads the version's ``lineage.*`` tags: the overrides, the train run (whose
+logged ``data/train.parquet`` and ``data/holdout.parquet`` are the exact split,
+checked against the recorded data digest) and the git commit. Composes the
+config with those overrides, fits the estimator again on the logged training
+split, and compares ``predict``, ``predict_proba`` and ``predict_log_proba``
+on the holdout with the registered version's: they must be identical.
+Warns when the current checkout differs from the recorded commit.
+Exits 0 when identical, 1 when not or when the lineage is incomplete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from steps import common
+from steps.dispatch_model import PREDICT_METHOD_PARAM, PREDICT_METHODS
+from steps.lineage import git_state
+
+log = logging.getLogger(__name__)
+
+
+class ReproductionError(RuntimeError):
+    pass
+
+
+def reproduce(name: str, model_version: str) -> dict[str, bool]:
+    """Refit from lineage; return {method: identical} for the three predict methods."""
+    import mlflow
+    from hydra.utils import instantiate
+    from mlflow import MlflowClient
+
+    tags = MlflowClient().get_model_version(name, model_version).tags
+    missing = [t for t in ("lineage.train_run_id", "lineage.data_digest") if not tags.get(t)]
+    if missing:
+        raise ReproductionError(f"{name} version {model_version} lacks lineage tag(s) {missing}")
+    train_run = mlflow.get_run(tags["lineage.train_run_id"])
+    if train_run.data.tags.get(common.DATA_DIGEST_TAG) != tags["lineage.data_digest"]:
+        raise ReproductionError(
+            f"train run {train_run.info.run_id} recorded data digest "
+            f"{train_run.data.tags.get(common.DATA_DIGEST_TAG)}, the version {tags['lineage.data_digest']}"
+        )
+    commit, dirty = git_state()
+    if commit != tags.get("lineage.git_commit") or dirty:
+        log.warning(
+            "checkout is at %s%s; version %s was built from %s%s",
+            commit, " (dirty)" if dirty else "", model_version,
+            tags.get("lineage.git_commit"), " (dirty)" if tags.get("lineage.git_dirty") == "true" else "",
+        )
+    cfg = common.compose_config(common.split_overrides([tags.get("lineage.overrides", "")]))
+    run_uri = f"runs:/{train_run.info.run_id}"
+    train = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{run_uri}/{common.TRAIN_DATA_ARTIFACT}"))
+    holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{run_uri}/{common.HOLDOUT_ARTIFACT}"))
+    target = cfg.data.target
+    features = [column for column in train.columns if column != target]
+    rebuilt = instantiate(cfg.model).fit(train[features], train[target])
+    registered = mlflow.pyfunc.load_model(f"models:/{name}/{model_version}")
+    results = {}
+    for method in PREDICT_METHODS:
+        if not hasattr(rebuilt, method):
+            continue
+        expected = getattr(rebuilt, method)(holdout[features])
+        got = registered.predict(holdout[features], params={PREDICT_METHOD_PARAM: method})
+        results[method] = bool(np.array_equal(np.asarray(got), expected))
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("version", help="registered model version to rebuild")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. registry.model_name=x")
+    args = parser.parse_args(argv)
+    overrides = common.split_overrides(args.overrides)
+    cfg = common.compose_config(overrides)
+    common.configure_logging()
+    common.configure_tracking()
+    name = cfg.registry.model_name
+    try:
+        results = reproduce(name, args.version)
+    except ReproductionError as err:
+        print(f"reproduce: {err}", file=sys.stderr)
+        sys.exit(1)
+    for method, same in results.items():
+        print(f"{method:<18} {'identical' if same else 'DIFFERENT'}")
+    if not results or not all(results.values()):
+        print(f"{name} version {args.version} was NOT reproduced", file=sys.stderr)
+        sys.exit(1)
+    print(f"{name} version {args.version} reproduced: predictions identical on the holdout")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The command for schedulers: retrain if anything changed, under a lock.
+
+    python -m ops.retrain [--wait SECONDS] [--force STEPS] [overrides ...]
+    make retrain HYDRA_OPTIONS="data=file data.path=/srv/iris/batch.csv"
+
+1. Checks that the tracking store answers (an ``http(s)://`` server within
+   ``--connect-timeout`` seconds); creates a new SQLite store once, under a file
+   lock, so that pipelines started together do not race to create its tables
+   (its artifacts go to ``mlruns/`` beside the database).
+2. Takes the pipeline lock for this tracking store (``.locks/`` in the project),
+   waiting at most ``--wait`` seconds, so two overlapping runs never both train
+   and promote.
+3. Runs the ``main`` entry point in this process (the parent run is created
+   here; steps that are not cached run as ``mlflow run`` child runs, with the
+   local env manager), so an unchanged run costs one Python start, one import
+   of mlflow and a few queries.
+
+Exit status: 0 the pipeline finished (promoted, kept the champion, or nothing
+changed; its summary says which); 1 the pipeline failed; 2 bad arguments;
+69 the tracking server is unreachable; 75 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from steps import common
+
+log = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE
+EXIT_LOCKED = 75  # sysexits EX_TEMPFAIL: try again later
+LOCK_DIR = common.PROJECT_DIR / ".locks"
+
+# Bounded retries for MLflow's HTTP client (its defaults retry for minutes).
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+class LockBusy(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, wait: float) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path``, waiting at most ``wait`` seconds.
+
+    The kernel releases it when the process dies, so a killed run leaves no stale lock.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "unknown"
+                    raise LockBusy(
+                        f"another pipeline run holds {path} ({holder}); waited {wait:g} s"
+                    ) from None
+                time.sleep(0.2)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_path(tracking_uri: str) -> Path:
+    """One pipeline lock per tracking store."""
+    return LOCK_DIR / f"pipeline-{hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]}.lock"
+
+
+def check_server(tracking_uri: str, timeout: float) -> None:
+    """Raise ``ConnectionError`` if an HTTP tracking server does not answer ``/health``."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            if response.status == 200:
+                return
+            problem = f"HTTP {response.status}"
+    except (urllib.error.URLError, OSError) as err:
+        problem = getattr(err, "reason", err)
+    raise ConnectionError(
+        f"tracking server {tracking_uri} is unreachable ({problem}); checked {url} "
+        f"with a {timeout:g} s timeout"
+    )
+
+
+def ensure_sqlite_store(tracking_uri: str) -> None:
+    """Create a new SQLite store once, under a lock beside it.
+
+    Several processes creating the same new store at once fail with "table ...
+    already exists"; the first one through the lock creates it, the rest find it.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(db.with_name(db.name + ".init.lock"), wait=300):
+        # A new store's Default experiment keeps its artifacts in mlruns/ beside the database.
+        SqlAlchemyStore(tracking_uri, default_artifact_root=(db.parent / "mlruns").as_uri())
+
+
+def run_pipeline(overrides: Sequence[str], force: str) -> int:
+    """The ``main`` entry point in this process; its exit status."""
+    from steps import main as pipeline
+
+    try:
+        pipeline.main(["--force", force, *overrides])
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else EXIT_FAILED
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the lock (default 0)")
+    parser.add_argument("--force", default="", help="rerun cached steps: 'all' or names, comma-separated")
+    parser.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (default 10)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the pipeline")
+    args = parser.parse_args(argv)
+    overrides = common.split_overrides(args.overrides)
+    common.configure_logging()
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    tracking_uri = common.tracking_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    # Steps are started with `python` and `mlflow` from PATH: this interpreter's.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+    try:
+        check_server(tracking_uri, args.connect_timeout)
+        ensure_sqlite_store(tracking_uri)
+    except ConnectionError as err:
+        print(f"retrain: {err}", file=sys.stderr)
+        sys.exit(EXIT_UNAVAILABLE)
+    try:
+        with file_lock(lock_path(tracking_uri), args.wait):
+            log.info("lock taken; running the pipeline against %s", tracking_uri)
+            status = run_pipeline(overrides, args.force)
+    except LockBusy as err:
+        print(f"retrain: {err}; exiting with {EXIT_LOCKED}", file=sys.stderr)
+        sys.exit(EXIT_LOCKED)
+    if status != 0:
+        print(f"retrain: the pipeline failed (exit {status})", file=sys.stderr)
+        sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

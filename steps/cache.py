@@ -1,0 +1,188 @@
+"""Content-addressed step cache.
+
+A step's key is the SHA-256 of its components:
+
+- ``params``: the MLproject parameters it is given (canonical JSON);
+- ``config``: the resolved config sections it reads (``STEP_CONFIG``);
+- ``code``: the bytes of the project files it runs (``STEP_CODE``), uncommitted edits included;
+- ``inputs``: the keys of the upstream steps whose outputs it consumes;
+- ``data``: the data digest (``train`` only);
+- ``packages``: the versions of the packages the pipeline depends on.
+
+After a step run finishes, ``main`` tags it with the key (``pipeline.cache_key``)
+and each component digest (``pipeline.cache.<component>``). A later step with
+the same key reuses the newest FINISHED run with that key: failed or killed
+runs carry no key, or are not FINISHED, and are never hits. On a miss, the
+reason names the components that differ from the step's previous finished run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from steps import common
+from steps.lineage import files_digest
+
+# Files every step runs, and the ones specific to each step.
+COMMON_CODE = ("MLproject", "steps/__init__.py", "steps/common.py")
+STEP_CODE = {
+    "train": ("steps/train.py", "steps/data.py", "steps/dispatch_model.py"),
+    "serialize": ("steps/serialize.py", "steps/dispatch_model.py"),
+    "package_pyfunc": ("steps/package_pyfunc.py", "steps/dispatch_model.py"),
+    "evaluate": ("steps/evaluate.py", "steps/dispatch_model.py"),
+}
+# Config keys each step reads.
+STEP_CONFIG = {
+    "train": ("data", "model"),
+    "serialize": (),
+    "package_pyfunc": ("registry",),
+    "evaluate": ("data.target", "validation", "registry", "gate"),
+}
+# Upstream steps whose outputs each step consumes.
+STEP_INPUTS = {
+    "train": (),
+    "serialize": ("train",),
+    "package_pyfunc": ("serialize", "train"),
+    "evaluate": ("package_pyfunc", "train"),
+}
+
+CACHE_KEY_TAG = "pipeline.cache_key"
+COMPONENT_TAG_PREFIX = "pipeline.cache."
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StepKey:
+    step: str
+    components: Mapping[str, str]
+
+    @property
+    def key(self) -> str:
+        return _digest({"step": self.step, **self.components})
+
+
+@dataclass(frozen=True)
+class Lookup:
+    hit_run_id: str | None
+    reason: str
+
+    @property
+    def hit(self) -> bool:
+        return self.hit_run_id is not None
+
+
+def step_key(
+    step: str,
+    params: Mapping[str, str],
+    cfg: DictConfig,
+    upstream_keys: Mapping[str, str],
+    packages: Mapping[str, str],
+    data_digest: str | None = None,
+) -> StepKey:
+    """The cache key of ``step`` for these parameters, config, code, inputs and packages."""
+    config = {
+        section: OmegaConf.to_container(OmegaConf.select(cfg, section), resolve=True)
+        if OmegaConf.is_config(OmegaConf.select(cfg, section))
+        else OmegaConf.select(cfg, section)
+        for section in STEP_CONFIG[step]
+    }
+    components = {
+        "params": _digest(dict(params)),
+        "config": _digest(config),
+        "code": files_digest([*COMMON_CODE, *STEP_CODE[step]]),
+        "inputs": _digest({name: upstream_keys[name] for name in STEP_INPUTS[step]}),
+        "packages": _digest(dict(packages)),
+    }
+    if step == "train":
+        components["data"] = data_digest or ""
+    return StepKey(step, components)
+
+
+def parse_force(value: str) -> frozenset[str]:
+    """``""`` -> none, ``"all"`` -> every step, ``"train,evaluate"`` -> those steps."""
+    names = {name.strip() for name in value.split(",") if name.strip()}
+    if "all" in names:
+        return frozenset(common.STEPS)
+    unknown = sorted(names - set(common.STEPS))
+    if unknown:
+        raise ValueError(f"force: unknown step(s) {unknown}; use 'all' or any of {', '.join(common.STEPS)}")
+    return frozenset(names)
+
+
+def _search(experiment_id: str, filter_string: str, max_results: int = 1):
+    import mlflow
+
+    return mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=filter_string,
+        order_by=["attributes.start_time DESC"],
+        max_results=max_results,
+        output_format="list",
+    )
+
+
+def lookup(step_key_: StepKey, experiment_id: str, forced: bool) -> Lookup:
+    """Find a FINISHED run of the same step with the same key, or say why there is none."""
+    step = step_key_.step
+    if forced:
+        return Lookup(None, "forced")
+    hits = _search(
+        experiment_id,
+        f"tags.`{CACHE_KEY_TAG}` = '{step_key_.key}' and attributes.status = 'FINISHED'",
+    )
+    for run in hits:
+        problem = _stale_outputs(run.info.run_id)
+        if problem is None:
+            return Lookup(run.info.run_id, f"same inputs as run {run.info.run_id}")
+        return Lookup(None, problem)
+    previous = _search(
+        experiment_id,
+        f"tags.`{common.STEP_TAG}` = '{step}' and attributes.status = 'FINISHED' "
+        f"and tags.`{CACHE_KEY_TAG}` != ''",
+    )
+    if not previous:
+        return Lookup(None, f"no earlier finished {step} run")
+    tags = previous[0].data.tags
+    changed = [
+        name
+        for name, digest in step_key_.components.items()
+        if tags.get(COMPONENT_TAG_PREFIX + name) != digest
+    ]
+    return Lookup(
+        None, f"{', '.join(changed) or 'key'} changed since run {previous[0].info.run_id}"
+    )
+
+
+def _stale_outputs(run_id: str) -> str | None:
+    """Why a cached run's outputs can no longer be reused, or None if they can."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    outputs = common.read_outputs(run_id)
+    uri = outputs.get("registered_model_uri", "")
+    if uri.startswith("models:/"):
+        name, _, model_version = uri[len("models:/") :].rpartition("/")
+        try:
+            MlflowClient().get_model_version(name, model_version)
+        except MlflowException:
+            return f"cached output {uri} of run {run_id} no longer exists"
+    return None
+
+
+def record(run_id: str, step_key_: StepKey) -> None:
+    """Tag a finished step run with its key and components, making it reusable."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for name, digest in step_key_.components.items():
+        client.set_tag(run_id, COMPONENT_TAG_PREFIX + name, digest)
+    # The key last: a run is a hit only once every component is recorded.
+    client.set_tag(run_id, CACHE_KEY_TAG, step_key_.key)

@@ -1,0 +1,67 @@
+"""Facts about the code and environment a run used: git state, file digests,
+package versions. The step cache keys on them; registered versions carry them."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from steps.common import PROJECT_DIR
+
+# Packages whose version changes what a step produces.
+PIPELINE_PACKAGES = (
+    "mlflow",
+    "scikit-learn",
+    "joblib",
+    "pandas",
+    "numpy",
+    "scipy",
+    "pyarrow",
+    "hydra-core",
+    "omegaconf",
+)
+
+
+def package_versions(packages: Iterable[str] = PIPELINE_PACKAGES) -> dict[str, str]:
+    """Installed version of each package (``"not installed"`` when absent)."""
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def files_digest(paths: Iterable[str | Path], root: Path = PROJECT_DIR) -> str:
+    """SHA-256 over the names and bytes of ``paths`` (relative to ``root``), as they are on disk.
+
+    Reading the files rather than asking git means uncommitted edits count.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(str(p) for p in paths):
+        digest.update(path.encode() + b"\0")
+        digest.update((root / path).read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def git_state(root: Path = PROJECT_DIR) -> tuple[str, bool]:
+    """(commit, dirty) of the checkout at ``root``; ``("unknown", True)`` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", True
+    return commit, bool(status.strip())

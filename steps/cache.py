@@ -51,6 +51,7 @@ STEP_INPUTS = {
     "evaluate": ("package_pyfunc", "train"),
 }
 
+CODE_ROOT = common.PROJECT_DIR
 CACHE_KEY_TAG = "pipeline.cache_key"
 COMPONENT_TAG_PREFIX = "pipeline.cache."
 
@@ -97,7 +98,7 @@ def step_key(
     components = {
         "params": _digest(dict(params)),
         "config": _digest(config),
-        "code": files_digest([*COMMON_CODE, *STEP_CODE[step]]),
+        "code": files_digest([*COMMON_CODE, *STEP_CODE[step]], root=CODE_ROOT),
         "inputs": _digest({name: upstream_keys[name] for name in STEP_INPUTS[step]}),
         "packages": _digest(dict(packages)),
     }

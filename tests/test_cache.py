@@ -1,0 +1,121 @@
+"""Step cache keys and lookups: what makes a hit, what makes a miss, and why."""
+
+from __future__ import annotations
+
+import shutil
+
+import mlflow
+import pytest
+
+from steps import cache, common
+
+PACKAGES = {"mlflow": "3.17.2", "scikit-learn": "1.9.1"}
+UPSTREAM = {"train": "t" * 64, "serialize": "s" * 64, "package_pyfunc": "p" * 64}
+
+
+def key(step, cfg=None, params=None, packages=PACKAGES, upstream=UPSTREAM, data="d" * 64):
+    cfg = cfg if cfg is not None else common.compose_config([])
+    return cache.step_key(step, params or {}, cfg, upstream, packages, data if step == "train" else None)
+
+
+def changed(a, b):
+    return sorted(n for n in a.components if a.components[n] != b.components.get(n))
+
+
+@pytest.mark.parametrize("step", common.STEPS)
+def test_key_is_stable(step):
+    assert key(step).key == key(step).key
+
+
+def test_config_change_reaches_only_the_steps_that_read_it():
+    other = common.compose_config(["model.C=0.5"])
+    assert changed(key("train"), key("train", other)) == ["config"]
+    for step in ("serialize", "package_pyfunc", "evaluate"):
+        assert key(step).key == key(step, other).key
+    atol = common.compose_config(["validation.atol=1e-8"])
+    assert key("train").key == key("train", atol).key
+    assert changed(key("evaluate"), key("evaluate", atol)) == ["config"]
+
+
+def test_data_change_misses_train():
+    assert changed(key("train"), key("train", data="e" * 64)) == ["data"]
+
+
+def test_params_packages_and_inputs_are_in_the_key():
+    assert changed(key("serialize", params={"model_uri": "a"}), key("serialize", params={"model_uri": "b"})) == ["params"]
+    assert changed(key("train"), key("train", packages={**PACKAGES, "mlflow": "3.18.0"})) == ["packages"]
+    assert changed(key("serialize"), key("serialize", upstream={**UPSTREAM, "train": "x" * 64})) == ["inputs"]
+
+
+def test_code_change_misses_the_step_that_runs_it(tmp_path, monkeypatch):
+    copy = tmp_path / "project"
+    shutil.copytree(common.PROJECT_DIR / "steps", copy / "steps")
+    shutil.copy(common.PROJECT_DIR / "MLproject", copy / "MLproject")
+    monkeypatch.setattr(cache, "CODE_ROOT", copy)
+    before = {step: key(step) for step in common.STEPS}
+    with open(copy / "steps" / "serialize.py", "a") as handle:
+        handle.write("\n# an uncommitted edit\n")
+    after = {step: key(step) for step in common.STEPS}
+    assert changed(before["serialize"], after["serialize"]) == ["code"]
+    assert before["train"].key == after["train"].key
+    with open(copy / "steps" / "common.py", "a") as handle:
+        handle.write("\n# shared code changed\n")
+    assert all(before[s].key != key(s).key for s in common.STEPS)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", set()), ("all", set(common.STEPS)), ("train, evaluate", {"train", "evaluate"})],
+)
+def test_parse_force(value, expected):
+    assert cache.parse_force(value) == expected
+
+
+def test_parse_force_rejects_unknown_steps():
+    with pytest.raises(ValueError, match=r"unknown step\(s\) \['trian'\]"):
+        cache.parse_force("trian")
+
+
+def fake_step_run(step_key, status="FINISHED"):
+    with mlflow.start_run() as run:
+        mlflow.set_tag(common.STEP_TAG, step_key.step)
+    mlflow.MlflowClient().set_terminated(run.info.run_id, status)
+    if status == "FINISHED":
+        cache.record(run.info.run_id, step_key)
+    else:  # a failed run that somehow carries a key must still not be a hit
+        mlflow.MlflowClient().set_tag(run.info.run_id, cache.CACHE_KEY_TAG, step_key.key)
+    return run.info.run_id
+
+
+def experiment_id():
+    return mlflow.get_experiment_by_name("tests").experiment_id
+
+
+def test_lookup_hit_miss_failed_and_forced():
+    train_key = key("train")
+    found = cache.lookup(train_key, experiment_id(), forced=False)
+    assert not found.hit and found.reason == "no earlier finished train run"
+
+    failed = fake_step_run(train_key, status="FAILED")
+    assert not cache.lookup(train_key, experiment_id(), forced=False).hit
+
+    finished = fake_step_run(train_key)
+    found = cache.lookup(train_key, experiment_id(), forced=False)
+    assert found.hit_run_id == finished != failed
+
+    assert cache.lookup(train_key, experiment_id(), forced=True).reason == "forced"
+
+    new_data = key("train", data="e" * 64)
+    found = cache.lookup(new_data, experiment_id(), forced=False)
+    assert not found.hit
+    assert found.reason == f"data changed since run {finished}"
+
+
+def test_lookup_misses_when_the_cached_version_is_gone():
+    package_key = key("package_pyfunc")
+    run_id = fake_step_run(package_key)
+    mlflow.MlflowClient().set_tag(
+        run_id, common.OUTPUT_TAG_PREFIX + "registered_model_uri", "models:/gone/1"
+    )
+    found = cache.lookup(package_key, experiment_id(), forced=False)
+    assert not found.hit and "models:/gone/1" in found.reason

@@ -1,0 +1,208 @@
+"""Scheduled retraining end to end: cache, force, data changes, lineage, lock, faults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from ops import make_batch, reproduce, retrain
+from steps import common
+from steps.dispatch_model import sha256_file
+
+pytestmark = pytest.mark.slow
+MODEL = "iris-classifier"
+
+
+def retrain_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "ops.retrain", *args]
+
+
+def run_retrain(env, tmp_path, *args, timeout=600) -> subprocess.CompletedProcess:
+    env = {**env, "PYTHONPATH": str(common.PROJECT_DIR)}
+    return subprocess.run(
+        retrain_cmd(*args), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def parent_runs():
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`{common.STEP_TAG}` = 'main'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    return runs
+
+
+def step_states(parent) -> dict[str, tuple[str, str]]:
+    tags = parent.data.tags
+    return {
+        s: (tags.get(f"pipeline.step.{s}.status", "NOT RUN"), tags.get(f"pipeline.step.{s}.reason", ""))
+        for s in common.STEPS
+    }
+
+
+def versions():
+    return sorted(int(v.version) for v in MlflowClient().search_model_versions(f"name='{MODEL}'"))
+
+
+def test_cache_force_config_and_data_changes(project_env, tmp_path):
+    batch = tmp_path / "batch.csv"
+    make_batch.main([str(batch)])
+    data = ["data=file", f"data.path={batch}"]
+
+    first = run_retrain(project_env, tmp_path, *data)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "outcome: promoted version 1 to champion" in first.stdout
+    assert {s for s, _ in step_states(parent_runs()[0]).values()} == {"FINISHED"}
+
+    started = time.monotonic()
+    again = run_retrain(project_env, tmp_path, *data)
+    cached_seconds = time.monotonic() - started
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "nothing changed" in again.stdout
+    states = step_states(parent_runs()[0])
+    assert all(status == "CACHED" for status, _ in states.values()), states
+    assert versions() == [1]
+    assert cached_seconds < 60  # no step process: seconds, not the minute of a cold run
+
+    forced = run_retrain(project_env, tmp_path, "--force", "evaluate", *data)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    states = step_states(parent_runs()[0])
+    assert states["evaluate"] == ("FINISHED", "forced")
+    assert states["train"][0] == states["package_pyfunc"][0] == "CACHED"
+
+    atol = run_retrain(project_env, tmp_path, *data, "validation.atol=1e-8")
+    assert atol.returncode == 0, atol.stderr[-3000:]
+    states = step_states(parent_runs()[0])
+    assert states["evaluate"][0] == "FINISHED" and states["evaluate"][1].startswith("config changed")
+    assert [states[s][0] for s in ("train", "serialize", "package_pyfunc")] == ["CACHED"] * 3
+    assert versions() == [1]
+
+    make_batch.main([str(batch), "--append", "30", "--seed", "3"])
+    grown = run_retrain(project_env, tmp_path, *data)
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    states = step_states(parent_runs()[0])
+    assert states["train"] == ("FINISHED", states["train"][1])
+    assert states["train"][1].startswith("data changed")
+    assert all(status == "FINISHED" for status, _ in states.values())
+    assert versions() == [1, 2]
+    v2 = MlflowClient().get_model_version(MODEL, "2")
+    assert v2.tags["gate.outcome"] in {"promoted", "challenger"}
+
+    # Lineage on the new version.
+    assert v2.tags["lineage.data_digest"] == sha256_file(batch)
+    assert v2.tags["lineage.overrides"] == " ".join(data)
+    assert v2.tags["lineage.pipeline_run_id"] == parent_runs()[0].info.run_id
+    assert v2.tags["lineage.git_commit"] and v2.tags["lineage.git_dirty"] in {"true", "false"}
+    assert "scikit-learn" in v2.tags["lineage.packages"] and "newton-cg" in v2.tags["lineage.config"]
+    for step in common.STEPS[:3]:
+        assert mlflow.get_run(v2.tags[f"lineage.{step}_run_id"]).info.status == "FINISHED"
+    assert pd.read_csv(batch).shape[0] == 180
+    assert reproduce.reproduce(MODEL, "2") == {
+        "predict": True, "predict_proba": True, "predict_log_proba": True
+    }
+
+
+def wait_for_running_step(step: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = mlflow.search_runs(
+            search_all_experiments=True,
+            filter_string=f"tags.`{common.STEP_TAG}` = '{step}' and attributes.status = 'RUNNING'",
+            output_format="list",
+        )
+        if runs:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"no RUNNING {step} run within {timeout} s")
+
+
+def test_killed_step_fails_the_run_and_the_next_run_resumes(project_env, tmp_path):
+    env = {**project_env, "PYTHONPATH": str(common.PROJECT_DIR)}
+    process = subprocess.Popen(retrain_cmd(), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_running_step("package_pyfunc")
+    subprocess.run(["pkill", "-KILL", "-f", "steps.package_pyfunc"], check=True)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 1, output[-3000:]
+    parent = parent_runs()[0]
+    assert parent.info.status == "FAILED"
+    assert step_states(parent)["package_pyfunc"][0] == "FAILED"
+    client = MlflowClient()
+    for version in client.search_model_versions(f"name='{MODEL}'"):
+        assert version.tags.get(common.VALIDATION_STATUS_TAG) != "passed"
+        assert not version.aliases
+
+    resumed = run_retrain(project_env, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    states = step_states(parent_runs()[0])
+    assert [states[s][0] for s in common.STEPS] == ["CACHED", "CACHED", "FINISHED", "FINISHED"]
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert champion.tags[common.VALIDATION_STATUS_TAG] == "passed"
+
+    # A tampered joblib artifact is refused: the pipeline fails and nothing moves.
+    serialize_run = parent_runs()[0].data.tags["pipeline.step.serialize.run_id"]
+    stored = Path(mlflow.artifacts.download_artifacts(f"runs:/{serialize_run}/estimator/estimator.joblib"))
+    artifact_dir = Path(mlflow.get_run(serialize_run).info.artifact_uri.removeprefix("file://"))
+    original = artifact_dir / "estimator" / "estimator.joblib"
+    original.write_bytes(stored.read_bytes()[:100])  # truncated
+    tampered = run_retrain(project_env, tmp_path, "--force", "package_pyfunc")
+    assert tampered.returncode == 1
+    assert "Refusing to load" in tampered.stderr + tampered.stdout
+    assert client.get_model_version_by_alias(MODEL, "champion").version == champion.version
+    assert len(versions()) == len({v for v in versions()})  # nothing half-registered was promoted
+    assert all(
+        v.tags.get(common.VALIDATION_STATUS_TAG) != "passed" or v.version == champion.version
+        for v in client.search_model_versions(f"name='{MODEL}'")
+    )
+
+
+def test_lock_makes_a_second_run_exit_with_a_distinct_code(project_env, tmp_path, tracking_store):
+    with retrain.file_lock(retrain.lock_path(tracking_store), wait=0):
+        started = time.monotonic()
+        busy = run_retrain(project_env, tmp_path, "--wait", "1")
+        waited = time.monotonic() - started
+    assert busy.returncode == retrain.EXIT_LOCKED
+    assert "another pipeline run holds" in busy.stderr
+    assert waited >= 1
+    assert parent_runs() == []
+
+
+def test_two_pipelines_on_a_fresh_store_both_finish_one_trains(project_env, tmp_path):
+    fresh = tmp_path / "fresh"
+    uri = f"sqlite:///{fresh / 'mlflow.db'}"
+    env = {**project_env, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(common.PROJECT_DIR)}
+    env.pop("MLFLOW_EXPERIMENT_NAME")
+    processes = [
+        subprocess.Popen(retrain_cmd("--wait", "600"), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert sum("promoted version 1 to champion" in o for o in outputs) == 1
+    assert sum("nothing changed" in o for o in outputs) == 1
+    client = MlflowClient(tracking_uri=uri)
+    assert [v.version for v in client.search_model_versions(f"name='{MODEL}'")] in ([1], ["1"])
+    assert (fresh / "mlruns").is_dir()
+
+
+def test_unreachable_tracking_server_fails_fast(project_env, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**project_env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    started = time.monotonic()
+    result = run_retrain(env, tmp_path, "--connect-timeout", "5", timeout=60)
+    assert result.returncode == retrain.EXIT_UNAVAILABLE
+    assert f"tracking server http://127.0.0.1:{port} is unreachable" in result.stderr
+    assert time.monotonic() - started < 30

@@ -11,9 +11,12 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
 HYDRA_OPTIONS ?=
+FORCE ?=
+WAIT ?= 600
+VERSION ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast ui clean
+.PHONY: setup run retrain rollback reproduce batch bench test test-fast ui clean
 
 setup: $(STAMP)
 
@@ -24,7 +27,25 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/mlflow run . --env-manager local -P hydra_options="$(HYDRA_OPTIONS)"
+	$(BIN)/mlflow run . --env-manager local -P hydra_options="$(HYDRA_OPTIONS)" -P force="$(FORCE)"
+
+# The command for schedulers: locked, cached, exit 0/1, 69 (server down), 75 (lock busy).
+retrain: $(STAMP)
+	$(BIN)/python -m ops.retrain --wait $(WAIT) --force "$(FORCE)" "$(HYDRA_OPTIONS)"
+
+rollback: $(STAMP)
+	$(BIN)/python -m ops.rollback "$(HYDRA_OPTIONS)"
+
+reproduce: $(STAMP)
+	@test -n "$(VERSION)" || { echo "usage: make reproduce VERSION=<registered version>"; exit 2; }
+	$(BIN)/python -m ops.reproduce $(VERSION) "$(HYDRA_OPTIONS)"
+
+# A "new batch" of iris-like data in data/batch.csv; ROWS=N appends N new rows to it.
+batch: $(STAMP)
+	$(BIN)/python -m ops.make_batch data/batch.csv $(if $(ROWS),--append $(ROWS) --seed $$(date +%s))
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.cache
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

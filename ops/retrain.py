@@ -35,6 +35,8 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from hydra.errors import HydraException
+
 from steps import common
 
 log = logging.getLogger(__name__)
@@ -115,9 +117,11 @@ def ensure_sqlite_store(tracking_uri: str) -> None:
     """
     if not tracking_uri.startswith("sqlite:///"):
         return
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    if db.exists():
+        return
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    db = Path(tracking_uri.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(db.with_name(db.name + ".init.lock"), wait=300):
         # A new store's Default experiment keeps its artifacts in mlruns/ beside the database.
@@ -135,7 +139,7 @@ def run_pipeline(overrides: Sequence[str], force: str) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -143,8 +147,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--force", default="", help="rerun cached steps: 'all' or names, comma-separated")
     parser.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (default 10)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the pipeline")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    overrides = common.split_overrides(args.overrides)
+    try:
+        overrides = common.split_overrides(args.overrides)
+        common.compose_config(overrides)
+    except (HydraException, ValueError) as err:
+        parser.exit(2, f"retrain: error: invalid Hydra override: {err}\n")
     common.configure_logging()
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)

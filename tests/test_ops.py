@@ -1,0 +1,63 @@
+"""Operator commands without a pipeline run: argument handling, examples, the lock."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+
+from ops import retrain
+from steps import common
+
+DEPLOY = common.PROJECT_DIR / "deploy"
+
+
+def retrain_args(command: str) -> list[str]:
+    words = shlex.split(command)
+    return words[words.index("ops.retrain") + 1 :]
+
+
+def example_commands() -> list[str]:
+    cron = [
+        line for line in (DEPLOY / "cron" / "iris-retrain.cron").read_text().splitlines()
+        if "ops.retrain" in line and not line.startswith("#")
+    ]
+    service = re.findall(r"^ExecStart=(.*)$", (DEPLOY / "systemd" / "iris-retrain.service").read_text(), re.M)
+    return [*cron, *service]
+
+
+def test_scheduler_examples_call_retrain_with_valid_arguments():
+    commands = example_commands()
+    assert len(commands) == 2
+    for command in commands:
+        args = retrain.build_parser().parse_args(retrain_args(command.split(">>")[0]))
+        assert args.wait > 0
+        common.compose_config(common.split_overrides(args.overrides))
+
+
+def test_bad_override_exits_2_before_anything_runs(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        retrain.main(["model.nonexistent=1"])
+    assert exit_info.value.code == 2
+    assert "model.nonexistent" in capsys.readouterr().err
+
+
+def test_file_lock_is_exclusive_and_released(tmp_path):
+    path = tmp_path / "x.lock"
+    with retrain.file_lock(path, wait=0):
+        assert "pid" in path.read_text()
+        with pytest.raises(retrain.LockBusy, match="another pipeline run holds"):
+            with retrain.file_lock(path, wait=0.3):
+                pass
+    with retrain.file_lock(path, wait=0):  # released on exit
+        pass
+
+
+def test_lock_is_per_tracking_store():
+    assert retrain.lock_path("sqlite:////a/mlflow.db") != retrain.lock_path("sqlite:////b/mlflow.db")
+    assert retrain.lock_path("http://x") == retrain.lock_path("http://x")
+
+
+def test_check_server_ignores_local_stores():
+    retrain.check_server("sqlite:////tmp/x.db", timeout=0.1)

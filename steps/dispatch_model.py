@@ -96,20 +96,27 @@ def _allows_nan(estimator) -> bool:
         return True
 
 
-def reject_missing_values(model_input, estimator_name: str) -> None:
-    """Raise ``INVALID_PARAMETER_VALUE`` naming the first missing value's row and column.
+def check_input(model_input, estimator_name: str, allow_nan: bool) -> None:
+    """Reject empty input and NaN/infinite values with ``INVALID_PARAMETER_VALUE``, naming
+    the row and column.
 
     Without this, scikit-learn's ValueError reaches the scoring server as an
     opaque error with a stack trace.
     """
+    if len(model_input) == 0:
+        raise MlflowException(
+            "Input has no rows; send at least one row.", error_code=INVALID_PARAMETER_VALUE
+        )
     if not hasattr(model_input, "columns"):
         return
-    missing = model_input.isna().to_numpy()
-    if missing.any():
-        row, column = np.argwhere(missing)[0]
+    values = model_input.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isinf(values) if allow_nan else ~np.isfinite(values)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        kind = "a missing value (NaN)" if np.isnan(values[row, column]) else "an infinite value"
         raise MlflowException(
-            f"Input row {row} has a missing value (NaN) in column "
-            f"{model_input.columns[column]!r}; {estimator_name} does not accept missing values.",
+            f"Input row {row} has {kind} in column {model_input.columns[column]!r}; "
+            f"{estimator_name} does not accept it.",
             error_code=INVALID_PARAMETER_VALUE,
         )
 
@@ -133,8 +140,7 @@ class DynamicDispatchModel(mlflow.pyfunc.PythonModel):
             # Same columns, same order as at fit time; schema enforcement has
             # already rejected inputs missing any of them.
             model_input = model_input[list(self.feature_names_)]
-        if not self.allow_nan_:
-            reject_missing_values(model_input, type(self.estimator).__name__)
+        check_input(model_input, type(self.estimator).__name__, self.allow_nan_)
         return getattr(self.estimator, method)(model_input)
 
 

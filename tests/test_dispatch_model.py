@@ -182,3 +182,15 @@ def test_missing_value_is_reported_with_row_and_column(packaged):
         model.predict(bad, params={"predict_method": "predict"})
     assert err.value.error_code == "INVALID_PARAMETER_VALUE"
     assert "row 2" in err.value.message and "'petal width (cm)'" in err.value.message
+
+
+def test_infinite_value_and_empty_input_are_rejected(packaged):
+    info, _, features = packaged
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    bad = features.head(2).copy()
+    bad.iloc[1, 0] = np.inf
+    with pytest.raises(MlflowException, match=r"row 1 has an infinite value in column 'petal length \(cm\)'"):
+        model.predict(bad)
+    with pytest.raises(MlflowException, match="no rows") as err:
+        model.predict(features.head(0))
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"

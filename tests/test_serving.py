@@ -120,7 +120,7 @@ def test_csv_body(server):
     np.testing.assert_allclose(response.json()["predictions"], expected(estimator, "predict_proba"), atol=1e-12)
 
 
-def test_unsupported_method_is_a_400_naming_the_allowed_values(server):
+def test_unsupported_method_message_names_the_allowed_values(server):
     base, _ = server
     body = {"dataframe_split": {"columns": FEATURES, "data": ROWS}, "params": {"predict_method": "transform"}}
     response = invocations(base, body)
@@ -131,11 +131,60 @@ def test_unsupported_method_is_a_400_naming_the_allowed_values(server):
     assert "stack_trace" not in payload
 
 
-def test_missing_value_is_a_400_without_stack_trace(server):
+SPLIT = {"columns": FEATURES, "data": ROWS}
+BAD_REQUESTS = {
+    "unsupported method": (
+        {"dataframe_split": SPLIT, "params": {"predict_method": "transform"}},
+        "Unsupported predict_method 'transform'",
+    ),
+    "wrong param type": (
+        {"dataframe_split": SPLIT, "params": {"predict_method": 3}},
+        "predict_method",
+    ),
+    "wrong column names": (
+        {"dataframe_split": {"columns": ["petal_length", "petal_width"], "data": ROWS}},
+        "missing inputs ['petal length (cm)', 'petal width (cm)']",
+    ),
+    "missing column": (
+        {"dataframe_records": [{FEATURES[0]: 1.4}]},
+        "missing inputs ['petal width (cm)']",
+    ),
+    "string value": (
+        {"dataframe_records": [{FEATURES[0]: "long", FEATURES[1]: 0.2}]},
+        "petal length (cm)",
+    ),
+    "missing value": (
+        {"dataframe_records": [{FEATURES[0]: 1.4, FEATURES[1]: None}]},
+        "missing value (NaN) in column 'petal width (cm)'",
+    ),
+    "no rows": ({"dataframe_split": {"columns": FEATURES, "data": []}}, "no rows"),
+    "empty records": ({"dataframe_records": []}, "missing inputs"),
+    "malformed json": ('{"dataframe_records": [{', "Invalid input"),
+    "csv with a text value": (
+        # MLflow's CSV parser names the value, not the column.
+        '"petal length (cm)","petal width (cm)"\nlong,0.2', "could not convert string to float: 'long'"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_request_is_a_400_naming_the_problem(server, case):
     base, _ = server
-    body = {"dataframe_records": [{FEATURES[0]: None, FEATURES[1]: 0.2}]}
-    response = invocations(base, body)
-    assert response.status_code == 400
+    body, expected_text = BAD_REQUESTS[case]
+    content_type = "text/csv" if case.startswith("csv") else "application/json"
+    response = invocations(base, body, content_type=content_type)
+    assert response.status_code == 400, response.text
     payload = response.json()
-    assert "missing value" in payload["message"] and FEATURES[0] in payload["message"]
+    assert expected_text in payload["message"]
     assert "stack_trace" not in payload
+    assert "Traceback" not in response.text
+
+
+def test_unknown_param_key_is_ignored_by_mlflow(server):
+    """MLflow drops params the signature does not declare (with a server-side
+    warning) and answers with the default method."""
+    base, estimator = server
+    body = {"dataframe_split": SPLIT, "params": {"method": "predict"}}
+    response = invocations(base, body)
+    assert response.status_code == 200
+    np.testing.assert_allclose(response.json()["predictions"], expected(estimator, "predict_proba"), atol=1e-12)

@@ -16,7 +16,10 @@ WAIT ?= 600
 VERSION ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run retrain rollback reproduce batch bench test test-fast ui clean
+MODEL_NAME ?= iris-classifier
+PORT ?= 5001
+
+.PHONY: setup run retrain rollback reproduce batch serve score bench test test-fast ui clean
 
 setup: $(STAMP)
 
@@ -43,6 +46,15 @@ reproduce: $(STAMP)
 # A "new batch" of iris-like data in data/batch.csv; ROWS=N appends N new rows to it.
 batch: $(STAMP)
 	$(BIN)/python -m ops.make_batch data/batch.csv $(if $(ROWS),--append $(ROWS) --seed $$(date +%s))
+
+# The champion behind MLflow's scoring server on loopback.
+serve: $(STAMP)
+	$(BIN)/mlflow models serve -m "models:/$(MODEL_NAME)@champion" --env-manager local -h 127.0.0.1 -p $(PORT)
+
+# Batch scoring: make score INPUT=in.csv OUTPUT=out.parquet [METHOD=predict]
+score: $(STAMP)
+	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make score INPUT=in.csv OUTPUT=out.csv [METHOD=predict_proba]"; exit 2; }
+	$(BIN)/python -m steps.score --input "$(INPUT)" --output "$(OUTPUT)" --model-uri "models:/$(MODEL_NAME)@champion" --predict-method $(or $(METHOD),predict_proba)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.cache

@@ -115,7 +115,7 @@ def check_input(model_input, estimator_name: str, allow_nan: bool) -> None:
         row, column = np.argwhere(bad)[0]
         kind = "a missing value (NaN)" if np.isnan(values[row, column]) else "an infinite value"
         raise MlflowException(
-            f"Input row {row} has {kind} in column {model_input.columns[column]!r}; "
+            f"Input row {model_input.index[row]} has {kind} in column {model_input.columns[column]!r}; "
             f"{estimator_name} does not accept it.",
             error_code=INVALID_PARAMETER_VALUE,
         )

@@ -1,0 +1,235 @@
+"""Entry point ``score``: batch scoring of a CSV or Parquet file with a registered model.
+
+Reads:
+- ``--model-uri``: any pyfunc model URI (default ``models:/iris-classifier@champion``);
+- ``--input``: a CSV or Parquet file, read in chunks of ``--chunk-size`` rows so
+  memory stays flat however large the file is;
+- ``--predict-method``: ``predict``, ``predict_proba`` (default) or ``predict_log_proba``;
+- ``--id-columns``: input columns copied to the output (default: every column
+  that is not a model feature).
+
+Writes ``--output`` (CSV or Parquet, by extension), one row per input row in the
+input's order: the id columns, then ``prediction`` for ``predict``, or one column
+per class label, ``proba_<label>`` / ``log_proba_<label>``, in the model's class
+order. The file is written under a temporary name and renamed at the end: a
+failure (a missing column, a non-numeric or missing value, named by row and
+column) leaves no partial output.
+
+Run: ``python -m steps.score --input in.csv --output out.parquet`` or
+``mlflow run . -e score -P input=/abs/in.csv -P output=/abs/out.csv`` (then the
+MLflow run records the parameters and the number of rows scored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from steps import common
+from steps.dispatch_model import DEFAULT_PREDICT_METHOD, PREDICT_METHOD_PARAM, PREDICT_METHODS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_SIZE = 100_000
+COLUMN_PREFIX = {"predict_proba": "proba_", "predict_log_proba": "log_proba_"}
+
+
+class ScoringError(ValueError):
+    """The input cannot be scored; the message names the file, row and column."""
+
+
+def file_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    raise ScoringError(f"{path}: unsupported extension {path.suffix!r}; use .csv or .parquet")
+
+
+def count_rows(path: Path) -> int | None:
+    """Row count when the format stores it (Parquet), else None."""
+    if file_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    return None
+
+
+def iter_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """The file's rows in order, ``chunk_size`` at a time, indexed by row number."""
+    if not path.is_file():
+        raise ScoringError(f"Input file {path} does not exist")
+    start = 0
+    try:
+        if file_format(path) == "csv":
+            chunks = pd.read_csv(path, chunksize=chunk_size)
+        else:
+            import pyarrow.parquet as pq
+
+            chunks = (b.to_pandas() for b in pq.ParquetFile(path).iter_batches(batch_size=chunk_size))
+        for chunk in chunks:
+            chunk.index = pd.RangeIndex(start, start + len(chunk))
+            start += len(chunk)
+            yield chunk
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as err:
+        raise ScoringError(f"Input file {path} cannot be read near row {start}: {err}") from err
+    except Exception as err:
+        if type(err).__module__.startswith("pyarrow"):
+            raise ScoringError(f"Input file {path} cannot be read: {err}") from err
+        raise
+
+
+def check_chunk(chunk: pd.DataFrame, features: Sequence[str], source: Path) -> pd.DataFrame:
+    """The feature columns as float64; errors name the file, row and column."""
+    missing = [column for column in features if column not in chunk.columns]
+    if missing:
+        raise ScoringError(f"{source}: missing feature column(s) {missing}; it has {list(chunk.columns)}")
+    out = {}
+    for column in features:
+        values = pd.to_numeric(chunk[column], errors="coerce")
+        bad = values.isna() & chunk[column].notna()
+        if bad.any():
+            row = bad.idxmax()
+            raise ScoringError(
+                f"{source}: row {row}, column {column!r}: {chunk.at[row, column]!r} is not a number"
+            )
+        out[column] = values.astype(np.float64)
+    return pd.DataFrame(out, index=chunk.index)
+
+
+def prediction_columns(result: np.ndarray, method: str, classes: Sequence) -> pd.DataFrame:
+    """Name the model's output: ``prediction``, or one column per class label."""
+    if method == "predict":
+        return pd.DataFrame({"prediction": np.asarray(result)})
+    prefix = COLUMN_PREFIX[method]
+    return pd.DataFrame(np.asarray(result), columns=[f"{prefix}{label}" for label in classes])
+
+
+class AtomicWriter:
+    """Append chunks to a temporary file; rename it over ``path`` only on success."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.format = file_format(path)
+        self.tmp = path.with_name(f".{path.name}.partial")
+        self._parquet = None
+        self._header = True
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.format == "csv":
+            frame.to_csv(self.tmp, mode="w" if self._header else "a", header=self._header, index=False)
+            self._header = False
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self.tmp, table.schema)
+        self._parquet.write_table(table)
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._parquet is not None:
+            self._parquet.close()
+        if exc_type is None and self.tmp.exists():
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+        return False
+
+
+def score_file(
+    model,
+    input_path: Path,
+    output_path: Path,
+    method: str = DEFAULT_PREDICT_METHOD,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    id_columns: Sequence[str] | None = None,
+    progress: bool | None = None,
+) -> int:
+    """Score ``input_path`` chunk by chunk into ``output_path``; return the number of rows."""
+    from tqdm import tqdm
+
+    if method not in PREDICT_METHODS:
+        raise ScoringError(f"predict_method {method!r} is not one of {', '.join(PREDICT_METHODS)}")
+    if input_path.resolve() == output_path.resolve():
+        raise ScoringError(f"--output {output_path} would overwrite the input")
+    features = model.metadata.get_input_schema().input_names()
+    classes = (model.metadata.metadata or {}).get("classes", [])
+    rows = 0
+    with AtomicWriter(output_path) as writer, tqdm(
+        total=count_rows(input_path), unit="rows", disable=None if progress is None else not progress
+    ) as bar:
+        for chunk in iter_chunks(input_path, chunk_size):
+            ids = id_columns if id_columns is not None else [c for c in chunk.columns if c not in features]
+            absent = [c for c in ids if c not in chunk.columns]
+            if absent:
+                raise ScoringError(f"{input_path}: id column(s) {absent} not found")
+            result = model.predict(check_chunk(chunk, features, input_path), params={PREDICT_METHOD_PARAM: method})
+            out = pd.concat(
+                [chunk[list(ids)].reset_index(drop=True), prediction_columns(result, method, classes)], axis=1
+            )
+            writer.write(out)
+            rows += len(chunk)
+            bar.update(len(chunk))
+    if rows == 0:
+        raise ScoringError(f"Input file {input_path} has no rows")
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", type=Path, required=True, help="CSV or Parquet file to score")
+    parser.add_argument("--output", type=Path, required=True, help="CSV or Parquet file to write")
+    parser.add_argument("--model-uri", default="models:/iris-classifier@champion")
+    parser.add_argument("--predict-method", default=DEFAULT_PREDICT_METHOD, choices=PREDICT_METHODS)
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="rows per chunk")
+    parser.add_argument(
+        "--id-columns", default=None,
+        help="comma-separated input columns to copy to the output (default: all non-feature columns)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    args = build_parser().parse_args(argv)
+    common.configure_logging()
+    common.configure_tracking()
+    id_columns = None if args.id_columns in (None, "") else [c.strip() for c in args.id_columns.split(",")]
+    in_project_run = "MLFLOW_RUN_ID" in os.environ
+    try:
+        model = mlflow.pyfunc.load_model(args.model_uri)
+        with mlflow.start_run() if in_project_run else contextlib.nullcontext():
+            rows = score_file(
+                model, args.input, args.output, args.predict_method, args.chunk_size, id_columns,
+                progress=False if args.no_progress else None,
+            )
+            if in_project_run:
+                mlflow.log_params({"model_uri": args.model_uri, "input": str(args.input),
+                                   "output": str(args.output), "predict_method": args.predict_method})
+                mlflow.log_metric("rows_scored", rows)
+    except (ScoringError, MlflowException) as err:
+        print(f"score: error: {getattr(err, 'message', err)}", file=sys.stderr)
+        sys.exit(1)
+    print(f"{args.output}: {rows} rows scored with {args.predict_method} by {args.model_uri}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Batch scoring: chunked, ordered, labelled, and all-or-nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from steps import common, score
+from tests.test_dispatch_model import package
+
+FEATURES = ["petal length (cm)", "petal width (cm)"]
+
+
+@pytest.fixture
+def model_and_estimator(tmp_path, cfg):
+    info, estimator, _ = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
+    return mlflow.pyfunc.load_model(info.model_uri), estimator, info.model_uri
+
+
+def rows(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.uniform(0.1, 7.0, size=(n, 2)), columns=FEATURES)
+    frame.insert(0, "id", np.arange(n)[::-1])  # ids in an order unlike the row order
+    frame["note"] = [f"r{i}" for i in range(n)]
+    return frame
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "predict_log_proba"])
+def test_output_matches_the_estimator_in_input_order(model_and_estimator, tmp_path, suffix, method):
+    model, estimator, _ = model_and_estimator
+    frame = rows(1003)
+    source = tmp_path / f"in{suffix}"
+    frame.to_csv(source, index=False) if suffix == ".csv" else frame.to_parquet(source)
+    out = tmp_path / f"out{suffix}"
+    assert score.score_file(model, source, out, method, chunk_size=100) == 1003
+    result = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
+    assert result["id"].tolist() == frame["id"].tolist()
+    assert result["note"].tolist() == frame["note"].tolist()
+    expected = getattr(estimator, method)(frame[FEATURES])
+    if method == "predict":
+        np.testing.assert_array_equal(result["prediction"], expected)
+    else:
+        prefix = score.COLUMN_PREFIX[method]
+        columns = [f"{prefix}{label}" for label in estimator.classes_]
+        assert [c for c in result.columns if c.startswith(prefix)] == columns
+        np.testing.assert_allclose(result[columns].to_numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_id_columns_can_be_chosen(model_and_estimator, tmp_path):
+    model, _, _ = model_and_estimator
+    source = tmp_path / "in.csv"
+    rows(10).to_csv(source, index=False)
+    out = tmp_path / "out.csv"
+    score.score_file(model, source, out, "predict", id_columns=["id"])
+    assert list(pd.read_csv(out).columns) == ["id", "prediction"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda f: f.drop(columns=["petal width (cm)"]), "missing feature column(s) ['petal width (cm)']"),
+        (lambda f: f.astype({"petal length (cm)": object}).assign(**{"petal length (cm)": lambda d: d["petal length (cm)"].where(d.index != 257, "long")}), "row 257, column 'petal length (cm)': 'long' is not a number"),
+        (lambda f: f.assign(**{"petal width (cm)": lambda d: d["petal width (cm)"].where(d.index != 333)}), "row 333 has a missing value (NaN) in column 'petal width (cm)'"),
+    ],
+)
+def test_bad_rows_fail_naming_row_and_column_and_leave_no_output(model_and_estimator, tmp_path, mutate, message):
+    model, _, _ = model_and_estimator
+    source = tmp_path / "in.csv"
+    mutate(rows(400)).to_csv(source, index=False)
+    out = tmp_path / "out.csv"
+    with pytest.raises(Exception) as err:
+        score.score_file(model, source, out, "predict", chunk_size=100)
+    assert message in str(getattr(err.value, "message", err.value))
+    assert not out.exists()
+    assert list(tmp_path.glob(".out.csv*")) == []
+
+
+def test_missing_input_and_unsupported_extension(model_and_estimator, tmp_path):
+    model, _, _ = model_and_estimator
+    with pytest.raises(score.ScoringError, match="does not exist"):
+        score.score_file(model, tmp_path / "absent.csv", tmp_path / "o.csv")
+    (tmp_path / "in.txt").write_text("a\n1\n")
+    with pytest.raises(score.ScoringError, match="unsupported extension '.txt'"):
+        score.score_file(model, tmp_path / "in.txt", tmp_path / "o.csv")
+
+
+def test_cli_exit_code_and_message(model_and_estimator, tmp_path, project_env):
+    _, _, model_uri = model_and_estimator
+    source = tmp_path / "in.csv"
+    rows(5).drop(columns=["petal width (cm)"]).to_csv(source, index=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "steps.score", "--input", str(source), "--output", str(tmp_path / "o.csv"),
+         "--model-uri", model_uri],
+        cwd=common.PROJECT_DIR, env=project_env, capture_output=True, text=True,
+    )
+    assert result.returncode == 1
+    assert "missing feature column(s) ['petal width (cm)']" in result.stderr
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.slow
+def test_score_entry_point_through_mlflow_run(model_and_estimator, tmp_path, project_env):
+    _, estimator, model_uri = model_and_estimator
+    source, out = tmp_path / "in.parquet", tmp_path / "out.csv"
+    frame = rows(50)
+    frame.to_parquet(source)
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(common.PROJECT_DIR), "-e", "score", "--env-manager", "local",
+         "-P", f"input={source}", "-P", f"output={out}", "-P", f"model_uri={model_uri}",
+         "-P", "predict_method=predict"],
+        cwd=tmp_path, env=project_env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_array_equal(pd.read_csv(out)["prediction"], estimator.predict(frame[FEATURES]))
+    (run,) = mlflow.search_runs(filter_string="tags.`mlflow.project.entryPoint` = 'score'", output_format="list")
+    assert run.data.metrics["rows_scored"] == 50

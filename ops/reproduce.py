@@ -3,11 +3,11 @@
     python -m ops.reproduce 3                  # version 3 of the configured registered model
     python -m ops.reproduce 3 registry.model_name=other-model
 
-Reads the version's ``lineage.*`` tags: the overrides, the train run (whose
-logged ``data/train.parquet`` and ``data/holdout.parquet`` are the exact split,
-checked against the recorded data digest) and the git commit. Composes the
-config with those overrides, fits the estimator again on the logged training
-split, and compares ``predict``, ``predict_proba`` and ``predict_log_proba``
+Reads the version's ``lineage.*`` tags: the resolved config, the train run
+(whose logged ``data/train.parquet`` and ``data/holdout.parquet`` are the exact
+split; its recorded data digest must match the version's) and the git commit.
+Builds the estimator from the recorded config, fits it again on the logged
+training split, and compares ``predict``, ``predict_proba`` and ``predict_log_proba``
 on the holdout with the registered version's: they must be identical.
 Warns when the current checkout differs from the recorded commit.
 Exits 0 when identical, 1 when not or when the lineage is incomplete.
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 
 from steps import common
 from steps.dispatch_model import PREDICT_METHOD_PARAM, PREDICT_METHODS
@@ -57,7 +58,9 @@ def reproduce(name: str, model_version: str) -> dict[str, bool]:
             commit, " (dirty)" if dirty else "", model_version,
             tags.get("lineage.git_commit"), " (dirty)" if tags.get("lineage.git_dirty") == "true" else "",
         )
-    cfg = common.compose_config(common.split_overrides([tags.get("lineage.overrides", "")]))
+    if not tags.get("lineage.config"):
+        raise ReproductionError(f"{name} version {model_version} lacks lineage tag 'lineage.config'")
+    cfg = OmegaConf.create(tags["lineage.config"])
     run_uri = f"runs:/{train_run.info.run_id}"
     train = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{run_uri}/{common.TRAIN_DATA_ARTIFACT}"))
     holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{run_uri}/{common.HOLDOUT_ARTIFACT}"))
@@ -87,10 +90,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     common.configure_logging()
     common.configure_tracking()
     name = cfg.registry.model_name
+    from mlflow.exceptions import MlflowException
+
     try:
         results = reproduce(name, args.version)
-    except ReproductionError as err:
-        print(f"reproduce: {err}", file=sys.stderr)
+    except (ReproductionError, MlflowException) as err:
+        print(f"reproduce: {getattr(err, 'message', err)}", file=sys.stderr)
         sys.exit(1)
     for method, same in results.items():
         print(f"{method:<18} {'identical' if same else 'DIFFERENT'}")

@@ -46,9 +46,6 @@ EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE
 EXIT_LOCKED = 75  # sysexits EX_TEMPFAIL: try again later
 LOCK_DIR = common.PROJECT_DIR / ".locks"
 
-# Bounded retries for MLflow's HTTP client (its defaults retry for minutes).
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
-
 
 class LockBusy(RuntimeError):
     pass
@@ -87,7 +84,14 @@ def file_lock(path: Path, wait: float) -> Iterator[None]:
 
 
 def lock_path(tracking_uri: str) -> Path:
-    """One pipeline lock per tracking store."""
+    """One pipeline lock per tracking store: beside an SQLite database, else in ``.locks/``.
+
+    A file lock holds among processes on one host; several hosts sharing an
+    ``http://`` tracking server need their scheduler to run one retrain at a time.
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        return db.with_name(db.name + ".pipeline.lock")
     return LOCK_DIR / f"pipeline-{hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]}.lock"
 
 
@@ -159,8 +163,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (HydraException, ValueError) as err:
         parser.exit(2, f"retrain: error: invalid Hydra override: {err}\n")
     common.configure_logging()
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     tracking_uri = common.tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     # Steps are started with `python` and `mlflow` from PATH: this interpreter's.

@@ -4,7 +4,8 @@ A step's key is the SHA-256 of its components:
 
 - ``params``: the MLproject parameters it is given (canonical JSON);
 - ``config``: the resolved config sections it reads (``STEP_CONFIG``);
-- ``code``: the bytes of the project files it runs (``STEP_CODE``), uncommitted edits included;
+- ``code``: the bytes of the project files it runs (``STEP_CODE``), uncommitted
+  edits included, and its entry point's definition in ``MLproject``;
 - ``inputs``: the keys of the upstream steps whose outputs it consumes;
 - ``data``: the data digest (``train`` only);
 - ``packages``: the versions of the packages the pipeline depends on.
@@ -28,8 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 from steps import common
 from steps.lineage import files_digest
 
-# Files every step runs, and the ones specific to each step.
-COMMON_CODE = ("MLproject", "steps/__init__.py", "steps/common.py")
+# Files every step runs, and the ones specific to each step. Of MLproject, only
+# the step's own entry point counts (adding an unrelated entry point is no reason
+# to retrain).
+COMMON_CODE = ("steps/__init__.py", "steps/common.py")
 STEP_CODE = {
     "train": ("steps/train.py", "steps/data.py", "steps/dispatch_model.py"),
     "serialize": ("steps/serialize.py", "steps/dispatch_model.py"),
@@ -95,16 +98,31 @@ def step_key(
         else OmegaConf.select(cfg, section)
         for section in STEP_CONFIG[step]
     }
+    # The data digest that main passes to train is the "data" component, not a param.
+    own_params = {name: value for name, value in params.items() if name != "data_digest"}
     components = {
-        "params": _digest(dict(params)),
+        "params": _digest(own_params),
         "config": _digest(config),
-        "code": files_digest([*COMMON_CODE, *STEP_CODE[step]], root=CODE_ROOT),
+        "code": _digest(
+            {
+                "files": files_digest([*COMMON_CODE, *STEP_CODE[step]], root=CODE_ROOT),
+                "entry_point": entry_point_definition(step),
+            }
+        ),
         "inputs": _digest({name: upstream_keys[name] for name in STEP_INPUTS[step]}),
         "packages": _digest(dict(packages)),
     }
     if step == "train":
         components["data"] = data_digest or ""
     return StepKey(step, components)
+
+
+def entry_point_definition(step: str) -> dict:
+    """The step's entry point in MLproject: its parameters and command."""
+    import yaml
+
+    project = yaml.safe_load((CODE_ROOT / "MLproject").read_text())
+    return project["entry_points"][step]
 
 
 def parse_force(value: str) -> frozenset[str]:

@@ -37,6 +37,7 @@ CONFIG_ARTIFACT = "config.yaml"
 
 OUTPUT_TAG_PREFIX = "pipeline.output."
 OVERRIDES_TAG = "pipeline.hydra_overrides"
+ERROR_TAG = "pipeline.error"
 STEP_TAG = "pipeline.step"
 
 VALIDATION_STATUS_TAG = "validation_status"
@@ -59,10 +60,17 @@ def configure_logging() -> None:
     )
 
 
+# Bounded retries for MLflow's HTTP client (its defaults retry for minutes);
+# set unless the user chose otherwise, and inherited by step processes.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
 def configure_tracking() -> str:
-    """Point MLflow at :func:`tracking_uri` and return it."""
+    """Point MLflow at :func:`tracking_uri` (with bounded HTTP retries) and return it."""
     import mlflow
 
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     return uri
@@ -132,6 +140,28 @@ def log_config(cfg: DictConfig, overrides: Sequence[str], step: str) -> None:
 
     mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), CONFIG_ARTIFACT)
     mlflow.set_tags({OVERRIDES_TAG: " ".join(overrides), STEP_TAG: step})
+
+
+def run_in_mlflow_run(body, expected_errors: tuple[type[BaseException], ...] = ()) -> None:
+    """Run ``body()`` inside ``mlflow.start_run()`` (which resumes the run ``mlflow run`` made).
+
+    An expected error (bad data, a refused artifact, a failed validation) is
+    logged as one clear line, recorded on the run as tag ``pipeline.error`` for
+    ``main``'s summary, and ends the process with exit status 1 and the run FAILED;
+    anything else keeps its traceback.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    expected = (MlflowException, *expected_errors)
+    with mlflow.start_run():
+        try:
+            body()
+        except expected as err:
+            message = getattr(err, "message", None) or str(err)
+            log.error("%s", message)
+            mlflow.set_tag(ERROR_TAG, message[:4000])
+            raise SystemExit(1) from err
 
 
 def record_outputs(outputs: Mapping[str, str]) -> None:

@@ -26,8 +26,11 @@ Writes, on its MLflow run: metrics ``accuracy``, ``f1_macro``, ``log_loss``,
 artifacts ``validation.json`` (one entry per check) and ``gate.json``. On the
 model version: tags ``validation_status`` = ``passed``/``failed``,
 ``validation_run_id`` and ``gate.*`` (outcome, reason, both versions' metrics,
-thresholds); then the aliases. A failed validation moves no alias and ends the
-run with a non-zero exit; a version kept as challenger is not a failure.
+thresholds); then the aliases. A failed validation moves no alias to the version
+(and removes any it held: fail closed) and ends the run with a non-zero exit; a
+version kept as challenger is not a failure. A version an operator rolled back
+is never re-promoted; a champion that cannot be scored on the new holdout is
+kept (the gate cannot compare).
 
 Outputs (run tags ``pipeline.output.*``): ``validation_status``, ``gate_outcome``
 (``promoted``/``challenger``), ``champion_version`` (after the decision).
@@ -40,7 +43,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -154,9 +156,12 @@ def score(model, features: pd.DataFrame, labels: pd.Series, classes: Sequence) -
     }
     proba = _call(model, features, "predict_proba")
     result["log_loss"] = metrics.log_loss(labels, proba, labels=list(classes))
-    result["roc_auc_ovr"] = metrics.roc_auc_score(
-        labels, proba, multi_class="ovr", labels=list(classes)
-    )
+    if len(classes) == 2:  # scikit-learn wants the positive class's column for binary AUC
+        result["roc_auc_ovr"] = metrics.roc_auc_score(labels, proba[:, 1])
+    else:
+        result["roc_auc_ovr"] = metrics.roc_auc_score(
+            labels, proba, multi_class="ovr", labels=list(classes)
+        )
     return {name: float(value) for name, value in result.items()}
 
 
@@ -228,18 +233,29 @@ def gate(cfg, name: str, model_version: str, candidate_metrics, holdout_features
     import mlflow
     from mlflow import MlflowClient
 
-    champion = common.alias_version(MlflowClient(), name, cfg.registry.champion_alias)
-    if champion is None or str(champion.version) == model_version:
+    client = MlflowClient()
+    candidate = client.get_model_version(name, model_version)
+    if candidate.tags.get("gate.outcome") == "rolled_back":
+        return GateDecision(
+            False, f"rolled back by an operator ({candidate.tags.get('gate.reason', '')}); not re-promoted"
+        )
+    champion = common.alias_version(client, name, cfg.registry.champion_alias)
+    if champion is not None and str(champion.version) == model_version:
+        return GateDecision(True, "already the champion; re-validated", model_version)
+    if champion is None:
         passed, reason, thresholds = decide(candidate_metrics, None, cfg.gate.metrics)
         return GateDecision(passed, reason, None, None, thresholds)
     champion_uri = f"models:/{name}/{champion.version}"
     try:
         champion_model = mlflow.pyfunc.load_model(champion_uri)
         champion_metrics = score(champion_model, holdout_features, labels, classes)
-    except Exception as err:  # an unusable champion must not block a validated candidate
-        reason = f"champion {champion_uri} could not be scored ({type(err).__name__}: {err})"
-        log.warning("%s; promoting the validated candidate", reason)
-        return GateDecision(True, reason, str(champion.version))
+    except Exception as err:  # the gate cannot compare, so it does not promote
+        reason = (
+            f"champion {champion_uri} could not be scored on this holdout "
+            f"({type(err).__name__}: {err}); kept it, as the gate cannot compare"
+        )
+        log.warning("%s", reason)
+        return GateDecision(False, reason, str(champion.version))
     mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
     passed, reason, thresholds = decide(candidate_metrics, champion_metrics, cfg.gate.metrics)
     return GateDecision(passed, reason, str(champion.version), champion_metrics, thresholds)
@@ -307,6 +323,10 @@ def run(
 
     if failed:
         client.set_model_version_tag(name, model_version, common.VALIDATION_STATUS_TAG, "failed")
+        # Fail closed: a version that fails validation keeps no alias, even one it held before.
+        for alias in client.get_model_version(name, model_version).aliases:
+            log.error("removing alias %s from %s, which failed validation", alias, model_uri)
+            client.delete_registered_model_alias(name, alias)
         common.record_outputs({"validation_status": "failed"})
         raise ValidationFailed(
             f"{model_uri} failed validation: "
@@ -339,12 +359,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, cfg = common.parse_step_args(parser, argv)
     common.configure_logging()
     common.configure_tracking()
-    try:
-        with mlflow.start_run():
-            run(args.model_uri, args.reference_model_uri, args.holdout_uri, cfg, args.overrides)
-    except ValidationFailed as err:
-        log.error("%s", err)
-        sys.exit(1)
+    common.run_in_mlflow_run(
+        lambda: run(args.model_uri, args.reference_model_uri, args.holdout_uri, cfg, args.overrides),
+        expected_errors=(ValidationFailed, ValueError),
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ StepParams = Callable[[dict[str, str]], dict[str, str]]
 # Each step (in common.STEPS order), and how its MLproject parameters come from
 # the outputs gathered so far.
 PIPELINE: tuple[tuple[str, StepParams], ...] = (
-    ("train", lambda out: {}),
+    ("train", lambda out: {"data_digest": out["data_digest"]}),
     ("serialize", lambda out: {"model_uri": out["model_uri"]}),
     (
         "package_pyfunc",
@@ -69,6 +69,7 @@ class StepResult:
     status: str = "NOT RUN"  # FINISHED, CACHED, FAILED
     cache: str = ""  # hit or miss
     reason: str = ""
+    error: str = ""
     outputs: dict[str, str] = field(default_factory=dict)
 
 
@@ -89,9 +90,11 @@ class PipelineSummary:
 
     @property
     def outcome(self) -> str:
-        failed = [s.step for s in self.steps if s.status == "FAILED"]
-        if failed or not self.succeeded:
-            return f"failed at step {failed[0] if failed else self.steps[-1].step}"
+        failed = [s for s in self.steps if s.status == "FAILED"]
+        if failed:
+            return f"failed at step {failed[0].step}: {failed[0].error}"
+        if not self.succeeded:
+            return "failed before " + (f"step {self.steps[-1].step} finished" if self.steps else "any step ran")
         if all(s.status == "CACHED" for s in self.steps):
             return f"nothing changed: every step cached; champion is version {self.champion_version}"
         if self.gate_outcome == "promoted":
@@ -143,7 +146,7 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
     import mlflow
 
     experiment_id = mlflow.active_run().info.experiment_id
-    outputs: dict[str, str] = {}
+    outputs: dict[str, str] = {"data_digest": ctx.data_digest}
     keys: dict[str, str] = {}
     for step, params_from in PIPELINE:
         params = params_from(outputs)
@@ -160,19 +163,25 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
         else:
             result.run_id = _run_step(step, params, ctx, experiment_id)
             result.status = "FINISHED" if result.run_id and _finished(result.run_id) else "FAILED"
-            if result.status == "FINISHED":
-                cache.record(result.run_id, key)
         result.seconds = time.monotonic() - started
-        _record_step(result)
-        if result.status == "FAILED":
-            return
-        result.outputs = common.read_outputs(result.run_id)
-        outputs.update(result.outputs)
-        keys[step] = key.key
+        if result.run_id:
+            result.outputs = common.read_outputs(result.run_id)
+            outputs.update(result.outputs)
         summary.registered_model_version = outputs.get("registered_model_version")
+        summary.validation_status = outputs.get("validation_status", summary.validation_status)
+        if result.status == "FAILED":
+            result.error = _step_error(result.run_id)
+            _record_step(result)
+            return
         if step == "package_pyfunc" and result.status == "FINISHED":
+            # Lineage before the cache key: a reused version always carries it.
             tag_lineage(outputs["registered_model_uri"], ctx, summary)
-    summary.validation_status = outputs.get("validation_status", summary.validation_status)
+        if step == "evaluate" and result.status == "FINISHED":
+            _tag_version(outputs["registered_model_uri"], {"lineage.evaluate_run_id": result.run_id})
+        if result.status == "FINISHED":
+            cache.record(result.run_id, key)
+        _record_step(result)
+        keys[step] = key.key
     summary.gate_outcome = outputs.get("gate_outcome")
     # Read the alias now rather than trusting a cached evaluate: a rollback may have moved it.
     from mlflow import MlflowClient
@@ -217,6 +226,15 @@ def _check_model_config(cfg: DictConfig) -> None:
     instantiate(cfg.model)
 
 
+def _step_error(run_id: str | None) -> str:
+    """The error a failed step recorded (tag ``pipeline.error``), if any."""
+    import mlflow
+
+    if not run_id:
+        return "the step did not start"
+    return mlflow.get_run(run_id).data.tags.get(common.ERROR_TAG, "killed or crashed; see its log")
+
+
 def _finished(run_id: str) -> bool:
     import mlflow
 
@@ -233,15 +251,13 @@ def _record_step(result: StepResult) -> None:
             prefix + "reason": result.reason,
             prefix + "run_id": result.run_id or "",
             prefix + "status": result.status,
+            prefix + "error": result.error,
         }
     )
 
 
 def tag_lineage(model_uri: str, ctx: PipelineContext, summary: PipelineSummary) -> None:
     """Write where a newly registered version came from on the version itself."""
-    from mlflow import MlflowClient
-
-    name, _, model_version = model_uri[len("models:/") :].rpartition("/")
     commit, dirty = git_state()
     runs = {f"lineage.{s.step}_run_id": s.run_id or "" for s in summary.steps}
     tags = {
@@ -254,6 +270,13 @@ def tag_lineage(model_uri: str, ctx: PipelineContext, summary: PipelineSummary) 
         "lineage.packages": json.dumps(dict(ctx.packages), sort_keys=True),
         **runs,
     }
+    _tag_version(model_uri, tags)
+
+
+def _tag_version(model_uri: str, tags: Mapping[str, str]) -> None:
+    from mlflow import MlflowClient
+
+    name, _, model_version = model_uri[len("models:/") :].rpartition("/")
     client = MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(name, model_version, key, value)

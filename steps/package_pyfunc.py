@@ -118,7 +118,9 @@ def run(
     estimator = load_verified_estimator(estimator_path, joblib_sha256)
     example_path = mlflow.artifacts.download_artifacts(artifact_uri=example_uri)
     frame = pd.read_parquet(example_path)
-    example = frame[feature_columns(estimator, frame, example_uri)].head(5)
+    # Declared as double: integer columns in a file would otherwise give a long
+    # schema that rejects float requests; every feature is numeric (train checks).
+    example = frame[feature_columns(estimator, frame, example_uri)].head(5).astype("float64")
 
     model_info = log_dispatch_model(estimator_path, joblib_sha256, estimator, example)
     run_id = mlflow.active_run().info.run_id
@@ -150,8 +152,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, cfg = common.parse_step_args(parser, argv)
     common.configure_logging()
     common.configure_tracking()
-    with mlflow.start_run():
-        run(args.joblib_uri, args.joblib_sha256, args.example_uri, cfg, args.overrides)
+    common.run_in_mlflow_run(
+        lambda: run(args.joblib_uri, args.joblib_sha256, args.example_uri, cfg, args.overrides),
+        expected_errors=(ValueError,),
+    )
 
 
 if __name__ == "__main__":

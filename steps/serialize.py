@@ -3,8 +3,9 @@
 Reads: ``--model-uri``, the native ``mlflow.sklearn`` model logged by ``train``
 (any MLflow model URI: ``models:/m-…``, ``runs:/<run>/model``).
 
-Writes, on its MLflow run: ``estimator/estimator.joblib`` and the param
-``estimator_sha256`` (hex SHA-256 of that file).
+Writes, on its MLflow run: ``estimator/estimator.joblib``, its SHA-256 as
+``estimator/estimator.joblib.sha256`` (``sha256sum`` format) and as the param
+``estimator_sha256``.
 
 Outputs (run tags ``pipeline.output.*``): ``joblib_uri``
 (``runs:/<run>/estimator/estimator.joblib``) and ``joblib_sha256``.
@@ -45,6 +46,10 @@ def run(model_uri: str, cfg, overrides: Sequence[str] = ()) -> dict[str, str]:
         path = Path(tmp) / common.ESTIMATOR_FILENAME
         digest = serialize_estimator(estimator, path)
         mlflow.log_artifact(str(path), artifact_path=common.ESTIMATOR_ARTIFACT_DIR)
+        # sha256sum format, so `sha256sum -c` verifies a downloaded copy.
+        digest_file = Path(tmp) / f"{common.ESTIMATOR_FILENAME}.sha256"
+        digest_file.write_text(f"{digest}  {common.ESTIMATOR_FILENAME}\n")
+        mlflow.log_artifact(str(digest_file), artifact_path=common.ESTIMATOR_ARTIFACT_DIR)
     mlflow.log_param(DIGEST_CONFIG_KEY, digest)
     run_id = mlflow.active_run().info.run_id
     outputs = {
@@ -63,8 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, cfg = common.parse_step_args(parser, argv)
     common.configure_logging()
     common.configure_tracking()
-    with mlflow.start_run():
-        run(args.model_uri, cfg, args.overrides)
+    common.run_in_mlflow_run(lambda: run(args.model_uri, cfg, args.overrides))
 
 
 if __name__ == "__main__":

@@ -39,8 +39,13 @@ def fit_estimator(
     return estimator.fit(train[list(features)], train[target])
 
 
-def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, str]:
-    """Train inside the active MLflow run and return the step's outputs."""
+def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "") -> dict[str, str]:
+    """Train inside the active MLflow run and return the step's outputs.
+
+    ``expected_digest`` is the data digest ``main`` keyed the cache on; the data
+    is hashed again before and after it is read, so a file replaced meanwhile
+    fails the step instead of training on rows the lineage does not describe.
+    """
     import mlflow
     from hydra.utils import instantiate
     from mlflow.models import infer_signature
@@ -51,11 +56,18 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, str]:
         | common.flatten(OmegaConf.to_container(cfg.model, resolve=True), prefix="model.")
     )
 
+    digest = data.data_digest(cfg.data)
     train, holdout, features = data.prepare_data(cfg.data)
+    after = data.data_digest(cfg.data)
+    if after != digest or (expected_digest and digest != expected_digest):
+        raise data.DataError(
+            f"Data {data.describe_source(cfg.data)} changed while the pipeline ran "
+            f"(digest expected {expected_digest or digest}, before reading {digest}, after {after})"
+        )
     target = cfg.data.target
     mlflow.set_tags(
         {
-            common.DATA_DIGEST_TAG: data.data_digest(cfg.data),
+            common.DATA_DIGEST_TAG: digest,
             common.DATA_ROWS_TAG: str(len(train) + len(holdout)),
             "data.source": data.describe_source(cfg.data),
         }
@@ -93,11 +105,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     import mlflow
 
     parser = common.step_parser(__doc__)
+    parser.add_argument("--data-digest", default="", help="digest the data must still have (from main)")
     args, cfg = common.parse_step_args(parser, argv)
     common.configure_logging()
     common.configure_tracking()
-    with mlflow.start_run():
-        run(cfg, args.overrides)
+    common.run_in_mlflow_run(
+        lambda: run(cfg, args.overrides, args.data_digest), expected_errors=(data.DataError,)
+    )
 
 
 if __name__ == "__main__":

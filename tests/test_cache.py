@@ -58,9 +58,16 @@ def test_code_change_misses_the_step_that_runs_it(tmp_path, monkeypatch):
     after = {step: key(step) for step in common.STEPS}
     assert changed(before["serialize"], after["serialize"]) == ["code"]
     assert before["train"].key == after["train"].key
+    with open(copy / "MLproject", "a") as handle:  # a new entry point changes no step
+        handle.write("\n  report:\n    command: \"python -m report\"\n")
+    assert all(after[s].key == key(s).key for s in common.STEPS)
+    project = (copy / "MLproject").read_text()
+    (copy / "MLproject").write_text(project.replace("python -m steps.evaluate", "python -m steps.evaluate -v"))
+    assert changed(after["evaluate"], key("evaluate")) == ["code"]
+    assert after["train"].key == key("train").key
     with open(copy / "steps" / "common.py", "a") as handle:
         handle.write("\n# shared code changed\n")
-    assert all(before[s].key != key(s).key for s in common.STEPS)
+    assert all(after[s].key != key(s).key for s in common.STEPS)
 
 
 @pytest.mark.parametrize(

@@ -113,3 +113,11 @@ def test_conda_yaml_pins_match_requirements():
 def test_unbalanced_quote_is_rejected():
     with pytest.raises(ValueError, match="Unbalanced quotes"):
         common.split_overrides(["registry.model_name='a b"])
+
+
+def test_pins_are_the_installed_versions():
+    from importlib.metadata import version
+
+    requirements = (common.PROJECT_DIR / "requirements.txt").read_text().splitlines()
+    for name, pinned in (line.split("==") for line in _pins(requirements)):
+        assert version(name) == pinned, name

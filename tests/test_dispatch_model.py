@@ -176,7 +176,7 @@ def test_serialize_digest_matches_file(tmp_path):
 def test_missing_value_is_reported_with_row_and_column(packaged):
     info, _, features = packaged
     model = mlflow.pyfunc.load_model(info.model_uri)
-    bad = features.head(3).copy()
+    bad = features.head(3).reset_index(drop=True)
     bad.iloc[2, 1] = np.nan
     with pytest.raises(MlflowException) as err:
         model.predict(bad, params={"predict_method": "predict"})
@@ -187,7 +187,7 @@ def test_missing_value_is_reported_with_row_and_column(packaged):
 def test_infinite_value_and_empty_input_are_rejected(packaged):
     info, _, features = packaged
     model = mlflow.pyfunc.load_model(info.model_uri)
-    bad = features.head(2).copy()
+    bad = features.head(2).reset_index(drop=True)
     bad.iloc[1, 0] = np.inf
     with pytest.raises(MlflowException, match=r"row 1 has an infinite value in column 'petal length \(cm\)'"):
         model.predict(bad)

@@ -116,3 +116,15 @@ def test_failing_version_is_tagged_failed_and_gets_no_alias(cfg):
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("iris-classifier", "champion")
     assert mlflow.get_run(active.info.run_id).info.status == "FAILED"
+
+
+def test_two_class_data_is_scored(tmp_path):
+    frame = data.load_iris_frame()
+    path = tmp_path / "two.csv"
+    frame[frame["target"] < 2].to_csv(path, index=False)
+    cfg = common.compose_config(["data=file", f"data.path={path}"])
+    outputs = run_chain(cfg)
+    with mlflow.start_run() as active:
+        result = evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
+    assert result["gate_outcome"] == "promoted"
+    assert mlflow.get_run(active.info.run_id).data.metrics["roc_auc_ovr"] == 1.0

@@ -56,7 +56,15 @@ def promote_cycle(overrides):
     outputs = run_chain(cfg)
     with mlflow.start_run():
         result = evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
-    return outputs["registered_model_version"], result
+    return outputs["registered_model_version"], result, outputs
+
+
+def reevaluate(outputs, cfg, reference_uri=None):
+    """Run evaluate again on an already registered version."""
+    with mlflow.start_run():
+        return evaluate.run(
+            outputs["registered_model_uri"], reference_uri or outputs["model_uri"], outputs["holdout_uri"], cfg
+        )
 
 
 def aliases(name="iris-classifier"):
@@ -65,10 +73,10 @@ def aliases(name="iris-classifier"):
 
 def test_gate_promotes_refuses_and_rollback_swaps():
     client = MlflowClient()
-    v1, first = promote_cycle([])
+    v1, first, _ = promote_cycle([])
     assert first["gate_outcome"] == "promoted" and aliases() == {"champion": v1}
 
-    v2, worse = promote_cycle(["model.C=0.001"])  # validated, but accuracy 0.5 vs 1.0
+    v2, worse, _ = promote_cycle(["model.C=0.001"])  # validated, but accuracy 0.5 vs 1.0
     assert worse == {"validation_status": "passed", "gate_outcome": "challenger", "champion_version": v1}
     assert aliases() == {"champion": v1, "challenger": v2}
     tags = client.get_model_version("iris-classifier", v2).tags
@@ -78,7 +86,7 @@ def test_gate_promotes_refuses_and_rollback_swaps():
     assert json.loads(tags["gate.candidate_metrics"])["accuracy"] == 0.5
     assert "accuracy" in tags["gate.reason"] and "gate.thresholds" in tags
 
-    v3, better = promote_cycle(["model.C=2.0"])
+    v3, better, v3_outputs = promote_cycle(["model.C=2.0"])
     assert better["gate_outcome"] == "promoted"
     assert aliases() == {"champion": v3, "previous_champion": v1, "challenger": v2}
 
@@ -87,9 +95,41 @@ def test_gate_promotes_refuses_and_rollback_swaps():
     assert aliases() == {"champion": v1, "previous_champion": v3, "challenger": v2}
     assert client.get_model_version("iris-classifier", v3).tags["gate.outcome"] == "rolled_back"
 
+    # Evaluating the rolled-back version again (forced, or after a config change) does not re-promote it.
+    again = reevaluate(v3_outputs, common.compose_config(["model.C=2.0"]))
+    assert again["gate_outcome"] == "challenger" and aliases()["champion"] == v1
+    assert "rolled back by an operator" in client.get_model_version("iris-classifier", v3).tags["gate.reason"]
+
+
+def test_reevaluating_the_champion_keeps_it_or_fails_closed():
+    v1, _, outputs = promote_cycle([])
+    cfg = common.compose_config([])
+    again = reevaluate(outputs, cfg)
+    assert again["gate_outcome"] == "promoted" and aliases() == {"champion": v1}
+    tags = MlflowClient().get_model_version("iris-classifier", v1).tags
+    assert tags["gate.reason"] == "already the champion; re-validated"
+
+    _, _, other = promote_cycle(["model.C=0.001"])  # a reference the champion cannot match
+    with pytest.raises(evaluate.ValidationFailed):
+        reevaluate(outputs, cfg, reference_uri=other["model_uri"])
+    assert "champion" not in aliases()
+    tags = MlflowClient().get_model_version("iris-classifier", v1).tags
+    assert tags[common.VALIDATION_STATUS_TAG] == "failed"
+
+
+def test_champion_that_cannot_be_scored_is_kept(tmp_path):
+    v1, _, _ = promote_cycle([])
+    (stored,) = [p for p in (tmp_path / "artifacts").rglob("artifacts/estimator.joblib")]
+    stored.write_bytes(stored.read_bytes() + b"tampered")
+    v2, result, _ = promote_cycle([])
+    assert result["gate_outcome"] == "challenger"
+    assert aliases() == {"champion": v1, "challenger": v2}
+    reason = MlflowClient().get_model_version("iris-classifier", v2).tags["gate.reason"]
+    assert "could not be scored" in reason and "Refusing to load" in reason
+
 
 def test_rollback_without_previous_champion_changes_nothing(capsys):
-    v1, _ = promote_cycle([])
+    v1, _, _ = promote_cycle([])
     with pytest.raises(SystemExit) as exit_info:
         rollback.main([])
     assert exit_info.value.code == 1

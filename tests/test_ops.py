@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -55,9 +56,46 @@ def test_file_lock_is_exclusive_and_released(tmp_path):
 
 
 def test_lock_is_per_tracking_store():
-    assert retrain.lock_path("sqlite:////a/mlflow.db") != retrain.lock_path("sqlite:////b/mlflow.db")
-    assert retrain.lock_path("http://x") == retrain.lock_path("http://x")
+    assert retrain.lock_path("sqlite:////a/mlflow.db") == Path("/a/mlflow.db.pipeline.lock")
+    assert retrain.lock_path("http://x") == retrain.lock_path("http://x") != retrain.lock_path("http://y")
+    assert retrain.lock_path("http://x").parent == retrain.LOCK_DIR
 
 
-def test_check_server_ignores_local_stores():
-    retrain.check_server("sqlite:////tmp/x.db", timeout=0.1)
+@pytest.fixture
+def health_server():
+    """A local HTTP server whose /health answers with the status in ``state``."""
+    import http.server
+    import threading
+
+    state = {"status": 200}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(state["status"] if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", state
+    server.shutdown()
+
+
+def test_check_server_accepts_a_healthy_server_and_names_a_sick_one(health_server):
+    uri, state = health_server
+    retrain.check_server(uri, timeout=5)
+    state["status"] = 503
+    with pytest.raises(ConnectionError, match=rf"tracking server {uri} is unreachable"):
+        retrain.check_server(uri, timeout=5)
+
+
+def test_check_server_times_out_on_a_silent_host():
+    """10.255.255.1 is unroutable here: the connection hangs until the timeout."""
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match="unreachable"):
+        retrain.check_server("http://10.255.255.1:5000", timeout=1)
+    assert time.monotonic() - started < 10

@@ -1,0 +1,70 @@
+"""Spark scoring through mlflow.pyfunc.spark_udf, checked against the in-process pyfunc."""
+
+from __future__ import annotations
+
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from steps import score_spark
+from tests.test_dispatch_model import package
+from tests.test_score import FEATURES, rows
+
+pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (requirements-dev.txt)")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from pyspark.sql import SparkSession
+
+    # Workers use this venv's Python (with pandas and mlflow), not the first python3 on PATH.
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PYSPARK_PYTHON", sys.executable)
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+    patch.undo()
+
+
+def test_each_method_equals_the_in_process_pyfunc(spark, tmp_path, cfg):
+    info, _, _ = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    frame = rows(500)
+    sdf = spark.createDataFrame(frame).repartition(3)
+    for method in ("predict", "predict_proba", "predict_log_proba"):
+        scored = score_spark.score_dataframe(spark, sdf, info.model_uri, method).toPandas()
+        scored = scored.sort_values("id", ascending=False).reset_index(drop=True)
+        expected = model.predict(frame[FEATURES], params={"predict_method": method})
+        assert scored["note"].tolist() == frame["note"].tolist()
+        if method == "predict":
+            np.testing.assert_array_equal(scored["prediction"].to_numpy(), expected)
+        else:
+            prefix = "proba_" if method == "predict_proba" else "log_proba_"
+            columns = [f"{prefix}{label}" for label in (0, 1, 2)]
+            assert [c for c in scored.columns if c.startswith(prefix)] == columns
+            np.testing.assert_allclose(scored[columns].to_numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_missing_feature_column_is_named(spark, tmp_path, cfg):
+    info, _, _ = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
+    sdf = spark.createDataFrame(pd.DataFrame({"petal length (cm)": [1.0]}))
+    with pytest.raises(ValueError, match=r"lacks feature column\(s\) \['petal width \(cm\)'\]"):
+        score_spark.score_dataframe(spark, sdf, info.model_uri, "predict")
+
+
+def test_label_types():
+    assert score_spark.label_type([0, 1, 2]) == "long"
+    assert score_spark.label_type(["setosa", "virginica"]) == "string"
+    assert score_spark.label_type([0.0, 1.5]) == "double"

@@ -7,7 +7,7 @@
    ``--connect-timeout`` seconds); creates a new SQLite store once, under a file
    lock, so that pipelines started together do not race to create its tables
    (its artifacts go to ``mlruns/`` beside the database).
-2. Takes the pipeline lock for this tracking store (``.locks/`` in the project),
+2. Takes the pipeline lock for this tracking store (see ``steps.locks``),
    waiting at most ``--wait`` seconds, so two overlapping runs never both train
    and promote.
 3. Runs the ``main`` entry point in this process (the parent run is created
@@ -23,76 +23,24 @@ changed; its summary says which); 1 the pipeline failed; 2 bad arguments;
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
-import hashlib
 import logging
 import os
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.errors import HydraException
 
 from steps import common
+from steps.locks import LockBusy, file_lock, lock_path
 
 log = logging.getLogger(__name__)
 
 EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE
 EXIT_LOCKED = 75  # sysexits EX_TEMPFAIL: try again later
-LOCK_DIR = common.PROJECT_DIR / ".locks"
-
-
-class LockBusy(RuntimeError):
-    pass
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, wait: float) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path``, waiting at most ``wait`` seconds.
-
-    The kernel releases it when the process dies, so a killed run leaves no stale lock.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "unknown"
-                    raise LockBusy(
-                        f"another pipeline run holds {path} ({holder}); waited {wait:g} s"
-                    ) from None
-                time.sleep(0.2)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def lock_path(tracking_uri: str) -> Path:
-    """One pipeline lock per tracking store: beside an SQLite database, else in ``.locks/``.
-
-    A file lock holds among processes on one host; several hosts sharing an
-    ``http://`` tracking server need their scheduler to run one retrain at a time.
-    """
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri.removeprefix("sqlite:///"))
-        return db.with_name(db.name + ".pipeline.lock")
-    return LOCK_DIR / f"pipeline-{hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]}.lock"
 
 
 def check_server(tracking_uri: str, timeout: float) -> None:
@@ -127,7 +75,7 @@ def ensure_sqlite_store(tracking_uri: str) -> None:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     db.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(db.with_name(db.name + ".init.lock"), wait=300):
+    with file_lock(lock_path(tracking_uri, "init"), wait=300):
         # A new store's Default experiment keeps its artifacts in mlruns/ beside the database.
         SqlAlchemyStore(tracking_uri, default_artifact_root=(db.parent / "mlruns").as_uri())
 

@@ -37,7 +37,7 @@ STEP_CODE = {
     "train": ("steps/train.py", "steps/data.py", "steps/dispatch_model.py"),
     "serialize": ("steps/serialize.py", "steps/dispatch_model.py"),
     "package_pyfunc": ("steps/package_pyfunc.py", "steps/dispatch_model.py"),
-    "evaluate": ("steps/evaluate.py", "steps/dispatch_model.py"),
+    "evaluate": ("steps/evaluate.py", "steps/dispatch_model.py", "steps/locks.py"),
 }
 # Config keys each step reads.
 STEP_CONFIG = {

@@ -52,10 +52,12 @@ from sklearn import metrics
 
 from steps import common
 from steps.dispatch_model import PREDICT_METHOD_PARAM, PREDICT_METHODS
+from steps.locks import file_lock, lock_path
 
 log = logging.getLogger(__name__)
 
 UNSUPPORTED_METHOD_PROBE = "decision_function"
+GATE_LOCK_WAIT = 600  # seconds; a gate decision takes a second or two
 
 
 class ValidationFailed(RuntimeError):
@@ -335,10 +337,12 @@ def run(
 
     candidate_metrics = score(model, features, labels, reference.classes_)
     mlflow.log_metrics(candidate_metrics)
-    decision = gate(cfg, name, model_version, candidate_metrics, features, labels, reference.classes_)
+    # One decision at a time per store: concurrent pipelines compare with the latest champion.
+    with file_lock(lock_path(common.tracking_uri(), "gate"), wait=GATE_LOCK_WAIT):
+        decision = gate(cfg, name, model_version, candidate_metrics, features, labels, reference.classes_)
+        # Tags first, aliases second: an alias never points at a version without its decision.
+        champion_version = apply_decision(client, cfg, name, model_version, decision, candidate_metrics)
     mlflow.log_dict({**asdict(decision), "outcome": decision.outcome}, "gate.json")
-    # Tags first, aliases second: an alias never points at a version without its decision.
-    champion_version = apply_decision(client, cfg, name, model_version, decision, candidate_metrics)
     log.info("gate: version %s %s (%s)", model_version, decision.outcome, decision.reason)
     outputs = {
         "validation_status": "passed",

@@ -39,6 +39,7 @@ def tracking_store(
     mlflow.set_tracking_uri(uri)
     experiment = "tests"
     mlflow.create_experiment(experiment, artifact_location=(tmp_path / "artifacts").as_uri())
+    monkeypatch.setenv("PIPELINE_LOCK_DIR", str(tmp_path / "locks"))
     # Read by in-process runs and by `mlflow run` (its --experiment-name default).
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
     yield uri

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ops import retrain
+from steps import locks
 from steps import common
 
 DEPLOY = common.PROJECT_DIR / "deploy"
@@ -46,19 +47,19 @@ def test_bad_override_exits_2_before_anything_runs(capsys):
 
 def test_file_lock_is_exclusive_and_released(tmp_path):
     path = tmp_path / "x.lock"
-    with retrain.file_lock(path, wait=0):
+    with locks.file_lock(path, wait=0):
         assert "pid" in path.read_text()
-        with pytest.raises(retrain.LockBusy, match="another pipeline run holds"):
-            with retrain.file_lock(path, wait=0.3):
+        with pytest.raises(locks.LockBusy, match="another pipeline run holds"):
+            with locks.file_lock(path, wait=0.3):
                 pass
-    with retrain.file_lock(path, wait=0):  # released on exit
+    with locks.file_lock(path, wait=0):  # released on exit
         pass
 
 
 def test_lock_is_per_tracking_store():
-    assert retrain.lock_path("sqlite:////a/mlflow.db") == Path("/a/mlflow.db.pipeline.lock")
-    assert retrain.lock_path("http://x") == retrain.lock_path("http://x") != retrain.lock_path("http://y")
-    assert retrain.lock_path("http://x").parent == retrain.LOCK_DIR
+    assert locks.lock_path("sqlite:////a/mlflow.db") == Path("/a/mlflow.db.pipeline.lock")
+    assert locks.lock_path("http://x") == locks.lock_path("http://x") != locks.lock_path("http://y")
+    assert locks.lock_path("http://x").parent == locks.lock_dir()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ops import make_batch, reproduce, retrain
+from steps import locks
 from steps import common
 from steps.dispatch_model import sha256_file
 
@@ -183,7 +184,7 @@ def test_killed_step_fails_the_run_and_the_next_run_resumes(project_env, tmp_pat
 
 
 def test_lock_makes_a_second_run_exit_with_a_distinct_code(project_env, tmp_path, tracking_store):
-    with retrain.file_lock(retrain.lock_path(tracking_store), wait=0):
+    with locks.file_lock(locks.lock_path(tracking_store), wait=0):
         started = time.monotonic()
         busy = run_retrain(project_env, tmp_path, "--wait", "1")
         waited = time.monotonic() - started

@@ -176,6 +176,11 @@ def test_bad_request_is_a_400_naming_the_problem(server, case):
     assert response.status_code == 400, response.text
     payload = response.json()
     assert expected_text in payload["message"]
+    if case.startswith("csv"):
+        # MLflow's scoring server parses CSV bodies before the model sees them and
+        # always attaches its own traceback to that parse error (README, "Serve it").
+        assert "stack_trace" in payload
+        return
     assert "stack_trace" not in payload
     assert "Traceback" not in response.text
 

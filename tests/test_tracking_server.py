@@ -1,0 +1,131 @@
+"""The pipeline against a shared `mlflow server`: PostgreSQL backend store, proxied artifacts.
+
+Needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth, database `test`);
+the tests skip, saying so, where it is not running.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import mlflow
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from steps import common
+from tests.test_serving import free_port
+
+pytestmark = pytest.mark.slow
+ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+MODEL = "iris-classifier"
+
+
+@pytest.fixture
+def postgres_database():
+    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed (requirements-dev.txt)")
+    try:
+        admin = psycopg2.connect(ADMIN_DSN)
+    except psycopg2.OperationalError as err:
+        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({err})")
+    admin.autocommit = True
+    name = f"mlflow_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def tracking_server(postgres_database, tmp_path, project_env):
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres_database,
+         "--artifacts-destination", str(tmp_path / "server-artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        env=project_env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"mlflow server exited: {(tmp_path / 'server.log').read_text()[-3000:]}")
+        try:
+            if requests.get(f"{uri}/health", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("mlflow server did not answer /health within 180 s")
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)
+    process.terminate()
+    process.wait(timeout=60)
+    log.close()
+
+
+def server_env(project_env, uri, tmp_path):
+    env = {**project_env, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(common.PROJECT_DIR)}
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)  # the server's Default experiment
+    return env
+
+
+def test_pipeline_over_http_with_proxied_artifacts(tracking_server, project_env, tmp_path):
+    env = server_env(project_env, tracking_server, tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.retrain", "--wait", "60"], env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "promoted version 1 to champion" in result.stdout
+    client = MlflowClient(tracking_uri=tracking_server)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    run = client.get_run(champion.tags["lineage.train_run_id"])
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
+    assert (tmp_path / "server-artifacts").is_dir()
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    assert model.predict(
+        __import__("pandas").DataFrame({"petal length (cm)": [1.4], "petal width (cm)": [0.2]}),
+        params={"predict_method": "predict"},
+    ).tolist() == [0]
+
+
+def test_four_pipelines_at_once(tracking_server, project_env, tmp_path):
+    env = server_env(project_env, tracking_server, tmp_path)
+    options = ["model.C=0.5", "model.C=1.0", "model.C=2.0", "model.C=4.0"]
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "steps.main", option], env=env, cwd=common.PROJECT_DIR,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for option in options
+    ]
+    outputs = [p.communicate(timeout=1200)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, "\n".join(o[-1500:] for o in outputs)
+
+    client = MlflowClient(tracking_uri=tracking_server)
+    runs = client.search_runs(experiment_ids=["0"], max_results=1000)
+    by_step = {}
+    for run in runs:
+        by_step.setdefault(run.data.tags.get(common.STEP_TAG), []).append(run)
+    assert {step: len(found) for step, found in by_step.items()} == {s: 4 for s in ("main", *common.STEPS)}
+    assert all(run.info.status == "FINISHED" for run in runs)
+
+    versions = client.search_model_versions(f"name='{MODEL}'")
+    assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]
+    evaluate_runs = {run.info.run_id for run in by_step["evaluate"]}
+    decided = [v for v in versions if v.tags.get("validation_run_id") in evaluate_runs]
+    assert len(decided) == 4  # one decision per run, each on its own version
+    assert all(v.tags["gate.outcome"] in {"promoted", "challenger"} for v in versions)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert champion.tags["gate.outcome"] == "promoted"
+    # Decisions were serialized: each promotion compared with the champion of its moment.
+    promoted = sorted((v for v in versions if v.tags["gate.outcome"] == "promoted"), key=lambda v: int(v.version))
+    assert promoted and all(v.tags[common.VALIDATION_STATUS_TAG] == "passed" for v in versions)

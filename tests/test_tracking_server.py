@@ -27,12 +27,11 @@ MODEL = "iris-classifier"
 
 @pytest.fixture
 def postgres_database():
-    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed (requirements-dev.txt)")
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (requirements-dev.txt)")
     try:
-        admin = psycopg2.connect(ADMIN_DSN)
-    except psycopg2.OperationalError as err:
+        admin = psycopg.connect(ADMIN_DSN, autocommit=True)
+    except psycopg.OperationalError as err:
         pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({err})")
-    admin.autocommit = True
     name = f"mlflow_{uuid.uuid4().hex[:12]}"
     with admin.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE {name}")

@@ -59,11 +59,14 @@ score: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.cache
 
+# Two workers; tests of one module stay together (they share a server or Spark session).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope -m "not slow" $(PYTEST_ARGS)
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)"

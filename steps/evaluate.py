@@ -354,7 +354,6 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    import mlflow
 
     parser = common.step_parser(__doc__)
     parser.add_argument("--model-uri", required=True, help="models:/<name>/<version> to validate")

@@ -143,7 +143,6 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    import mlflow
 
     parser = common.step_parser(__doc__)
     parser.add_argument("--joblib-uri", required=True, help="URI of the joblib file from serialize")

@@ -102,7 +102,6 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    import mlflow
 
     parser = common.step_parser(__doc__)
     parser.add_argument("--data-digest", default="", help="digest the data must still have (from main)")

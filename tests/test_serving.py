@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -16,18 +14,13 @@ import pytest
 import requests
 
 from steps import common, evaluate
+from tests.helpers import free_port, wait_for_http
 from tests.test_evaluate import run_chain
 
 pytestmark = pytest.mark.slow
 
 FEATURES = ["petal length (cm)", "petal width (cm)"]
 ROWS = [[1.4, 0.2], [4.7, 1.4], [6.0, 2.5]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +52,7 @@ def server(tmp_path_factory, empty_store):
         env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited: {(root / 'server.log').read_text()[-3000:]}")
-        try:
-            if requests.get(f"{base}/ping", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("server did not answer /ping within 120 s")
+    wait_for_http(process, f"{base}/ping", root / "server.log", timeout=120)
     yield base, estimator
     process.terminate()
     process.wait(timeout=30)

@@ -6,19 +6,16 @@ the tests skip, saying so, where it is not running.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 import uuid
 
 import mlflow
 import pytest
-import requests
 from mlflow import MlflowClient
 
 from steps import common
-from tests.test_serving import free_port
+from tests.helpers import free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
@@ -52,18 +49,7 @@ def tracking_server(postgres_database, tmp_path, project_env):
         env=project_env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
     )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"mlflow server exited: {(tmp_path / 'server.log').read_text()[-3000:]}")
-        try:
-            if requests.get(f"{uri}/health", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("mlflow server did not answer /health within 180 s")
+    wait_for_http(process, f"{uri}/health", tmp_path / "server.log", timeout=180)
     mlflow.set_tracking_uri(uri)
     yield uri
     mlflow.set_tracking_uri(None)

@@ -48,7 +48,7 @@ def serve(model_uri: str, env: dict, log: Path) -> tuple[subprocess.Popen, str]:
         except requests.ConnectionError:
             time.sleep(0.5)
     process.kill()
-    raise RuntimeError(f"{model_uri} did not start; see {log}")
+    raise RuntimeError(f"{model_uri} did not start: {log.read_text()[-2000:]}")
 
 
 def measure(session: requests.Session, base: str, body: dict, n: int) -> list[float]:
@@ -70,9 +70,15 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model, estimator, features = build_model(tmp)
-        with mlflow.start_run():
-            native = mlflow.sklearn.log_model(estimator, name="native", input_example=None)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+        from mlflow.models import infer_signature
+
+        example = model.input_example if model.input_example is not None else None
+        with mlflow.start_run():  # same column-based input schema as the dispatch model
+            native = mlflow.sklearn.log_model(
+                estimator, name="native", signature=infer_signature(example, estimator.predict(example))
+            )
+        env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         dispatch_uri = mlflow.search_logged_models(output_format="list")
         dispatch_uri = next(m.model_uri for m in dispatch_uri if m.name == "model")
         servers = {

@@ -109,7 +109,12 @@ def check_input(model_input, estimator_name: str, allow_nan: bool) -> None:
         )
     if not hasattr(model_input, "columns"):
         return
-    values = model_input.to_numpy(dtype=np.float64, na_value=np.nan)
+    try:
+        values = np.asarray(model_input, dtype=np.float64)  # no copy for float64 columns
+    except (TypeError, ValueError):  # nullable dtypes holding pd.NA
+        values = model_input.to_numpy(dtype=np.float64, na_value=np.nan)
+    if np.isfinite(values).all():
+        return
     bad = np.isinf(values) if allow_nan else ~np.isfinite(values)
     if bad.any():
         row, column = np.argwhere(bad)[0]
@@ -131,15 +136,20 @@ class DynamicDispatchModel(mlflow.pyfunc.PythonModel):
         )
         # Columns of probability outputs follow this order.
         self.classes_ = getattr(self.estimator, "classes_", None)
-        self.feature_names_ = getattr(self.estimator, "feature_names_in_", None)
+        names = getattr(self.estimator, "feature_names_in_", None)
+        self.feature_names_ = None if names is None else list(names)
         self.allow_nan_ = _allows_nan(self.estimator)
 
     def predict(self, context, model_input, params=None):
         method = resolve_predict_method(self.estimator, params)
-        if self.feature_names_ is not None and hasattr(model_input, "columns"):
+        if (
+            self.feature_names_ is not None
+            and hasattr(model_input, "columns")
+            and list(model_input.columns) != self.feature_names_
+        ):
             # Same columns, same order as at fit time; schema enforcement has
             # already rejected inputs missing any of them.
-            model_input = model_input[list(self.feature_names_)]
+            model_input = model_input[self.feature_names_]
         check_input(model_input, type(self.estimator).__name__, self.allow_nan_)
         return getattr(self.estimator, method)(model_input)
 

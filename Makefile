@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 MODEL_NAME ?= iris-classifier
 PORT ?= 5001
 
-.PHONY: setup run retrain rollback reproduce batch serve score bench test test-fast ui clean
+.PHONY: setup run retrain rollback reproduce batch serve score bench bench-big test test-fast ui clean
 
 setup: $(STAMP)
 
@@ -56,8 +56,15 @@ score: $(STAMP)
 	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make score INPUT=in.csv OUTPUT=out.csv [METHOD=predict_proba]"; exit 2; }
 	$(BIN)/python -m steps.score --input "$(INPUT)" --output "$(OUTPUT)" --model-uri "models:/$(MODEL_NAME)@champion" --predict-method $(or $(METHOD),predict_proba)
 
+# Benchmarks print ratios measured side by side; not part of the tests' pass/fail.
 bench: $(STAMP)
+	$(BIN)/python -m bench.pyfunc
+	$(BIN)/python -m bench.rest
 	$(BIN)/python -m bench.cache
+
+# The 1,000,000-row pipeline and batch-scoring comparison (several minutes, ~1 GB of temp files).
+bench-big: $(STAMP)
+	$(BIN)/python -m bench.big
 
 # Two workers; tests of one module stay together (they share a server or Spark session).
 TEST_WORKERS ?= 2

@@ -34,9 +34,9 @@ from steps.lineage import files_digest
 # to retrain).
 COMMON_CODE = ("steps/__init__.py", "steps/common.py")
 STEP_CODE = {
-    "train": ("steps/train.py", "steps/data.py", "steps/dispatch_model.py"),
+    "train": ("steps/train.py", "steps/data.py", "steps/dispatch_model.py", "steps/lineage.py"),
     "serialize": ("steps/serialize.py", "steps/dispatch_model.py"),
-    "package_pyfunc": ("steps/package_pyfunc.py", "steps/dispatch_model.py"),
+    "package_pyfunc": ("steps/package_pyfunc.py", "steps/dispatch_model.py", "steps/lineage.py"),
     "evaluate": ("steps/evaluate.py", "steps/dispatch_model.py", "steps/locks.py"),
 }
 # Config keys each step reads.

@@ -25,6 +25,11 @@ PIPELINE_PACKAGES = (
 )
 
 
+# What a logged model needs at load time; pinned (pinned_requirements) so that
+# `mlflow models serve --env-manager uv` rebuilds the same environment.
+MODEL_PACKAGES = ("mlflow", "scikit-learn", "joblib", "numpy", "pandas", "scipy")
+
+
 def package_versions(packages: Iterable[str] = PIPELINE_PACKAGES) -> dict[str, str]:
     """Installed version of each package (``"not installed"`` when absent)."""
     versions = {}
@@ -34,6 +39,11 @@ def package_versions(packages: Iterable[str] = PIPELINE_PACKAGES) -> dict[str, s
         except PackageNotFoundError:
             versions[package] = "not installed"
     return versions
+
+
+def pinned_requirements(packages: Iterable[str]) -> list[str]:
+    """``name==version`` for each package as installed here, for a model's requirements."""
+    return [f"{package}=={version}" for package, version in package_versions(packages).items()]
 
 
 def files_digest(paths: Iterable[str | Path], root: Path = PROJECT_DIR) -> str:

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
 
 from steps import common
+from steps.lineage import MODEL_PACKAGES, pinned_requirements
 from steps.dispatch_model import (
     DEFAULT_PREDICT_METHOD,
     DIGEST_CONFIG_KEY,
@@ -41,15 +41,6 @@ from steps.dispatch_model import (
 log = logging.getLogger(__name__)
 
 MODEL_CODE_PATH = Path(__file__).with_name("dispatch_model.py")
-
-# What the model needs at load time; pinned to the versions in this environment
-# so that `mlflow models serve --env-manager uv` rebuilds the same one.
-MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "joblib", "numpy", "pandas", "scipy")
-
-
-def pinned_requirements(packages: Sequence[str] = MODEL_REQUIREMENTS) -> list[str]:
-    """``name==version`` for each package as installed here."""
-    return [f"{package}=={version(package)}" for package in packages]
 
 
 def model_signature(estimator, example: pd.DataFrame):
@@ -81,7 +72,7 @@ def log_dispatch_model(estimator_path: str, digest: str, estimator, example: pd.
         model_config={DIGEST_CONFIG_KEY: digest},
         signature=model_signature(estimator, example),
         input_example=example,
-        pip_requirements=pinned_requirements(),
+        pip_requirements=pinned_requirements(MODEL_PACKAGES),
         metadata=model_metadata(estimator, example.columns),
     )
 

@@ -161,7 +161,10 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
         if found.hit:
             result.run_id, result.status = found.hit_run_id, "CACHED"
         else:
-            result.run_id = _run_step(step, params, ctx, experiment_id)
+            try:
+                result.run_id = _run_step(step, params, ctx, experiment_id)
+            except StepNotStarted as err:
+                result.error = str(err)
             result.status = "FINISHED" if result.run_id and _finished(result.run_id) else "FAILED"
         result.seconds = time.monotonic() - started
         if result.run_id:
@@ -170,7 +173,7 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
         summary.registered_model_version = outputs.get("registered_model_version")
         summary.validation_status = outputs.get("validation_status", summary.validation_status)
         if result.status == "FAILED":
-            result.error = _step_error(result.run_id)
+            result.error = result.error or _step_error(result.run_id)
             _record_step(result)
             return
         if step == "package_pyfunc" and result.status == "FINISHED":
@@ -192,8 +195,12 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
     summary.champion_version = str(champion.version) if champion else None
 
 
+class StepNotStarted(RuntimeError):
+    """A step was refused before its process started (e.g. its config cannot be built)."""
+
+
 def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experiment_id: str):
-    """Run one step as a child run; return its run id (None if it never started)."""
+    """Run one step as a child run; return its run id (None if MLflow could not start it)."""
     import mlflow
     from mlflow.exceptions import ExecutionException
 
@@ -202,7 +209,7 @@ def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experimen
             _check_model_config(ctx.cfg)
         except Exception as err:  # any error building the estimator is a config error
             log.error("cannot build the estimator from config 'model': %s", err)
-            return None
+            raise StepNotStarted(f"cannot build the estimator from config 'model': {err}") from err
     try:
         submitted = mlflow.projects.run(
             uri=str(common.PROJECT_DIR),

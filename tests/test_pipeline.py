@@ -128,3 +128,12 @@ def test_failed_validation_fails_the_pipeline_and_moves_no_alias(project_env, tm
     assert version.tags[common.VALIDATION_STATUS_TAG] == "failed"
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("iris-classifier", "champion")
+
+
+def test_estimator_that_cannot_be_built_fails_before_training(project_env, tmp_path):
+    result = mlflow_run(project_env, tmp_path, "model._target_=sklearn.linear_model.NoSuchModel")
+    assert result.returncode != 0
+    assert "failed at step train: cannot build the estimator from config 'model'" in result.stdout
+    assert "NoSuchModel" in result.stdout
+    assert "train" not in runs_by_entry_point()
+    assert MlflowClient().search_registered_models() == []

@@ -17,6 +17,7 @@ Contract with ``package_pyfunc``:
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import joblib
@@ -124,6 +125,11 @@ def check_input(model_input, estimator_name: str, allow_nan: bool) -> None:
             f"{estimator_name} does not accept it.",
             error_code=INVALID_PARAMETER_VALUE,
         )
+
+
+# MLflow suggests type hints on PythonModel.predict each time such a class is
+# defined (at every load); this model declares an explicit signature instead.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
 
 class DynamicDispatchModel(mlflow.pyfunc.PythonModel):

@@ -354,7 +354,6 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-
     parser = common.step_parser(__doc__)
     parser.add_argument("--model-uri", required=True, help="models:/<name>/<version> to validate")
     parser.add_argument("--reference-model-uri", required=True, help="native sklearn model from train")

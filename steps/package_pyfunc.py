@@ -134,7 +134,6 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-
     parser = common.step_parser(__doc__)
     parser.add_argument("--joblib-uri", required=True, help="URI of the joblib file from serialize")
     parser.add_argument("--joblib-sha256", required=True, help="SHA-256 recorded by serialize")

@@ -61,7 +61,6 @@ def run(model_uri: str, cfg, overrides: Sequence[str] = ()) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-
     parser = common.step_parser(__doc__)
     parser.add_argument("--model-uri", required=True, help="MLflow URI of the trained sklearn model")
     args, cfg = common.parse_step_args(parser, argv)

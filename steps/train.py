@@ -123,7 +123,6 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-
     parser = common.step_parser(__doc__)
     parser.add_argument("--data-digest", default="", help="digest the data must still have (from main)")
     args, cfg = common.parse_step_args(parser, argv)

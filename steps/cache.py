@@ -186,9 +186,9 @@ def _stale_outputs(run_id: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     outputs = common.read_outputs(run_id)
-    uri = outputs.get("registered_model_uri", "")
-    if uri.startswith("models:/"):
-        name, _, model_version = uri[len("models:/") :].rpartition("/")
+    uri = outputs.get("registered_model_uri")
+    if uri:
+        name, model_version = common.parse_registered_uri(uri)
         try:
             MlflowClient().get_model_version(name, model_version)
         except MlflowException:

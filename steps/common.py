@@ -185,6 +185,18 @@ def read_outputs(run_id: str) -> dict[str, str]:
     }
 
 
+def parse_registered_uri(model_uri: str) -> tuple[str, str]:
+    """``models:/<name>/<version>`` -> (name, version); anything else is a ``ValueError``."""
+    prefix = "models:/"
+    body = model_uri[len(prefix) :] if model_uri.startswith(prefix) else ""
+    name, _, model_version = body.rpartition("/")
+    if not name or not model_version.isdigit():
+        raise ValueError(
+            f"{model_uri!r} is not a registered version URI of the form models:/<name>/<version>"
+        )
+    return name, model_version
+
+
 def alias_version(client, name: str, alias: str):
     """The model version holding ``alias`` on registered model ``name``, or None."""
     from mlflow.exceptions import MlflowException

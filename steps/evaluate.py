@@ -71,19 +71,6 @@ class Check:
     detail: str
 
 
-def parse_registered_uri(model_uri: str) -> tuple[str, str]:
-    """``models:/<name>/<version>`` -> (name, version); anything else is an error."""
-    prefix = "models:/"
-    body = model_uri[len(prefix) :] if model_uri.startswith(prefix) else ""
-    name, _, model_version = body.rpartition("/")
-    if not name or not model_version.isdigit():
-        raise ValueError(
-            f"--model-uri {model_uri!r} is not a registered version URI of the form "
-            "models:/<name>/<version>"
-        )
-    return name, model_version
-
-
 def _call(model, features: pd.DataFrame, method: str | None):
     params = None if method is None else {PREDICT_METHOD_PARAM: method}
     return np.asarray(model.predict(features, params=params))
@@ -302,7 +289,7 @@ def run(
     mlflow.log_params(
         {"model_uri": model_uri, "reference_model_uri": reference_model_uri, "holdout_uri": holdout_uri}
     )
-    name, model_version = parse_registered_uri(model_uri)
+    name, model_version = common.parse_registered_uri(model_uri)
     client = MlflowClient()
     run_id = mlflow.active_run().info.run_id
     client.set_model_version_tag(name, model_version, "validation_run_id", run_id)

@@ -283,7 +283,7 @@ def tag_lineage(model_uri: str, ctx: PipelineContext, summary: PipelineSummary) 
 def _tag_version(model_uri: str, tags: Mapping[str, str]) -> None:
     from mlflow import MlflowClient
 
-    name, _, model_version = model_uri[len("models:/") :].rpartition("/")
+    name, model_version = common.parse_registered_uri(model_uri)
     client = MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(name, model_version, key, value)

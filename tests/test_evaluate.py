@@ -74,13 +74,13 @@ def test_missing_predict_proba_fails_validation(tmp_path, cfg):
     [("models:/iris-classifier/3", ("iris-classifier", "3")), ("models:/a-b_c/12", ("a-b_c", "12"))],
 )
 def test_parse_registered_uri(uri, expected):
-    assert evaluate.parse_registered_uri(uri) == expected
+    assert common.parse_registered_uri(uri) == expected
 
 
 @pytest.mark.parametrize("uri", ["models:/iris-classifier@champion", "runs:/abc/model", "models:/x"])
 def test_parse_registered_uri_rejects_other_uris(uri):
     with pytest.raises(ValueError, match="models:/<name>/<version>"):
-        evaluate.parse_registered_uri(uri)
+        common.parse_registered_uri(uri)
 
 
 def test_passing_version_is_tagged_and_becomes_champion(cfg):

@@ -19,15 +19,13 @@ reason names the components that differ from the step's previous finished run.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
 from steps import common
-from steps.lineage import files_digest
+from steps.lineage import files_digest, json_digest
 
 # Files every step runs, and the ones specific to each step. Of MLproject, only
 # the step's own entry point counts (adding an unrelated entry point is no reason
@@ -59,10 +57,6 @@ CACHE_KEY_TAG = "pipeline.cache_key"
 COMPONENT_TAG_PREFIX = "pipeline.cache."
 
 
-def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class StepKey:
     step: str
@@ -70,7 +64,7 @@ class StepKey:
 
     @property
     def key(self) -> str:
-        return _digest({"step": self.step, **self.components})
+        return json_digest({"step": self.step, **self.components})
 
 
 @dataclass(frozen=True)
@@ -101,16 +95,16 @@ def step_key(
     # The data digest that main passes to train is the "data" component, not a param.
     own_params = {name: value for name, value in params.items() if name != "data_digest"}
     components = {
-        "params": _digest(own_params),
-        "config": _digest(config),
-        "code": _digest(
+        "params": json_digest(own_params),
+        "config": json_digest(config),
+        "code": json_digest(
             {
                 "files": files_digest([*COMMON_CODE, *STEP_CODE[step]], root=CODE_ROOT),
                 "entry_point": entry_point_definition(step),
             }
         ),
-        "inputs": _digest({name: upstream_keys[name] for name in STEP_INPUTS[step]}),
-        "packages": _digest(dict(packages)),
+        "inputs": json_digest({name: upstream_keys[name] for name in STEP_INPUTS[step]}),
+        "packages": json_digest(dict(packages)),
     }
     if step == "train":
         components["data"] = data_digest or ""

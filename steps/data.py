@@ -10,8 +10,6 @@ data digest that the step cache and the lineage record). Two sources:
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,6 +63,7 @@ def source_path(data_cfg: DictConfig) -> Path | None:
 def data_digest(data_cfg: DictConfig) -> str:
     """Content digest of the data: SHA-256 of the file, or of the loader config for built-in data."""
     from steps.dispatch_model import sha256_file
+    from steps.lineage import json_digest
 
     path = source_path(data_cfg)
     if path is not None:
@@ -72,7 +71,7 @@ def data_digest(data_cfg: DictConfig) -> str:
             raise DataError(f"Data file {path} does not exist")
         return sha256_file(path)
     loader = OmegaConf.to_container(data_cfg.loader, resolve=True)
-    return hashlib.sha256(json.dumps(loader, sort_keys=True).encode()).hexdigest()
+    return json_digest(loader)
 
 
 def describe_source(data_cfg: DictConfig) -> str:

@@ -4,6 +4,7 @@ package versions. The step cache keys on them; registered versions carry them.""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
@@ -44,6 +45,11 @@ def package_versions(packages: Iterable[str] = PIPELINE_PACKAGES) -> dict[str, s
 def pinned_requirements(packages: Iterable[str]) -> list[str]:
     """``name==version`` for each package as installed here, for a model's requirements."""
     return [f"{package}=={version}" for package, version in package_versions(packages).items()]
+
+
+def json_digest(value) -> str:
+    """SHA-256 of ``value`` as canonical JSON (sorted keys)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def files_digest(paths: Iterable[str | Path], root: Path = PROJECT_DIR) -> str:

@@ -57,6 +57,26 @@ def dataset_input(frame: pd.DataFrame, name: str, target: str):
     return dataset
 
 
+def log_dataset(dataset, context: str, attempts: int = 3) -> None:
+    """``mlflow.log_input``, retried: a tracking server inserting the same dataset for
+    concurrent runs can fail one of them on its unique key ("dataset_pk"); the
+    retry finds the row the other run wrote and links to it."""
+    import time
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            mlflow.log_input(dataset, context)
+            return
+        except MlflowException as err:
+            if attempt == attempts:
+                raise
+            log.warning("logging dataset %s failed (%s); retrying", dataset.name, err.message[:200])
+            time.sleep(0.5 * attempt)
+
+
 def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "") -> dict[str, str]:
     """Train inside the active MLflow run and return the step's outputs.
 
@@ -100,8 +120,8 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
             path = Path(tmp) / Path(artifact).name
             frame.to_parquet(path)
             mlflow.log_artifact(str(path), artifact_path=str(Path(artifact).parent))
-    mlflow.log_input(dataset_input(train, "train", target), "training")
-    mlflow.log_input(dataset_input(holdout, "holdout", target), "testing")
+    log_dataset(dataset_input(train, "train", target), "training")
+    log_dataset(dataset_input(holdout, "holdout", target), "testing")
 
     estimator = fit_estimator(instantiate(cfg.model), train, features, target)
     sample = train[features].head(SCHEMA_SAMPLE_ROWS)

@@ -34,3 +34,33 @@ def test_run_logs_split_model_and_outputs(cfg):
     assert contexts == ["testing", "training"]
     config_text = mlflow.artifacts.load_text(f"runs:/{active.info.run_id}/{common.CONFIG_ARTIFACT}")
     assert "newton-cg" in config_text
+
+
+def test_dataset_logging_is_retried_after_a_conflict(monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    calls = []
+
+    def flaky(dataset, context):
+        calls.append(context)
+        if len(calls) == 1:
+            raise MlflowException('duplicate key value violates unique constraint "dataset_pk"')
+
+    monkeypatch.setattr(mlflow, "log_input", flaky)
+    frame = pd.DataFrame({"a": [1.0, 2.0], "y": [0, 1]})
+    train.log_dataset(train.dataset_input(frame, "train", "y"), "training")
+    assert calls == ["training", "training"]
+
+
+def test_dataset_logging_gives_up_after_the_last_attempt(monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    def broken(dataset, context):
+        raise MlflowException("store is down")
+
+    monkeypatch.setattr(mlflow, "log_input", broken)
+    frame = pd.DataFrame({"a": [1.0, 2.0], "y": [0, 1]})
+    import pytest
+
+    with pytest.raises(MlflowException, match="store is down"):
+        train.log_dataset(train.dataset_input(frame, "train", "y"), "training", attempts=2)

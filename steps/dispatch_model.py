@@ -11,7 +11,9 @@ Contract with ``package_pyfunc``:
 - model config ``estimator_sha256``: that file's SHA-256, recorded at serialize time.
 
 ``predict(model_input, params={"predict_method": m})`` calls the estimator's
-``predict``, ``predict_proba`` (the default) or ``predict_log_proba``.
+``predict``, ``predict_proba`` or ``predict_log_proba``, whichever it really has
+(:func:`available_methods`); the default is ``predict_proba``, or ``predict``
+for an estimator without probabilities (an SVC, say).
 """
 
 from __future__ import annotations
@@ -64,25 +66,39 @@ def load_verified_estimator(path: str | Path, expected_sha256: str | None):
     return joblib.load(path)
 
 
+def available_methods(estimator) -> tuple[str, ...]:
+    """The prediction methods ``estimator`` really has, in ``PREDICT_METHODS`` order.
+
+    ``hasattr`` honours scikit-learn's ``available_if``: ``SVC(probability=False)``
+    and a ``Pipeline`` ending in one have no ``predict_proba``.
+    """
+    return tuple(method for method in PREDICT_METHODS if hasattr(estimator, method))
+
+
+def default_method(estimator) -> str:
+    """``predict_proba`` when the estimator has it, else ``predict``."""
+    return DEFAULT_PREDICT_METHOD if hasattr(estimator, DEFAULT_PREDICT_METHOD) else "predict"
+
+
 def resolve_predict_method(estimator, params: dict | None) -> str:
-    """The estimator method named by ``params['predict_method']`` (default ``predict_proba``).
+    """The estimator method named by ``params['predict_method']`` (default: :func:`default_method`).
 
     Raises ``MlflowException(INVALID_PARAMETER_VALUE)``, which the scoring server
     turns into an HTTP 400 carrying this message, for an unsupported name or a
     method the estimator does not have.
     """
-    method = (params or {}).get(PREDICT_METHOD_PARAM) or DEFAULT_PREDICT_METHOD
+    method = (params or {}).get(PREDICT_METHOD_PARAM) or default_method(estimator)
     if method not in PREDICT_METHODS:
         raise MlflowException(
             f"Unsupported {PREDICT_METHOD_PARAM} {method!r}; allowed values are "
             f"{', '.join(PREDICT_METHODS)}.",
             error_code=INVALID_PARAMETER_VALUE,
         )
-    # hasattr honours scikit-learn's available_if (e.g. SVC(probability=False)).
     if not hasattr(estimator, method):
         raise MlflowException(
             f"{PREDICT_METHOD_PARAM} {method!r} is not available: the estimator "
-            f"{type(estimator).__name__} has no {method}.",
+            f"{type(estimator).__name__} has no {method}; this model offers "
+            f"{', '.join(available_methods(estimator))}.",
             error_code=INVALID_PARAMETER_VALUE,
         )
     return method

@@ -51,7 +51,12 @@ import pandas as pd
 from sklearn import metrics
 
 from steps import common
-from steps.dispatch_model import PREDICT_METHOD_PARAM, PREDICT_METHODS
+from steps.dispatch_model import (
+    PREDICT_METHOD_PARAM,
+    PREDICT_METHODS,
+    available_methods,
+    default_method,
+)
 from steps.locks import file_lock, lock_path
 
 log = logging.getLogger(__name__)
@@ -76,12 +81,32 @@ def _call(model, features: pd.DataFrame, method: str | None):
     return np.asarray(model.predict(features, params=params))
 
 
+def offered_methods(model) -> list[str]:
+    """The prediction methods a packaged model advertises (metadata ``predict_methods``)."""
+    metadata = getattr(getattr(model, "metadata", None), "metadata", None) or {}
+    return list(metadata.get("predict_methods", PREDICT_METHODS))
+
+
 def validate_predictions(model, reference, features: pd.DataFrame, atol: float) -> list[Check]:
-    """Compare the pyfunc ``model`` with the native ``reference`` estimator on ``features``."""
+    """Compare the pyfunc ``model`` with the native ``reference`` estimator on ``features``.
+
+    Exactly the methods the reference estimator has are validated; the model must
+    advertise those and no others, and must refuse each of the others (and an
+    unknown name) with ``INVALID_PARAMETER_VALUE``.
+    """
     from mlflow.exceptions import MlflowException
 
-    outputs, checks = {}, []
-    for method in PREDICT_METHODS:
+    expected_methods = list(available_methods(reference))
+    offered = offered_methods(model)
+    checks = [
+        Check(
+            "advertised_methods_match_estimator",
+            offered == expected_methods,
+            f"model advertises {offered}; {type(reference).__name__} has {expected_methods}",
+        )
+    ]
+    outputs = {}
+    for method in expected_methods:
         try:
             outputs[method] = _call(model, features, method)
         except Exception as err:  # every failure becomes a failed check with its message
@@ -99,18 +124,22 @@ def validate_predictions(model, reference, features: pd.DataFrame, atol: float) 
         checks.append(Check("predict_proba_matches_reference", diff <= atol, f"max |diff| {diff:.3g}"))
         sums = float(np.max(np.abs(proba.sum(axis=1) - 1.0)))
         checks.append(Check("predict_proba_rows_sum_to_one", sums <= atol, f"max |sum-1| {sums:.3g}"))
-        default = _call(model, features, None)
-        checks.append(
-            Check(
-                "default_method_is_predict_proba",
-                default.shape == proba.shape and np.array_equal(default, proba),
-                f"default output shape {default.shape}",
-            )
-        )
         if "predict" in outputs:
             argmax = reference.classes_[np.argmax(proba, axis=1)]
             agree = np.array_equal(argmax, outputs["predict"])
             checks.append(Check("argmax_proba_equals_predict", agree, "classes_[argmax(proba)]"))
+
+    default_name = default_method(reference)
+    if default_name in outputs:
+        default = _call(model, features, None)
+        checks.append(
+            Check(
+                f"default_method_is_{default_name}",
+                default.shape == outputs[default_name].shape
+                and np.array_equal(default, outputs[default_name]),
+                f"default output shape {default.shape}",
+            )
+        )
 
     if "predict_log_proba" in outputs and "predict_proba" in outputs:
         log_proba, proba = outputs["predict_log_proba"], outputs["predict_proba"]
@@ -127,22 +156,28 @@ def validate_predictions(model, reference, features: pd.DataFrame, atol: float) 
             )
         )
 
-    try:
-        _call(model, features.head(1), UNSUPPORTED_METHOD_PROBE)
-        checks.append(Check("unsupported_method_rejected", False, "no error was raised"))
-    except MlflowException as err:
-        rejected = err.error_code == "INVALID_PARAMETER_VALUE"
-        checks.append(Check("unsupported_method_rejected", rejected, err.message))
+    for method in [m for m in PREDICT_METHODS if m not in expected_methods] + [UNSUPPORTED_METHOD_PROBE]:
+        name = "unsupported_method_rejected" if method == UNSUPPORTED_METHOD_PROBE else f"{method}_rejected"
+        try:
+            _call(model, features.head(1), method)
+            checks.append(Check(name, False, f"{method}: no error was raised"))
+        except MlflowException as err:
+            checks.append(Check(name, err.error_code == "INVALID_PARAMETER_VALUE", err.message))
+        except Exception as err:  # any other error is not the clear refusal callers rely on
+            checks.append(Check(name, False, f"{method}: {type(err).__name__}: {err}"))
     return checks
 
 
 def score(model, features: pd.DataFrame, labels: pd.Series, classes: Sequence) -> dict[str, float]:
-    """Holdout metrics from the pyfunc's own outputs."""
+    """Holdout metrics from the pyfunc's own outputs; ``log_loss`` and ``roc_auc_ovr``
+    only for a model that offers ``predict_proba``."""
     predicted = _call(model, features, "predict")
     result = {
         "accuracy": metrics.accuracy_score(labels, predicted),
         "f1_macro": metrics.f1_score(labels, predicted, average="macro"),
     }
+    if "predict_proba" not in offered_methods(model):
+        return {name: float(value) for name, value in result.items()}
     proba = _call(model, features, "predict_proba")
     result["log_loss"] = metrics.log_loss(labels, proba, labels=list(classes))
     if len(classes) == 2:  # scikit-learn wants the positive class's column for binary AUC
@@ -169,14 +204,15 @@ class GateDecision:
 
 def gate_thresholds(gate_metrics: Mapping, champion_metrics: Mapping[str, float] | None) -> dict:
     """One ``MetricThreshold`` per gated metric: the champion's value moved by the tolerance,
-    tightened by the metric's absolute threshold. No champion and no threshold: no bound."""
+    tightened by the metric's absolute threshold. No champion (or a champion without
+    that metric) and no threshold: no bound."""
     from mlflow.models import MetricThreshold
 
     thresholds = {}
     for name, spec in gate_metrics.items():
         greater = bool(spec.greater_is_better)
         bounds = []
-        if champion_metrics is not None:
+        if champion_metrics is not None and name in champion_metrics:
             tolerance = float(spec.tolerance)
             bounds.append(champion_metrics[name] - tolerance if greater else champion_metrics[name] + tolerance)
         if spec.threshold is not None:
@@ -196,6 +232,13 @@ def decide(
     from mlflow.models.evaluation import EvaluationResult
     from mlflow.models.evaluation.validation import ModelValidationFailedException
 
+    missing = [name for name in gate_metrics if name not in candidate_metrics]
+    if missing:
+        return False, (
+            f"gated metric(s) {', '.join(missing)} cannot be computed for this model "
+            "(log_loss and roc_auc_ovr need predict_proba); remove them from gate.metrics "
+            "to gate on the others"
+        ), {}
     thresholds = gate_thresholds(gate_metrics, champion_metrics)
     described = {
         name: {"threshold": t.threshold, "greater_is_better": t.greater_is_better}

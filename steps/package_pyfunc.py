@@ -9,8 +9,9 @@ Reads:
 
 Writes: a pyfunc model named ``model`` logged from ``steps/dispatch_model.py``
 (models from code) with artifact ``estimator``, model config ``estimator_sha256``,
-the ``predict_method`` param in its signature, metadata ``classes`` and
-``feature_names``, and pinned pip requirements; registered as a new version of
+the ``predict_method`` param in its signature, metadata ``predict_methods``
+(the methods the estimator really has), ``default_predict_method``, ``classes``
+and ``feature_names``, and pinned pip requirements; registered as a new version of
 ``registry.model_name`` tagged ``validation_status=pending``.
 
 Outputs (run tags ``pipeline.output.*``): ``registered_model_uri``
@@ -31,10 +32,11 @@ import pandas as pd
 from steps import common
 from steps.lineage import MODEL_PACKAGES, pinned_requirements
 from steps.dispatch_model import (
-    DEFAULT_PREDICT_METHOD,
     DIGEST_CONFIG_KEY,
     ESTIMATOR_ARTIFACT_KEY,
     PREDICT_METHOD_PARAM,
+    available_methods,
+    default_method,
     load_verified_estimator,
 )
 
@@ -44,17 +46,22 @@ MODEL_CODE_PATH = Path(__file__).with_name("dispatch_model.py")
 
 
 def model_signature(estimator, example: pd.DataFrame):
-    """Column-based input schema, the default method's output, and the ``predict_method`` param."""
+    """Column-based input schema, the default method's output, and the ``predict_method``
+    param whose default is that method (``predict`` for an estimator without probabilities)."""
     from mlflow.models import infer_signature
 
-    output = getattr(estimator, DEFAULT_PREDICT_METHOD, estimator.predict)(example)
-    return infer_signature(example, output, params={PREDICT_METHOD_PARAM: DEFAULT_PREDICT_METHOD})
+    method = default_method(estimator)
+    output = getattr(estimator, method)(example)
+    return infer_signature(example, output, params={PREDICT_METHOD_PARAM: method})
 
 
 def model_metadata(estimator, features: Sequence[str]) -> dict:
-    """Class labels (the column order of probability outputs) and feature names."""
+    """What the model offers: its prediction methods (and default), class labels (the
+    column order of probability outputs) and feature names."""
     classes = getattr(estimator, "classes_", None)
     return {
+        "predict_methods": list(available_methods(estimator)),
+        "default_predict_method": default_method(estimator),
         "classes": [] if classes is None else classes.tolist(),
         "feature_names": list(features),
         "estimator": type(estimator).__name__,

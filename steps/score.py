@@ -169,6 +169,12 @@ def score_file(
         raise ScoringError(f"--output {output_path} would overwrite the input")
     features = model.metadata.get_input_schema().input_names()
     classes = (model.metadata.metadata or {}).get("classes", [])
+    offered = (model.metadata.metadata or {}).get("predict_methods", PREDICT_METHODS)
+    if method not in offered:
+        raise ScoringError(
+            f"predict_method {method!r} is not offered by this model "
+            f"({(model.metadata.metadata or {}).get('estimator', 'its estimator')} offers {', '.join(offered)})"
+        )
     rows = 0
     with AtomicWriter(output_path) as writer, tqdm(
         total=count_rows(input_path), unit="rows", disable=None if progress is None else not progress

@@ -13,6 +13,34 @@ from sklearn.linear_model import LogisticRegression
 from steps import common
 
 MODEL_CONFIGS = sorted(p.stem for p in (common.CONF_DIR / "model").glob("*.yaml"))
+# Every option of every config group in conf/, as group=option overrides.
+GROUP_OPTIONS = sorted(
+    f"{path.parent.name}={path.stem}" for path in common.CONF_DIR.glob("*/*.yaml")
+)
+# Model configs whose fitted estimator lacks some of the three prediction methods.
+FEWER_METHODS = {
+    "svc": ("predict",),
+    "linear_svc": ("predict",),
+    "hist_gradient_boosting": ("predict", "predict_proba"),  # neither has predict_log_proba
+    "knn": ("predict", "predict_proba"),
+}
+
+
+def _targets(node, path="") -> list[tuple[str, object]]:
+    """Every sub-config that names a ``_target_``, with its dotted path."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    found = []
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            found.append((path, node))
+        for key in node:
+            if not OmegaConf.is_missing(node, key):  # e.g. data.path: ???, given per run
+                found += _targets(node[key], f"{path}.{key}".lstrip("."))
+    elif isinstance(node, ListConfig):
+        for index, item in enumerate(node):
+            found += _targets(item, f"{path}.{index}")
+    return found
 
 
 def test_default_config_is_the_tutorial(cfg):
@@ -27,10 +55,39 @@ def test_default_config_is_the_tutorial(cfg):
     assert cfg.registry.champion_alias == "champion"
 
 
+def test_the_group_options_are_all_found():
+    assert {"model=svc", "model=knn", "model=scaled_logistic_regression", "data=file"} <= set(GROUP_OPTIONS)
+    assert "model=gradient_boosting" in GROUP_OPTIONS and "gate=labels_only" in GROUP_OPTIONS
+
+
+@pytest.mark.parametrize("option", GROUP_OPTIONS)
+def test_every_config_composes_and_instantiates(option, tmp_path):
+    from steps.data import load_iris_frame
+
+    extra = []
+    if option == "data=file":  # its path is given per run
+        load_iris_frame().to_csv(tmp_path / "iris.csv", index=False)
+        extra = [f"data.path={tmp_path / 'iris.csv'}"]
+    cfg = common.compose_config([option, *extra])
+    group = option.split("=")[0]
+    for path, node in _targets(cfg[group], group):
+        if path.endswith(("steps.0.1", "steps.1.1")):
+            continue  # built as part of their Pipeline, below
+        built = instantiate(node)
+        assert built is not None, path
+
+
 @pytest.mark.parametrize("name", MODEL_CONFIGS)
-def test_every_model_config_instantiates(name):
+def test_every_model_config_fits_and_has_its_methods(name):
+    from steps.data import load_iris_frame
+    from steps.dispatch_model import PREDICT_METHODS, available_methods
+
     estimator = instantiate(common.compose_config([f"model={name}"]).model)
-    assert hasattr(estimator, "fit") and hasattr(estimator, "predict")
+    frame = load_iris_frame()
+    estimator.fit(frame.drop(columns="target"), frame["target"])
+    expected = FEWER_METHODS.get(name, PREDICT_METHODS)
+    assert available_methods(estimator) == expected
+    assert list(estimator.feature_names_in_) == list(frame.columns.drop("target"))
 
 
 def test_overrides_change_the_config():

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 from sklearn.linear_model import LogisticRegression
-from sklearn.svm import LinearSVC
+from sklearn.svm import SVC, LinearSVC
 
 from steps import common, data, package_pyfunc, serialize, train
 from steps.dispatch_model import PREDICT_METHODS, sha256_file
@@ -64,14 +64,28 @@ def test_unsupported_method_names_allowed_values(packaged):
         assert method in err.value.message
 
 
-def test_method_missing_on_estimator_is_reported(tmp_path, cfg):
-    info, _, features = package(LinearSVC(random_state=0), tmp_path, cfg)
+@pytest.mark.parametrize("estimator", [LinearSVC(random_state=0), SVC(random_state=0)], ids=type)
+def test_model_without_probabilities_offers_predict_only(tmp_path, cfg, estimator):
+    info, fitted, features = package(estimator, tmp_path, cfg)
     model = mlflow.pyfunc.load_model(info.model_uri)
-    assert model.predict(features, params={"predict_method": "predict"}).shape == (len(features),)
-    with pytest.raises(MlflowException) as err:
-        model.predict(features, params={"predict_method": "predict_proba"})
-    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
-    assert "LinearSVC has no predict_proba" in err.value.message
+    name = type(fitted).__name__
+    assert model.metadata.metadata["predict_methods"] == ["predict"]
+    assert model.metadata.metadata["default_predict_method"] == "predict"
+    param = model.metadata.get_params_schema().params[0]
+    assert (param.name, param.default) == ("predict_method", "predict")
+    np.testing.assert_array_equal(model.predict(features), fitted.predict(features))
+    for method in ("predict_proba", "predict_log_proba"):
+        with pytest.raises(MlflowException) as err:
+            model.predict(features, params={"predict_method": method})
+        assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+        assert f"{name} has no {method}; this model offers predict." in err.value.message
+
+
+def test_model_advertises_every_method_the_estimator_has(packaged):
+    info, _, _ = packaged
+    metadata = mlflow.pyfunc.load_model(info.model_uri).metadata.metadata
+    assert metadata["predict_methods"] == list(PREDICT_METHODS)
+    assert metadata["default_predict_method"] == "predict_proba"
 
 
 def test_signature_is_column_based_with_feature_names(packaged, cfg):

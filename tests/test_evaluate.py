@@ -59,14 +59,35 @@ def test_checks_fail_against_a_different_estimator(tmp_path, cfg):
     assert "predict_proba_matches_reference" in failed
 
 
-def test_missing_predict_proba_fails_validation(tmp_path, cfg):
+def test_model_without_probabilities_is_validated_on_predict_only(tmp_path, cfg):
     info, estimator, features = package(LinearSVC(random_state=0), tmp_path, cfg)
     checks = evaluate.validate_predictions(
         mlflow.pyfunc.load_model(info.model_uri), estimator, features, atol=1e-9
     )
+    assert all(c.passed for c in checks), [c for c in checks if not c.passed]
+    names = {c.name for c in checks}
+    assert {"predict_labels_identical", "default_method_is_predict"} <= names
+    # The methods it lacks are checked for a clear refusal, not validated.
+    assert {"predict_proba_rejected", "predict_log_proba_rejected"} <= names
+    assert "predict_proba_matches_reference" not in names
+
+
+def test_model_advertising_methods_its_estimator_lacks_fails(tmp_path, cfg):
+    # The packaged model has all three; the reference it is checked against has predict only.
+    info, _, features = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
+    train_rows, _, _ = data.prepare_data(cfg.data)
+    svc = train.fit_estimator(LinearSVC(random_state=0), train_rows, list(cfg.data.features), "target")
+    checks = evaluate.validate_predictions(mlflow.pyfunc.load_model(info.model_uri), svc, features, 1e-9)
     failed = {c.name: c.detail for c in checks if not c.passed}
-    assert "LinearSVC has no predict_proba" in failed["predict_proba_callable"]
-    assert "predict_log_proba_callable" in failed
+    assert "advertised_methods_match_estimator" in failed
+    assert "predict_proba_rejected" in failed
+
+
+def test_model_without_probabilities_is_scored_on_labels(tmp_path, cfg):
+    info, estimator, features = package(LinearSVC(random_state=0), tmp_path, cfg)
+    labels = data.prepare_data(cfg.data)[1][cfg.data.target]
+    scores = evaluate.score(mlflow.pyfunc.load_model(info.model_uri), features, labels, estimator.classes_)
+    assert set(scores) == {"accuracy", "f1_macro"}
 
 
 @pytest.mark.parametrize(
@@ -106,9 +127,11 @@ def test_passing_version_is_tagged_and_becomes_champion(cfg):
 
 
 def test_failing_version_is_tagged_failed_and_gets_no_alias(cfg):
-    outputs = run_chain(common.compose_config(["model=linear_svc"]))
+    # The reference estimator differs from the packaged one: validation must fail.
+    outputs = run_chain(cfg)
+    other = run_chain(common.compose_config(["model.C=0.001"]))
     with pytest.raises(evaluate.ValidationFailed, match="predict_proba"), mlflow.start_run() as active:
-        evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
+        evaluate.run(outputs["registered_model_uri"], other["model_uri"], outputs["holdout_uri"], cfg)
     client = MlflowClient()
     version = client.get_model_version("iris-classifier", outputs["registered_model_version"])
     assert version.tags[common.VALIDATION_STATUS_TAG] == "failed"

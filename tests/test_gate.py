@@ -27,6 +27,21 @@ def test_first_version_passes_without_a_champion():
     assert passed and "first validated version" in reason and thresholds == {}
 
 
+def test_gated_metric_a_model_cannot_compute_refuses_the_promotion():
+    # An SVC without probabilities has no log_loss: the default gate cannot pass it.
+    passed, reason, _ = evaluate.decide({"accuracy": 0.99, "f1_macro": 0.99}, None, GATE)
+    assert not passed and "log_loss cannot be computed for this model" in reason
+
+
+def test_labels_only_gate_passes_a_model_without_probabilities():
+    gate = common.compose_config(["gate=labels_only"]).gate.metrics
+    labels = {"accuracy": 0.96, "f1_macro": 0.96}
+    assert evaluate.decide(labels, None, gate)[0]
+    # Against a champion with probabilities, only the label metrics are compared.
+    assert evaluate.decide(labels, {**CHAMPION, "f1_macro": 0.95}, gate)[0]
+    assert not evaluate.decide({"accuracy": 0.90, "f1_macro": 0.96}, CHAMPION | {"f1_macro": 0.9}, gate)[0]
+
+
 @pytest.mark.parametrize(
     ("candidate", "passed"),
     [

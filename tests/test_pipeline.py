@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -117,7 +118,8 @@ def test_unknown_override_fails_before_training(project_env, tmp_path):
 
 
 def test_failed_validation_fails_the_pipeline_and_moves_no_alias(project_env, tmp_path):
-    result = mlflow_run(project_env, tmp_path, "model=linear_svc")
+    # A tolerance no model can meet: the probability checks fail.
+    result = mlflow_run(project_env, tmp_path, "validation.atol=-1")
     assert result.returncode != 0
     assert "validation: failed" in result.stdout
     runs = runs_by_entry_point()
@@ -137,3 +139,21 @@ def test_estimator_that_cannot_be_built_fails_before_training(project_env, tmp_p
     assert "NoSuchModel" in result.stdout
     assert "train" not in runs_by_entry_point()
     assert MlflowClient().search_registered_models() == []
+
+
+def test_model_without_probabilities_is_validated_on_predict_and_gated_on_labels(project_env, tmp_path):
+    result = mlflow_run(project_env, tmp_path, "model=svc")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "validation: passed" in result.stdout
+    client = MlflowClient()
+    version = client.get_model_version("iris-classifier", "1")
+    assert version.tags[common.VALIDATION_STATUS_TAG] == "passed"
+    # The default gate compares log_loss, which an SVC cannot give: not champion.
+    assert version.tags["gate.outcome"] == "challenger"
+    assert "log_loss cannot be computed" in version.tags["gate.reason"]
+    assert version.aliases == ["challenger"]
+    (evaluate_run,) = runs_by_entry_point()["evaluate"]
+    checks = json.loads(mlflow.artifacts.load_text(f"runs:/{evaluate_run.info.run_id}/validation.json"))
+    names = {check["name"] for check in checks["checks"]}
+    assert {"predict_labels_identical", "predict_proba_rejected", "predict_log_proba_rejected"} <= names
+    assert "predict_proba_matches_reference" not in names

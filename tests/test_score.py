@@ -121,3 +121,15 @@ def test_score_entry_point_through_mlflow_run(model_and_estimator, tmp_path, pro
     np.testing.assert_array_equal(pd.read_csv(out)["prediction"], estimator.predict(frame[FEATURES]))
     (run,) = mlflow.search_runs(filter_string="tags.`mlflow.project.entryPoint` = 'score'", output_format="list")
     assert run.data.metrics["rows_scored"] == 50
+
+
+def test_method_the_model_does_not_offer_is_refused_before_reading(tmp_path, cfg):
+    from sklearn.svm import SVC
+
+    info, _, _ = package(SVC(random_state=0), tmp_path, cfg)
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    rows(10).to_csv(tmp_path / "in.csv", index=False)
+    with pytest.raises(score.ScoringError, match="'predict_proba' is not offered by this model .SVC offers predict."):
+        score.score_file(model, tmp_path / "in.csv", tmp_path / "out.csv", "predict_proba")
+    assert not (tmp_path / "out.csv").exists()
+    assert score.score_file(model, tmp_path / "in.csv", tmp_path / "out.csv", "predict") == 10

@@ -35,7 +35,9 @@ STEP_CODE = {
     "train": ("steps/train.py", "steps/data.py", "steps/dispatch_model.py", "steps/lineage.py"),
     "serialize": ("steps/serialize.py", "steps/dispatch_model.py"),
     "package_pyfunc": ("steps/package_pyfunc.py", "steps/dispatch_model.py", "steps/lineage.py"),
-    "evaluate": ("steps/evaluate.py", "steps/dispatch_model.py", "steps/locks.py"),
+    "evaluate": (
+        "steps/evaluate.py", "steps/dispatch_model.py", "steps/locks.py", "steps/report.py"
+    ),
 }
 # Config keys each step reads.
 STEP_CONFIG = {

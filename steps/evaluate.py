@@ -22,8 +22,11 @@ Not passing: the version becomes ``challenger``; the champion stays. The first
 validated version becomes champion.
 
 Writes, on its MLflow run: metrics ``accuracy``, ``f1_macro``, ``log_loss``,
-``roc_auc_ovr`` (and ``champion_*`` for the champion), ``validation_checks_failed``;
-artifacts ``validation.json`` (one entry per check) and ``gate.json``. On the
+``roc_auc_ovr`` (the last two for models with ``predict_proba``; ``champion_*``
+for the champion), ``validation_checks_failed``; artifacts ``validation.json``
+(one entry per check), ``gate.json`` and the evaluation report ``report/``
+(confusion matrix, per-class ROC, precision-recall and calibration curves, the
+champion's overlaid, a metrics comparison, and ``report.html``: see ``steps.report``). On the
 model version: tags ``validation_status`` = ``passed``/``failed``,
 ``validation_run_id`` and ``gate.*`` (outcome, reason, both versions' metrics,
 thresholds); then the aliases. A failed validation moves no alias to the version
@@ -58,6 +61,7 @@ from steps.dispatch_model import (
     default_method,
 )
 from steps.locks import file_lock, lock_path
+from steps.report import ModelOutputs, log_report
 
 log = logging.getLogger(__name__)
 
@@ -168,24 +172,27 @@ def validate_predictions(model, reference, features: pd.DataFrame, atol: float) 
     return checks
 
 
-def score(model, features: pd.DataFrame, labels: pd.Series, classes: Sequence) -> dict[str, float]:
-    """Holdout metrics from the pyfunc's own outputs; ``log_loss`` and ``roc_auc_ovr``
-    only for a model that offers ``predict_proba``."""
+def holdout_outputs(model, features: pd.DataFrame, name: str, labels: pd.Series, classes: Sequence):
+    """The pyfunc's own labels and (if it offers them) probabilities on the holdout, with metrics."""
     predicted = _call(model, features, "predict")
+    proba = _call(model, features, "predict_proba") if "predict_proba" in offered_methods(model) else None
+    return ModelOutputs(name, predicted, proba, holdout_metrics(labels, predicted, proba, classes))
+
+
+def holdout_metrics(labels, predicted, proba, classes: Sequence) -> dict[str, float]:
+    """``accuracy`` and ``f1_macro``; ``log_loss`` and ``roc_auc_ovr`` when there are probabilities."""
     result = {
         "accuracy": metrics.accuracy_score(labels, predicted),
         "f1_macro": metrics.f1_score(labels, predicted, average="macro"),
     }
-    if "predict_proba" not in offered_methods(model):
-        return {name: float(value) for name, value in result.items()}
-    proba = _call(model, features, "predict_proba")
-    result["log_loss"] = metrics.log_loss(labels, proba, labels=list(classes))
-    if len(classes) == 2:  # scikit-learn wants the positive class's column for binary AUC
-        result["roc_auc_ovr"] = metrics.roc_auc_score(labels, proba[:, 1])
-    else:
-        result["roc_auc_ovr"] = metrics.roc_auc_score(
-            labels, proba, multi_class="ovr", labels=list(classes)
-        )
+    if proba is not None:
+        result["log_loss"] = metrics.log_loss(labels, proba, labels=list(classes))
+        if len(classes) == 2:  # scikit-learn wants the positive class's column for binary AUC
+            result["roc_auc_ovr"] = metrics.roc_auc_score(labels, proba[:, 1])
+        else:
+            result["roc_auc_ovr"] = metrics.roc_auc_score(
+                labels, proba, multi_class="ovr", labels=list(classes)
+            )
     return {name: float(value) for name, value in result.items()}
 
 
@@ -261,7 +268,10 @@ def mlflow_validate(thresholds, candidate, baseline) -> None:
 
 
 def gate(cfg, name: str, model_version: str, candidate_metrics, holdout_features, labels, classes):
-    """Score the champion on the same holdout and decide whether the candidate replaces it."""
+    """Score the champion on the same holdout and decide whether the candidate replaces it.
+
+    Returns the decision and the champion's outputs (None when it was not scored).
+    """
     import mlflow
     from mlflow import MlflowClient
 
@@ -270,27 +280,30 @@ def gate(cfg, name: str, model_version: str, candidate_metrics, holdout_features
     if candidate.tags.get("gate.outcome") == "rolled_back":
         return GateDecision(
             False, f"rolled back by an operator ({candidate.tags.get('gate.reason', '')}); not re-promoted"
-        )
+        ), None
     champion = common.alias_version(client, name, cfg.registry.champion_alias)
     if champion is not None and str(champion.version) == model_version:
-        return GateDecision(True, "already the champion; re-validated", model_version)
+        return GateDecision(True, "already the champion; re-validated", model_version), None
     if champion is None:
         passed, reason, thresholds = decide(candidate_metrics, None, cfg.gate.metrics)
-        return GateDecision(passed, reason, None, None, thresholds)
+        return GateDecision(passed, reason, None, None, thresholds), None
     champion_uri = f"models:/{name}/{champion.version}"
     try:
         champion_model = mlflow.pyfunc.load_model(champion_uri)
-        champion_metrics = score(champion_model, holdout_features, labels, classes)
+        champion_outputs = holdout_outputs(
+            champion_model, holdout_features, f"version {champion.version} (champion)", labels, classes
+        )
+        champion_metrics = dict(champion_outputs.metrics)
     except Exception as err:  # the gate cannot compare, so it does not promote
         reason = (
             f"champion {champion_uri} could not be scored on this holdout "
             f"({type(err).__name__}: {err}); kept it, as the gate cannot compare"
         )
         log.warning("%s", reason)
-        return GateDecision(False, reason, str(champion.version))
+        return GateDecision(False, reason, str(champion.version)), None
     mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
     passed, reason, thresholds = decide(candidate_metrics, champion_metrics, cfg.gate.metrics)
-    return GateDecision(passed, reason, str(champion.version), champion_metrics, thresholds)
+    return GateDecision(passed, reason, str(champion.version), champion_metrics, thresholds), champion_outputs
 
 
 def apply_decision(client, cfg, name: str, model_version: str, decision: GateDecision,
@@ -365,15 +378,22 @@ def run(
             + "; ".join(f"{check.name} ({check.detail})" for check in failed)
         )
 
-    candidate_metrics = score(model, features, labels, reference.classes_)
+    candidate = holdout_outputs(model, features, f"version {model_version} (new)", labels, reference.classes_)
+    candidate_metrics = dict(candidate.metrics)
     mlflow.log_metrics(candidate_metrics)
     # One decision at a time per store: concurrent pipelines compare with the latest champion.
     with file_lock(lock_path(common.tracking_uri(), "gate"), wait=GATE_LOCK_WAIT):
-        decision = gate(cfg, name, model_version, candidate_metrics, features, labels, reference.classes_)
+        decision, champion = gate(cfg, name, model_version, candidate_metrics, features, labels, reference.classes_)
         # Tags first, aliases second: an alias never points at a version without its decision.
         champion_version = apply_decision(client, cfg, name, model_version, decision, candidate_metrics)
     mlflow.log_dict({**asdict(decision), "outcome": decision.outcome}, "gate.json")
     log.info("gate: version %s %s (%s)", model_version, decision.outcome, decision.reason)
+    log_report(
+        f"{name} version {model_version}: evaluation on the holdout",
+        [f"Gate: {decision.outcome} ({decision.reason}).",
+         f"Holdout: {len(features)} rows from {holdout_uri}; all {len(checks)} validation checks passed."],
+        candidate, champion, labels, reference.classes_,
+    )
     outputs = {
         "validation_status": "passed",
         "gate_outcome": decision.outcome,

@@ -77,6 +77,19 @@ def log_dataset(dataset, context: str, attempts: int = 3) -> None:
             time.sleep(0.5 * attempt)
 
 
+def skops_trusted_types(estimator) -> list[str]:
+    """The types in ``estimator`` that skops (MLflow's default sklearn format) does
+    not trust by default, e.g. ``sklearn.tree._tree.Tree`` in every tree ensemble.
+
+    The estimator was fitted in this process, so the file MLflow writes holds these
+    types and no others; MLflow records the list in the model's MLmodel and passes
+    it back when the model is loaded.
+    """
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(estimator))
+
+
 def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "") -> dict[str, str]:
     """Train inside the active MLflow run and return the step's outputs.
 
@@ -130,6 +143,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
         name=common.LOGGED_MODEL_NAME,
         signature=infer_signature(sample, estimator.predict(sample)),
         input_example=sample.head(3),
+        skops_trusted_types=skops_trusted_types(estimator),
         # Pinned here rather than inferred, which would import the model in a subprocess.
         pip_requirements=pinned_requirements(MODEL_PACKAGES),
     )

@@ -86,8 +86,10 @@ def test_model_advertising_methods_its_estimator_lacks_fails(tmp_path, cfg):
 def test_model_without_probabilities_is_scored_on_labels(tmp_path, cfg):
     info, estimator, features = package(LinearSVC(random_state=0), tmp_path, cfg)
     labels = data.prepare_data(cfg.data)[1][cfg.data.target]
-    scores = evaluate.score(mlflow.pyfunc.load_model(info.model_uri), features, labels, estimator.classes_)
-    assert set(scores) == {"accuracy", "f1_macro"}
+    outputs = evaluate.holdout_outputs(
+        mlflow.pyfunc.load_model(info.model_uri), features, "svc", labels, estimator.classes_
+    )
+    assert set(outputs.metrics) == {"accuracy", "f1_macro"} and outputs.proba is None
 
 
 @pytest.mark.parametrize(

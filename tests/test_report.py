@@ -1,0 +1,98 @@
+"""The evaluation report: real PNG images and one HTML page, with the champion beside the new version."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib.image
+import mlflow
+import pytest
+
+from steps import common, evaluate, report
+from tests.test_evaluate import run_chain
+
+CURVES = ["roc_curves.png", "precision_recall_curves.png", "calibration_curves.png"]
+
+
+class Page(HTMLParser):
+    """Collects what a browser would show: images, table cells, headings."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.cells, self.text = [], [], []
+        self._in_cell = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        self._in_cell = tag in ("td", "th")
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._in_cell and data.strip():
+            self.cells.append(data.strip())
+
+
+def evaluate_chain(cfg):
+    outputs = run_chain(cfg)
+    with mlflow.start_run() as active:
+        evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
+    return Path(mlflow.artifacts.download_artifacts(f"runs:/{active.info.run_id}/{report.REPORT_DIR}"))
+
+
+def read_page(folder: Path) -> Page:
+    page = Page()
+    page.feed((folder / "report.html").read_text())
+    return page
+
+
+def assert_valid_png(path: Path):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert width >= 300 and height >= 200, path
+
+
+def test_first_version_gets_plots_and_a_page_without_champion(cfg):
+    folder = evaluate_chain(cfg)
+    files = {p.name for p in folder.iterdir()}
+    assert files == {"confusion_matrix.png", *CURVES, "report.html", "metrics.json"}
+    for name in ["confusion_matrix.png", *CURVES]:
+        assert_valid_png(folder / name)
+    page = read_page(folder)
+    assert len(page.images) == 4 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert {"accuracy", "log_loss", "roc_auc_ovr", "version 1 (new)"} <= set(page.cells)
+    assert "champion" not in " ".join(page.cells)
+
+
+def test_second_version_is_shown_beside_the_champion(cfg):
+    evaluate_chain(cfg)
+    # A tree ensemble: its native reference model needs skops trusted types to log and load.
+    folder = evaluate_chain(common.compose_config(["model=random_forest"]))
+    assert "metrics_comparison.png" in {p.name for p in folder.iterdir()}
+    assert_valid_png(folder / "metrics_comparison.png")
+    page = read_page(folder)
+    assert {"version 2 (new)", "version 1 (champion)", "difference"} <= set(page.cells)
+    assert len(page.images) == 5
+    # The comparison is wider than a single model's confusion matrix: two panels.
+    assert matplotlib.image.imread(folder / "confusion_matrix.png").shape[1] >= 800
+    text = " ".join(page.text)
+    assert "Gate:" in text and "validation checks passed" in text
+
+
+def test_model_without_probabilities_gets_a_confusion_matrix_and_a_note(cfg):
+    folder = evaluate_chain(common.compose_config(["model=svc", "gate=labels_only"]))
+    assert {p.name for p in folder.iterdir()} == {"confusion_matrix.png", "report.html", "metrics.json"}
+    assert "offers no predict_proba" in " ".join(read_page(folder).text)
+
+
+@pytest.mark.parametrize("classes", [[0, 1], ["setosa", "versicolor", "virginica"]])
+def test_metrics_table_has_one_column_per_model(classes):
+    import numpy as np
+
+    a = report.ModelOutputs("a", np.array(classes), None, {"accuracy": 0.9})
+    b = report.ModelOutputs("b", np.array(classes), None, {"accuracy": 0.8, "f1_macro": 0.7})
+    table = report.metrics_table([a, b])
+    assert list(table.columns) == ["a", "b", "difference"]
+    assert table.loc["accuracy", "difference"] == pytest.approx(0.1)
+    assert np.isnan(table.loc["f1_macro", "a"])

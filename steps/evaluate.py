@@ -38,6 +38,10 @@ kept (the gate cannot compare).
 Outputs (run tags ``pipeline.output.*``): ``validation_status``, ``gate_outcome``
 (``promoted``/``challenger``), ``champion_version`` (after the decision).
 
+With ``gate.enabled=false`` (sweep jobs) the model is validated, scored and
+reported on, and no alias moves; ``--model-uri`` may then be an unregistered
+logged model (``models:/m-…``).
+
 Run alone: ``python -m steps.evaluate --model-uri models:/NAME/VERSION
 --reference-model-uri URI --holdout-uri URI [overrides]``.
 """
@@ -345,10 +349,19 @@ def run(
     mlflow.log_params(
         {"model_uri": model_uri, "reference_model_uri": reference_model_uri, "holdout_uri": holdout_uri}
     )
-    name, model_version = common.parse_registered_uri(model_uri)
+    # A registered version (models:/<name>/<version>) or, with registry.register=false,
+    # a logged model (models:/m-...) that is validated and scored but never gated.
+    registered = model_uri.startswith("models:/") and not model_uri.startswith("models:/m-")
+    if cfg.gate.enabled and not registered:
+        raise ValueError(
+            f"the gate needs a registered version (models:/<name>/<version>), got {model_uri}; "
+            "set gate.enabled=false to validate an unregistered model"
+        )
+    name, model_version = common.parse_registered_uri(model_uri) if registered else (None, None)
     client = MlflowClient()
     run_id = mlflow.active_run().info.run_id
-    client.set_model_version_tag(name, model_version, "validation_run_id", run_id)
+    if registered:
+        client.set_model_version_tag(name, model_version, "validation_run_id", run_id)
 
     holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(artifact_uri=holdout_uri))
     reference = mlflow.sklearn.load_model(reference_model_uri)
@@ -367,20 +380,34 @@ def run(
         log.info("%s %s: %s", "PASS" if check.passed else "FAIL", check.name, check.detail)
 
     if failed:
-        client.set_model_version_tag(name, model_version, common.VALIDATION_STATUS_TAG, "failed")
-        # Fail closed: a version that fails validation keeps no alias, even one it held before.
-        for alias in client.get_model_version(name, model_version).aliases:
-            log.error("removing alias %s from %s, which failed validation", alias, model_uri)
-            client.delete_registered_model_alias(name, alias)
+        if registered:
+            client.set_model_version_tag(name, model_version, common.VALIDATION_STATUS_TAG, "failed")
+            # Fail closed: a version that fails validation keeps no alias, even one it held before.
+            for alias in client.get_model_version(name, model_version).aliases:
+                log.error("removing alias %s from %s, which failed validation", alias, model_uri)
+                client.delete_registered_model_alias(name, alias)
         common.record_outputs({"validation_status": "failed"})
         raise ValidationFailed(
             f"{model_uri} failed validation: "
             + "; ".join(f"{check.name} ({check.detail})" for check in failed)
         )
 
-    candidate = holdout_outputs(model, features, f"version {model_version} (new)", labels, reference.classes_)
+    label = f"version {model_version} (new)" if registered else "this model"
+    candidate = holdout_outputs(model, features, label, labels, reference.classes_)
     candidate_metrics = dict(candidate.metrics)
-    mlflow.log_metrics(candidate_metrics)
+    # Linked to the logged model too, so the MLflow UI shows them on the model's page.
+    mlflow.log_metrics(candidate_metrics, model_id=model.metadata.model_id)
+    checked = f"Holdout: {len(features)} rows from {holdout_uri}; all {len(checks)} validation checks passed."
+    if not cfg.gate.enabled:
+        if registered:
+            client.set_model_version_tag(name, model_version, common.VALIDATION_STATUS_TAG, "passed")
+        log_report(f"{model_uri}: evaluation on the holdout",
+                   ["Not gated (gate.enabled=false): no alias was moved.", checked],
+                   candidate, None, labels, reference.classes_)
+        outputs = {"validation_status": "passed", "gate_outcome": "not gated"}
+        common.record_outputs(outputs)
+        return outputs
+
     # One decision at a time per store: concurrent pipelines compare with the latest champion.
     with file_lock(lock_path(common.tracking_uri(), "gate"), wait=GATE_LOCK_WAIT):
         decision, champion = gate(cfg, name, model_version, candidate_metrics, features, labels, reference.classes_)
@@ -390,8 +417,7 @@ def run(
     log.info("gate: version %s %s (%s)", model_version, decision.outcome, decision.reason)
     log_report(
         f"{name} version {model_version}: evaluation on the holdout",
-        [f"Gate: {decision.outcome} ({decision.reason}).",
-         f"Holdout: {len(features)} rows from {holdout_uri}; all {len(checks)} validation checks passed."],
+        [f"Gate: {decision.outcome} ({decision.reason}).", checked],
         candidate, champion, labels, reference.classes_,
     )
     outputs = {
@@ -405,7 +431,10 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = common.step_parser(__doc__)
-    parser.add_argument("--model-uri", required=True, help="models:/<name>/<version> to validate")
+    parser.add_argument(
+        "--model-uri", required=True,
+        help="models:/<name>/<version> to validate (or models:/m-... with gate.enabled=false)",
+    )
     parser.add_argument("--reference-model-uri", required=True, help="native sklearn model from train")
     parser.add_argument("--holdout-uri", required=True, help="Parquet holdout logged by train")
     args, cfg = common.parse_step_args(parser, argv)

@@ -1,7 +1,8 @@
 """The ``main`` entry point: run train -> serialize -> package_pyfunc -> evaluate.
 
 Reads: Hydra overrides (``-P hydra_options="..."`` or positional arguments) and
-``--force`` (``all`` or step names, comma-separated). The config is composed and
+``--force`` (``all`` or step names, comma-separated). With ``-m`` (``--multirun``)
+the overrides are a sweep, run by ``steps.sweep``. The config is composed and
 the data digest computed before any step starts, so a bad override or a missing
 data file fails at once; the estimator is built before ``train`` runs.
 
@@ -53,7 +54,8 @@ PIPELINE: tuple[tuple[str, StepParams], ...] = (
     (
         "evaluate",
         lambda out: {
-            "model_uri": out["registered_model_uri"],
+            # The registered version; with registry.register=false, the logged model.
+            "model_uri": out.get("registered_model_uri") or out["pyfunc_model_uri"],
             "reference_model_uri": out["model_uri"],
             "holdout_uri": out["holdout_uri"],
         },
@@ -99,6 +101,8 @@ class PipelineSummary:
             return f"nothing changed: every step cached; champion is version {self.champion_version}"
         if self.gate_outcome == "promoted":
             return f"promoted version {self.registered_model_version} to champion"
+        if self.gate_outcome == "not gated":
+            return f"validated {'version ' + self.registered_model_version if self.registered_model_version else 'the model'}; not gated"
         return (
             f"kept champion version {self.champion_version}; "
             f"version {self.registered_model_version} is {self.gate_outcome}"
@@ -176,10 +180,11 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
             result.error = result.error or _step_error(result.run_id)
             _record_step(result)
             return
-        if step == "package_pyfunc" and result.status == "FINISHED":
+        registered = "registered_model_uri" in outputs
+        if step == "package_pyfunc" and result.status == "FINISHED" and registered:
             # Lineage before the cache key: a reused version always carries it.
             tag_lineage(outputs["registered_model_uri"], ctx, summary)
-        if step == "evaluate" and result.status == "FINISHED":
+        if step == "evaluate" and result.status == "FINISHED" and registered:
             _tag_version(outputs["registered_model_uri"], {"lineage.evaluate_run_id": result.run_id})
         if result.status == "FINISHED":
             cache.record(result.run_id, key)
@@ -319,6 +324,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="",
         help="rerun these steps even when cached: 'all' or names, comma-separated",
     )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from steps import sweep
+
+    if sweep.multirun_flag(argv)[0]:  # -m/--multirun: one pipeline per combination
+        sweep.main(argv)
+        return
     args, cfg = common.parse_step_args(parser, argv)
     try:
         force = cache.parse_force(args.force)

@@ -5,17 +5,19 @@ Reads:
   digest; the file is refused if its digest differs;
 - ``--example-uri``: a Parquet data file (the holdout) whose feature columns
   give the input example and the column-based signature;
-- the Hydra config (``registry.model_name``).
+- the Hydra config (``registry.model_name``, ``registry.register``).
 
 Writes: a pyfunc model named ``model`` logged from ``steps/dispatch_model.py``
 (models from code) with artifact ``estimator``, model config ``estimator_sha256``,
 the ``predict_method`` param in its signature, metadata ``predict_methods``
 (the methods the estimator really has), ``default_predict_method``, ``classes``
 and ``feature_names``, and pinned pip requirements; registered as a new version of
-``registry.model_name`` tagged ``validation_status=pending``.
+``registry.model_name`` tagged ``validation_status=pending`` unless
+``registry.register`` is false (sweep jobs whose candidates are not registered).
 
-Outputs (run tags ``pipeline.output.*``): ``registered_model_uri``
-(``models:/<name>/<version>``), ``registered_model_version``.
+Outputs (run tags ``pipeline.output.*``): ``pyfunc_model_uri`` (the logged
+model, ``models:/m-…``); when registered, ``registered_model_uri``
+(``models:/<name>/<version>``) and ``registered_model_version``.
 
 Run alone: ``python -m steps.package_pyfunc --joblib-uri URI --joblib-sha256 HEX
 --example-uri URI [overrides]`` or ``mlflow run . -e package_pyfunc -P ...``.
@@ -121,23 +123,37 @@ def run(
     example = frame[feature_columns(estimator, frame, example_uri)].head(5).astype("float64")
 
     model_info = log_dispatch_model(estimator_path, joblib_sha256, estimator, example)
-    run_id = mlflow.active_run().info.run_id
-    # Registered with its tags in one call: no version ever exists without a status.
+    outputs = {"pyfunc_model_uri": model_info.model_uri}
+    if cfg.registry.register:
+        run_id = mlflow.active_run().info.run_id
+        outputs |= register(model_info.model_uri, cfg.registry.model_name, joblib_sha256, run_id)
+    common.record_outputs(outputs)
+    return outputs
+
+
+def register(
+    pyfunc_model_uri: str, name: str, joblib_sha256: str, package_run_id: str, tags=None
+) -> dict[str, str]:
+    """Register a logged dispatch model as a new version of ``name``; return the outputs naming it.
+
+    The version gets its tags in the same call: no version ever exists without a status.
+    """
+    import mlflow
+
     registered = mlflow.register_model(
-        model_info.model_uri,
-        cfg.registry.model_name,
+        pyfunc_model_uri,
+        name,
         tags={
             common.VALIDATION_STATUS_TAG: "pending",
-            "package_run_id": run_id,
+            "package_run_id": package_run_id,
             DIGEST_CONFIG_KEY: joblib_sha256,
+            **(tags or {}),
         },
     )
-    outputs = {
+    return {
         "registered_model_uri": f"models:/{registered.name}/{registered.version}",
         "registered_model_version": str(registered.version),
     }
-    common.record_outputs(outputs)
-    return outputs
 
 
 def main(argv: Sequence[str] | None = None) -> None:

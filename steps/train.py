@@ -33,11 +33,22 @@ from steps.lineage import MODEL_PACKAGES, pinned_requirements
 log = logging.getLogger(__name__)
 
 
+class FitError(ValueError):
+    """The configured estimator refused its parameters or the data."""
+
+
 def fit_estimator(
     estimator: BaseEstimator, train: pd.DataFrame, features: Sequence[str], target: str
 ) -> BaseEstimator:
-    """Fit ``estimator`` on the feature columns of ``train`` against ``target``."""
-    return estimator.fit(train[list(features)], train[target])
+    """Fit ``estimator`` on the feature columns of ``train`` against ``target``.
+
+    scikit-learn checks most parameters only here (``C=-1``, an unknown solver):
+    its error becomes a :class:`FitError` naming the estimator and config ``model``.
+    """
+    try:
+        return estimator.fit(train[list(features)], train[target])
+    except (ValueError, TypeError) as err:
+        raise FitError(f"cannot fit {type(estimator).__name__} from config 'model': {err}") from err
 
 
 # MLflow infers a schema by checking every value in Python (about a minute per
@@ -163,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     common.configure_logging()
     common.configure_tracking()
     common.run_in_mlflow_run(
-        lambda: run(cfg, args.overrides, args.data_digest), expected_errors=(data.DataError,)
+        lambda: run(cfg, args.overrides, args.data_digest), expected_errors=(data.DataError, FitError)
     )
 
 

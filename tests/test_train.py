@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mlflow
 import pandas as pd
+import pytest
 from sklearn.linear_model import LogisticRegression
 
 from steps import common, train
@@ -64,3 +65,9 @@ def test_dataset_logging_gives_up_after_the_last_attempt(monkeypatch):
 
     with pytest.raises(MlflowException, match="store is down"):
         train.log_dataset(train.dataset_input(frame, "train", "y"), "training", attempts=2)
+
+
+def test_parameter_scikit_learn_refuses_at_fit_names_the_estimator():
+    frame = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0], "y": [0, 1, 0, 1]})
+    with pytest.raises(train.FitError, match="cannot fit LogisticRegression from config 'model': .*'C' parameter"):
+        train.fit_estimator(LogisticRegression(C=-1), frame, ["a", "b"], "y")

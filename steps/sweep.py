@@ -1,0 +1,363 @@
+"""Sweeps: with ``-m``, one pipeline per combination of overrides, as nested runs of one sweep run.
+
+    mlflow run . -P hydra_options="-m model=logistic_regression,random_forest model.C=0.1,1,10"
+    python -m steps.sweep model=logistic_regression,knn   (or python -m steps.main -m ...)
+
+1. The sweep run (the run ``mlflow run`` made, or a new one) records the sweep's
+   overrides (tag ``sweep.overrides``).
+2. Jobs whose config cannot be composed (``model=random_forest model.C=0.1``:
+   random forests have no ``C``) are recorded as FAILED job runs carrying Hydra's
+   message; Hydra launches the others (``hydra/sweeper=pipeline``, which lets a
+   bad job fail alone; ``hydra/launcher=joblib``: parallel processes, or any
+   other Hydra launcher such as submitit or Ray).
+3. Each job is a nested run (tag ``pipeline.step=sweep_job``) that runs the four
+   steps as its children with ``gate.enabled=false`` (it moves no alias) and
+   ``registry.register`` from ``sweep.candidates``. A job that fails, fails alone.
+4. The sweep run logs the table of jobs (``sweep/jobs.json``, a table in the
+   MLflow UI, and printed), picks the best validated job by ``sweep.metric``, and
+   runs the pipeline once more for that job's overrides with the gate on: train
+   and serialize are reused from the job (step cache), the model is registered
+   if it was not yet, and ``evaluate`` decides whether it becomes champion. Only
+   the best job's model goes through the gate; the other registered candidates
+   are tagged ``sweep.outcome=candidate``.
+
+Exit status: 0 when the best job's model went through the gate (promoted or
+kept as challenger), 1 when no job produced a validated model or the gate
+failed, 2 for malformed overrides.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from steps import common
+
+log = logging.getLogger(__name__)
+
+JOB_STEP = "sweep_job"
+SWEEP_STEP = "sweep"
+JOBS_TABLE_ARTIFACT = "sweep/jobs.json"
+# Overrides the sweep adds for its jobs; not part of a job's own configuration.
+INTERNAL_KEYS = ("sweep.run_id", "sweep.force")
+METRICS = ("accuracy", "f1_macro", "log_loss", "roc_auc_ovr")
+
+
+class SweepError(RuntimeError):
+    """The sweep could not produce a validated model to gate."""
+
+
+def job_overrides(overrides: Sequence[str]) -> list[str]:
+    """A job's own overrides: without the ones the sweep adds for it."""
+    return [o for o in overrides if not o.lstrip("+").startswith(tuple(f"{k}=" for k in INTERNAL_KEYS))]
+
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def multirun_flag(argv: Sequence[str]) -> tuple[bool, list[str]]:
+    """(whether ``argv`` asks for a sweep, ``argv`` without the flag).
+
+    The flag is ``-m``/``--multirun`` as an argument of its own, or at the start
+    of one: ``mlflow run -P hydra_options="-m a=1,2"`` passes ``-m a=1,2`` as one.
+    """
+    found, rest = False, []
+    for arg in argv:
+        head, _, tail = arg.partition(" ")
+        if head in MULTIRUN_FLAGS:
+            found = True
+            if tail.strip():
+                rest.append(tail.strip())
+        else:
+            rest.append(arg)
+    return found, rest
+
+
+# --- one job (runs in a Hydra launcher's worker) ---------------------------------------
+
+
+@hydra.main(config_path=str(common.CONF_DIR), config_name=common.CONFIG_NAME, version_base="1.3")
+def hydra_job(cfg: DictConfig) -> dict:
+    """Hydra's task function: run one job, never raise (a failing job fails alone)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = job_overrides(HydraConfig.get().overrides.task)
+    return run_job(cfg, overrides)
+
+
+def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
+    """The pipeline for one job's overrides as a nested run of the sweep run; its result."""
+    import mlflow
+
+    from steps import cache
+    from steps.data import data_digest
+    from steps.lineage import package_versions
+    from steps.main import PipelineContext, PipelineSummary, env_manager_of, run_pipeline
+
+    # Inherited from `mlflow run` in a launcher's worker, where it names the sweep run.
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    common.configure_logging()
+    common.configure_tracking()
+    sweep_run = mlflow.get_run(cfg.sweep.run_id)
+    register = cfg.sweep.candidates == "register"
+    # The job's steps see its overrides plus these: no gate, and registration as configured.
+    step_overrides = [*overrides, "gate.enabled=false", f"registry.register={str(register).lower()}"]
+    job_cfg = OmegaConf.merge(
+        cfg, {"gate": {"enabled": False}, "registry": {"register": register}}
+    )
+    # Ended explicitly, not by a `with` block: run in the sweep's own process (Hydra's
+    # basic launcher), ending it there would end the sweep run too.
+    job_run = mlflow.start_run(
+        experiment_id=sweep_run.info.experiment_id,
+        run_name=" ".join(overrides) or "defaults",
+        parent_run_id=sweep_run.info.run_id,
+        nested=True,
+    )
+    status, message = "FAILED", "the job stopped before its pipeline finished"
+    try:
+        common.log_config(job_cfg, step_overrides, step=JOB_STEP)
+        mlflow.set_tags({"sweep.overrides": " ".join(overrides), "sweep.run_id": sweep_run.info.run_id})
+        summary = PipelineSummary(run_id=job_run.info.run_id)
+        error = ""
+        try:
+            ctx = PipelineContext(
+                cfg=job_cfg,
+                overrides=step_overrides,
+                force=cache.parse_force(cfg.sweep.force or ""),
+                env_manager=env_manager_of(sweep_run),
+                data_digest=data_digest(job_cfg.data),
+                packages=package_versions(),
+            )
+            run_pipeline(ctx, summary)
+        except Exception as err:  # anything a job raises fails that job alone
+            error = f"{type(err).__name__}: {err}"
+            log.exception("job %s failed", " ".join(overrides))
+        outputs = {key: value for step in summary.steps for key, value in step.outputs.items()}
+        evaluate_run = next((s.run_id for s in summary.steps if s.step == "evaluate" and s.run_id), None)
+        if evaluate_run:
+            scores = mlflow.get_run(evaluate_run).data.metrics
+            mlflow.log_metrics({name: scores[name] for name in METRICS if name in scores})
+        if outputs:
+            common.record_outputs(outputs)
+        status = "FINISHED" if summary.succeeded and not error else "FAILED"
+        message = error or ("" if status == "FINISHED" else summary.outcome)
+        mlflow.set_tags({common.ERROR_TAG: message[:4000], "pipeline.outcome": summary.outcome})
+        print(summary.render(), flush=True)
+    finally:
+        mlflow.end_run(status)
+    return {"run_id": job_run.info.run_id, "status": status, "error": message}
+
+
+# --- the sweep (runs in the process that started it) ----------------------------------
+
+
+def record_uncomposable(sweep_run, overrides: Sequence[str], message: str) -> None:
+    """A FAILED job run for a combination Hydra cannot compose, carrying Hydra's message."""
+    from mlflow import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+    client = MlflowClient()
+    run = client.create_run(
+        sweep_run.info.experiment_id,
+        tags={
+            MLFLOW_PARENT_RUN_ID: sweep_run.info.run_id,
+            MLFLOW_RUN_NAME: " ".join(overrides),
+            common.STEP_TAG: JOB_STEP,
+            "sweep.overrides": " ".join(overrides),
+            "sweep.run_id": sweep_run.info.run_id,
+            common.ERROR_TAG: f"cannot compose the config: {' '.join(message.split())}"[:4000],
+            "pipeline.outcome": "not run: its config cannot be composed",
+        },
+    )
+    client.set_terminated(run.info.run_id, "FAILED")
+    log.error("job %s cannot be composed: %s", " ".join(overrides), message)
+
+
+def launch(arguments: Sequence[str]) -> None:
+    """Run Hydra's multirun over ``arguments`` with ``hydra_job`` as the task function."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    argv = sys.argv
+    sys.argv = [argv[0], "--multirun", *arguments]
+    try:
+        hydra_job()
+    except SystemExit as exit_:  # Hydra exits 1 when the sweep itself breaks
+        if exit_.code:
+            raise SweepError(f"Hydra's multirun failed (exit {exit_.code}); see the log above") from None
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()  # so that compose_config can initialize Hydra again
+
+
+def jobs_table(sweep_run_id: str, expected: Sequence[Sequence[str]]):
+    """One row per job of the sweep, in expansion order: overrides, status, metrics, version, error."""
+    import mlflow
+    import pandas as pd
+
+    runs = mlflow.search_runs(
+        experiment_ids=[mlflow.get_run(sweep_run_id).info.experiment_id],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{sweep_run_id}' and tags.`{common.STEP_TAG}` = '{JOB_STEP}'"
+        ),
+        output_format="list",
+    )
+    by_overrides = {run.data.tags.get("sweep.overrides", ""): run for run in runs}
+    rows = []
+    for number, overrides in enumerate(expected):
+        key = " ".join(overrides)
+        run = by_overrides.get(key)
+        tags = run.data.tags if run else {}
+        rows.append(
+            {
+                "job": number,
+                "overrides": key,
+                "status": run.info.status if run else "NOT RUN",
+                **{name: (run.data.metrics.get(name) if run else None) for name in METRICS},
+                "validation": tags.get(common.OUTPUT_TAG_PREFIX + "validation_status", ""),
+                "registered_version": tags.get(common.OUTPUT_TAG_PREFIX + "registered_model_version", ""),
+                "run_id": run.info.run_id if run else "",
+                "error": tags.get(common.ERROR_TAG, "" if run else "the launcher did not run it"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def best_job(table, metric: str, greater_is_better: bool):
+    """The row of the best validated job by ``metric`` (the first of equals), or None."""
+    if metric not in table.columns:
+        raise SweepError(f"sweep.metric {metric!r} is not one of {', '.join(METRICS)}")
+    eligible = table[(table["status"] == "FINISHED") & (table["validation"] == "passed")]
+    eligible = eligible[eligible[metric].notna()]
+    if eligible.empty:
+        return None
+    ranked = eligible.sort_values([metric, "job"], ascending=[not greater_is_better, True], kind="stable")
+    return ranked.iloc[0]
+
+
+def run_sweep(arguments: Sequence[str], force: str = "") -> int:
+    """Run the whole sweep under the active (or a new) MLflow run; return the exit status."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
+    from steps import cache
+    from steps.data import data_digest
+    from steps.lineage import package_versions
+    from steps.main import PipelineContext, PipelineSummary, env_manager_of, run_pipeline
+
+    expected = [job_overrides(job) for batch in expand(arguments) for job in batch]
+    errors = compose_errors(arguments, common.compose_config)
+    bad = {" ".join(job) for job, _ in errors}
+    good = [job for job in expected if " ".join(job) not in bad]
+    settings = common.compose_config(good[0]).sweep if good else None
+
+    with mlflow.start_run() as sweep_run:
+        run_id = sweep_run.info.run_id
+        mlflow.set_tags(
+            {common.STEP_TAG: SWEEP_STEP, "sweep.overrides": " ".join(arguments), "sweep.jobs": str(len(expected))}
+        )
+        for job, message in errors:
+            record_uncomposable(sweep_run, job, message)
+        if good:
+            try:
+                launch([*arguments, f"sweep.run_id={run_id}", f"sweep.force='{force}'"])
+            except SweepError as err:
+                log.error("%s", err)
+                mlflow.set_tags({common.ERROR_TAG: str(err), "pipeline.outcome": f"sweep failed: {err}"})
+                mlflow.end_run("FAILED")
+                return 1
+        table = jobs_table(run_id, expected)
+        mlflow.log_table(table, JOBS_TABLE_ARTIFACT)
+        with _display_options():
+            print(f"sweep run {run_id}: {len(table)} jobs\n{table.drop(columns=['run_id']).to_string(index=False)}")
+        failed = int((table["status"] != "FINISHED").sum())
+        mlflow.log_metrics({"jobs": len(table), "jobs_failed": failed})
+
+        best = best_job(table, settings.metric, settings.greater_is_better) if settings else None
+        if best is None:
+            mlflow.set_tag("pipeline.outcome", "no job produced a validated model")
+            log.error("sweep: no job produced a validated model; nothing was gated")
+            mlflow.end_run("FAILED")
+            return 1
+        best_overrides = expected[int(best["job"])]
+        mlflow.set_tags(
+            {"sweep.best_job": str(best["job"]), "sweep.best_run_id": best["run_id"],
+             "sweep.best_overrides": best["overrides"], "sweep.metric": settings.metric}
+        )
+        mlflow.log_metric(f"best_{settings.metric}", float(best[settings.metric]))
+        log.info("sweep: best job %s (%s = %s): %s", best["job"], settings.metric, best[settings.metric],
+                 best["overrides"])
+
+        # The best job's pipeline again, gate on: train and serialize come from its cache.
+        cfg = common.compose_config(best_overrides)
+        summary = PipelineSummary(run_id=run_id)
+        run_pipeline(
+            PipelineContext(
+                cfg=cfg,
+                overrides=best_overrides,
+                force=frozenset(s for s in cache.parse_force(force) if s == "evaluate"),
+                env_manager=env_manager_of(mlflow.get_run(run_id)),
+                data_digest=data_digest(cfg.data),
+                packages=package_versions(),
+            ),
+            summary,
+        )
+        client = MlflowClient()
+        for row in table.itertuples():
+            if row.registered_version and row.registered_version != summary.registered_model_version:
+                client.set_model_version_tag(cfg.registry.model_name, row.registered_version,
+                                             "sweep.outcome", "candidate")
+        if summary.registered_model_version:
+            client.set_model_version_tag(cfg.registry.model_name, summary.registered_model_version,
+                                         "sweep.outcome", "best")
+            client.set_model_version_tag(cfg.registry.model_name, summary.registered_model_version,
+                                         "sweep.run_id", run_id)
+        mlflow.set_tags(
+            {
+                "registered_model_version": summary.registered_model_version or "",
+                common.VALIDATION_STATUS_TAG: summary.validation_status,
+                "pipeline.outcome": f"best of {len(table)} jobs ({failed} failed): {summary.outcome}",
+            }
+        )
+        print(summary.render(), flush=True)
+        if not summary.succeeded:
+            mlflow.end_run("FAILED")
+            return 1
+    return 0
+
+
+def _display_options():
+    import pandas as pd
+
+    return pd.option_context("display.width", 200, "display.max_colwidth", 60)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from hydra.errors import HydraException
+
+    parser = common.step_parser(__doc__)
+    parser.add_argument("--force", default="", help="rerun cached steps: 'all' or names, comma-separated")
+    # -m/--multirun is accepted (a sweep always is one) and removed before parsing.
+    args = parser.parse_args(multirun_flag(sys.argv[1:] if argv is None else argv)[1])
+    common.configure_logging()
+    try:
+        overrides = common.split_overrides(args.overrides)
+        from steps import cache
+
+        cache.parse_force(args.force)
+        from hydra_plugins.pipeline_sweeper.pipeline_sweeper import expand
+
+        expand(overrides)
+    except (HydraException, ValueError) as err:
+        parser.exit(2, f"{parser.prog}: error: invalid sweep: {err}\n")
+    common.configure_tracking()
+    sys.exit(run_sweep(overrides, args.force))
+
+
+if __name__ == "__main__":
+    main()

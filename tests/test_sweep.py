@@ -1,0 +1,188 @@
+"""Sweeps: expansion, per-job failures, selection of the best job, and real multiruns end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
+from steps import common, sweep
+from tests.test_pipeline import mlflow_run
+
+
+def test_expansion_is_hydras_cartesian_product():
+    (jobs,) = expand(["model=logistic_regression,random_forest", "model.C=0.1,1", "data.test_size=0.3"])
+    assert jobs == [
+        ["model=logistic_regression", "model.C=0.1", "data.test_size=0.3"],
+        ["model=logistic_regression", "model.C=1", "data.test_size=0.3"],
+        ["model=random_forest", "model.C=0.1", "data.test_size=0.3"],
+        ["model=random_forest", "model.C=1", "data.test_size=0.3"],
+    ]
+
+
+def test_combinations_that_cannot_be_composed_are_named_with_hydras_message():
+    errors = compose_errors(["model=logistic_regression,random_forest,no_such_model", "model.C=0.5"],
+                            common.compose_config)
+    assert [job for job, _ in errors] == [
+        ["model=random_forest", "model.C=0.5"], ["model=no_such_model", "model.C=0.5"]
+    ]
+    assert "Could not override 'model.C'" in errors[0][1]
+    assert "no_such_model" in errors[1][1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-m", "model=knn"], (True, ["model=knn"])),
+        (["--multirun", "model=knn"], (True, ["model=knn"])),
+        (["--force", "", "-m model=knn,svc data.test_size=0.3"], (True, ["--force", "", "model=knn,svc data.test_size=0.3"])),
+        (["model=knn"], (False, ["model=knn"])),
+        (["model.C=0.5 -m"], (False, ["model.C=0.5 -m"])),  # only a leading flag counts
+    ],
+)
+def test_multirun_flag(argv, expected):
+    assert sweep.multirun_flag(argv) == expected
+
+
+def test_the_sweeps_own_overrides_are_not_part_of_a_job():
+    assert sweep.job_overrides(["model=knn", "sweep.run_id=abc", "sweep.force=''", "sweep.metric=f1_macro"]) == [
+        "model=knn", "sweep.metric=f1_macro"
+    ]
+
+
+def table(rows):
+    base = {"status": "FINISHED", "validation": "passed", "log_loss": 0.1, "accuracy": 0.9}
+    return pd.DataFrame([{**base, "job": number, **row} for number, row in enumerate(rows)])
+
+
+def test_best_job_is_the_best_validated_one_and_the_first_of_equals():
+    jobs = table([
+        {"accuracy": 0.95},
+        {"accuracy": 0.99, "status": "FAILED"},  # failed jobs never win
+        {"accuracy": 0.97, "validation": "failed"},
+        {"accuracy": 0.96},
+        {"accuracy": 0.96},
+    ])
+    assert sweep.best_job(jobs, "accuracy", True)["job"] == 3
+    assert sweep.best_job(jobs, "accuracy", False)["job"] == 0
+
+
+def test_best_job_by_a_metric_some_models_lack():
+    jobs = table([{"log_loss": None, "accuracy": 1.0}, {"log_loss": 0.3}, {"log_loss": 0.2}])
+    assert sweep.best_job(jobs, "log_loss", False)["job"] == 2
+
+
+def test_no_eligible_job_and_unknown_metric():
+    assert sweep.best_job(table([{"status": "FAILED"}]), "accuracy", True) is None
+    with pytest.raises(sweep.SweepError, match="sweep.metric 'recall'"):
+        sweep.best_job(table([{}]), "recall", True)
+
+
+def test_malformed_sweep_exits_2(project_env, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "steps.main", "-m", "model.C=0.1,,1"],
+        cwd=common.PROJECT_DIR, env=project_env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "invalid sweep" in result.stderr and "model.C=0.1,,1" in result.stderr
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+def children(run_id: str) -> list:
+    return mlflow.search_runs(
+        search_all_experiments=True, filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'",
+        output_format="list",
+    )
+
+
+@pytest.mark.slow
+def test_sweep_through_mlflow_run(project_env, tmp_path):
+    """Six jobs: two good ones, one that fails at training, three that cannot be composed."""
+    result = mlflow_run(project_env, tmp_path, "-m model=logistic_regression,random_forest model.C=-1,0.5,10")
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    (sweep_run,) = mlflow.search_runs(
+        search_all_experiments=True, filter_string="tags.`pipeline.step` = 'sweep'", output_format="list"
+    )
+    assert sweep_run.info.status == "FINISHED"
+    jobs = {run.data.tags["sweep.overrides"]: run for run in children(sweep_run.info.run_id)
+            if run.data.tags.get(common.STEP_TAG) == "sweep_job"}
+    assert len(jobs) == 6
+    status = {overrides: run.info.status for overrides, run in jobs.items()}
+    assert status == {
+        "model=logistic_regression model.C=-1": "FAILED",
+        "model=logistic_regression model.C=0.5": "FINISHED",
+        "model=logistic_regression model.C=10": "FINISHED",
+        "model=random_forest model.C=-1": "FAILED",
+        "model=random_forest model.C=0.5": "FAILED",
+        "model=random_forest model.C=10": "FAILED",
+    }
+    errors = {overrides: run.data.tags[common.ERROR_TAG] for overrides, run in jobs.items()}
+    assert "failed at step train: cannot fit LogisticRegression" in errors["model=logistic_regression model.C=-1"]
+    assert "'C' parameter" in errors["model=logistic_regression model.C=-1"]
+    assert "Could not override 'model.C'" in errors["model=random_forest model.C=0.5"]
+
+    # Each good job is a nested pipeline: its four steps are its own children.
+    good = jobs["model=logistic_regression model.C=10"]
+    steps = {run.data.tags["mlflow.project.entryPoint"]: run for run in children(good.info.run_id)}
+    assert set(steps) == {"train", "serialize", "package_pyfunc", "evaluate"}
+    assert steps["train"].data.params["model.C"] == "10"
+    assert good.data.metrics["accuracy"] > 0.9
+
+    # The table of all jobs, as the UI shows it.
+    logged = json.loads(mlflow.artifacts.load_text(f"runs:/{sweep_run.info.run_id}/sweep/jobs.json"))
+    assert len(logged["data"]) == 6 and "accuracy" in logged["columns"]
+    assert "best of 6 jobs (4 failed)" in sweep_run.data.tags["pipeline.outcome"]
+
+    # Both good models were registered; only the best went through the gate.
+    client = MlflowClient()
+    versions = {v.version: client.get_model_version("iris-classifier", v.version)
+                for v in client.search_model_versions("name = 'iris-classifier'")}
+    assert len(versions) == 2
+    best = sweep_run.data.tags["sweep.best_overrides"]
+    champion = client.get_model_version_by_alias("iris-classifier", "champion")
+    assert champion.tags["sweep.outcome"] == "best" and champion.tags["gate.outcome"] == "promoted"
+    # Registered by the best job's own pipeline, whose overrides and run it records.
+    assert champion.tags["lineage.overrides"].startswith(best)
+    assert champion.tags["lineage.pipeline_run_id"] == sweep_run.data.tags["sweep.best_run_id"]
+    (other,) = [v for number, v in versions.items() if number != champion.version]
+    assert other.tags["sweep.outcome"] == "candidate" and other.aliases == []
+    assert "gate.outcome" not in other.tags and other.tags[common.VALIDATION_STATUS_TAG] == "passed"
+    # One gate decision in the whole sweep: the evaluate run directly under the sweep run.
+    gated = [run for run in mlflow.search_runs(search_all_experiments=True, output_format="list")
+             if run.data.tags.get("mlflow.project.entryPoint") == "evaluate"
+             and common.read_outputs(run.info.run_id).get("gate_outcome") in ("promoted", "challenger")]
+    assert [run.data.tags["mlflow.parentRunId"] for run in gated] == [sweep_run.info.run_id]
+
+
+@pytest.mark.slow
+def test_sweep_from_python_registers_only_the_best(project_env, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "steps.main", "-m", "model=knn,gradient_boosting",
+         "sweep.candidates=none", "sweep.metric=log_loss", "sweep.greater_is_better=false"],
+        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(common.PROJECT_DIR)},
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "sweep run" in result.stdout and "promoted version 1 to champion" in result.stdout
+    (sweep_run,) = mlflow.search_runs(
+        search_all_experiments=True, filter_string="tags.`pipeline.step` = 'sweep'", output_format="list"
+    )
+    assert "gradient_boosting" in sweep_run.data.tags["sweep.best_overrides"]
+    (found,) = MlflowClient().search_model_versions("name = 'iris-classifier'")
+    version = MlflowClient().get_model_version("iris-classifier", found.version)
+    model = mlflow.pyfunc.load_model(f"models:/iris-classifier/{version.version}")
+    assert model.metadata.metadata["estimator"] == "GradientBoostingClassifier"
+    assert version.aliases == ["champion"]
+    # The other job's model was logged and validated, not registered.
+    knn = [run for run in children(sweep_run.info.run_id) if "knn" in run.data.tags.get("sweep.overrides", "")]
+    (knn_run,) = knn
+    assert knn_run.info.status == "FINISHED"
+    outputs = common.read_outputs(knn_run.info.run_id)
+    assert outputs["pyfunc_model_uri"].startswith("models:/m-") and "registered_model_uri" not in outputs

@@ -1,7 +1,8 @@
 """The command for schedulers: retrain if anything changed, under a lock.
 
-    python -m ops.retrain [--wait SECONDS] [--force STEPS] [overrides ...]
+    python -m ops.retrain [--wait SECONDS] [--force STEPS] [-m] [overrides ...]
     make retrain HYDRA_OPTIONS="data=file data.path=/srv/iris/batch.csv"
+    make retrain HYDRA_OPTIONS="-m model=logistic_regression,random_forest"   (a sweep)
 
 1. Checks that the tracking store answers (an ``http(s)://`` server within
    ``--connect-timeout`` seconds); creates a new SQLite store once, under a file
@@ -103,13 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from hydra_plugins.pipeline_sweeper.pipeline_sweeper import expand
+    from steps.sweep import multirun_flag
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    multirun, rest = multirun_flag(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(rest)
     try:
         overrides = common.split_overrides(args.overrides)
-        common.compose_config(overrides)
+        # A sweep is checked for syntax only: a combination that cannot be composed fails alone.
+        expand(overrides) if multirun else common.compose_config(overrides)
     except (HydraException, ValueError) as err:
         parser.exit(2, f"retrain: error: invalid Hydra override: {err}\n")
+    if multirun:
+        overrides = ["-m", *overrides]
     common.configure_logging()
     tracking_uri = common.tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri

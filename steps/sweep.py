@@ -53,8 +53,14 @@ class SweepError(RuntimeError):
 
 
 def job_overrides(overrides: Sequence[str]) -> list[str]:
-    """A job's own overrides: without the ones the sweep adds for it."""
-    return [o for o in overrides if not o.lstrip("+").startswith(tuple(f"{k}=" for k in INTERNAL_KEYS))]
+    """A job's own overrides, as Hydra gives them to its task (``hydra.overrides.task``):
+    without Hydra's own (``hydra/launcher=...``, ``hydra.launcher.n_jobs=...``) and
+    without the ones the sweep adds for it."""
+    internal = tuple(f"{key}=" for key in INTERNAL_KEYS)
+    return [
+        o for o in overrides
+        if not o.lstrip("+~").startswith(("hydra.", "hydra/", *internal))
+    ]
 
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -227,6 +233,17 @@ def jobs_table(sweep_run_id: str, expected: Sequence[Sequence[str]]):
     return pd.DataFrame(rows)
 
 
+CANDIDATE_MODES = ("register", "none")
+
+
+def check_settings(settings: DictConfig) -> None:
+    """Refuse a ``sweep.metric`` or ``sweep.candidates`` the sweep cannot act on."""
+    if settings.metric not in METRICS:
+        raise SweepError(f"sweep.metric {settings.metric!r} is not one of {', '.join(METRICS)}")
+    if settings.candidates not in CANDIDATE_MODES:
+        raise SweepError(f"sweep.candidates {settings.candidates!r} is not one of {', '.join(CANDIDATE_MODES)}")
+
+
 def best_job(table, metric: str, greater_is_better: bool):
     """The row of the best validated job by ``metric`` (the first of equals), or None."""
     if metric not in table.columns:
@@ -251,10 +268,13 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
     from steps.main import PipelineContext, PipelineSummary, env_manager_of, run_pipeline
 
     expected = [job_overrides(job) for batch in expand(arguments) for job in batch]
-    errors = compose_errors(arguments, common.compose_config)
+    errors = [(job_overrides(job), message) for job, message in compose_errors(arguments, common.compose_config)]
     bad = {" ".join(job) for job, _ in errors}
     good = [job for job in expected if " ".join(job) not in bad]
+    # The sweep's own settings (sweep.metric, ...), as every job's config has them.
     settings = common.compose_config(good[0]).sweep if good else None
+    if settings is not None:
+        check_settings(settings)
 
     with mlflow.start_run() as sweep_run:
         run_id = sweep_run.info.run_id
@@ -356,7 +376,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (HydraException, ValueError) as err:
         parser.exit(2, f"{parser.prog}: error: invalid sweep: {err}\n")
     common.configure_tracking()
-    sys.exit(run_sweep(overrides, args.force))
+    try:
+        status = run_sweep(overrides, args.force)
+    except SweepError as err:  # settings refused before any run started
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ def tracking_store(
     experiment = "tests"
     mlflow.create_experiment(experiment, artifact_location=(tmp_path / "artifacts").as_uri())
     monkeypatch.setenv("PIPELINE_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("PIPELINE_SWEEP_DIR", str(tmp_path / "multirun"))
     # Read by in-process runs and by `mlflow run` (its --experiment-name default).
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
     yield uri

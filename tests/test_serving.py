@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -23,19 +24,20 @@ FEATURES = ["petal length (cm)", "petal width (cm)"]
 ROWS = [[1.4, 0.2], [4.7, 1.4], [6.0, 2.5]]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, empty_store):
-    """Register and validate a champion in a store of its own, then serve it."""
-    root = tmp_path_factory.mktemp("serving")
+@contextlib.contextmanager
+def serve_champion(root: Path, empty_store: Path, overrides=()):
+    """Register and validate a champion built with ``overrides`` in a store of its own,
+    serve it with `mlflow models serve`; yield (base URL, the native estimator)."""
     shutil.copyfile(empty_store, root / "mlflow.db")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("PIPELINE_LOCK_DIR", str(root / "locks"))
         patch.chdir(root)
         mlflow.set_tracking_uri(uri)
         experiment = mlflow.create_experiment("serving", artifact_location=(root / "a").as_uri())
         patch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
-        cfg = common.compose_config([])
+        cfg = common.compose_config(list(overrides))
         outputs = run_chain(cfg)
         with mlflow.start_run():
             evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
@@ -45,18 +47,25 @@ def server(tmp_path_factory, empty_store):
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    log = open(root / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/iris-classifier@champion",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_for_http(process, f"{base}/ping", root / "server.log", timeout=120)
-    yield base, estimator
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    with open(root / "server.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/iris-classifier@champion",
+             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+            env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_http(process, f"{base}/ping", root / "server.log", timeout=120)
+            yield base, estimator
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, empty_store):
+    with serve_champion(tmp_path_factory.mktemp("serving"), empty_store) as served:
+        yield served
 
 
 def invocations(base: str, body, content_type="application/json"):
@@ -175,3 +184,17 @@ def test_unknown_param_key_is_ignored_by_mlflow(server):
     response = invocations(base, body)
     assert response.status_code == 200
     np.testing.assert_allclose(response.json()["predictions"], expected(estimator, "predict_proba"), atol=1e-12)
+
+
+def test_model_without_probabilities_offers_predict_only_over_http(tmp_path, empty_store):
+    with serve_champion(tmp_path, empty_store, ["model=svc", "gate=labels_only"]) as (base, estimator):
+        response = invocations(base, {"dataframe_split": SPLIT})  # no params: predict
+        assert response.status_code == 200, response.text
+        np.testing.assert_array_equal(response.json()["predictions"], expected(estimator, "predict"))
+        for method in ("predict_proba", "predict_log_proba"):
+            response = invocations(base, {"dataframe_split": SPLIT, "params": {"predict_method": method}})
+            assert response.status_code == 400
+            payload = response.json()
+            assert payload["error_code"] == "INVALID_PARAMETER_VALUE"
+            assert f"SVC has no {method}; this model offers predict." in payload["message"]
+            assert "stack_trace" not in payload

@@ -54,6 +54,8 @@ def test_the_sweeps_own_overrides_are_not_part_of_a_job():
     assert sweep.job_overrides(["model=knn", "sweep.run_id=abc", "sweep.force=''", "sweep.metric=f1_macro"]) == [
         "model=knn", "sweep.metric=f1_macro"
     ]
+    # Hydra's own overrides configure the launcher, not the job (Hydra keeps them apart too).
+    assert sweep.job_overrides(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.C=1"]) == ["model.C=1"]
 
 
 def table(rows):
@@ -84,13 +86,22 @@ def test_no_eligible_job_and_unknown_metric():
         sweep.best_job(table([{}]), "recall", True)
 
 
-def test_malformed_sweep_exits_2(project_env, tmp_path):
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["model.C=0.1,,1"], "invalid sweep"),
+        (["model.C=0.1,1", "sweep.metric=recall"], "sweep.metric 'recall' is not one of accuracy"),
+        (["model.C=0.1,1", "sweep.candidates=some"], "sweep.candidates 'some' is not one of register, none"),
+    ],
+)
+def test_malformed_sweep_exits_2_before_any_run(project_env, tmp_path, argv, message):
     result = subprocess.run(
-        [sys.executable, "-m", "steps.main", "-m", "model.C=0.1,,1"],
-        cwd=common.PROJECT_DIR, env=project_env, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "steps.main", "-m", *argv],
+        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(common.PROJECT_DIR)},
+        capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "invalid sweep" in result.stderr and "model.C=0.1,,1" in result.stderr
+    assert message in result.stderr
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
 
@@ -164,7 +175,7 @@ def test_sweep_through_mlflow_run(project_env, tmp_path):
 @pytest.mark.slow
 def test_sweep_from_python_registers_only_the_best(project_env, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "steps.main", "-m", "model=knn,gradient_boosting",
+        [sys.executable, "-m", "steps.main", "-m", "model=knn,gradient_boosting", "hydra.launcher.n_jobs=2",
          "sweep.candidates=none", "sweep.metric=log_loss", "sweep.greater_is_better=false"],
         cwd=tmp_path, env={**project_env, "PYTHONPATH": str(common.PROJECT_DIR)},
         capture_output=True, text=True, timeout=900,
@@ -186,3 +197,28 @@ def test_sweep_from_python_registers_only_the_best(project_env, tmp_path):
     assert knn_run.info.status == "FINISHED"
     outputs = common.read_outputs(knn_run.info.run_id)
     assert outputs["pyfunc_model_uri"].startswith("models:/m-") and "registered_model_uri" not in outputs
+
+
+@pytest.mark.slow
+def test_scheduled_sweep_reruns_nothing_when_nothing_changed(project_env, tmp_path):
+    def retrain():
+        return subprocess.run(
+            [sys.executable, "-m", "ops.retrain", "-m", "model=logistic_regression", "model.C=0.5,10"],
+            cwd=common.PROJECT_DIR, env=project_env, capture_output=True, text=True, timeout=900,
+        )
+
+    first = retrain()
+    assert first.returncode == 0, first.stderr[-4000:]
+    second = retrain()
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert "nothing changed: every step cached" in second.stdout
+    sweeps = mlflow.search_runs(
+        search_all_experiments=True, filter_string="tags.`pipeline.step` = 'sweep'",
+        order_by=["attributes.start_time DESC"], output_format="list",
+    )
+    assert len(sweeps) == 2
+    jobs = [run for run in children(sweeps[0].info.run_id) if run.data.tags.get(common.STEP_TAG) == "sweep_job"]
+    assert len(jobs) == 2
+    for job in jobs:
+        assert {job.data.tags[f"pipeline.step.{step}.cache"] for step in ("train", "evaluate")} == {"hit"}
+    assert len(MlflowClient().search_model_versions("name = 'iris-classifier'")) == 2

@@ -47,9 +47,9 @@ reproduce: $(STAMP)
 batch: $(STAMP)
 	$(BIN)/python -m ops.make_batch data/batch.csv $(if $(ROWS),--append $(ROWS) --seed $$(date +%s))
 
-# The champion behind MLflow's scoring server on loopback.
+# The champion behind MLflow's scoring app on loopback (ops/serve.py: no stack traces in 4xx answers).
 serve: $(STAMP)
-	$(BIN)/mlflow models serve -m "models:/$(MODEL_NAME)@champion" --env-manager local -h 127.0.0.1 -p $(PORT)
+	$(BIN)/python -m ops.serve --model-uri "models:/$(MODEL_NAME)@champion" --host 127.0.0.1 --port $(PORT)
 
 # Batch scoring: make score INPUT=in.csv OUTPUT=out.parquet [METHOD=predict]
 score: $(STAMP)

@@ -134,6 +134,11 @@ def test_sweep_through_mlflow_run(project_env, tmp_path):
         "model=random_forest model.C=0.5": "FAILED",
         "model=random_forest model.C=10": "FAILED",
     }
+    # Hydra's joblib launcher ran the three composable jobs, two at a time.
+    assert "Joblib.Parallel(" in result.stdout + result.stderr
+    launched = sorted((run.info.start_time, run.info.end_time) for run in jobs.values()
+                      if "logistic_regression" in run.data.tags["sweep.overrides"])
+    assert any(later[0] < earlier[1] for earlier, later in zip(launched, launched[1:])), launched
     errors = {overrides: run.data.tags[common.ERROR_TAG] for overrides, run in jobs.items()}
     assert "failed at step train: cannot fit LogisticRegression" in errors["model=logistic_regression model.C=-1"]
     assert "'C' parameter" in errors["model=logistic_regression model.C=-1"]

@@ -25,9 +25,9 @@ Writes, on its MLflow run: metrics ``accuracy``, ``f1_macro``, ``log_loss``,
 ``roc_auc_ovr`` (the last two for models with ``predict_proba``; ``champion_*``
 for the champion), ``validation_checks_failed``; artifacts ``validation.json``
 (one entry per check), ``gate.json`` and the evaluation report ``report/``
-(confusion matrix, per-class ROC, precision-recall and calibration curves, the
-champion's overlaid, a metrics comparison, and ``report.html``: see ``steps.report``). On the
-model version: tags ``validation_status`` = ``passed``/``failed``,
+(confusion matrix, per-class ROC, precision-recall and calibration curves with
+the champion's overlaid, a metrics comparison, and ``report.html``; see
+``steps.report``). On the model version: tags ``validation_status`` = ``passed``/``failed``,
 ``validation_run_id`` and ``gate.*`` (outcome, reason, both versions' metrics,
 thresholds); then the aliases. A failed validation moves no alias to the version
 (and removes any it held: fail closed) and ends the run with a non-zero exit; a
@@ -36,7 +36,7 @@ is never re-promoted; a champion that cannot be scored on the new holdout is
 kept (the gate cannot compare).
 
 Outputs (run tags ``pipeline.output.*``): ``validation_status``, ``gate_outcome``
-(``promoted``/``challenger``), ``champion_version`` (after the decision).
+(``promoted``/``challenger``, or ``not gated``), ``champion_version`` (after the decision).
 
 With ``gate.enabled=false`` (sweep jobs) the model is validated, scored and
 reported on, and no alias moves; ``--model-uri`` may then be an unregistered
@@ -351,13 +351,16 @@ def run(
     )
     # A registered version (models:/<name>/<version>) or, with registry.register=false,
     # a logged model (models:/m-...) that is validated and scored but never gated.
-    registered = model_uri.startswith("models:/") and not model_uri.startswith("models:/m-")
-    if cfg.gate.enabled and not registered:
-        raise ValueError(
-            f"the gate needs a registered version (models:/<name>/<version>), got {model_uri}; "
-            "set gate.enabled=false to validate an unregistered model"
-        )
-    name, model_version = common.parse_registered_uri(model_uri) if registered else (None, None)
+    try:
+        name, model_version = common.parse_registered_uri(model_uri)
+        registered = True
+    except ValueError:
+        if cfg.gate.enabled:
+            raise ValueError(
+                f"the gate needs a registered version (models:/<name>/<version>), got {model_uri}; "
+                "set gate.enabled=false to validate an unregistered model"
+            ) from None
+        name, model_version, registered = None, None, False
     client = MlflowClient()
     run_id = mlflow.active_run().info.run_id
     if registered:

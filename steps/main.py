@@ -102,7 +102,8 @@ class PipelineSummary:
         if self.gate_outcome == "promoted":
             return f"promoted version {self.registered_model_version} to champion"
         if self.gate_outcome == "not gated":
-            return f"validated {'version ' + self.registered_model_version if self.registered_model_version else 'the model'}; not gated"
+            version = self.registered_model_version
+            return f"validated {f'version {version}' if version else 'the model (not registered)'}; not gated"
         return (
             f"kept champion version {self.champion_version}; "
             f"version {self.registered_model_version} is {self.gate_outcome}"

@@ -131,9 +131,7 @@ def run(
     return outputs
 
 
-def register(
-    pyfunc_model_uri: str, name: str, joblib_sha256: str, package_run_id: str, tags=None
-) -> dict[str, str]:
+def register(pyfunc_model_uri: str, name: str, joblib_sha256: str, package_run_id: str) -> dict[str, str]:
     """Register a logged dispatch model as a new version of ``name``; return the outputs naming it.
 
     The version gets its tags in the same call: no version ever exists without a status.
@@ -147,7 +145,6 @@ def register(
             common.VALIDATION_STATUS_TAG: "pending",
             "package_run_id": package_run_id,
             DIGEST_CONFIG_KEY: joblib_sha256,
-            **(tags or {}),
         },
     )
     return {

@@ -168,12 +168,13 @@ def score_file(
     if input_path.resolve() == output_path.resolve():
         raise ScoringError(f"--output {output_path} would overwrite the input")
     features = model.metadata.get_input_schema().input_names()
-    classes = (model.metadata.metadata or {}).get("classes", [])
-    offered = (model.metadata.metadata or {}).get("predict_methods", PREDICT_METHODS)
+    metadata = model.metadata.metadata or {}
+    classes = metadata.get("classes", [])
+    offered = metadata.get("predict_methods", PREDICT_METHODS)
     if method not in offered:
         raise ScoringError(
             f"predict_method {method!r} is not offered by this model "
-            f"({(model.metadata.metadata or {}).get('estimator', 'its estimator')} offers {', '.join(offered)})"
+            f"({metadata.get('estimator', 'its estimator')} offers {', '.join(offered)})"
         )
     rows = 0
     with AtomicWriter(output_path) as writer, tqdm(

@@ -153,3 +153,19 @@ def test_two_class_data_is_scored(tmp_path):
         result = evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
     assert result["gate_outcome"] == "promoted"
     assert mlflow.get_run(active.info.run_id).data.metrics["roc_auc_ovr"] == 1.0
+
+
+def test_unregistered_model_is_validated_without_gate(cfg):
+    ungated = common.compose_config(["registry.register=false", "gate.enabled=false"])
+    outputs = run_chain(ungated)
+    assert "registered_model_uri" not in outputs and outputs["pyfunc_model_uri"].startswith("models:/m-")
+    with mlflow.start_run() as active:
+        result = evaluate.run(outputs["pyfunc_model_uri"], outputs["model_uri"], outputs["holdout_uri"], ungated)
+    assert result == {"validation_status": "passed", "gate_outcome": "not gated"}
+    assert MlflowClient().search_registered_models() == []
+    assert mlflow.get_run(active.info.run_id).data.metrics["accuracy"] > 0.9
+    # Its metrics are linked to the logged model as well.
+    model_id = outputs["pyfunc_model_uri"].removeprefix("models:/")
+    assert {m.key for m in mlflow.get_logged_model(model_id).metrics} >= {"accuracy", "log_loss"}
+    with pytest.raises(ValueError, match="the gate needs a registered version"), mlflow.start_run():
+        evaluate.run(outputs["pyfunc_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)

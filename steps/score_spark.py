@@ -49,6 +49,9 @@ def score_dataframe(spark, frame, model_uri: str, method: str = DEFAULT_PREDICT_
     info = mlflow.models.get_model_info(model_uri)
     features = info.signature.inputs.input_names()
     classes = (info.metadata or {}).get("classes", [])
+    offered = (info.metadata or {}).get("predict_methods", PREDICT_METHODS)
+    if method not in offered:  # refused here rather than as an error inside every Spark task
+        raise ValueError(f"predict_method {method!r} is not offered by {model_uri}; it offers {', '.join(offered)}")
     missing = [f for f in features if f not in frame.columns]
     if missing:
         raise ValueError(f"Spark DataFrame lacks feature column(s) {missing}; it has {frame.columns}")

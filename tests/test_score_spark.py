@@ -68,3 +68,14 @@ def test_label_types():
     assert score_spark.label_type([0, 1, 2]) == "long"
     assert score_spark.label_type(["setosa", "virginica"]) == "string"
     assert score_spark.label_type([0.0, 1.5]) == "double"
+
+
+def test_method_the_model_does_not_offer_is_refused_before_spark_runs(spark, tmp_path, cfg):
+    from sklearn.svm import SVC
+
+    info, _, _ = package(SVC(random_state=0), tmp_path, cfg)
+    frame = spark.createDataFrame(rows(5))
+    with pytest.raises(ValueError, match="'predict_proba' is not offered by .*; it offers predict$"):
+        score_spark.score_dataframe(spark, frame, info.model_uri, "predict_proba")
+    scored = score_spark.score_dataframe(spark, frame, info.model_uri, "predict").toPandas()
+    assert scored["prediction"].notna().all() and len(scored) == 5

@@ -227,3 +227,22 @@ def test_scheduled_sweep_reruns_nothing_when_nothing_changed(project_env, tmp_pa
     for job in jobs:
         assert {job.data.tags[f"pipeline.step.{step}.cache"] for step in ("train", "evaluate")} == {"hit"}
     assert len(MlflowClient().search_model_versions("name = 'iris-classifier'")) == 2
+
+
+@pytest.mark.slow
+def test_another_hydra_launcher_runs_the_same_sweep_without_code_changes(project_env, tmp_path):
+    """submitit's local executor stands in for a cluster (hydra/launcher=submitit_slurm)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "steps.main", "-m", "hydra/launcher=submitit_local", "model=logistic_regression,knn"],
+        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(common.PROJECT_DIR)},
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert list((tmp_path / "multirun").glob("*/*/.submitit")), "submitit did not launch the jobs"
+    (sweep_run,) = mlflow.search_runs(
+        search_all_experiments=True, filter_string="tags.`pipeline.step` = 'sweep'", output_format="list"
+    )
+    jobs = [run for run in children(sweep_run.info.run_id) if run.data.tags.get(common.STEP_TAG) == "sweep_job"]
+    assert sorted(run.data.tags["sweep.overrides"] for run in jobs) == ["model=knn", "model=logistic_regression"]
+    assert all(run.info.status == "FINISHED" for run in jobs)
+    assert MlflowClient().get_model_version_by_alias("iris-classifier", "champion").tags["sweep.outcome"] == "best"

@@ -169,3 +169,15 @@ def test_unregistered_model_is_validated_without_gate(cfg):
     assert {m.key for m in mlflow.get_logged_model(model_id).metrics} >= {"accuracy", "log_loss"}
     with pytest.raises(ValueError, match="the gate needs a registered version"), mlflow.start_run():
         evaluate.run(outputs["pyfunc_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
+
+
+def test_any_scikit_learn_classifier_works_by_config():
+    # Not one of conf/model/: ExtraTrees takes the random forest config's arguments.
+    cfg = common.compose_config(["model=random_forest", "model._target_=sklearn.ensemble.ExtraTreesClassifier"])
+    outputs = run_chain(cfg)
+    with mlflow.start_run():
+        result = evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
+    assert result["validation_status"] == "passed"
+    model = mlflow.pyfunc.load_model(outputs["registered_model_uri"])
+    assert model.metadata.metadata["estimator"] == "ExtraTreesClassifier"
+    assert model.metadata.metadata["predict_methods"] == ["predict", "predict_proba", "predict_log_proba"]

@@ -3,7 +3,8 @@
 A step's key is the SHA-256 of its components:
 
 - ``params``: the MLproject parameters it is given (canonical JSON);
-- ``config``: the resolved config sections it reads (``STEP_CONFIG``);
+- ``config``: the resolved config sections it reads (``STEP_CONFIG``), integral
+  floats as ints;
 - ``code``: the bytes of the project files it runs (``STEP_CODE``), uncommitted
   edits included, and its entry point's definition in ``MLproject``;
 - ``inputs``: the keys of the upstream steps whose outputs it consumes;
@@ -94,6 +95,7 @@ def step_key(
         else OmegaConf.select(cfg, section)
         for section in STEP_CONFIG[step]
     }
+    config = canonical_numbers(config)
     # The data digest that main passes to train is the "data" component, not a param.
     own_params = {name: value for name, value in params.items() if name != "data_digest"}
     components = {
@@ -111,6 +113,18 @@ def step_key(
     if step == "train":
         components["data"] = data_digest or ""
     return StepKey(step, components)
+
+
+def canonical_numbers(value):
+    """``value`` with integral floats as ints: ``model.C=1`` and the config's ``C: 1.0``
+    build the same estimator, so they must give the same key."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: canonical_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [canonical_numbers(item) for item in value]
+    return value
 
 
 def entry_point_definition(step: str) -> dict:
@@ -144,8 +158,12 @@ def _search(experiment_id: str, filter_string: str, max_results: int = 1):
     )
 
 
-def lookup(step_key_: StepKey, experiment_id: str, forced: bool) -> Lookup:
-    """Find a FINISHED run of the same step with the same key, or say why there is none."""
+def lookup(step_key_: StepKey, experiment_id: str, forced: bool, still_valid=None) -> Lookup:
+    """Find a FINISHED run of the same step with the same key, or say why there is none.
+
+    ``still_valid(outputs)``, if given, returns why a matching run's outputs no
+    longer hold (evaluate: the champion has moved since its decision), or None.
+    """
     step = step_key_.step
     if forced:
         return Lookup(None, "forced")
@@ -155,6 +173,8 @@ def lookup(step_key_: StepKey, experiment_id: str, forced: bool) -> Lookup:
     )
     for run in hits:
         problem = _stale_outputs(run.info.run_id)
+        if problem is None and still_valid is not None:
+            problem = still_valid(common.read_outputs(run.info.run_id))
         if problem is None:
             return Lookup(run.info.run_id, f"same inputs as run {run.info.run_id}")
         return Lookup(None, problem)

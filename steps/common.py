@@ -60,16 +60,21 @@ def configure_logging() -> None:
     )
 
 
-# Bounded retries for MLflow's HTTP client (its defaults retry for minutes);
-# set unless the user chose otherwise, and inherited by step processes.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+# Set unless the user chose otherwise, and inherited by step processes: bounded
+# retries for MLflow's HTTP client (its defaults retry for minutes), and no
+# artifact download progress bars in the logs of steps and schedulers.
+MLFLOW_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
 
 
 def configure_tracking() -> str:
-    """Point MLflow at :func:`tracking_uri` (with bounded HTTP retries) and return it."""
+    """Point MLflow at :func:`tracking_uri` (with :data:`MLFLOW_ENV_DEFAULTS`) and return it."""
     import mlflow
 
-    for key, value in HTTP_DEFAULTS.items():
+    for key, value in MLFLOW_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)

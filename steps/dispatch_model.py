@@ -19,12 +19,12 @@ for an estimator without probabilities (an SVC, say).
 from __future__ import annotations
 
 import hashlib
-import warnings
 from pathlib import Path
 
 import joblib
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, INVALID_STATE
 
@@ -143,11 +143,6 @@ def check_input(model_input, estimator_name: str, allow_nan: bool) -> None:
         )
 
 
-# MLflow suggests type hints on PythonModel.predict each time such a class is
-# defined (at every load); this model declares an explicit signature instead.
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
-
-
 class DynamicDispatchModel(mlflow.pyfunc.PythonModel):
     """Wraps a joblib-serialized estimator and dispatches on ``predict_method``."""
 
@@ -162,7 +157,9 @@ class DynamicDispatchModel(mlflow.pyfunc.PythonModel):
         self.feature_names_ = None if names is None else list(names)
         self.allow_nan_ = _allows_nan(self.estimator)
 
-    def predict(self, context, model_input, params=None):
+    # Annotated with a type MLflow infers no schema from (the model has an explicit
+    # signature); without any annotation MLflow warns at every load to add one.
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         method = resolve_predict_method(self.estimator, params)
         if (
             self.feature_names_ is not None

@@ -262,7 +262,11 @@ def decide(
         return False, err.message, described
     if champion_metrics is None:
         return True, "no champion yet: first validated version", described
-    return True, "no gated metric is worse than the champion beyond its tolerance", described
+    reason = "no gated metric is worse than the champion beyond its tolerance"
+    uncompared = [name for name in gate_metrics if name not in champion_metrics]
+    if uncompared:  # e.g. log_loss after a champion without probabilities
+        reason += f"; not compared with the champion, which has none: {', '.join(uncompared)}"
+    return True, reason, described
 
 
 def mlflow_validate(thresholds, candidate, baseline) -> None:
@@ -271,10 +275,14 @@ def mlflow_validate(thresholds, candidate, baseline) -> None:
     mlflow.validate_evaluation_results(thresholds, candidate, baseline)
 
 
-def gate(cfg, name: str, model_version: str, candidate_metrics, holdout_features, labels, classes):
+def gate(cfg, name: str, model_version: str, candidate_metrics, candidate_methods: Sequence[str],
+         holdout_features, labels, classes):
     """Score the champion on the same holdout and decide whether the candidate replaces it.
 
-    Returns the decision and the champion's outputs (None when it was not scored).
+    With ``gate.keep_methods``, a candidate that offers fewer prediction methods than
+    the champion (an SVC after a logistic regression) is not promoted: the
+    champion's clients would lose them. Returns the decision and the champion's
+    outputs (None when it was not scored).
     """
     import mlflow
     from mlflow import MlflowClient
@@ -306,6 +314,14 @@ def gate(cfg, name: str, model_version: str, candidate_metrics, holdout_features
         log.warning("%s", reason)
         return GateDecision(False, reason, str(champion.version)), None
     mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
+    lost = [m for m in offered_methods(champion_model) if m not in candidate_methods]
+    if cfg.gate.keep_methods and lost:
+        reason = (
+            f"version {model_version} offers {', '.join(candidate_methods)}; the champion (version "
+            f"{champion.version}) also offers {', '.join(lost)}, which its clients would lose "
+            "(set gate.keep_methods=false to allow it)"
+        )
+        return GateDecision(False, reason, str(champion.version), champion_metrics), champion_outputs
     passed, reason, thresholds = decide(candidate_metrics, champion_metrics, cfg.gate.metrics)
     return GateDecision(passed, reason, str(champion.version), champion_metrics, thresholds), champion_outputs
 
@@ -413,14 +429,20 @@ def run(
 
     # One decision at a time per store: concurrent pipelines compare with the latest champion.
     with file_lock(lock_path(common.tracking_uri(), "gate"), wait=GATE_LOCK_WAIT):
-        decision, champion = gate(cfg, name, model_version, candidate_metrics, features, labels, reference.classes_)
+        decision, champion = gate(cfg, name, model_version, candidate_metrics, offered_methods(model),
+                                  features, labels, reference.classes_)
         # Tags first, aliases second: an alias never points at a version without its decision.
         champion_version = apply_decision(client, cfg, name, model_version, decision, candidate_metrics)
     mlflow.log_dict({**asdict(decision), "outcome": decision.outcome}, "gate.json")
     log.info("gate: version %s %s (%s)", model_version, decision.outcome, decision.reason)
+    bounds = "; ".join(
+        f"{metric} {'>=' if spec['greater_is_better'] else '<='} {spec['threshold']:.4g}"
+        for metric, spec in decision.thresholds.items()
+    )
     log_report(
         f"{name} version {model_version}: evaluation on the holdout",
-        [f"Gate: {decision.outcome} ({decision.reason}).", checked],
+        [f"Gate: {decision.outcome} ({decision.reason}).",
+         f"Gate thresholds: {bounds or 'none applied'}.", checked],
         candidate, champion, labels, reference.classes_,
     )
     outputs = {

@@ -158,7 +158,10 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
         key = cache.step_key(
             step, params, ctx.cfg, keys, ctx.packages, ctx.data_digest if step == "train" else None
         )
-        found = cache.lookup(key, experiment_id, forced=step in ctx.force)
+        found = cache.lookup(
+            key, experiment_id, forced=step in ctx.force,
+            still_valid=_decision_still_holds(ctx.cfg) if step == "evaluate" else None,
+        )
         result = StepResult(step=step, cache="hit" if found.hit else "miss", reason=found.reason)
         summary.steps.append(result)
         log.info("step %s: cache %s (%s)", step, result.cache, result.reason)
@@ -199,6 +202,23 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
         MlflowClient(), ctx.cfg.registry.model_name, ctx.cfg.registry.champion_alias
     )
     summary.champion_version = str(champion.version) if champion else None
+
+
+def _decision_still_holds(cfg: DictConfig):
+    """For a cached evaluate: why its gate decision no longer holds (the champion
+    it left in place has moved since, e.g. another pipeline or a rollback), or None."""
+    from mlflow import MlflowClient
+
+    def check(outputs: Mapping[str, str]) -> str | None:
+        if outputs.get("gate_outcome") not in ("promoted", "challenger"):
+            return None  # not gated: nothing about the champion to hold
+        current = common.alias_version(MlflowClient(), cfg.registry.model_name, cfg.registry.champion_alias)
+        now, then = (str(current.version) if current else ""), outputs.get("champion_version", "")
+        if now == then:
+            return None
+        return f"the champion is version {now or 'none'} now, {then or 'none'} when the cached decision was made"
+
+    return check
 
 
 class StepNotStarted(RuntimeError):

@@ -31,6 +31,13 @@ import pandas as pd
 
 REPORT_DIR = "report"
 CALIBRATION_BINS = 5
+CAPTIONS = {
+    "confusion_matrix.png": "Confusion matrix",
+    "roc_curves.png": "ROC curves (one-vs-rest)",
+    "precision_recall_curves.png": "Precision-recall curves (one-vs-rest)",
+    "calibration_curves.png": "Calibration curves (one-vs-rest)",
+    "metrics_comparison.png": "Metrics: new version vs champion",
+}
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ def confusion_matrices(models: Sequence[ModelOutputs], labels, classes):
     return fig
 
 
-def _per_class_curves(models: Sequence[ModelOutputs], labels, classes, draw, title: str):
+def _per_class_curves(models: Sequence[ModelOutputs], labels, classes, draw, title: str, axis_labels):
     """One panel per class; each model's one-vs-rest curve for that class, overlaid."""
     fig, axes = _figure(len(classes))
     truth = np.asarray(labels)
@@ -75,6 +82,9 @@ def _per_class_curves(models: Sequence[ModelOutputs], labels, classes, draw, tit
             style = {"linestyle": "-" if rank == 0 else "--"}
             draw(truth == label, model.proba[:, index], model.name, ax, style)
         ax.set_title(f"{title}: class {label} vs rest")
+        # The displays name the positive label of the boolean one-vs-rest target ("1").
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
     fig.tight_layout()
     return fig
 
@@ -85,7 +95,7 @@ def roc_curves(models, labels, classes):
     def draw(truth, score, name, ax, style):
         RocCurveDisplay.from_predictions(truth, score, name=name, ax=ax, curve_kwargs=style)
 
-    return _per_class_curves(models, labels, classes, draw, "ROC")
+    return _per_class_curves(models, labels, classes, draw, "ROC", ("False positive rate", "True positive rate"))
 
 
 def precision_recall_curves(models, labels, classes):
@@ -94,7 +104,7 @@ def precision_recall_curves(models, labels, classes):
     def draw(truth, score, name, ax, style):
         PrecisionRecallDisplay.from_predictions(truth, score, name=name, ax=ax, curve_kwargs=style)
 
-    return _per_class_curves(models, labels, classes, draw, "Precision-recall")
+    return _per_class_curves(models, labels, classes, draw, "Precision-recall", ("Recall", "Precision"))
 
 
 def calibration_curves(models, labels, classes):
@@ -105,7 +115,9 @@ def calibration_curves(models, labels, classes):
             truth, score, n_bins=CALIBRATION_BINS, name=name, ax=ax, **style
         )
 
-    return _per_class_curves(models, labels, classes, draw, "Calibration")
+    return _per_class_curves(
+        models, labels, classes, draw, "Calibration", ("Mean predicted probability", "Fraction of positives")
+    )
 
 
 def metrics_table(models: Sequence[ModelOutputs]) -> pd.DataFrame:
@@ -179,9 +191,9 @@ def render_html(title: str, summary: Sequence[str], table: pd.DataFrame, images:
         *(f"<p><em>{html.escape(note)}</em></p>" for note in notes),
     ]
     for file_name, data in images.items():
-        caption = file_name.removesuffix(".png").replace("_", " ")
+        caption = CAPTIONS.get(file_name, file_name)
         encoded = base64.b64encode(data).decode("ascii")
-        parts += [f"<h2>{html.escape(caption.capitalize())}</h2>",
+        parts += [f"<h2>{html.escape(caption)}</h2>",
                   f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">']
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -23,7 +23,8 @@
 
 Exit status: 0 when the best job's model went through the gate (promoted or
 kept as challenger), 1 when no job produced a validated model or the gate
-failed, 2 for malformed overrides.
+failed, 2 for malformed overrides, a config option that does not exist
+(``model=logistic_regresion``) or an unknown ``sweep.metric``/``sweep.candidates``.
 """
 
 from __future__ import annotations
@@ -43,9 +44,8 @@ log = logging.getLogger(__name__)
 JOB_STEP = "sweep_job"
 SWEEP_STEP = "sweep"
 JOBS_TABLE_ARTIFACT = "sweep/jobs.json"
-# Overrides the sweep adds for its jobs; not part of a job's own configuration.
-INTERNAL_KEYS = ("sweep.run_id", "sweep.force")
-METRICS = ("accuracy", "f1_macro", "log_loss", "roc_auc_ovr")
+# Holdout metrics of a job, and whether greater is better (which also breaks ties, in this order).
+METRICS = {"accuracy": True, "f1_macro": True, "roc_auc_ovr": True, "log_loss": False}
 
 
 class SweepError(RuntimeError):
@@ -53,14 +53,10 @@ class SweepError(RuntimeError):
 
 
 def job_overrides(overrides: Sequence[str]) -> list[str]:
-    """A job's own overrides, as Hydra gives them to its task (``hydra.overrides.task``):
-    without Hydra's own (``hydra/launcher=...``, ``hydra.launcher.n_jobs=...``) and
-    without the ones the sweep adds for it."""
-    internal = tuple(f"{key}=" for key in INTERNAL_KEYS)
-    return [
-        o for o in overrides
-        if not o.lstrip("+~").startswith(("hydra.", "hydra/", *internal))
-    ]
+    """A job's own overrides, as Hydra gives them to its task (``hydra.overrides.task``),
+    without Hydra's own (``hydra/launcher=...``, ``hydra.launcher.n_jobs=...``) and the
+    sweep's (``sweep.metric=...``, and the ones the sweep adds for its jobs)."""
+    return [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/", "sweep."))]
 
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -162,12 +158,22 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
 # --- the sweep (runs in the process that started it) ----------------------------------
 
 
-def record_uncomposable(sweep_run, overrides: Sequence[str], message: str) -> None:
+def uncomposable_message(overrides: Sequence[str], err: Exception) -> str:
+    """Hydra's message for a job it cannot compose, on one line, with its "+key=value"
+    hint replaced: adding the key would only fail later, at fit time."""
+    first_line = str(err).strip().splitlines()[0]
+    if first_line.startswith("Could not override"):
+        return f"cannot compose the config: {first_line} That key does not exist with {' '.join(overrides)}."
+    return f"cannot compose the config: {' '.join(str(err).split())}"
+
+
+def record_uncomposable(sweep_run, overrides: Sequence[str], err: Exception) -> None:
     """A FAILED job run for a combination Hydra cannot compose, carrying Hydra's message."""
     from mlflow import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
     client = MlflowClient()
+    message = uncomposable_message(overrides, err)
     run = client.create_run(
         sweep_run.info.experiment_id,
         tags={
@@ -176,12 +182,12 @@ def record_uncomposable(sweep_run, overrides: Sequence[str], message: str) -> No
             common.STEP_TAG: JOB_STEP,
             "sweep.overrides": " ".join(overrides),
             "sweep.run_id": sweep_run.info.run_id,
-            common.ERROR_TAG: f"cannot compose the config: {' '.join(message.split())}"[:4000],
+            common.ERROR_TAG: message[:4000],
             "pipeline.outcome": "not run: its config cannot be composed",
         },
     )
     client.set_terminated(run.info.run_id, "FAILED")
-    log.error("job %s cannot be composed: %s", " ".join(overrides), message)
+    log.error("job %s: %s", " ".join(overrides), message)
 
 
 def launch(arguments: Sequence[str]) -> None:
@@ -217,13 +223,14 @@ def jobs_table(sweep_run_id: str, expected: Sequence[Sequence[str]]):
     for number, overrides in enumerate(expected):
         key = " ".join(overrides)
         run = by_overrides.get(key)
+        shown = key or "(defaults)"
         tags = run.data.tags if run else {}
         rows.append(
             {
                 "job": number,
-                "overrides": key,
+                "overrides": shown,
                 "status": run.info.status if run else "NOT RUN",
-                **{name: (run.data.metrics.get(name) if run else None) for name in METRICS},
+                **{name: (run.data.metrics.get(name, float("nan")) if run else float("nan")) for name in METRICS},
                 "validation": tags.get(common.OUTPUT_TAG_PREFIX + "validation_status", ""),
                 "registered_version": tags.get(common.OUTPUT_TAG_PREFIX + "registered_model_version", ""),
                 "run_id": run.info.run_id if run else "",
@@ -244,15 +251,23 @@ def check_settings(settings: DictConfig) -> None:
         raise SweepError(f"sweep.candidates {settings.candidates!r} is not one of {', '.join(CANDIDATE_MODES)}")
 
 
-def best_job(table, metric: str, greater_is_better: bool):
-    """The row of the best validated job by ``metric`` (the first of equals), or None."""
-    if metric not in table.columns:
+def best_job(table, metric: str, gated: Sequence[str] = ()):
+    """The row of the best job by ``metric`` (in its own direction), or None.
+
+    Only validated jobs with every ``gated`` metric can win (a model without
+    probabilities has no ``log_loss``, so a gate on it could never promote it);
+    ties go to the better value of the other metrics, then to the first job.
+    """
+    if metric not in METRICS:
         raise SweepError(f"sweep.metric {metric!r} is not one of {', '.join(METRICS)}")
     eligible = table[(table["status"] == "FINISHED") & (table["validation"] == "passed")]
-    eligible = eligible[eligible[metric].notna()]
+    eligible = eligible.dropna(subset=[metric, *gated])
     if eligible.empty:
         return None
-    ranked = eligible.sort_values([metric, "job"], ascending=[not greater_is_better, True], kind="stable")
+    order = [metric, *[name for name in METRICS if name != metric]]
+    ranked = eligible.sort_values(
+        [*order, "job"], ascending=[*(not METRICS[name] for name in order), True], na_position="last", kind="stable"
+    )
     return ranked.iloc[0]
 
 
@@ -267,12 +282,19 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
     from steps.lineage import package_versions
     from steps.main import PipelineContext, PipelineSummary, env_manager_of, run_pipeline
 
-    expected = [job_overrides(job) for batch in expand(arguments) for job in batch]
-    errors = [(job_overrides(job), message) for job, message in compose_errors(arguments, common.compose_config)]
-    bad = {" ".join(job) for job, _ in errors}
-    good = [job for job in expected if " ".join(job) not in bad]
-    # The sweep's own settings (sweep.metric, ...), as every job's config has them.
-    settings = common.compose_config(good[0]).sweep if good else None
+    from hydra.errors import MissingConfigException
+
+    jobs = [job for batch in expand(arguments) for job in batch]
+    expected = [job_overrides(job) for job in jobs]
+    errors = compose_errors(arguments, common.compose_config)
+    missing = [err for _, err in errors if isinstance(err, MissingConfigException)]
+    if missing:  # a misspelt config option is a typo in the command, not a bad combination
+        raise SweepError(" ".join(str(missing[0]).split()))
+    bad = {" ".join(job_overrides(job)) for job, _ in errors}
+    good = [job for job in jobs if " ".join(job_overrides(job)) not in bad]
+    # The sweep's own settings (sweep.metric, ...) and the gated metrics, as the jobs' configs have them.
+    first = common.compose_config(good[0]) if good else None
+    settings = first.sweep if first is not None else None
     if settings is not None:
         check_settings(settings)
 
@@ -281,8 +303,8 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
         mlflow.set_tags(
             {common.STEP_TAG: SWEEP_STEP, "sweep.overrides": " ".join(arguments), "sweep.jobs": str(len(expected))}
         )
-        for job, message in errors:
-            record_uncomposable(sweep_run, job, message)
+        for job, err in errors:
+            record_uncomposable(sweep_run, job_overrides(job), err)
         if good:
             try:
                 launch([*arguments, f"sweep.run_id={run_id}", f"sweep.force='{force}'"])
@@ -294,14 +316,17 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
         table = jobs_table(run_id, expected)
         mlflow.log_table(table, JOBS_TABLE_ARTIFACT)
         with _display_options():
-            print(f"sweep run {run_id}: {len(table)} jobs\n{table.drop(columns=['run_id']).to_string(index=False)}")
+            print(f"sweep run {run_id}: {len(table)} job{'s' if len(table) != 1 else ''}\n"
+                  f"{table.drop(columns=['run_id']).to_string(index=False)}")
         failed = int((table["status"] != "FINISHED").sum())
         mlflow.log_metrics({"jobs": len(table), "jobs_failed": failed})
 
-        best = best_job(table, settings.metric, settings.greater_is_better) if settings else None
+        gated = list(first.gate.metrics) if first is not None else []
+        best = best_job(table, settings.metric, gated) if settings else None
         if best is None:
-            mlflow.set_tag("pipeline.outcome", "no job produced a validated model")
-            log.error("sweep: no job produced a validated model; nothing was gated")
+            outcome = f"no job produced a validated model with every gated metric ({', '.join(gated)})"
+            mlflow.set_tag("pipeline.outcome", outcome)
+            log.error("sweep: %s; nothing was gated", outcome)
             mlflow.end_run("FAILED")
             return 1
         best_overrides = expected[int(best["job"])]

@@ -22,6 +22,12 @@ GATE = OmegaConf.create(
 CHAMPION = {"accuracy": 0.95, "log_loss": 0.20}
 
 
+def run_evaluate(cfg) -> dict:
+    outputs = run_chain(cfg)
+    with mlflow.start_run():
+        return evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
+
+
 def test_first_version_passes_without_a_champion():
     passed, reason, thresholds = evaluate.decide({"accuracy": 0.5, "log_loss": 2.0}, None, GATE)
     assert passed and "first validated version" in reason and thresholds == {}
@@ -40,6 +46,36 @@ def test_labels_only_gate_passes_a_model_without_probabilities():
     # Against a champion with probabilities, only the label metrics are compared.
     assert evaluate.decide(labels, {**CHAMPION, "f1_macro": 0.95}, gate)[0]
     assert not evaluate.decide({"accuracy": 0.90, "f1_macro": 0.96}, CHAMPION | {"f1_macro": 0.9}, gate)[0]
+
+
+def test_metric_the_champion_lacks_is_named_as_not_compared():
+    passed, reason, _ = evaluate.decide({"accuracy": 0.95, "log_loss": 0.9}, {"accuracy": 0.95}, GATE)
+    assert passed and "not compared with the champion, which has none: log_loss" in reason
+
+
+def test_version_offering_fewer_methods_than_the_champion_is_not_promoted():
+    labels_only = ["gate=labels_only"]
+    run_evaluate(common.compose_config(labels_only))  # version 1: logistic regression, champion
+    result = run_evaluate(common.compose_config([*labels_only, "model=svc"]))
+    assert result["gate_outcome"] == "challenger"
+    reason = MlflowClient().get_model_version("iris-classifier", "2").tags["gate.reason"]
+    assert "also offers predict_proba, predict_log_proba, which its clients would lose" in reason
+    # Allowed when asked for.
+    assert run_evaluate(common.compose_config([*labels_only, "model=svc", "gate.keep_methods=false"]))[
+        "gate_outcome"] == "promoted"
+
+
+def test_cached_decision_holds_only_while_the_champion_is_unchanged(cfg):
+    from steps.main import _decision_still_holds
+
+    run_evaluate(cfg)
+    holds = _decision_still_holds(cfg)
+    assert holds({"gate_outcome": "promoted", "champion_version": "1"}) is None
+    assert holds({"gate_outcome": "not gated"}) is None
+    MlflowClient().delete_registered_model_alias("iris-classifier", "champion")
+    assert holds({"gate_outcome": "promoted", "champion_version": "1"}) == (
+        "the champion is version none now, 1 when the cached decision was made"
+    )
 
 
 @pytest.mark.parametrize(

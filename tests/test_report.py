@@ -78,6 +78,8 @@ def test_second_version_is_shown_beside_the_champion(cfg):
     assert matplotlib.image.imread(folder / "confusion_matrix.png").shape[1] >= 800
     text = " ".join(page.text)
     assert "Gate:" in text and "validation checks passed" in text
+    assert "Gate thresholds: accuracy >= " in text and "log_loss <= " in text
+    assert "ROC curves (one-vs-rest)" in text
 
 
 def test_model_without_probabilities_gets_a_confusion_matrix_and_a_note(cfg):

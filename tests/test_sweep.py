@@ -27,13 +27,20 @@ def test_expansion_is_hydras_cartesian_product():
 
 
 def test_combinations_that_cannot_be_composed_are_named_with_hydras_message():
+    from hydra.errors import MissingConfigException
+
     errors = compose_errors(["model=logistic_regression,random_forest,no_such_model", "model.C=0.5"],
                             common.compose_config)
     assert [job for job, _ in errors] == [
         ["model=random_forest", "model.C=0.5"], ["model=no_such_model", "model.C=0.5"]
     ]
-    assert "Could not override 'model.C'" in errors[0][1]
-    assert "no_such_model" in errors[1][1]
+    job, err = errors[0]
+    assert sweep.uncomposable_message(job, err) == (
+        "cannot compose the config: Could not override 'model.C'. "
+        "That key does not exist with model=random_forest model.C=0.5."
+    )
+    # A config option that does not exist: the sweep refuses it before any job (exit 2).
+    assert isinstance(errors[1][1], MissingConfigException) and "no_such_model" in str(errors[1][1])
 
 
 @pytest.mark.parametrize(
@@ -52,38 +59,51 @@ def test_multirun_flag(argv, expected):
 
 def test_the_sweeps_own_overrides_are_not_part_of_a_job():
     assert sweep.job_overrides(["model=knn", "sweep.run_id=abc", "sweep.force=''", "sweep.metric=f1_macro"]) == [
-        "model=knn", "sweep.metric=f1_macro"
+        "model=knn"
     ]
     # Hydra's own overrides configure the launcher, not the job (Hydra keeps them apart too).
     assert sweep.job_overrides(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.C=1"]) == ["model.C=1"]
 
 
 def table(rows):
-    base = {"status": "FINISHED", "validation": "passed", "log_loss": 0.1, "accuracy": 0.9}
+    base = {"status": "FINISHED", "validation": "passed", "accuracy": 0.9, "f1_macro": 0.9,
+            "roc_auc_ovr": 0.99, "log_loss": 0.1}
     return pd.DataFrame([{**base, "job": number, **row} for number, row in enumerate(rows)])
 
 
-def test_best_job_is_the_best_validated_one_and_the_first_of_equals():
+def test_best_job_is_the_best_validated_one():
     jobs = table([
         {"accuracy": 0.95},
         {"accuracy": 0.99, "status": "FAILED"},  # failed jobs never win
         {"accuracy": 0.97, "validation": "failed"},
         {"accuracy": 0.96},
-        {"accuracy": 0.96},
+        {"accuracy": 0.90},
     ])
-    assert sweep.best_job(jobs, "accuracy", True)["job"] == 3
-    assert sweep.best_job(jobs, "accuracy", False)["job"] == 0
+    assert sweep.best_job(jobs, "accuracy")["job"] == 3
 
 
-def test_best_job_by_a_metric_some_models_lack():
-    jobs = table([{"log_loss": None, "accuracy": 1.0}, {"log_loss": 0.3}, {"log_loss": 0.2}])
-    assert sweep.best_job(jobs, "log_loss", False)["job"] == 2
+def test_each_metric_has_its_own_direction():
+    jobs = table([{"log_loss": 0.3}, {"log_loss": 0.2}, {"log_loss": 0.5}])
+    assert sweep.best_job(jobs, "log_loss")["job"] == 1  # smaller is better
+
+
+def test_ties_go_to_the_better_other_metrics_then_the_first_job():
+    jobs = table([{"accuracy": 1.0, "log_loss": 0.14}, {"accuracy": 1.0, "log_loss": 0.02}, {"accuracy": 1.0}])
+    assert sweep.best_job(jobs, "accuracy")["job"] == 1
+    assert sweep.best_job(table([{}, {}]), "accuracy")["job"] == 0
+
+
+def test_a_job_without_a_gated_metric_cannot_win():
+    # An SVC has no log_loss: with log_loss gated it could never be promoted.
+    jobs = table([{"accuracy": 1.0, "log_loss": None}, {"accuracy": 0.97}])
+    assert sweep.best_job(jobs, "accuracy", gated=["accuracy", "log_loss"])["job"] == 1
+    assert sweep.best_job(jobs, "accuracy", gated=["accuracy"])["job"] == 0
 
 
 def test_no_eligible_job_and_unknown_metric():
-    assert sweep.best_job(table([{"status": "FAILED"}]), "accuracy", True) is None
+    assert sweep.best_job(table([{"status": "FAILED"}]), "accuracy") is None
     with pytest.raises(sweep.SweepError, match="sweep.metric 'recall'"):
-        sweep.best_job(table([{}]), "recall", True)
+        sweep.best_job(table([{}]), "recall")
 
 
 @pytest.mark.parametrize(
@@ -92,6 +112,7 @@ def test_no_eligible_job_and_unknown_metric():
         (["model.C=0.1,,1"], "invalid sweep"),
         (["model.C=0.1,1", "sweep.metric=recall"], "sweep.metric 'recall' is not one of accuracy"),
         (["model.C=0.1,1", "sweep.candidates=some"], "sweep.candidates 'some' is not one of register, none"),
+        (["model=logistic_regresion,knn"], "Could not find 'model/logistic_regresion'"),
     ],
 )
 def test_malformed_sweep_exits_2_before_any_run(project_env, tmp_path, argv, message):
@@ -181,7 +202,7 @@ def test_sweep_through_mlflow_run(project_env, tmp_path):
 def test_sweep_from_python_registers_only_the_best(project_env, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "steps.main", "-m", "model=knn,gradient_boosting", "hydra.launcher.n_jobs=2",
-         "sweep.candidates=none", "sweep.metric=log_loss", "sweep.greater_is_better=false"],
+         "sweep.candidates=none", "sweep.metric=log_loss"],
         cwd=tmp_path, env={**project_env, "PYTHONPATH": str(common.PROJECT_DIR)},
         capture_output=True, text=True, timeout=900,
     )

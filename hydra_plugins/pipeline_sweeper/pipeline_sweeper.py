@@ -50,15 +50,15 @@ def expand(arguments: Sequence[str], max_batch_size: Optional[int] = None) -> Li
 # modules without registering them in sys.modules, where dataclasses would look.
 def compose_errors(
     arguments: Sequence[str], compose: Callable[[List[str]], Any]
-) -> List[Tuple[List[str], str]]:
-    """The jobs of the sweep ``arguments`` that ``compose`` refuses, each with Hydra's message."""
+) -> List[Tuple[List[str], HydraException]]:
+    """The jobs of the sweep ``arguments`` that ``compose`` refuses, each with Hydra's error."""
     errors = []
     for batch in expand(arguments):
         for job in batch:
             try:
                 compose(list(job))
             except HydraException as err:
-                errors.append((list(job), str(err)))
+                errors.append((list(job), err))
     return errors
 
 

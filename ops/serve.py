@@ -5,10 +5,11 @@
 The app is MLflow's own (``mlflow.pyfunc.scoring_server.init``, the FastAPI app
 that ``mlflow models serve --env-manager local`` runs under uvicorn): the same
 ``/invocations``, ``/ping``, ``/health`` and ``/version``, the same request
-formats and errors, with one difference: a 4xx answer never carries a stack
-trace. MLflow attaches its traceback (``stack_trace``) to a CSV body it cannot
-parse, before the model sees it; here the traceback goes to the server's log
-and the client gets the error code and message alone.
+formats and errors, with two differences in 4xx answers: they never carry a
+stack trace (MLflow attaches its traceback, ``stack_trace``, to a CSV body it
+cannot parse, before the model sees it; here it goes to the server's log), and
+their message does not echo the request's data back (MLflow prefixes the
+model's error with ``Failed to predict data '<the whole input>'``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,20 @@ from steps import common
 log = logging.getLogger("ops.serve")
 
 
+ECHO_PREFIX = "Failed to predict data '"
+ECHO_END = ". \nError: "
+
+
+def client_message(message: str) -> str:
+    """MLflow's message without its echo of the input data, when it has one."""
+    if message.startswith(ECHO_PREFIX) and ECHO_END in message:
+        return message.rpartition(ECHO_END)[2]
+    return message
+
+
 def without_client_stack_traces(app):
     """Add to MLflow's scoring ``app`` a middleware that moves ``stack_trace`` out of
-    every 4xx JSON answer into the server log."""
+    every 4xx JSON answer into the server log, and drops the data echo from its message."""
     from fastapi import Request
     from fastapi.responses import Response
 
@@ -40,9 +52,12 @@ def without_client_stack_traces(app):
             payload = json.loads(body)
         except ValueError:
             payload = None
-        if isinstance(payload, dict) and "stack_trace" in payload:
-            log.warning("%s %s -> %d: %s\n%s", request.method, request.url.path, response.status_code,
-                        payload.get("message", ""), payload.pop("stack_trace"))
+        if isinstance(payload, dict):
+            if "stack_trace" in payload:
+                log.warning("%s %s -> %d: %s\n%s", request.method, request.url.path, response.status_code,
+                            payload.get("message", ""), payload.pop("stack_trace"))
+            if isinstance(payload.get("message"), str):
+                payload["message"] = client_message(payload["message"])
             body = json.dumps(payload).encode()
         return Response(content=body, status_code=response.status_code, media_type="application/json")
 

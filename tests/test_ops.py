@@ -100,3 +100,11 @@ def test_check_server_times_out_on_a_silent_host():
     with pytest.raises(ConnectionError, match="unreachable"):
         retrain.check_server("http://10.255.255.1:5000", timeout=1)
     assert time.monotonic() - started < 10
+
+
+def test_serve_drops_mlflows_echo_of_the_request_data():
+    from ops.serve import client_message
+
+    echoed = "Failed to predict data '   petal length (cm)  petal width (cm)\n0  1.4  NaN'. \nError: Input row 0 has a missing value"
+    assert client_message(echoed) == "Input row 0 has a missing value"
+    assert client_message("Invalid input. Ensure that input is a valid JSON") == "Invalid input. Ensure that input is a valid JSON"

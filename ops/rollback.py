@@ -6,8 +6,8 @@
 The two aliases swap: ``champion`` goes to the version holding
 ``previous_champion``, and ``previous_champion`` to the version rolled back
 from, so a second rollback undoes the first. The rolled-back version is tagged
-``gate.outcome=rolled_back``; the step cache then keeps it from being
-re-promoted by a pipeline run on the same inputs (its evaluate run is reused).
+``gate.outcome=rolled_back``: ``evaluate`` never promotes it again, however
+often a pipeline evaluates it (the tag stays).
 Exits 1, changing nothing, when there is no previous champion.
 """
 

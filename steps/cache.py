@@ -3,8 +3,7 @@
 A step's key is the SHA-256 of its components:
 
 - ``params``: the MLproject parameters it is given (canonical JSON);
-- ``config``: the resolved config sections it reads (``STEP_CONFIG``), integral
-  floats as ints;
+- ``config``: the resolved config sections it reads (``STEP_CONFIG``);
 - ``code``: the bytes of the project files it runs (``STEP_CODE``), uncommitted
   edits included, and its entry point's definition in ``MLproject``;
 - ``inputs``: the keys of the upstream steps whose outputs it consumes;
@@ -95,7 +94,6 @@ def step_key(
         else OmegaConf.select(cfg, section)
         for section in STEP_CONFIG[step]
     }
-    config = canonical_numbers(config)
     # The data digest that main passes to train is the "data" component, not a param.
     own_params = {name: value for name, value in params.items() if name != "data_digest"}
     components = {
@@ -113,18 +111,6 @@ def step_key(
     if step == "train":
         components["data"] = data_digest or ""
     return StepKey(step, components)
-
-
-def canonical_numbers(value):
-    """``value`` with integral floats as ints: ``model.C=1`` and the config's ``C: 1.0``
-    build the same estimator, so they must give the same key."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: canonical_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [canonical_numbers(item) for item in value]
-    return value
 
 
 def entry_point_definition(step: str) -> dict:

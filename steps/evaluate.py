@@ -7,11 +7,13 @@ Reads:
 - ``--holdout-uri``: the Parquet holdout ``train`` logged;
 - the Hydra config (``data.target``, ``validation.atol``, ``registry``, ``gate``).
 
-Checks on the holdout, against the reference estimator: ``predict`` labels
-identical; ``predict_proba`` within ``atol`` and rows summing to 1;
-``predict_log_proba`` equal to the log of the probabilities where finite; the
-default method is ``predict_proba``; ``argmax(predict_proba) == predict``; an
-unsupported method is rejected.
+Checks on the holdout, against the reference estimator, for exactly the methods
+it has: the model advertises those; ``predict`` labels identical;
+``predict_proba`` within ``atol`` and rows summing to 1; ``predict_log_proba``
+equal to the log of the probabilities where finite; the default method is
+``predict_proba`` (``predict`` without probabilities); ``argmax(predict_proba)``
+agrees with ``predict`` on the same rows as in the estimator; each missing
+method and an unknown one are refused.
 
 Then the champion/challenger gate: the current ``champion`` is scored on the
 same holdout, and ``mlflow.validate_evaluation_results`` checks each metric in
@@ -70,6 +72,7 @@ from steps.report import ModelOutputs, log_report
 log = logging.getLogger(__name__)
 
 UNSUPPORTED_METHOD_PROBE = "decision_function"
+NOT_REPROMOTED = "; not re-promoted"
 GATE_LOCK_WAIT = 600  # seconds; a gate decision takes a second or two
 
 
@@ -128,14 +131,25 @@ def validate_predictions(model, reference, features: pd.DataFrame, atol: float) 
 
     if "predict_proba" in outputs:
         proba = outputs["predict_proba"]
-        diff = float(np.max(np.abs(proba - reference.predict_proba(features))))
+        reference_proba = reference.predict_proba(features)
+        diff = float(np.max(np.abs(proba - reference_proba)))
         checks.append(Check("predict_proba_matches_reference", diff <= atol, f"max |diff| {diff:.3g}"))
         sums = float(np.max(np.abs(proba.sum(axis=1) - 1.0)))
         checks.append(Check("predict_proba_rows_sum_to_one", sums <= atol, f"max |sum-1| {sums:.3g}"))
         if "predict" in outputs:
-            argmax = reference.classes_[np.argmax(proba, axis=1)]
-            agree = np.array_equal(argmax, outputs["predict"])
-            checks.append(Check("argmax_proba_equals_predict", agree, "classes_[argmax(proba)]"))
+            # Rows where the most probable class is the predicted label: the same rows
+            # as in the estimator (an SVC with Platt scaling may disagree with itself).
+            classes = reference.classes_
+            got = classes[np.argmax(proba, axis=1)] == outputs["predict"]
+            expected = classes[np.argmax(reference_proba, axis=1)] == reference.predict(features)
+            checks.append(
+                Check(
+                    "argmax_proba_agrees_with_predict_as_in_estimator",
+                    np.array_equal(got, expected),
+                    f"classes_[argmax(proba)] == predict on {int(got.sum())} of {len(got)} rows "
+                    f"(estimator: {int(expected.sum())})",
+                )
+            )
 
     default_name = default_method(reference)
     if default_name in outputs:
@@ -207,10 +221,11 @@ class GateDecision:
     champion_version: str | None = None
     champion_metrics: dict[str, float] | None = None
     thresholds: dict[str, dict] = field(default_factory=dict)
+    kept_as: str = "challenger"  # the outcome when not promoted: challenger, or rolled_back
 
     @property
     def outcome(self) -> str:
-        return "promoted" if self.promoted else "challenger"
+        return "promoted" if self.promoted else self.kept_as
 
 
 def gate_thresholds(gate_metrics: Mapping, champion_metrics: Mapping[str, float] | None) -> dict:
@@ -289,11 +304,13 @@ def gate(cfg, name: str, model_version: str, candidate_metrics, candidate_method
 
     client = MlflowClient()
     candidate = client.get_model_version(name, model_version)
-    if candidate.tags.get("gate.outcome") == "rolled_back":
-        return GateDecision(
-            False, f"rolled back by an operator ({candidate.tags.get('gate.reason', '')}); not re-promoted"
-        ), None
     champion = common.alias_version(client, name, cfg.registry.champion_alias)
+    if candidate.tags.get("gate.outcome") == "rolled_back":
+        # Stays rolled back however often it is evaluated again (the tag is kept).
+        when = candidate.tags.get("gate.reason", "").removesuffix(NOT_REPROMOTED)
+        return GateDecision(
+            False, when + NOT_REPROMOTED, str(champion.version) if champion else None, kept_as="rolled_back"
+        ), None
     if champion is not None and str(champion.version) == model_version:
         return GateDecision(True, "already the champion; re-validated", model_version), None
     if champion is None:
@@ -341,7 +358,8 @@ def apply_decision(client, cfg, name: str, model_version: str, decision: GateDec
     for key, value in tags.items():
         client.set_model_version_tag(name, model_version, key, value)
     if not decision.promoted:
-        client.set_registered_model_alias(name, cfg.gate.challenger_alias, model_version)
+        if decision.outcome == "challenger":  # a rolled-back version is no challenger
+            client.set_registered_model_alias(name, cfg.gate.challenger_alias, model_version)
         return decision.champion_version
     if decision.champion_version and decision.champion_version != model_version:
         client.set_registered_model_alias(
@@ -352,6 +370,18 @@ def apply_decision(client, cfg, name: str, model_version: str, decision: GateDec
     if challenger is not None and str(challenger.version) == model_version:
         client.delete_registered_model_alias(name, cfg.gate.challenger_alias)
     return model_version
+
+
+def record_safely(log_artifacts) -> None:
+    """Run ``log_artifacts``; a failure (an upload error, a figure too large) becomes a
+    warning and tag ``pipeline.report_error`` instead of failing a step whose outcome stands."""
+    import mlflow
+
+    try:
+        log_artifacts()
+    except Exception as err:  # noqa: BLE001 - any failure here must not fail the step
+        log.warning("could not log the evaluation record: %s: %s", type(err).__name__, err)
+        mlflow.set_tag("pipeline.report_error", f"{type(err).__name__}: {err}"[:4000])
 
 
 def run(
@@ -420,9 +450,11 @@ def run(
     if not cfg.gate.enabled:
         if registered:
             client.set_model_version_tag(name, model_version, common.VALIDATION_STATUS_TAG, "passed")
-        log_report(f"{model_uri}: evaluation on the holdout",
-                   ["Not gated (gate.enabled=false): no alias was moved.", checked],
-                   candidate, None, labels, reference.classes_)
+        record_safely(lambda: log_report(
+            f"{model_uri}: evaluation on the holdout",
+            ["Not gated (gate.enabled=false): no alias was moved.", checked],
+            candidate, None, labels, reference.classes_,
+        ))
         outputs = {"validation_status": "passed", "gate_outcome": "not gated"}
         common.record_outputs(outputs)
         return outputs
@@ -433,18 +465,20 @@ def run(
                                   features, labels, reference.classes_)
         # Tags first, aliases second: an alias never points at a version without its decision.
         champion_version = apply_decision(client, cfg, name, model_version, decision, candidate_metrics)
-    mlflow.log_dict({**asdict(decision), "outcome": decision.outcome}, "gate.json")
     log.info("gate: version %s %s (%s)", model_version, decision.outcome, decision.reason)
     bounds = "; ".join(
         f"{metric} {'>=' if spec['greater_is_better'] else '<='} {spec['threshold']:.4g}"
         for metric, spec in decision.thresholds.items()
     )
-    log_report(
+    # The decision is made and on the registry (the aliases have moved): failing to
+    # log its record or report from here on is a warning, not a failed step.
+    record_safely(lambda: mlflow.log_dict({**asdict(decision), "outcome": decision.outcome}, "gate.json"))
+    record_safely(lambda: log_report(
         f"{name} version {model_version}: evaluation on the holdout",
         [f"Gate: {decision.outcome} ({decision.reason}).",
          f"Gate thresholds: {bounds or 'none applied'}.", checked],
         candidate, champion, labels, reference.classes_,
-    )
+    ))
     outputs = {
         "validation_status": "passed",
         "gate_outcome": decision.outcome,

@@ -354,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, cfg = common.parse_step_args(parser, argv)
     try:
         force = cache.parse_force(args.force)
+        if cfg.gate.enabled and not cfg.registry.register:
+            raise ValueError("registry.register=false needs gate.enabled=false: the gate decides on registered versions")
         digest = data_digest(cfg.data)
     except (ValueError, DataError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")

@@ -31,6 +31,7 @@ import pandas as pd
 
 REPORT_DIR = "report"
 CALIBRATION_BINS = 5
+MAX_CURVE_CLASSES = 12  # one panel per class; beyond this the figures are unreadable
 CAPTIONS = {
     "confusion_matrix.png": "Confusion matrix",
     "roc_curves.png": "ROC curves (one-vs-rest)",
@@ -152,7 +153,7 @@ def figures(candidate: ModelOutputs, champion: ModelOutputs | None, labels, clas
     models = [candidate] + ([champion] if champion is not None else [])
     with_proba = [model for model in models if model.proba is not None]
     result = {"confusion_matrix.png": confusion_matrices(models, labels, classes)}
-    if candidate.proba is not None:
+    if candidate.proba is not None and len(classes) <= MAX_CURVE_CLASSES:
         for file_name, plot in (
             ("roc_curves.png", roc_curves),
             ("precision_recall_curves.png", precision_recall_curves),
@@ -209,6 +210,8 @@ def log_report(title: str, summary: Sequence[str], candidate: ModelOutputs,
     notes = []
     if candidate.proba is None:
         notes.append("No ROC, precision-recall or calibration curves: this model offers no predict_proba.")
+    elif len(classes) > MAX_CURVE_CLASSES:
+        notes.append(f"No per-class curves: {len(classes)} classes (more than {MAX_CURVE_CLASSES}).")
     elif champion is not None and champion.proba is None:
         notes.append("The champion offers no predict_proba: its curves are not drawn.")
     with tempfile.TemporaryDirectory() as tmp:

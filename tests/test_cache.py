@@ -126,14 +126,3 @@ def test_lookup_misses_when_the_cached_version_is_gone():
     )
     found = cache.lookup(package_key, experiment_id(), forced=False)
     assert not found.hit and "models:/gone/1" in found.reason
-
-
-def test_an_integral_float_and_the_int_give_the_same_key():
-    keys = [
-        cache.step_key("train", {}, common.compose_config([f"model.C={value}"]), {}, {"mlflow": "1"}, "d").key
-        for value in ("1", "1.0")
-    ]
-    assert keys[0] == keys[1]
-    other = cache.step_key("train", {}, common.compose_config(["model.C=1.5"]), {}, {"mlflow": "1"}, "d").key
-    assert other != keys[0]
-    assert cache.canonical_numbers({"a": [1.0, 2.5, True], "b": 3}) == {"a": [1, 2.5, True], "b": 3}

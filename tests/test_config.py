@@ -178,3 +178,15 @@ def test_pins_are_the_installed_versions():
     requirements = (common.PROJECT_DIR / "requirements.txt").read_text().splitlines()
     for name, pinned in (line.split("==") for line in _pins(requirements)):
         assert version(name) == pinned, name
+
+
+def test_unregistered_model_with_the_gate_on_is_refused_before_any_run(capsys):
+    import mlflow
+
+    from steps import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main.main(["registry.register=false"])
+    assert exit_info.value.code == 2
+    assert "registry.register=false needs gate.enabled=false" in capsys.readouterr().err
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []

@@ -41,7 +41,7 @@ def test_all_checks_pass_for_a_faithful_model(tmp_path, cfg):
         "predict_proba_rows_sum_to_one",
         "predict_log_proba_is_log_of_proba",
         "default_method_is_predict_proba",
-        "argmax_proba_equals_predict",
+        "argmax_proba_agrees_with_predict_as_in_estimator",
         "unsupported_method_rejected",
     }
 
@@ -181,3 +181,21 @@ def test_any_scikit_learn_classifier_works_by_config():
     model = mlflow.pyfunc.load_model(outputs["registered_model_uri"])
     assert model.metadata.metadata["estimator"] == "ExtraTreesClassifier"
     assert model.metadata.metadata["predict_methods"] == ["predict", "predict_proba", "predict_log_proba"]
+
+
+def test_estimator_whose_labels_disagree_with_its_probabilities_still_validates(tmp_path, cfg):
+    # Platt scaling: SVC(probability=True)'s predict is not always argmax(predict_proba).
+    import warnings
+
+    import numpy as np
+    from sklearn.svm import SVC
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # probability= is deprecated in 1.9
+        info, estimator, features = package(SVC(probability=True, C=0.1, random_state=0), tmp_path, cfg)
+    disagree = estimator.classes_[np.argmax(estimator.predict_proba(features), axis=1)] != estimator.predict(features)
+    assert disagree.any(), "the premise: this SVC disagrees with itself on some holdout row"
+    checks = evaluate.validate_predictions(mlflow.pyfunc.load_model(info.model_uri), estimator, features, 1e-9)
+    assert [c for c in checks if not c.passed] == []
+    detail = next(c.detail for c in checks if c.name == "argmax_proba_agrees_with_predict_as_in_estimator")
+    assert f"(estimator: {len(features) - int(disagree.sum())})" in detail

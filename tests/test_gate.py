@@ -146,10 +146,16 @@ def test_gate_promotes_refuses_and_rollback_swaps():
     assert aliases() == {"champion": v1, "previous_champion": v3, "challenger": v2}
     assert client.get_model_version("iris-classifier", v3).tags["gate.outcome"] == "rolled_back"
 
-    # Evaluating the rolled-back version again (forced, or after a config change) does not re-promote it.
-    again = reevaluate(v3_outputs, common.compose_config(["model.C=2.0"]))
-    assert again["gate_outcome"] == "challenger" and aliases()["champion"] == v1
-    assert "rolled back by an operator" in client.get_model_version("iris-classifier", v3).tags["gate.reason"]
+    # Evaluating the rolled-back version again, however often (forced, a config
+    # change, the champion moving), never re-promotes it: it stays rolled back.
+    for _ in range(2):
+        again = reevaluate(v3_outputs, common.compose_config(["model.C=2.0"]))
+        assert again == {"validation_status": "passed", "gate_outcome": "rolled_back", "champion_version": v1}
+        assert aliases() == {"champion": v1, "previous_champion": v3, "challenger": v2}
+        tags = client.get_model_version("iris-classifier", v3).tags
+        assert tags["gate.outcome"] == "rolled_back"
+        assert tags["gate.reason"].startswith(f"rolled back to version {v1} at ")
+        assert tags["gate.reason"].endswith("; not re-promoted") and tags["gate.reason"].count("re-promoted") == 1
 
 
 def test_reevaluating_the_champion_keeps_it_or_fails_closed():

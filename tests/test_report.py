@@ -88,13 +88,36 @@ def test_model_without_probabilities_gets_a_confusion_matrix_and_a_note(cfg):
     assert "offers no predict_proba" in " ".join(read_page(folder).text)
 
 
-@pytest.mark.parametrize("classes", [[0, 1], ["setosa", "versicolor", "virginica"]])
-def test_metrics_table_has_one_column_per_model(classes):
+def test_metrics_table_has_one_column_per_model():
     import numpy as np
 
-    a = report.ModelOutputs("a", np.array(classes), None, {"accuracy": 0.9})
-    b = report.ModelOutputs("b", np.array(classes), None, {"accuracy": 0.8, "f1_macro": 0.7})
+    a = report.ModelOutputs("a", np.array([0, 1]), None, {"accuracy": 0.9})
+    b = report.ModelOutputs("b", np.array([0, 1]), None, {"accuracy": 0.8, "f1_macro": 0.7})
     table = report.metrics_table([a, b])
     assert list(table.columns) == ["a", "b", "difference"]
     assert table.loc["accuracy", "difference"] == pytest.approx(0.1)
     assert np.isnan(table.loc["f1_macro", "a"])
+
+
+def test_a_report_that_cannot_be_logged_does_not_fail_the_decided_step(cfg, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("artifact store unreachable")
+
+    monkeypatch.setattr(evaluate, "log_report", broken)
+    outputs = run_chain(cfg)
+    with mlflow.start_run() as active:
+        result = evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
+    assert result["gate_outcome"] == "promoted"
+    run = mlflow.get_run(active.info.run_id)
+    assert run.data.tags["pipeline.report_error"] == "OSError: artifact store unreachable"
+    assert mlflow.artifacts.load_text(f"runs:/{active.info.run_id}/gate.json")  # logged before the report
+
+
+def test_per_class_curves_are_skipped_beyond_a_dozen_classes():
+    import numpy as np
+
+    classes = list(range(report.MAX_CURVE_CLASSES + 1))
+    labels = np.array(classes * 2)
+    proba = np.full((len(labels), len(classes)), 1 / len(classes))
+    model = report.ModelOutputs("new", labels, proba, {"accuracy": 1.0})
+    assert list(report.figures(model, None, labels, classes)) == ["confusion_matrix.png"]

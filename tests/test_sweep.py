@@ -237,12 +237,15 @@ def test_scheduled_sweep_reruns_nothing_when_nothing_changed(project_env, tmp_pa
     assert first.returncode == 0, first.stderr[-4000:]
     second = retrain()
     assert second.returncode == 0, second.stderr[-4000:]
-    assert "nothing changed: every step cached" in second.stdout
     sweeps = mlflow.search_runs(
         search_all_experiments=True, filter_string="tags.`pipeline.step` = 'sweep'",
         order_by=["attributes.start_time DESC"], output_format="list",
     )
     assert len(sweeps) == 2
+    # The gated rerun of the best job's pipeline is all cache hits too (not just the jobs).
+    assert {sweeps[0].data.tags[f"pipeline.step.{step}.cache"] for step in common.STEPS} == {"hit"}
+    assert sweeps[0].data.tags["pipeline.outcome"].endswith("nothing changed: every step cached; champion is version "
+                                                            + sweeps[0].data.tags["registered_model_version"])
     jobs = [run for run in children(sweeps[0].info.run_id) if run.data.tags.get(common.STEP_TAG) == "sweep_job"]
     assert len(jobs) == 2
     for job in jobs:

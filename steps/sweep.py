@@ -276,13 +276,13 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
     import mlflow
     from mlflow import MlflowClient
 
+    from hydra.errors import MissingConfigException
+
     from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
     from steps import cache
     from steps.data import data_digest
     from steps.lineage import package_versions
     from steps.main import PipelineContext, PipelineSummary, env_manager_of, run_pipeline
-
-    from hydra.errors import MissingConfigException
 
     jobs = [job for batch in expand(arguments) for job in batch]
     expected = [job_overrides(job) for job in jobs]
@@ -324,7 +324,9 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
         gated = list(first.gate.metrics) if first is not None else []
         best = best_job(table, settings.metric, gated) if settings else None
         if best is None:
-            outcome = f"no job produced a validated model with every gated metric ({', '.join(gated)})"
+            outcome = "no job produced a validated model" + (
+                f" with every gated metric ({', '.join(gated)})" if gated else ""
+            )
             mlflow.set_tag("pipeline.outcome", outcome)
             log.error("sweep: %s; nothing was gated", outcome)
             mlflow.end_run("FAILED")

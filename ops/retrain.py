@@ -112,8 +112,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(rest)
     try:
         overrides = common.split_overrides(args.overrides)
-        # A sweep is checked for syntax only: a combination that cannot be composed fails alone.
-        expand(overrides) if multirun else common.compose_config(overrides)
+        if multirun:  # checked for syntax only: a combination that cannot be composed fails alone
+            expand(overrides)
+        else:
+            common.compose_config(overrides)
     except (HydraException, ValueError) as err:
         parser.exit(2, f"retrain: error: invalid Hydra override: {err}\n")
     if multirun:

@@ -75,6 +75,12 @@ def available_methods(estimator) -> tuple[str, ...]:
     return tuple(method for method in PREDICT_METHODS if hasattr(estimator, method))
 
 
+def offered_methods(metadata: dict | None) -> list[str]:
+    """The prediction methods a packaged model advertises in its MLmodel metadata
+    (``predict_methods``, written by package_pyfunc); all three for older models."""
+    return list((metadata or {}).get("predict_methods", PREDICT_METHODS))
+
+
 def default_method(estimator) -> str:
     """``predict_proba`` when the estimator has it, else ``predict``."""
     return DEFAULT_PREDICT_METHOD if hasattr(estimator, DEFAULT_PREDICT_METHOD) else "predict"

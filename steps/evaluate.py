@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 
-from steps import common
+from steps import common, dispatch_model
 from steps.dispatch_model import (
     PREDICT_METHOD_PARAM,
     PREDICT_METHODS,
@@ -92,10 +92,9 @@ def _call(model, features: pd.DataFrame, method: str | None):
     return np.asarray(model.predict(features, params=params))
 
 
-def offered_methods(model) -> list[str]:
-    """The prediction methods a packaged model advertises (metadata ``predict_methods``)."""
-    metadata = getattr(getattr(model, "metadata", None), "metadata", None) or {}
-    return list(metadata.get("predict_methods", PREDICT_METHODS))
+def model_methods(model) -> list[str]:
+    """The prediction methods a loaded pyfunc ``model`` advertises."""
+    return dispatch_model.offered_methods(getattr(getattr(model, "metadata", None), "metadata", None))
 
 
 def validate_predictions(model, reference, features: pd.DataFrame, atol: float) -> list[Check]:
@@ -108,7 +107,7 @@ def validate_predictions(model, reference, features: pd.DataFrame, atol: float) 
     from mlflow.exceptions import MlflowException
 
     expected_methods = list(available_methods(reference))
-    offered = offered_methods(model)
+    offered = model_methods(model)
     checks = [
         Check(
             "advertised_methods_match_estimator",
@@ -193,8 +192,12 @@ def validate_predictions(model, reference, features: pd.DataFrame, atol: float) 
 def holdout_outputs(model, features: pd.DataFrame, name: str, labels: pd.Series, classes: Sequence):
     """The pyfunc's own labels and (if it offers them) probabilities on the holdout, with metrics."""
     predicted = _call(model, features, "predict")
-    proba = _call(model, features, "predict_proba") if "predict_proba" in offered_methods(model) else None
+    proba = _call(model, features, "predict_proba") if "predict_proba" in model_methods(model) else None
     return ModelOutputs(name, predicted, proba, holdout_metrics(labels, predicted, proba, classes))
+
+
+# The metrics holdout_metrics computes, and whether greater is better for each.
+HOLDOUT_METRICS = {"accuracy": True, "f1_macro": True, "roc_auc_ovr": True, "log_loss": False}
 
 
 def holdout_metrics(labels, predicted, proba, classes: Sequence) -> dict[str, float]:
@@ -331,7 +334,7 @@ def gate(cfg, name: str, model_version: str, candidate_metrics, candidate_method
         log.warning("%s", reason)
         return GateDecision(False, reason, str(champion.version)), None
     mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
-    lost = [m for m in offered_methods(champion_model) if m not in candidate_methods]
+    lost = [m for m in model_methods(champion_model) if m not in candidate_methods]
     if cfg.gate.keep_methods and lost:
         reason = (
             f"version {model_version} offers {', '.join(candidate_methods)}; the champion (version "
@@ -461,7 +464,7 @@ def run(
 
     # One decision at a time per store: concurrent pipelines compare with the latest champion.
     with file_lock(lock_path(common.tracking_uri(), "gate"), wait=GATE_LOCK_WAIT):
-        decision, champion = gate(cfg, name, model_version, candidate_metrics, offered_methods(model),
+        decision, champion = gate(cfg, name, model_version, candidate_metrics, model_methods(model),
                                   features, labels, reference.classes_)
         # Tags first, aliases second: an alias never points at a version without its decision.
         champion_version = apply_decision(client, cfg, name, model_version, decision, candidate_metrics)

@@ -34,7 +34,12 @@ import numpy as np
 import pandas as pd
 
 from steps import common
-from steps.dispatch_model import DEFAULT_PREDICT_METHOD, PREDICT_METHOD_PARAM, PREDICT_METHODS
+from steps.dispatch_model import (
+    DEFAULT_PREDICT_METHOD,
+    PREDICT_METHOD_PARAM,
+    PREDICT_METHODS,
+    offered_methods,
+)
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +175,7 @@ def score_file(
     features = model.metadata.get_input_schema().input_names()
     metadata = model.metadata.metadata or {}
     classes = metadata.get("classes", [])
-    offered = metadata.get("predict_methods", PREDICT_METHODS)
+    offered = offered_methods(metadata)
     if method not in offered:
         raise ScoringError(
             f"predict_method {method!r} is not offered by this model "

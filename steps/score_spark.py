@@ -22,7 +22,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from steps.dispatch_model import DEFAULT_PREDICT_METHOD, PREDICT_METHOD_PARAM, PREDICT_METHODS
+from steps.dispatch_model import (
+    DEFAULT_PREDICT_METHOD,
+    PREDICT_METHOD_PARAM,
+    PREDICT_METHODS,
+    offered_methods,
+)
 from steps.score import COLUMN_PREFIX
 
 RESULT_COLUMN = "__prediction"
@@ -49,7 +54,7 @@ def score_dataframe(spark, frame, model_uri: str, method: str = DEFAULT_PREDICT_
     info = mlflow.models.get_model_info(model_uri)
     features = info.signature.inputs.input_names()
     classes = (info.metadata or {}).get("classes", [])
-    offered = (info.metadata or {}).get("predict_methods", PREDICT_METHODS)
+    offered = offered_methods(info.metadata)
     if method not in offered:  # refused here rather than as an error inside every Spark task
         raise ValueError(f"predict_method {method!r} is not offered by {model_uri}; it offers {', '.join(offered)}")
     missing = [f for f in features if f not in frame.columns]

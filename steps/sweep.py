@@ -38,14 +38,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from steps import common
+from steps.evaluate import HOLDOUT_METRICS
 
 log = logging.getLogger(__name__)
 
 JOB_STEP = "sweep_job"
 SWEEP_STEP = "sweep"
 JOBS_TABLE_ARTIFACT = "sweep/jobs.json"
-# Holdout metrics of a job, and whether greater is better (which also breaks ties, in this order).
-METRICS = {"accuracy": True, "f1_macro": True, "roc_auc_ovr": True, "log_loss": False}
+# A job's holdout metrics (evaluate's) and whether greater is better; ties are broken in this order.
+METRICS = HOLDOUT_METRICS
 
 
 class SweepError(RuntimeError):

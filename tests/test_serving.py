@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from steps import common, evaluate
-from tests.helpers import free_port, wait_for_http
+from tests.helpers import free_port, stop, wait_for_http
 from tests.test_evaluate import run_chain
 
 pytestmark = pytest.mark.slow
@@ -64,11 +64,10 @@ def serve_champion(root: Path, empty_store: Path, overrides=(), server="mlflow m
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            wait_for_http(process, f"{base}/ping", root / "server.log", timeout=120)
+            wait_for_http(process, f"{base}/ping", root / "server.log", timeout=300)
             yield base, estimator
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            stop(process)
 
 
 @pytest.fixture(scope="module", params=list(SERVERS))

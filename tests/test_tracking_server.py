@@ -15,10 +15,10 @@ import pytest
 from mlflow import MlflowClient
 
 from steps import common
-from tests.helpers import free_port, wait_for_http
+from tests.helpers import free_port, stop, wait_for_http, wait_until
 
 pytestmark = pytest.mark.slow
-ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 MODEL = "iris-classifier"
 
 
@@ -26,9 +26,15 @@ MODEL = "iris-classifier"
 def postgres_database():
     psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (requirements-dev.txt)")
     try:
-        admin = psycopg.connect(ADMIN_DSN, autocommit=True)
+        # Refused at once where PostgreSQL is not running; a slow answer is waited for.
+        psycopg.connect(f"{ADMIN_DSN} connect_timeout=5").close()
     except psycopg.OperationalError as err:
-        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({err})")
+        if "refused" in str(err):
+            pytest.skip(f"PostgreSQL is not running at 127.0.0.1:5432 ({err})")
+    admin = wait_until(
+        lambda timeout: psycopg.connect(f"{ADMIN_DSN} connect_timeout={max(2, int(timeout))}", autocommit=True),
+        120, "PostgreSQL at 127.0.0.1:5432", transient=(psycopg.OperationalError,),
+    )
     name = f"mlflow_{uuid.uuid4().hex[:12]}"
     with admin.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE {name}")
@@ -49,13 +55,14 @@ def tracking_server(postgres_database, tmp_path, project_env):
         env=project_env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
     )
     uri = f"http://127.0.0.1:{port}"
-    wait_for_http(process, f"{uri}/health", tmp_path / "server.log", timeout=180)
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    mlflow.set_tracking_uri(None)
-    process.terminate()
-    process.wait(timeout=60)
-    log.close()
+    try:
+        wait_for_http(process, f"{uri}/health", tmp_path / "server.log", timeout=300)
+        mlflow.set_tracking_uri(uri)
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(None)
+        stop(process)
+        log.close()
 
 
 def server_env(project_env, uri, tmp_path):

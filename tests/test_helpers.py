@@ -1,0 +1,94 @@
+"""The tests' own waits hold on a slow machine and fail with what they saw."""
+
+from __future__ import annotations
+
+import http.server
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.helpers import wait_for_http, wait_until
+
+
+@pytest.fixture
+def http_server():
+    """A local server; ``state["delays"]`` are seconds to stall before each answer
+    (one per request, then none), ``state["status"]`` the status it answers with."""
+    state = {"delays": [], "status": 200, "requests": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            state["requests"] += 1
+            if state["delays"]:
+                time.sleep(state["delays"].pop(0))
+            self.send_response(state["status"])
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/health", state
+    server.shutdown()
+
+
+@pytest.fixture
+def running_process():
+    process = subprocess.Popen(["sleep", "120"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_a_server_slow_to_answer_is_waited_for(http_server, running_process, tmp_path):
+    # Accepts at once but answers after 1.5 s, twice: a read timeout, not a refused connection.
+    url, state = http_server
+    state["delays"] = [1.5, 1.5]
+    wait_for_http(running_process, url, tmp_path / "server.log", timeout=60)
+    assert state["requests"] >= 2  # the first attempt timed out reading, and was retried
+
+
+def test_a_server_that_never_becomes_healthy_fails_with_its_log(http_server, running_process, tmp_path):
+    url, state = http_server
+    state["status"] = 503
+    (tmp_path / "server.log").write_text("worker 1 booting\n")
+    with pytest.raises(pytest.fail.Exception) as err:
+        wait_for_http(running_process, url, tmp_path / "server.log", timeout=2)
+    assert "not within 2 s (last: not ready)" in str(err.value)
+    assert "worker 1 booting" in str(err.value)
+    assert running_process.poll() is not None  # stopped, not left running
+
+
+def test_a_server_that_exits_fails_at_once_with_its_log(tmp_path):
+    log = tmp_path / "server.log"
+    with open(log, "w") as handle:
+        process = subprocess.Popen(["sh", "-c", "echo address already in use; exit 3"], stdout=handle)
+    process.wait()
+    started = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match="exited with status 3; its log:\naddress already in use"):
+        wait_for_http(process, "http://127.0.0.1:9/health", log, timeout=60)
+    assert time.monotonic() - started < 30
+
+
+def test_transient_errors_are_retried_until_the_deadline():
+    calls = []
+
+    def attempt(timeout):
+        calls.append(timeout)
+        if len(calls) < 3:
+            raise ConnectionError("database is locked")
+        return "ready"
+
+    assert wait_until(attempt, 60, "store", transient=(ConnectionError,)) == "ready"
+    assert calls[:3] == [1.0, 2.0, 4.0]  # each attempt may take longer than the last
+
+
+def test_other_errors_are_not_swallowed():
+    def attempt(timeout):
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        wait_until(attempt, 60, "store", transient=(ConnectionError,))

@@ -15,20 +15,9 @@ from mlflow.exceptions import MlflowException
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC, LinearSVC
 
-from steps import common, data, package_pyfunc, serialize, train
+from steps import common, package_pyfunc, serialize, train
 from steps.dispatch_model import PREDICT_METHODS, sha256_file
-
-
-def package(estimator, tmp_path: Path, cfg):
-    """Fit, joblib-dump and log ``estimator`` as the dispatch model; return (info, holdout X)."""
-    train_rows, holdout, _ = data.prepare_data(cfg.data)
-    features = list(cfg.data.features)
-    fitted = train.fit_estimator(estimator, train_rows, features, cfg.data.target)
-    path = tmp_path / "estimator.joblib"
-    digest = serialize.serialize_estimator(fitted, path)
-    with mlflow.start_run():
-        info = package_pyfunc.log_dispatch_model(str(path), digest, fitted, holdout[features].head(5))
-    return info, fitted, holdout[features]
+from tests.factories import package
 
 
 @pytest.fixture

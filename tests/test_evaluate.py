@@ -11,22 +11,8 @@ from mlflow.exceptions import MlflowException
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
-from steps import common, data, evaluate, package_pyfunc, serialize, train
-from tests.test_dispatch_model import package
-
-
-def run_chain(cfg):
-    """train -> serialize -> package_pyfunc in-process; returns the merged outputs."""
-    outputs = {}
-    with mlflow.start_run():
-        outputs |= train.run(cfg)
-    with mlflow.start_run():
-        outputs |= serialize.run(outputs["model_uri"], cfg)
-    with mlflow.start_run():
-        outputs |= package_pyfunc.run(
-            outputs["joblib_uri"], outputs["joblib_sha256"], outputs["holdout_uri"], cfg
-        )
-    return outputs
+from steps import common, data, evaluate, train
+from tests.factories import package, run_chain
 
 
 def test_all_checks_pass_for_a_faithful_model(tmp_path, cfg):

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from ops import rollback
 from steps import common, evaluate
-from tests.test_evaluate import run_chain
+from tests.factories import run_chain
 
 GATE = OmegaConf.create(
     {
@@ -65,10 +65,9 @@ def test_version_offering_fewer_methods_than_the_champion_is_not_promoted():
         "gate_outcome"] == "promoted"
 
 
-def test_cached_decision_holds_only_while_the_champion_is_unchanged(cfg):
+def test_cached_decision_holds_only_while_the_champion_is_unchanged(champion, cfg):
     from steps.main import _decision_still_holds
 
-    run_evaluate(cfg)
     holds = _decision_still_holds(cfg)
     assert holds({"gate_outcome": "promoted", "champion_version": "1"}) is None
     assert holds({"gate_outcome": "not gated"}) is None
@@ -122,10 +121,10 @@ def aliases(name="iris-classifier"):
     return {alias: str(v) for alias, v in MlflowClient().get_registered_model(name).aliases.items()}
 
 
-def test_gate_promotes_refuses_and_rollback_swaps():
+def test_gate_promotes_refuses_and_rollback_swaps(champion):
     client = MlflowClient()
-    v1, first, _ = promote_cycle([])
-    assert first["gate_outcome"] == "promoted" and aliases() == {"champion": v1}
+    v1 = champion["registered_model_version"]
+    assert champion["gate_outcome"] == "promoted" and aliases() == {"champion": v1}
 
     v2, worse, _ = promote_cycle(["model.C=0.001"])  # validated, but accuracy 0.5 vs 1.0
     assert worse == {"validation_status": "passed", "gate_outcome": "challenger", "champion_version": v1}
@@ -158,8 +157,8 @@ def test_gate_promotes_refuses_and_rollback_swaps():
         assert tags["gate.reason"].endswith("; not re-promoted") and tags["gate.reason"].count("re-promoted") == 1
 
 
-def test_reevaluating_the_champion_keeps_it_or_fails_closed():
-    v1, _, outputs = promote_cycle([])
+def test_reevaluating_the_champion_keeps_it_or_fails_closed(champion):
+    v1, outputs = champion["registered_model_version"], champion
     cfg = common.compose_config([])
     again = reevaluate(outputs, cfg)
     assert again["gate_outcome"] == "promoted" and aliases() == {"champion": v1}
@@ -174,8 +173,8 @@ def test_reevaluating_the_champion_keeps_it_or_fails_closed():
     assert tags[common.VALIDATION_STATUS_TAG] == "failed"
 
 
-def test_champion_that_cannot_be_scored_is_kept(tmp_path):
-    v1, _, _ = promote_cycle([])
+def test_champion_that_cannot_be_scored_is_kept(champion, tmp_path):
+    v1 = champion["registered_model_version"]
     (stored,) = [p for p in (tmp_path / "artifacts").rglob("artifacts/estimator.joblib")]
     stored.write_bytes(stored.read_bytes() + b"tampered")
     v2, result, _ = promote_cycle([])
@@ -185,8 +184,8 @@ def test_champion_that_cannot_be_scored_is_kept(tmp_path):
     assert "could not be scored" in reason and "Refusing to load" in reason
 
 
-def test_rollback_without_previous_champion_changes_nothing(capsys):
-    v1, _, _ = promote_cycle([])
+def test_rollback_without_previous_champion_changes_nothing(champion, capsys):
+    v1 = champion["registered_model_version"]
     with pytest.raises(SystemExit) as exit_info:
         rollback.main([])
     assert exit_info.value.code == 1

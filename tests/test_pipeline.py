@@ -18,19 +18,11 @@ from sklearn.model_selection import train_test_split
 
 from steps import common
 from steps.main import PIPELINE
+from tests.factories import mlflow_run
 
 pytestmark = pytest.mark.slow
 
 STEP_NAMES = [name for name, _ in PIPELINE]
-
-
-def mlflow_run(env, tmp_path, hydra_options: str | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "mlflow", "run", str(common.PROJECT_DIR), "--env-manager", "local"]
-    if hydra_options is not None:
-        command += ["-P", f"hydra_options={hydra_options}"]
-    return subprocess.run(
-        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900
-    )
 
 
 def runs_by_entry_point() -> dict[str, list]:
@@ -117,17 +109,25 @@ def test_unknown_override_fails_before_training(project_env, tmp_path):
     assert MlflowClient().search_registered_models() == []
 
 
-def test_failed_validation_fails_the_pipeline_and_moves_no_alias(project_env, tmp_path):
-    # A tolerance no model can meet: the probability checks fail.
+def test_failed_validation_fails_the_pipeline_and_moves_no_alias(champion, project_env, tmp_path):
+    # A tolerance no model can meet: the probability checks fail. train, serialize and
+    # package_pyfunc come from the cache, so evaluate re-validates the champion, version 1.
     result = mlflow_run(project_env, tmp_path, "validation.atol=-1")
     assert result.returncode != 0
     assert "validation: failed" in result.stdout
-    runs = runs_by_entry_point()
-    assert runs["main"][0].info.status == "FAILED"
-    assert runs["evaluate"][0].info.status == "FAILED"
+    runs = {name: [r for r in found if r.info.run_id != champion.get(f"{name}_run_id")]
+            for name, found in runs_by_entry_point().items()}
+    (parent,) = [r for r in runs["main"] if r.info.run_id != champion["pipeline_run_id"]]
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["pipeline.step.package_pyfunc.status"] == "CACHED"
+    (evaluate_run,) = runs["evaluate"]
+    assert evaluate_run.info.status == "FAILED"
+    assert "predict_proba_matches_reference" in evaluate_run.data.tags[common.ERROR_TAG]
     client = MlflowClient()
     version = client.get_model_version("iris-classifier", "1")
     assert version.tags[common.VALIDATION_STATUS_TAG] == "failed"
+    # Fail closed: the version that failed loses the champion alias it held.
+    assert version.aliases == []
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("iris-classifier", "champion")
 

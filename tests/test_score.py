@@ -12,23 +12,14 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from steps import common, score
-from tests.test_dispatch_model import package
+from tests.factories import FEATURES, package, rows
 
-FEATURES = ["petal length (cm)", "petal width (cm)"]
 
 
 @pytest.fixture
 def model_and_estimator(tmp_path, cfg):
     info, estimator, _ = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
     return mlflow.pyfunc.load_model(info.model_uri), estimator, info.model_uri
-
-
-def rows(n: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(rng.uniform(0.1, 7.0, size=(n, 2)), columns=FEATURES)
-    frame.insert(0, "id", np.arange(n)[::-1])  # ids in an order unlike the row order
-    frame["note"] = [f"r{i}" for i in range(n)]
-    return frame
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

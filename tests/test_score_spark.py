@@ -11,8 +11,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from steps import score_spark
-from tests.test_dispatch_model import package
-from tests.test_score import FEATURES, rows
+from tests.factories import FEATURES, package, rows
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (requirements-dev.txt)")
 pytestmark = pytest.mark.slow

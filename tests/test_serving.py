@@ -5,8 +5,7 @@ stack traces in 4xx answers)."""
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +16,8 @@ import pytest
 import requests
 
 from steps import common, evaluate
+from tests.factories import CHAMPION_OUTPUTS, EXPERIMENT, copy_store, new_store, run_chain, venv_env
 from tests.helpers import free_port, stop, wait_for_http
-from tests.test_evaluate import run_chain
 
 pytestmark = pytest.mark.slow
 
@@ -33,47 +32,59 @@ SERVERS = {
 }
 
 
-@contextlib.contextmanager
-def serve_champion(root: Path, empty_store: Path, overrides=(), server="mlflow models serve"):
-    """Register and validate a champion built with ``overrides`` in a store of its own,
-    serve it with ``server``; yield (base URL, the native estimator)."""
-    shutil.copyfile(empty_store, root / "mlflow.db")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+def build_champion(root: Path, empty_store: Path, overrides) -> tuple[str, object]:
+    """Register and validate a champion built with ``overrides`` in a store of its own
+    under ``root``; return (tracking URI, the native estimator)."""
     with pytest.MonkeyPatch.context() as patch:
+        uri = new_store(empty_store, root)
         patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
         patch.setenv("PIPELINE_LOCK_DIR", str(root / "locks"))
         patch.chdir(root)
         mlflow.set_tracking_uri(uri)
-        experiment = mlflow.create_experiment("serving", artifact_location=(root / "a").as_uri())
-        patch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
-        patch.setenv("MLFLOW_EXPERIMENT_NAME", "serving")
         cfg = common.compose_config(list(overrides))
         outputs = run_chain(cfg)
         with mlflow.start_run():
             evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
         estimator = mlflow.sklearn.load_model(outputs["model_uri"])
         mlflow.set_tracking_uri(None)
+    return uri, estimator
 
+
+def copied_champion(root: Path, template: Path) -> tuple[str, object]:
+    """The default pipeline's champion (a copy of the session's store); (URI, estimator)."""
+    uri = copy_store(template, root)
+    model_uri = json.loads((template / CHAMPION_OUTPUTS).read_text())["model_uri"]
+    mlflow.set_tracking_uri(uri)
+    try:
+        return uri, mlflow.sklearn.load_model(model_uri)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+@contextlib.contextmanager
+def serve(root: Path, uri: str, server: str):
+    """Serve ``models:/iris-classifier@champion`` of the store at ``uri`` with ``server``; yield its base URL."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env = venv_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(common.PROJECT_DIR))
     with open(root / "server.log", "w") as log:
         process = subprocess.Popen(
-            SERVERS[server] + ["--port", str(port)],
-            env={**env, "PYTHONPATH": str(common.PROJECT_DIR)}, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+            SERVERS[server] + ["--port", str(port)], env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT
         )
         base = f"http://127.0.0.1:{port}"
         try:
             wait_for_http(process, f"{base}/ping", root / "server.log", timeout=300)
-            yield base, estimator
+            yield base
         finally:
             stop(process)
 
 
 @pytest.fixture(scope="module", params=list(SERVERS))
-def server(request, tmp_path_factory, empty_store):
-    with serve_champion(tmp_path_factory.mktemp("serving"), empty_store, server=request.param) as served:
-        yield (*served, request.param)
+def server(request, tmp_path_factory, champion_template):
+    root = tmp_path_factory.mktemp("serving")
+    uri, estimator = copied_champion(root, champion_template)
+    with serve(root, uri, request.param) as base:
+        yield base, estimator, request.param
 
 
 def invocations(base: str, body, content_type="application/json"):
@@ -198,7 +209,9 @@ def test_unknown_param_key_is_ignored_by_mlflow(server):
 
 
 def test_model_without_probabilities_offers_predict_only_over_http(tmp_path, empty_store):
-    with serve_champion(tmp_path, empty_store, ["model=svc", "gate=labels_only"]) as (base, estimator):
+    (tmp_path / "svc").mkdir()
+    uri, estimator = build_champion(tmp_path / "svc", empty_store, ["model=svc", "gate=labels_only"])
+    with serve(tmp_path / "svc", uri, "mlflow models serve") as base:
         response = invocations(base, {"dataframe_split": SPLIT})  # no params: predict
         assert response.status_code == 200, response.text
         np.testing.assert_array_equal(response.json()["predictions"], expected(estimator, "predict"))

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
 from steps import common, sweep
-from tests.test_pipeline import mlflow_run
+from tests.factories import mlflow_run
 
 
 def test_expansion_is_hydras_cartesian_product():
@@ -199,33 +199,6 @@ def test_sweep_through_mlflow_run(project_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_from_python_registers_only_the_best(project_env, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "steps.main", "-m", "model=knn,gradient_boosting", "hydra.launcher.n_jobs=2",
-         "sweep.candidates=none", "sweep.metric=log_loss"],
-        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(common.PROJECT_DIR)},
-        capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "sweep run" in result.stdout and "promoted version 1 to champion" in result.stdout
-    (sweep_run,) = mlflow.search_runs(
-        search_all_experiments=True, filter_string="tags.`pipeline.step` = 'sweep'", output_format="list"
-    )
-    assert "gradient_boosting" in sweep_run.data.tags["sweep.best_overrides"]
-    (found,) = MlflowClient().search_model_versions("name = 'iris-classifier'")
-    version = MlflowClient().get_model_version("iris-classifier", found.version)
-    model = mlflow.pyfunc.load_model(f"models:/iris-classifier/{version.version}")
-    assert model.metadata.metadata["estimator"] == "GradientBoostingClassifier"
-    assert version.aliases == ["champion"]
-    # The other job's model was logged and validated, not registered.
-    knn = [run for run in children(sweep_run.info.run_id) if "knn" in run.data.tags.get("sweep.overrides", "")]
-    (knn_run,) = knn
-    assert knn_run.info.status == "FINISHED"
-    outputs = common.read_outputs(knn_run.info.run_id)
-    assert outputs["pyfunc_model_uri"].startswith("models:/m-") and "registered_model_uri" not in outputs
-
-
-@pytest.mark.slow
 def test_scheduled_sweep_reruns_nothing_when_nothing_changed(project_env, tmp_path):
     def retrain():
         return subprocess.run(
@@ -254,19 +227,32 @@ def test_scheduled_sweep_reruns_nothing_when_nothing_changed(project_env, tmp_pa
 
 
 @pytest.mark.slow
-def test_another_hydra_launcher_runs_the_same_sweep_without_code_changes(project_env, tmp_path):
-    """submitit's local executor stands in for a cluster (hydra/launcher=submitit_slurm)."""
+def test_sweep_from_python_on_another_launcher_registers_only_the_best(project_env, tmp_path):
+    """submitit's local executor stands in for a cluster (hydra/launcher=submitit_slurm):
+    the same sweep, without code changes; with sweep.candidates=none only the best
+    job's model (by log_loss, smaller is better) is registered."""
     result = subprocess.run(
-        [sys.executable, "-m", "steps.main", "-m", "hydra/launcher=submitit_local", "model=logistic_regression,knn"],
+        [sys.executable, "-m", "steps.main", "-m", "hydra/launcher=submitit_local", "model=knn,gradient_boosting",
+         "sweep.candidates=none", "sweep.metric=log_loss"],
         cwd=tmp_path, env={**project_env, "PYTHONPATH": str(common.PROJECT_DIR)},
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert list((tmp_path / "multirun").glob("*/*/.submitit")), "submitit did not launch the jobs"
+    assert "sweep run" in result.stdout and "promoted version 1 to champion" in result.stdout
     (sweep_run,) = mlflow.search_runs(
         search_all_experiments=True, filter_string="tags.`pipeline.step` = 'sweep'", output_format="list"
     )
     jobs = [run for run in children(sweep_run.info.run_id) if run.data.tags.get(common.STEP_TAG) == "sweep_job"]
-    assert sorted(run.data.tags["sweep.overrides"] for run in jobs) == ["model=knn", "model=logistic_regression"]
+    assert sorted(run.data.tags["sweep.overrides"] for run in jobs) == ["model=gradient_boosting", "model=knn"]
     assert all(run.info.status == "FINISHED" for run in jobs)
-    assert MlflowClient().get_model_version_by_alias("iris-classifier", "champion").tags["sweep.outcome"] == "best"
+    assert "gradient_boosting" in sweep_run.data.tags["sweep.best_overrides"]
+    (found,) = MlflowClient().search_model_versions("name = 'iris-classifier'")
+    version = MlflowClient().get_model_version("iris-classifier", found.version)
+    model = mlflow.pyfunc.load_model(f"models:/iris-classifier/{version.version}")
+    assert model.metadata.metadata["estimator"] == "GradientBoostingClassifier"
+    assert version.aliases == ["champion"] and version.tags["sweep.outcome"] == "best"
+    # The other job's model was logged and validated, not registered.
+    (knn_run,) = [run for run in jobs if run.data.tags["sweep.overrides"] == "model=knn"]
+    outputs = common.read_outputs(knn_run.info.run_id)
+    assert outputs["pyfunc_model_uri"].startswith("models:/m-") and "registered_model_uri" not in outputs

@@ -14,7 +14,8 @@ from steps import score_spark
 from tests.factories import FEATURES, package, rows
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (requirements-dev.txt)")
-pytestmark = pytest.mark.slow
+# One worker runs this module: its tests share one Spark session.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark")]
 
 
 @pytest.fixture(scope="module")

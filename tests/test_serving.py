@@ -19,7 +19,8 @@ from steps import common, evaluate
 from tests.factories import CHAMPION_OUTPUTS, EXPERIMENT, copy_store, new_store, run_chain, venv_env
 from tests.helpers import free_port, stop, wait_for_http
 
-pytestmark = pytest.mark.slow
+# One worker runs this module: its tests share the two servers (module-scoped).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
 
 FEATURES = ["petal length (cm)", "petal width (cm)"]
 ROWS = [[1.4, 0.2], [4.7, 1.4], [6.0, 2.5]]

@@ -203,13 +203,24 @@ def parse_registered_uri(model_uri: str) -> tuple[str, str]:
 
 
 def alias_version(client, name: str, alias: str):
-    """The model version holding ``alias`` on registered model ``name``, or None."""
+    """The model version holding ``alias`` on registered model ``name``; None only when
+    the registry says so (no such model, or the model has no such alias).
+
+    Fails closed: any other error reading the registry (a timeout, a server error
+    after retries) is raised, so no caller mistakes "could not read the champion"
+    for "there is no champion" and promotes past the gate.
+    """
     from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
     try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+        model = client.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+    version = model.aliases.get(alias)
+    return None if version is None else client.get_model_version(name, str(version))
 
 
 def flatten(cfg: Mapping, prefix: str = "") -> dict[str, object]:

@@ -9,16 +9,15 @@ asks for the ``champion`` fixture starts from a copy of the latter.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from steps import common, locks
-from tests.factories import CHAMPION_OUTPUTS, EXPERIMENT, copy_store, new_store, pipeline_outputs, venv_env
+from steps import common
+from tests import champion_store
+from tests.factories import EXPERIMENT, copy_store, new_store, venv_env
+from tests.helpers import stop
 
 
 @pytest.fixture(scope="session")
@@ -29,33 +28,29 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def champion_template(tmp_path_factory: pytest.TempPathFactory, empty_store: Path, worker_id: str) -> Path:
-    """A store in which ``python -m steps.main`` ran with the default config: four real
-    step runs, version 1 of ``iris-classifier`` registered, validated and champion.
+def shared_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A directory every xdist worker of this session sees (their basetemps' parent)."""
+    basetemp = tmp_path_factory.getbasetemp()
+    return basetemp if worker_id == "master" else basetemp.parent
 
-    Built once for the whole session, by whichever xdist worker needs it first
-    (the others wait on a file lock), and only ever copied (:func:`copy_store`).
-    """
-    shared = tmp_path_factory.getbasetemp()
-    if worker_id != "master":
-        shared = shared.parent  # the directory every worker's basetemp is in
-    template = shared / "champion-store"
-    with locks.file_lock(shared / "champion-store.lock", wait=1800):
-        if (template / CHAMPION_OUTPUTS).exists():
-            return template
-        shutil.rmtree(template, ignore_errors=True)
-        template.mkdir()
-        uri = new_store(empty_store, template)
-        result = subprocess.run(
-            [sys.executable, "-m", "steps.main"], cwd=template, capture_output=True, text=True, timeout=900,
-            env=venv_env(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
-                         PIPELINE_LOCK_DIR=str(template / "locks"), PYTHONPATH=str(common.PROJECT_DIR)),
-        )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert "promoted version 1 to champion" in result.stdout, result.stdout[-3000:]
-        (template / CHAMPION_OUTPUTS).write_text(json.dumps(pipeline_outputs(uri)))
-    return template
+
+@pytest.fixture(scope="session", autouse=True)
+def champion_in_background(request, tmp_path_factory, worker_id):
+    """Start building the champion store at once if any collected test needs it, so
+    that no worker sits idle waiting for it later."""
+    if not any("champion" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        yield
+        return
+    process = champion_store.start_in_background(shared_dir(tmp_path_factory, worker_id))
+    yield
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def champion_template(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The session's champion store (see tests/champion_store.py): waited for, or built
+    here if the background build has not started or failed (its error then shows)."""
+    return champion_store.ensure(shared_dir(tmp_path_factory, worker_id))
 
 
 @pytest.fixture(autouse=True)
@@ -89,7 +84,7 @@ def champion(tracking_store: str, champion_template: Path) -> dict[str, str]:
     """This test's store holds the default pipeline's run, version 1 champion; returns
     that pipeline's outputs (``registered_model_uri``, ``model_uri``, ``holdout_uri``,
     ..., and each step's run id as ``<step>_run_id``)."""
-    return json.loads((champion_template / CHAMPION_OUTPUTS).read_text())
+    return json.loads((champion_template / champion_store.OUTPUTS).read_text())
 
 
 @pytest.fixture

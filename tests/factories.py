@@ -19,7 +19,6 @@ from steps import common, data, package_pyfunc, serialize, train
 
 EXPERIMENT = "tests"
 FEATURES = ["petal length (cm)", "petal width (cm)"]
-CHAMPION_OUTPUTS = "outputs.json"
 
 
 def venv_env(**extra: str) -> dict[str, str]:
@@ -30,14 +29,15 @@ def venv_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def new_store(empty_store: Path, root: Path) -> str:
-    """A copy of the empty store at ``root/mlflow.db`` with experiment ``tests``, whose
-    artifacts go to ``root/artifacts`` (a SQLite store otherwise uses ./mlruns)."""
-    shutil.copyfile(empty_store, root / "mlflow.db")
+def new_store(empty_store: Path | None, root: Path) -> str:
+    """A store at ``root/mlflow.db`` (a copy of ``empty_store``, or migrated now) with
+    experiment ``tests``, whose artifacts go to ``root/artifacts`` (a SQLite store
+    otherwise puts them under ./mlruns of whichever process created it)."""
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow.MlflowClient(tracking_uri=uri).create_experiment(
-        EXPERIMENT, artifact_location=(root / "artifacts").as_uri()
-    )
+    if empty_store is not None:
+        shutil.copyfile(empty_store, root / "mlflow.db")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    client.create_experiment(EXPERIMENT, artifact_location=(root / "artifacts").as_uri())
     return uri
 
 

@@ -7,6 +7,7 @@ import json
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
 from ops import rollback
@@ -191,3 +192,45 @@ def test_rollback_without_previous_champion_changes_nothing(champion, capsys):
     assert exit_info.value.code == 1
     assert "no 'previous_champion' alias" in capsys.readouterr().err
     assert aliases() == {"champion": v1}
+
+
+def registry_unavailable(*args, **kwargs):
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    raise MlflowException("API request failed with error code 503 after 2 retries", TEMPORARILY_UNAVAILABLE)
+
+
+def unavailable_to_the_gate(read):
+    """``read``, except that it fails like a registry that is down when the gate calls it."""
+    import inspect
+
+    def patched(self, *args, **kwargs):
+        if any(frame.function == "gate" and frame.filename.endswith("evaluate.py")
+               for frame in inspect.stack(context=0)):
+            registry_unavailable()
+        return read(self, *args, **kwargs)
+
+    return patched
+
+
+def test_a_registry_read_that_fails_stops_the_gate_and_moves_no_alias(champion, cfg, monkeypatch):
+    """Fail closed: "could not read the champion" is not "there is no champion"."""
+    outputs = run_chain(cfg)  # version 2, as good as the champion
+    for read in ("get_registered_model", "get_model_version_by_alias"):
+        monkeypatch.setattr(MlflowClient, read, unavailable_to_the_gate(getattr(MlflowClient, read)))
+    with pytest.raises(MlflowException, match="503"), mlflow.start_run():
+        evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
+    monkeypatch.undo()
+    assert aliases() == {"champion": "1"}
+    assert "gate.outcome" not in MlflowClient().get_model_version("iris-classifier", "2").tags
+
+
+def test_only_a_missing_model_or_alias_means_no_champion(champion, monkeypatch):
+    client = MlflowClient()
+    assert str(common.alias_version(client, "iris-classifier", "champion").version) == "1"
+    assert common.alias_version(client, "iris-classifier", "challenger") is None
+    assert common.alias_version(client, "no-such-model", "champion") is None
+    monkeypatch.setattr(MlflowClient, "get_registered_model", registry_unavailable)
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", registry_unavailable)
+    with pytest.raises(MlflowException, match="503"):
+        common.alias_version(client, "iris-classifier", "champion")

@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from steps import common, evaluate
-from tests.factories import CHAMPION_OUTPUTS, EXPERIMENT, copy_store, new_store, run_chain, venv_env
+from tests.champion_store import OUTPUTS
+from tests.factories import EXPERIMENT, copy_store, new_store, run_chain, venv_env
 from tests.helpers import free_port, stop, wait_for_http
 
 # One worker runs this module: its tests share the two servers (module-scoped).
@@ -55,7 +56,7 @@ def build_champion(root: Path, empty_store: Path, overrides) -> tuple[str, objec
 def copied_champion(root: Path, template: Path) -> tuple[str, object]:
     """The default pipeline's champion (a copy of the session's store); (URI, estimator)."""
     uri = copy_store(template, root)
-    model_uri = json.loads((template / CHAMPION_OUTPUTS).read_text())["model_uri"]
+    model_uri = json.loads((template / OUTPUTS).read_text())["model_uri"]
     mlflow.set_tracking_uri(uri)
     try:
         return uri, mlflow.sklearn.load_model(model_uri)

@@ -1,0 +1,67 @@
+"""The session's champion store: a tracking store in which ``python -m steps.main`` ran
+with the default config, so that version 1 of ``iris-classifier`` is registered,
+validated and champion, with four real step runs and their cache records.
+
+Built once per test session, in the background as soon as a worker sees a test that
+needs it (``python -m tests.champion_store DIR``), under a file lock: one process
+builds it, everyone else waits for it. Tests get copies (``factories.copy_store``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from steps import common
+from steps.locks import file_lock
+
+NAME = "champion-store"
+OUTPUTS = "outputs.json"
+BUILD_TIMEOUT = 1800  # seconds; about 30 on a quiet machine
+
+
+def ensure(shared: Path) -> Path:
+    """The champion store under ``shared``, built now unless it already is."""
+    template = shared / NAME
+    with file_lock(shared / f"{NAME}.lock", wait=BUILD_TIMEOUT):
+        if not (template / OUTPUTS).exists():
+            build(template)
+    return template
+
+
+def build(template: Path) -> None:
+    from tests.factories import EXPERIMENT, new_store, pipeline_outputs, venv_env
+
+    shutil.rmtree(template, ignore_errors=True)
+    template.mkdir(parents=True)
+    uri = new_store(None, template)
+    result = subprocess.run(
+        [sys.executable, "-m", "steps.main"], cwd=template, capture_output=True, text=True,
+        timeout=BUILD_TIMEOUT,
+        env=venv_env(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
+                     PIPELINE_LOCK_DIR=str(template / "locks"), PYTHONPATH=str(common.PROJECT_DIR)),
+    )
+    if result.returncode != 0 or "promoted version 1 to champion" not in result.stdout:
+        raise RuntimeError(
+            f"the champion store could not be built (exit {result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    (template / OUTPUTS).write_text(json.dumps(pipeline_outputs(uri)))
+
+
+def start_in_background(shared: Path) -> subprocess.Popen:
+    """Build the store in another process; its output goes to ``champion-store-<pid>.log``."""
+    shared.mkdir(parents=True, exist_ok=True)
+    with open(shared / f"{NAME}-{os.getpid()}.log", "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.champion_store", str(shared)],
+            cwd=common.PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT,
+        )
+
+
+if __name__ == "__main__":
+    ensure(Path(sys.argv[1]))

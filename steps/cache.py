@@ -4,8 +4,10 @@ A step's key is the SHA-256 of its components:
 
 - ``params``: the MLproject parameters it is given (canonical JSON);
 - ``config``: the resolved config sections it reads (``STEP_CONFIG``);
-- ``code``: the bytes of the project files it runs (``STEP_CODE``), uncommitted
-  edits included, and its entry point's definition in ``MLproject``;
+- ``code``: the bytes of the project files it runs, uncommitted edits included
+  (the module its ``MLproject`` command starts and every project module that
+  one imports, directly or not, found by reading their imports), and its entry
+  point's definition in ``MLproject``;
 - ``inputs``: the keys of the upstream steps whose outputs it consumes;
 - ``data``: the data digest (``train`` only);
 - ``packages``: the versions of the packages the pipeline depends on.
@@ -19,26 +21,17 @@ reason names the components that differ from the step's previous finished run.
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from steps import common
 from steps.lineage import files_digest, json_digest
 
-# Files every step runs, and the ones specific to each step. Of MLproject, only
-# the step's own entry point counts (adding an unrelated entry point is no reason
-# to retrain).
-COMMON_CODE = ("steps/__init__.py", "steps/common.py")
-STEP_CODE = {
-    "train": ("steps/train.py", "steps/data.py", "steps/dispatch_model.py", "steps/lineage.py"),
-    "serialize": ("steps/serialize.py", "steps/dispatch_model.py"),
-    "package_pyfunc": ("steps/package_pyfunc.py", "steps/dispatch_model.py", "steps/lineage.py"),
-    "evaluate": (
-        "steps/evaluate.py", "steps/dispatch_model.py", "steps/locks.py", "steps/report.py"
-    ),
-}
 # Config keys each step reads.
 STEP_CONFIG = {
     "train": ("data", "model"),
@@ -101,7 +94,7 @@ def step_key(
         "config": json_digest(config),
         "code": json_digest(
             {
-                "files": files_digest([*COMMON_CODE, *STEP_CODE[step]], root=CODE_ROOT),
+                "files": files_digest(step_code_files(step), root=CODE_ROOT),
                 "entry_point": entry_point_definition(step),
             }
         ),
@@ -119,6 +112,51 @@ def entry_point_definition(step: str) -> dict:
 
     project = yaml.safe_load((CODE_ROOT / "MLproject").read_text())
     return project["entry_points"][step]
+
+
+def step_code_files(step: str) -> list[str]:
+    """The project files ``step`` runs: the module its MLproject command starts
+    (``python -m <module>``) and every project module it imports."""
+    command = entry_point_definition(step)["command"]
+    found = re.search(r"python -m ([\w.]+)", command)
+    if found is None:
+        raise ValueError(f"MLproject entry point {step!r} does not start a module (python -m ...): {command}")
+    return imported_files(found.group(1))
+
+
+def imported_files(module: str, root: Path | None = None) -> list[str]:
+    """The source files (relative to ``root``) of ``module`` and of every project module
+    it imports, transitively: ``import`` statements anywhere in the file, function-local
+    ones included, and the ``__init__.py`` of each package on the way. Modules that are
+    not files under ``root`` (the standard library, installed packages) are left out.
+    """
+    root = root or CODE_ROOT
+    seen: set[str] = set()
+    pending = [module]
+    while pending:
+        name = pending.pop()
+        path = _module_file(name, root)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        parts = name.split(".")
+        pending.extend(".".join(parts[:depth]) for depth in range(1, len(parts)))
+        for node in ast.walk(ast.parse((root / path).read_text(), filename=path)):
+            if isinstance(node, ast.Import):
+                pending.extend(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # "from package import name": name may be a submodule or an attribute.
+                pending.append(node.module)
+                pending.extend(f"{node.module}.{alias.name}" for alias in node.names)
+    return sorted(seen)
+
+
+def _module_file(name: str, root: Path) -> str | None:
+    base = root.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate.relative_to(root).as_posix()
+    return None
 
 
 def parse_force(value: str) -> frozenset[str]:

@@ -70,6 +70,30 @@ def test_code_change_misses_the_step_that_runs_it(tmp_path, monkeypatch):
     assert all(after[s].key != key(s).key for s in common.STEPS)
 
 
+def test_a_module_a_step_imports_indirectly_is_part_of_its_code(tmp_path, monkeypatch):
+    """No list to keep: evaluate -> report -> a new helper module, imported inside a function."""
+    copy = tmp_path / "project"
+    shutil.copytree(common.PROJECT_DIR / "steps", copy / "steps")
+    shutil.copy(common.PROJECT_DIR / "MLproject", copy / "MLproject")
+    monkeypatch.setattr(cache, "CODE_ROOT", copy)
+    helper = copy / "steps" / "plot_style.py"
+    helper.write_text("DPI = 100\n")
+    with open(copy / "steps" / "report.py", "a") as handle:
+        handle.write("\n\ndef _style():\n    from steps import plot_style\n\n    return plot_style.DPI\n")
+    assert "steps/plot_style.py" in cache.step_code_files("evaluate")
+    before = {step: key(step) for step in common.STEPS}
+    helper.write_text("DPI = 200\n")
+    after = {step: key(step) for step in common.STEPS}
+    assert changed(before["evaluate"], after["evaluate"]) == ["code"]
+    assert all(before[s].key == after[s].key for s in ("train", "serialize", "package_pyfunc"))
+
+
+def test_code_files_are_the_project_modules_a_step_imports():
+    files = cache.step_code_files("serialize")
+    assert files == ["steps/__init__.py", "steps/common.py", "steps/dispatch_model.py", "steps/serialize.py"]
+    assert "steps/report.py" in cache.step_code_files("evaluate")
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("", set()), ("all", set(common.STEPS)), ("train, evaluate", {"train", "evaluate"})],

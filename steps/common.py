@@ -147,24 +147,34 @@ def log_config(cfg: DictConfig, overrides: Sequence[str], step: str) -> None:
     mlflow.set_tags({OVERRIDES_TAG: " ".join(overrides), STEP_TAG: step})
 
 
-def run_in_mlflow_run(body, expected_errors: tuple[type[BaseException], ...] = ()) -> None:
+class StepError(Exception):
+    """A refusal a step explains in one line: bad data, a bad parameter, a refused
+    artifact, a failed validation. Anything else is a bug and keeps its traceback."""
+
+
+def run_in_mlflow_run(body) -> None:
     """Run ``body()`` inside ``mlflow.start_run()`` (which resumes the run ``mlflow run`` made).
 
-    An expected error (bad data, a refused artifact, a failed validation) is
-    logged as one clear line, recorded on the run as tag ``pipeline.error`` for
-    ``main``'s summary, and ends the process with exit status 1 and the run FAILED;
-    anything else keeps its traceback.
+    A failure ends the process with exit status 1 and the run FAILED, its message
+    recorded as tag ``pipeline.error`` for ``main``'s summary. A :class:`StepError`,
+    or MLflow refusing an input (a URI that does not exist, a model that refuses to
+    load), is logged as one line; any other error with its traceback.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-    expected = (MlflowException, *expected_errors)
+    refusals = {ErrorCode.Name(INVALID_PARAMETER_VALUE), ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)}
     with mlflow.start_run():
         try:
             body()
-        except expected as err:
+        except Exception as err:
             message = getattr(err, "message", None) or str(err)
-            log.error("%s", message)
+            if isinstance(err, StepError) or (isinstance(err, MlflowException) and err.error_code in refusals):
+                log.error("%s", message)
+            else:
+                log.exception("%s: %s", type(err).__name__, message)
+                message = f"{type(err).__name__}: {message}"
             mlflow.set_tag(ERROR_TAG, message[:4000])
             raise SystemExit(1) from err
 

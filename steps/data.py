@@ -16,12 +16,12 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from steps.common import PROJECT_DIR
+from steps.common import PROJECT_DIR, StepError
 
 READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
 
 
-class DataError(ValueError):
+class DataError(StepError, ValueError):
     """The data cannot be used as configured; the message names the source and the problem."""
 
 

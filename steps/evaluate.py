@@ -76,7 +76,7 @@ NOT_REPROMOTED = "; not re-promoted"
 GATE_LOCK_WAIT = 600  # seconds; a gate decision takes a second or two
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(common.StepError):
     """The registered model did not pass every check."""
 
 
@@ -405,7 +405,7 @@ def run(
         registered = True
     except ValueError:
         if cfg.gate.enabled:
-            raise ValueError(
+            raise common.StepError(
                 f"the gate needs a registered version (models:/<name>/<version>), got {model_uri}; "
                 "set gate.enabled=false to validate an unregistered model"
             ) from None
@@ -504,7 +504,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     common.configure_tracking()
     common.run_in_mlflow_run(
         lambda: run(args.model_uri, args.reference_model_uri, args.holdout_uri, cfg, args.overrides),
-        expected_errors=(ValidationFailed, ValueError),
     )
 
 

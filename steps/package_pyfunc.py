@@ -90,13 +90,13 @@ def feature_columns(estimator, frame: pd.DataFrame, source: str) -> list[str]:
     """The estimator's fit-time feature names, checked against ``frame``."""
     names = getattr(estimator, "feature_names_in_", None)
     if names is None:
-        raise ValueError(
+        raise common.StepError(
             f"{type(estimator).__name__} was fitted without feature names; "
             "fit it on a DataFrame so the model gets a column-based signature."
         )
     missing = [name for name in names if name not in frame.columns]
     if missing:
-        raise ValueError(f"Example data {source} lacks feature column(s) {missing}")
+        raise common.StepError(f"Example data {source} lacks feature column(s) {missing}")
     return list(names)
 
 
@@ -163,7 +163,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     common.configure_tracking()
     common.run_in_mlflow_run(
         lambda: run(args.joblib_uri, args.joblib_sha256, args.example_uri, cfg, args.overrides),
-        expected_errors=(ValueError,),
     )
 
 

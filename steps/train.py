@@ -33,7 +33,7 @@ from steps.lineage import MODEL_PACKAGES, pinned_requirements
 log = logging.getLogger(__name__)
 
 
-class FitError(ValueError):
+class FitError(common.StepError, ValueError):
     """The configured estimator refused its parameters or the data."""
 
 
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     common.configure_logging()
     common.configure_tracking()
     common.run_in_mlflow_run(
-        lambda: run(cfg, args.overrides, args.data_digest), expected_errors=(data.DataError, FitError)
+        lambda: run(cfg, args.overrides, args.data_digest)
     )
 
 

@@ -153,7 +153,7 @@ def test_unregistered_model_is_validated_without_gate(cfg):
     # Its metrics are linked to the logged model as well.
     model_id = outputs["pyfunc_model_uri"].removeprefix("models:/")
     assert {m.key for m in mlflow.get_logged_model(model_id).metrics} >= {"accuracy", "log_loss"}
-    with pytest.raises(ValueError, match="the gate needs a registered version"), mlflow.start_run():
+    with pytest.raises(common.StepError, match="the gate needs a registered version"), mlflow.start_run():
         evaluate.run(outputs["pyfunc_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
 
 

@@ -1,0 +1,53 @@
+"""How a step process ends when its body fails: a refusal in one line, a bug with its traceback."""
+
+from __future__ import annotations
+
+import logging
+
+import mlflow
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
+
+from steps import common
+
+
+def fail_with(error):
+    def body():
+        raise error
+
+    return body
+
+
+def ended(body, caplog) -> tuple[logging.LogRecord, dict]:
+    """Run ``body`` as a step does; the error it logged and its run's tags."""
+    caplog.set_level(logging.ERROR, logger="steps.common")
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_in_mlflow_run(body)
+    assert exit_info.value.code == 1
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "FAILED"
+    (record,) = [r for r in caplog.records if r.name == "steps.common"]
+    return record, run.data.tags
+
+
+@pytest.mark.parametrize(
+    "error",
+    [common.StepError("data file /x.csv: column 'y' is missing"),
+     MlflowException("Refusing to load estimator.joblib: digest differs", INVALID_PARAMETER_VALUE)],
+)
+def test_a_refusal_is_one_line_and_recorded(error, caplog):
+    record, tags = ended(fail_with(error), caplog)
+    assert record.exc_info is None
+    assert tags[common.ERROR_TAG] == (getattr(error, "message", None) or str(error))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [KeyError("holdout_uri"), ValueError("operands could not be broadcast"),
+     MlflowException("API request failed with error code 503", TEMPORARILY_UNAVAILABLE)],
+)
+def test_anything_else_keeps_its_traceback_and_is_recorded(error, caplog):
+    record, tags = ended(fail_with(error), caplog)
+    assert record.exc_info is not None and record.exc_info[1] is error
+    assert tags[common.ERROR_TAG].startswith(type(error).__name__ + ": ")

@@ -3,7 +3,7 @@
 A step's key is the SHA-256 of its components:
 
 - ``params``: the MLproject parameters it is given (canonical JSON);
-- ``config``: the resolved config sections it reads (``STEP_CONFIG``);
+- ``config``: the resolved config sections it reads (``pipeline.graph``);
 - ``code``: the bytes of the project files it runs, uncommitted edits included
   (the module its ``MLproject`` command starts and every project module that
   one imports, directly or not, found by reading their imports), and its entry
@@ -29,23 +29,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import graph
 from steps import common
 from steps.lineage import files_digest, json_digest
-
-# Config keys each step reads.
-STEP_CONFIG = {
-    "train": ("data", "model"),
-    "serialize": (),
-    "package_pyfunc": ("registry",),
-    "evaluate": ("data.target", "validation", "registry", "gate"),
-}
-# Upstream steps whose outputs each step consumes.
-STEP_INPUTS = {
-    "train": (),
-    "serialize": ("train",),
-    "package_pyfunc": ("serialize", "train"),
-    "evaluate": ("package_pyfunc", "train"),
-}
 
 CODE_ROOT = common.PROJECT_DIR
 CACHE_KEY_TAG = "pipeline.cache_key"
@@ -85,10 +71,11 @@ def step_key(
         section: OmegaConf.to_container(OmegaConf.select(cfg, section), resolve=True)
         if OmegaConf.is_config(OmegaConf.select(cfg, section))
         else OmegaConf.select(cfg, section)
-        for section in STEP_CONFIG[step]
+        for section in graph.BY_NAME[step].config
     }
     # The data digest that main passes to train is the "data" component, not a param.
-    own_params = {name: value for name, value in params.items() if name != "data_digest"}
+    given = [name for name, keys in graph.BY_NAME[step].params.items() if keys == (graph.DATA_DIGEST,)]
+    own_params = {name: value for name, value in params.items() if name not in given}
     components = {
         "params": json_digest(own_params),
         "config": json_digest(config),
@@ -98,7 +85,7 @@ def step_key(
                 "entry_point": entry_point_definition(step),
             }
         ),
-        "inputs": json_digest({name: upstream_keys[name] for name in STEP_INPUTS[step]}),
+        "inputs": json_digest({name: upstream_keys[name] for name in graph.upstream(step)}),
         "packages": json_digest(dict(packages)),
     }
     if step == "train":
@@ -163,10 +150,10 @@ def parse_force(value: str) -> frozenset[str]:
     """``""`` -> none, ``"all"`` -> every step, ``"train,evaluate"`` -> those steps."""
     names = {name.strip() for name in value.split(",") if name.strip()}
     if "all" in names:
-        return frozenset(common.STEPS)
-    unknown = sorted(names - set(common.STEPS))
+        return frozenset(graph.NAMES)
+    unknown = sorted(names - set(graph.NAMES))
     if unknown:
-        raise ValueError(f"force: unknown step(s) {unknown}; use 'all' or any of {', '.join(common.STEPS)}")
+        raise ValueError(f"force: unknown step(s) {unknown}; use 'all' or any of {', '.join(graph.NAMES)}")
     return frozenset(names)
 
 

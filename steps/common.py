@@ -24,9 +24,6 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = PROJECT_DIR / "conf"
 CONFIG_NAME = "config"
 
-# The pipeline's steps, in order; each is an MLproject entry point and a module steps/<name>.py.
-STEPS = ("train", "serialize", "package_pyfunc", "evaluate")
-
 # Names under which steps log artifacts; one place so that producer and consumer agree.
 TRAIN_DATA_ARTIFACT = "data/train.parquet"
 HOLDOUT_ARTIFACT = "data/holdout.parquet"

@@ -26,42 +26,16 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import graph
 from steps import cache, common
 from steps.lineage import git_state, package_versions
 
 log = logging.getLogger(__name__)
-
-StepParams = Callable[[dict[str, str]], dict[str, str]]
-
-# Each step (in common.STEPS order), and how its MLproject parameters come from
-# the outputs gathered so far.
-PIPELINE: tuple[tuple[str, StepParams], ...] = (
-    ("train", lambda out: {"data_digest": out["data_digest"]}),
-    ("serialize", lambda out: {"model_uri": out["model_uri"]}),
-    (
-        "package_pyfunc",
-        lambda out: {
-            "joblib_uri": out["joblib_uri"],
-            "joblib_sha256": out["joblib_sha256"],
-            "example_uri": out["holdout_uri"],
-        },
-    ),
-    (
-        "evaluate",
-        lambda out: {
-            # The registered version; with registry.register=false, the logged model.
-            "model_uri": out.get("registered_model_uri") or out["pyfunc_model_uri"],
-            "reference_model_uri": out["model_uri"],
-            "holdout_uri": out["holdout_uri"],
-        },
-    ),
-)
-
 
 @dataclass
 class StepResult:
@@ -86,7 +60,7 @@ class PipelineSummary:
 
     @property
     def succeeded(self) -> bool:
-        return len(self.steps) == len(PIPELINE) and all(
+        return len(self.steps) == len(graph.STEPS) and all(
             s.status in ("FINISHED", "CACHED") for s in self.steps
         )
 
@@ -151,10 +125,10 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
     import mlflow
 
     experiment_id = mlflow.active_run().info.experiment_id
-    outputs: dict[str, str] = {"data_digest": ctx.data_digest}
+    outputs: dict[str, str] = {graph.DATA_DIGEST: ctx.data_digest}
     keys: dict[str, str] = {}
-    for step, params_from in PIPELINE:
-        params = params_from(outputs)
+    for step in graph.NAMES:
+        params = graph.params_for(step, outputs)
         key = cache.step_key(
             step, params, ctx.cfg, keys, ctx.packages, ctx.data_digest if step == "train" else None
         )

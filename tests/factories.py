@@ -15,6 +15,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from pipeline import graph
 from steps import common, data, package_pyfunc, serialize, train
 
 EXPERIMENT = "tests"
@@ -76,7 +77,7 @@ def pipeline_outputs(uri: str) -> dict[str, str]:
         order_by=["attributes.start_time DESC"],
     )
     outputs = {"pipeline_run_id": parent.info.run_id}
-    for step in common.STEPS:
+    for step in graph.NAMES:
         run_id = parent.data.tags[f"pipeline.step.{step}.run_id"]
         tags = client.get_run(run_id).data.tags
         outputs[f"{step}_run_id"] = run_id

@@ -7,6 +7,7 @@ import shutil
 import mlflow
 import pytest
 
+from pipeline import graph
 from steps import cache, common
 
 PACKAGES = {"mlflow": "3.17.2", "scikit-learn": "1.9.1"}
@@ -22,7 +23,7 @@ def changed(a, b):
     return sorted(n for n in a.components if a.components[n] != b.components.get(n))
 
 
-@pytest.mark.parametrize("step", common.STEPS)
+@pytest.mark.parametrize("step", graph.NAMES)
 def test_key_is_stable(step):
     assert key(step).key == key(step).key
 
@@ -52,22 +53,22 @@ def test_code_change_misses_the_step_that_runs_it(tmp_path, monkeypatch):
     shutil.copytree(common.PROJECT_DIR / "steps", copy / "steps")
     shutil.copy(common.PROJECT_DIR / "MLproject", copy / "MLproject")
     monkeypatch.setattr(cache, "CODE_ROOT", copy)
-    before = {step: key(step) for step in common.STEPS}
+    before = {step: key(step) for step in graph.NAMES}
     with open(copy / "steps" / "serialize.py", "a") as handle:
         handle.write("\n# an uncommitted edit\n")
-    after = {step: key(step) for step in common.STEPS}
+    after = {step: key(step) for step in graph.NAMES}
     assert changed(before["serialize"], after["serialize"]) == ["code"]
     assert before["train"].key == after["train"].key
     with open(copy / "MLproject", "a") as handle:  # a new entry point changes no step
         handle.write("\n  report:\n    command: \"python -m report\"\n")
-    assert all(after[s].key == key(s).key for s in common.STEPS)
+    assert all(after[s].key == key(s).key for s in graph.NAMES)
     project = (copy / "MLproject").read_text()
     (copy / "MLproject").write_text(project.replace("python -m steps.evaluate", "python -m steps.evaluate -v"))
     assert changed(after["evaluate"], key("evaluate")) == ["code"]
     assert after["train"].key == key("train").key
     with open(copy / "steps" / "common.py", "a") as handle:
         handle.write("\n# shared code changed\n")
-    assert all(after[s].key != key(s).key for s in common.STEPS)
+    assert all(after[s].key != key(s).key for s in graph.NAMES)
 
 
 def test_a_module_a_step_imports_indirectly_is_part_of_its_code(tmp_path, monkeypatch):
@@ -81,9 +82,9 @@ def test_a_module_a_step_imports_indirectly_is_part_of_its_code(tmp_path, monkey
     with open(copy / "steps" / "report.py", "a") as handle:
         handle.write("\n\ndef _style():\n    from steps import plot_style\n\n    return plot_style.DPI\n")
     assert "steps/plot_style.py" in cache.step_code_files("evaluate")
-    before = {step: key(step) for step in common.STEPS}
+    before = {step: key(step) for step in graph.NAMES}
     helper.write_text("DPI = 200\n")
-    after = {step: key(step) for step in common.STEPS}
+    after = {step: key(step) for step in graph.NAMES}
     assert changed(before["evaluate"], after["evaluate"]) == ["code"]
     assert all(before[s].key == after[s].key for s in ("train", "serialize", "package_pyfunc"))
 
@@ -96,7 +97,7 @@ def test_code_files_are_the_project_modules_a_step_imports():
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("", set()), ("all", set(common.STEPS)), ("train, evaluate", {"train", "evaluate"})],
+    [("", set()), ("all", set(graph.NAMES)), ("train, evaluate", {"train", "evaluate"})],
 )
 def test_parse_force(value, expected):
     assert cache.parse_force(value) == expected

@@ -16,13 +16,13 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
+from pipeline import graph
 from steps import common
-from steps.main import PIPELINE
 from tests.factories import mlflow_run
 
 pytestmark = pytest.mark.slow
 
-STEP_NAMES = [name for name, _ in PIPELINE]
+STEP_NAMES = list(graph.NAMES)
 
 
 def runs_by_entry_point() -> dict[str, list]:
@@ -49,6 +49,7 @@ def test_pipeline_registers_the_tutorial_model_as_champion(project_env, tmp_path
 
     # URIs flow from one step to the next as parameters.
     out = {name: common.read_outputs(run.info.run_id) for name, run in children.items()}
+    assert all(set(out[name]) <= set(graph.BY_NAME[name].outputs) for name in out), out
     assert children["serialize"].data.params["model_uri"] == out["train"]["model_uri"]
     assert children["package_pyfunc"].data.params["joblib_uri"] == out["serialize"]["joblib_uri"]
     assert children["evaluate"].data.params["model_uri"] == out["package_pyfunc"]["registered_model_uri"]

@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ops import make_batch, reproduce, retrain
+from pipeline import graph
 from steps import locks
 from steps import common
 from steps.dispatch_model import sha256_file
@@ -50,7 +51,7 @@ def step_states(parent) -> dict[str, tuple[str, str]]:
     tags = parent.data.tags
     return {
         s: (tags.get(f"pipeline.step.{s}.status", "NOT RUN"), tags.get(f"pipeline.step.{s}.reason", ""))
-        for s in common.STEPS
+        for s in graph.NAMES
     }
 
 
@@ -107,7 +108,7 @@ def test_cache_force_config_and_data_changes(project_env, tmp_path):
     assert v2.tags["lineage.pipeline_run_id"] == parent_runs()[0].info.run_id
     assert v2.tags["lineage.git_commit"] and v2.tags["lineage.git_dirty"] in {"true", "false"}
     assert "scikit-learn" in v2.tags["lineage.packages"] and "newton-cg" in v2.tags["lineage.config"]
-    for step in common.STEPS[:3]:
+    for step in graph.NAMES[:3]:
         assert mlflow.get_run(v2.tags[f"lineage.{step}_run_id"]).info.status == "FINISHED"
     assert pd.read_csv(batch).shape[0] == 180
     assert reproduce.reproduce(MODEL, "2") == {
@@ -163,7 +164,7 @@ def test_killed_step_fails_the_run_and_the_next_run_resumes(project_env, tmp_pat
     resumed = run_retrain(project_env, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     states = step_states(parent_runs()[0])
-    assert [states[s][0] for s in common.STEPS] == ["CACHED", "CACHED", "FINISHED", "FINISHED"]
+    assert [states[s][0] for s in graph.NAMES] == ["CACHED", "CACHED", "FINISHED", "FINISHED"]
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert champion.tags[common.VALIDATION_STATUS_TAG] == "passed"
 

@@ -12,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
+from pipeline import graph
 from steps import common, sweep
 from tests.factories import mlflow_run
 
@@ -216,7 +217,7 @@ def test_scheduled_sweep_reruns_nothing_when_nothing_changed(project_env, tmp_pa
     )
     assert len(sweeps) == 2
     # The gated rerun of the best job's pipeline is all cache hits too (not just the jobs).
-    assert {sweeps[0].data.tags[f"pipeline.step.{step}.cache"] for step in common.STEPS} == {"hit"}
+    assert {sweeps[0].data.tags[f"pipeline.step.{step}.cache"] for step in graph.NAMES} == {"hit"}
     assert sweeps[0].data.tags["pipeline.outcome"].endswith("nothing changed: every step cached; champion is version "
                                                             + sweeps[0].data.tags["registered_model_version"])
     jobs = [run for run in children(sweeps[0].info.run_id) if run.data.tags.get(common.STEP_TAG) == "sweep_job"]

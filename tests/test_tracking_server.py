@@ -14,6 +14,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from pipeline import graph
 from steps import common
 from tests.helpers import free_port, stop, wait_for_http, wait_until
 
@@ -110,7 +111,7 @@ def test_four_pipelines_at_once(tracking_server, project_env, tmp_path):
     by_step = {}
     for run in runs:
         by_step.setdefault(run.data.tags.get(common.STEP_TAG), []).append(run)
-    assert {step: len(found) for step, found in by_step.items()} == {s: 4 for s in ("main", *common.STEPS)}
+    assert {step: len(found) for step, found in by_step.items()} == {s: 4 for s in ("main", *graph.NAMES)}
     assert all(run.info.status == "FINISHED" for run in runs)
 
     versions = client.search_model_versions(f"name='{MODEL}'")

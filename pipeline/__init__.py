@@ -1,0 +1,1 @@
+"""Orchestration: how the four steps in ``steps/`` are chained, cached and recorded."""

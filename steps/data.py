@@ -62,14 +62,16 @@ def source_path(data_cfg: DictConfig) -> Path | None:
 
 def data_digest(data_cfg: DictConfig) -> str:
     """Content digest of the data: SHA-256 of the file, or of the loader config for built-in data."""
-    from steps.dispatch_model import sha256_file
+    import hashlib
+
     from steps.lineage import json_digest
 
     path = source_path(data_cfg)
     if path is not None:
         if not path.is_file():
             raise DataError(f"Data file {path} does not exist")
-        return sha256_file(path)
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
     loader = OmegaConf.to_container(data_cfg.loader, resolve=True)
     return json_digest(loader)
 

@@ -37,11 +37,8 @@ DIGEST_CONFIG_KEY = "estimator_sha256"
 
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def load_verified_estimator(path: str | Path, expected_sha256: str | None):

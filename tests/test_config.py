@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from sklearn.linear_model import LogisticRegression
 
 from steps import common
@@ -74,7 +77,17 @@ def test_every_config_composes_and_instantiates(option, tmp_path):
         if path.endswith(("steps.0.1", "steps.1.1")):
             continue  # built as part of their Pipeline, below
         built = instantiate(node)
-        assert built is not None, path
+        module, name = node._target_.rsplit(".", 1)
+        target = getattr(importlib.import_module(module), name)
+        if not isinstance(target, type):  # a data loader: it gave rows
+            assert isinstance(built, pd.DataFrame) and len(built) > 0, path
+            continue
+        assert isinstance(built, target), path
+        if hasattr(built, "get_params"):  # the config's arguments reached the estimator
+            params = built.get_params(deep=False)
+            for key, value in node.items():
+                if not key.startswith("_") and not OmegaConf.is_config(value):
+                    assert params[key] == value, (path, key)
 
 
 @pytest.mark.parametrize("name", MODEL_CONFIGS)

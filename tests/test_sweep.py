@@ -135,8 +135,9 @@ def children(run_id: str) -> list:
 
 
 @pytest.mark.slow
-def test_sweep_through_mlflow_run(project_env, tmp_path):
-    """Six jobs: two good ones, one that fails at training, three that cannot be composed."""
+def test_sweep_through_mlflow_run_then_from_the_scheduler_unchanged(project_env, tmp_path):
+    """Six jobs: two good ones, one that fails at training, three that cannot be composed;
+    then the same sweep again through ops.retrain, which reruns no good job."""
     result = mlflow_run(project_env, tmp_path, "-m model=logistic_regression,random_forest model.C=-1,0.5,10")
     assert result.returncode == 0, result.stderr[-4000:]
 
@@ -198,33 +199,29 @@ def test_sweep_through_mlflow_run(project_env, tmp_path):
              and common.read_outputs(run.info.run_id).get("gate_outcome") in ("promoted", "challenger")]
     assert [run.data.tags["mlflow.parentRunId"] for run in gated] == [sweep_run.info.run_id]
 
-
-@pytest.mark.slow
-def test_scheduled_sweep_reruns_nothing_when_nothing_changed(project_env, tmp_path):
-    def retrain():
-        return subprocess.run(
-            [sys.executable, "-m", "ops.retrain", "-m", "model=logistic_regression", "model.C=0.5,10"],
-            cwd=common.PROJECT_DIR, env=project_env, capture_output=True, text=True, timeout=900,
-        )
-
-    first = retrain()
-    assert first.returncode == 0, first.stderr[-4000:]
-    second = retrain()
-    assert second.returncode == 0, second.stderr[-4000:]
-    sweeps = mlflow.search_runs(
+    # The same sweep from the scheduler command, nothing changed: no good job trains
+    # again, the best job's gated rerun is all cache hits, no version is added.
+    again = subprocess.run(
+        [sys.executable, "-m", "ops.retrain", "-m", "model=logistic_regression,random_forest", "model.C=-1,0.5,10"],
+        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(common.PROJECT_DIR)},
+        capture_output=True, text=True, timeout=900,
+    )
+    assert again.returncode == 0, again.stderr[-4000:]
+    latest, first = mlflow.search_runs(
         search_all_experiments=True, filter_string="tags.`pipeline.step` = 'sweep'",
         order_by=["attributes.start_time DESC"], output_format="list",
     )
-    assert len(sweeps) == 2
-    # The gated rerun of the best job's pipeline is all cache hits too (not just the jobs).
-    assert {sweeps[0].data.tags[f"pipeline.step.{step}.cache"] for step in graph.NAMES} == {"hit"}
-    assert sweeps[0].data.tags["pipeline.outcome"].endswith("nothing changed: every step cached; champion is version "
-                                                            + sweeps[0].data.tags["registered_model_version"])
-    jobs = [run for run in children(sweeps[0].info.run_id) if run.data.tags.get(common.STEP_TAG) == "sweep_job"]
-    assert len(jobs) == 2
-    for job in jobs:
-        assert {job.data.tags[f"pipeline.step.{step}.cache"] for step in ("train", "evaluate")} == {"hit"}
-    assert len(MlflowClient().search_model_versions("name = 'iris-classifier'")) == 2
+    assert first.info.run_id == sweep_run.info.run_id
+    assert {latest.data.tags[f"pipeline.step.{step}.cache"] for step in graph.NAMES} == {"hit"}
+    assert latest.data.tags["pipeline.outcome"].endswith(
+        "nothing changed: every step cached; champion is version " + latest.data.tags["registered_model_version"])
+    rerun = [run for run in children(latest.info.run_id) if run.data.tags.get(common.STEP_TAG) == "sweep_job"
+             and run.info.status == "FINISHED"]
+    assert sorted(run.data.tags["sweep.overrides"] for run in rerun) == [
+        "model=logistic_regression model.C=0.5", "model=logistic_regression model.C=10"]
+    for job in rerun:
+        assert {job.data.tags[f"pipeline.step.{step}.cache"] for step in graph.NAMES} == {"hit"}
+    assert len(client.search_model_versions("name = 'iris-classifier'")) == 2
 
 
 @pytest.mark.slow

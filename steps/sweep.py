@@ -97,10 +97,8 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     """The pipeline for one job's overrides as a nested run of the sweep run; its result."""
     import mlflow
 
+    from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
     from steps import cache
-    from steps.data import data_digest
-    from steps.lineage import package_versions
-    from steps.main import PipelineContext, PipelineSummary, env_manager_of, run_pipeline
 
     # Inherited from `mlflow run` in a launcher's worker, where it names the sweep run.
     os.environ.pop("MLFLOW_RUN_ID", None)
@@ -128,14 +126,7 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
         summary = PipelineSummary(run_id=job_run.info.run_id)
         error = ""
         try:
-            ctx = PipelineContext(
-                cfg=job_cfg,
-                overrides=step_overrides,
-                force=cache.parse_force(cfg.sweep.force or ""),
-                env_manager=env_manager_of(sweep_run),
-                data_digest=data_digest(job_cfg.data),
-                packages=package_versions(),
-            )
+            ctx = PipelineContext.create(job_cfg, step_overrides, cache.parse_force(cfg.sweep.force or ""), sweep_run)
             run_pipeline(ctx, summary)
         except Exception as err:  # anything a job raises fails that job alone
             error = f"{type(err).__name__}: {err}"
@@ -280,10 +271,8 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
     from hydra.errors import MissingConfigException
 
     from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
+    from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
     from steps import cache
-    from steps.data import data_digest
-    from steps.lineage import package_versions
-    from steps.main import PipelineContext, PipelineSummary, env_manager_of, run_pipeline
 
     jobs = [job for batch in expand(arguments) for job in batch]
     expected = [job_overrides(job) for job in jobs]
@@ -345,14 +334,8 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
         cfg = common.compose_config(best_overrides)
         summary = PipelineSummary(run_id=run_id)
         run_pipeline(
-            PipelineContext(
-                cfg=cfg,
-                overrides=best_overrides,
-                force=frozenset(s for s in cache.parse_force(force) if s == "evaluate"),
-                env_manager=env_manager_of(mlflow.get_run(run_id)),
-                data_digest=data_digest(cfg.data),
-                packages=package_versions(),
-            ),
+            PipelineContext.create(cfg, best_overrides, frozenset(s for s in cache.parse_force(force) if s == "evaluate"),
+                                   mlflow.get_run(run_id)),
             summary,
         )
         client = MlflowClient()

@@ -67,7 +67,7 @@ def test_version_offering_fewer_methods_than_the_champion_is_not_promoted():
 
 
 def test_cached_decision_holds_only_while_the_champion_is_unchanged(champion, cfg):
-    from steps.main import _decision_still_holds
+    from pipeline.run import _decision_still_holds
 
     holds = _decision_still_holds(cfg)
     assert holds({"gate_outcome": "promoted", "champion_version": "1"}) is None

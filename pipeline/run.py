@@ -1,0 +1,308 @@
+"""Running the step graph once: each step reused from the cache or run as a child
+MLflow run of the active run, outputs handed on as parameters, the summary filled in.
+
+Used by the ``main`` entry point (``steps/main.py``) and by each sweep job and the
+sweep's gated rerun (``steps/sweep.py``); it imports neither.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import graph
+from steps import cache, common
+from steps.lineage import git_state, package_versions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepResult:
+    step: str
+    run_id: str | None = None
+    seconds: float = 0.0
+    status: str = "NOT RUN"  # FINISHED, CACHED, FAILED
+    cache: str = ""  # hit or miss
+    reason: str = ""
+    error: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineSummary:
+    run_id: str
+    steps: list[StepResult] = field(default_factory=list)
+    registered_model_version: str | None = None
+    validation_status: str = "not run"
+    gate_outcome: str | None = None
+    champion_version: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return len(self.steps) == len(graph.STEPS) and all(
+            s.status in ("FINISHED", "CACHED") for s in self.steps
+        )
+
+    @property
+    def outcome(self) -> str:
+        failed = [s for s in self.steps if s.status == "FAILED"]
+        if failed:
+            return f"failed at step {failed[0].step}: {failed[0].error}"
+        if not self.succeeded:
+            return "failed before " + (f"step {self.steps[-1].step} finished" if self.steps else "any step ran")
+        if all(s.status == "CACHED" for s in self.steps):
+            return f"nothing changed: every step cached; champion is version {self.champion_version}"
+        if self.gate_outcome == "promoted":
+            return f"promoted version {self.registered_model_version} to champion"
+        if self.gate_outcome == "not gated":
+            version = self.registered_model_version
+            return f"validated {f'version {version}' if version else 'the model (not registered)'}; not gated"
+        return (
+            f"kept champion version {self.champion_version}; "
+            f"version {self.registered_model_version} is {self.gate_outcome}"
+        )
+
+    def render(self) -> str:
+        lines = [f"pipeline run {self.run_id}"]
+        for step in self.steps:
+            lines.append(
+                f"  {step.step:<15} {step.status:<9} {step.seconds:6.1f}s  run {step.run_id or '-'}"
+                f"  {step.cache} ({step.reason})"
+            )
+        lines.append(f"  registered version: {self.registered_model_version or '-'}")
+        lines.append(f"  validation: {self.validation_status}")
+        lines.append(f"  outcome: {self.outcome}")
+        return "\n".join(lines)
+
+
+def env_manager_of(run) -> str:
+    """The env manager ``mlflow run`` used for ``run``; ``local`` when it left no tag.
+
+    MLflow tags a project run ``mlflow.project.env`` for conda, virtualenv, uv and
+    docker, and sets no tag for ``--env-manager local``.
+    """
+    from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_ENV
+
+    return run.data.tags.get(MLFLOW_PROJECT_ENV, "local")
+
+
+@dataclass
+class PipelineContext:
+    cfg: DictConfig
+    overrides: Sequence[str]
+    force: frozenset[str]
+    env_manager: str
+    data_digest: str
+    packages: Mapping[str, str]
+
+    @classmethod
+    def create(cls, cfg: DictConfig, overrides: Sequence[str], force: frozenset[str], env_run,
+               data_digest: str | None = None) -> "PipelineContext":
+        """The context for one pipeline: steps run under ``env_run``'s env manager; the data
+        digest is computed here unless given (main computes it before any run starts)."""
+        from steps.data import data_digest as compute_digest
+
+        return cls(
+            cfg=cfg, overrides=list(overrides), force=force, env_manager=env_manager_of(env_run),
+            data_digest=data_digest if data_digest is not None else compute_digest(cfg.data),
+            packages=package_versions(),
+        )
+
+
+def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
+    """Run or reuse the four steps as child runs of the active run, filling ``summary``.
+
+    Stops at the first failing step; ``summary.succeeded`` then is false.
+    """
+    import mlflow
+
+    experiment_id = mlflow.active_run().info.experiment_id
+    outputs: dict[str, str] = {graph.DATA_DIGEST: ctx.data_digest}
+    keys: dict[str, str] = {}
+    for step in graph.NAMES:
+        params = graph.params_for(step, outputs)
+        key = cache.step_key(
+            step, params, ctx.cfg, keys, ctx.packages, ctx.data_digest if step == "train" else None
+        )
+        found = cache.lookup(
+            key, experiment_id, forced=step in ctx.force,
+            still_valid=_decision_still_holds(ctx.cfg) if step == "evaluate" else None,
+        )
+        result = StepResult(step=step, cache="hit" if found.hit else "miss", reason=found.reason)
+        summary.steps.append(result)
+        log.info("step %s: cache %s (%s)", step, result.cache, result.reason)
+        started = time.monotonic()
+        if found.hit:
+            result.run_id, result.status = found.hit_run_id, "CACHED"
+        else:
+            try:
+                result.run_id = _run_step(step, params, ctx, experiment_id)
+            except StepNotStarted as err:
+                result.error = str(err)
+            result.status = "FINISHED" if result.run_id and _finished(result.run_id) else "FAILED"
+        result.seconds = time.monotonic() - started
+        if result.run_id:
+            result.outputs = common.read_outputs(result.run_id)
+            outputs.update(result.outputs)
+        summary.registered_model_version = outputs.get("registered_model_version")
+        summary.validation_status = outputs.get("validation_status", summary.validation_status)
+        if result.status == "FAILED":
+            result.error = result.error or _step_error(result.run_id)
+            _record_step(result)
+            return
+        registered = "registered_model_uri" in outputs
+        if step == "package_pyfunc" and result.status == "FINISHED" and registered:
+            # Lineage before the cache key: a reused version always carries it.
+            tag_lineage(outputs["registered_model_uri"], ctx, summary)
+        if step == "evaluate" and result.status == "FINISHED" and registered:
+            _tag_version(outputs["registered_model_uri"], {"lineage.evaluate_run_id": result.run_id})
+        if result.status == "FINISHED":
+            cache.record(result.run_id, key)
+        _record_step(result)
+        keys[step] = key.key
+    summary.gate_outcome = outputs.get("gate_outcome")
+    # Read the alias now rather than trusting a cached evaluate: a rollback may have moved it.
+    from mlflow import MlflowClient
+
+    champion = common.alias_version(
+        MlflowClient(), ctx.cfg.registry.model_name, ctx.cfg.registry.champion_alias
+    )
+    summary.champion_version = str(champion.version) if champion else None
+
+
+def _decision_still_holds(cfg: DictConfig):
+    """For a cached evaluate: why its gate decision no longer holds (the champion
+    it left in place has moved since, e.g. another pipeline or a rollback), or None."""
+    from mlflow import MlflowClient
+
+    def check(outputs: Mapping[str, str]) -> str | None:
+        if outputs.get("gate_outcome") not in ("promoted", "challenger"):
+            return None  # not gated: nothing about the champion to hold
+        current = common.alias_version(MlflowClient(), cfg.registry.model_name, cfg.registry.champion_alias)
+        now, then = (str(current.version) if current else ""), outputs.get("champion_version", "")
+        if now == then:
+            return None
+        return f"the champion is version {now or 'none'} now, {then or 'none'} when the cached decision was made"
+
+    return check
+
+
+class StepNotStarted(RuntimeError):
+    """A step was refused before its process started (e.g. its config cannot be built)."""
+
+
+def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experiment_id: str):
+    """Run one step as a child run; return its run id (None if MLflow could not start it)."""
+    import mlflow
+    from mlflow.exceptions import ExecutionException
+
+    if step == "train":
+        try:
+            _check_model_config(ctx.cfg)
+        except Exception as err:  # any error building the estimator is a config error
+            log.error("cannot build the estimator from config 'model': %s", err)
+            raise StepNotStarted(f"cannot build the estimator from config 'model': {err}") from err
+    try:
+        submitted = mlflow.projects.run(
+            uri=str(common.PROJECT_DIR),
+            entry_point=step,
+            parameters={**params, "hydra_options": " ".join(ctx.overrides)},
+            env_manager=ctx.env_manager,
+            experiment_id=experiment_id,
+            synchronous=True,
+        )
+        return submitted.run_id
+    except ExecutionException as err:
+        run_id = _last_child_run_id(step)
+        log.error("step %s failed (run %s): %s", step, run_id, err)
+        return run_id
+
+
+def _check_model_config(cfg: DictConfig) -> None:
+    """Build the estimator once, so a bad _target_ or argument fails before training."""
+    from hydra.utils import instantiate
+
+    instantiate(cfg.model)
+
+
+def _step_error(run_id: str | None) -> str:
+    """The error a failed step recorded (tag ``pipeline.error``), if any."""
+    import mlflow
+
+    if not run_id:
+        return "the step did not start"
+    return mlflow.get_run(run_id).data.tags.get(common.ERROR_TAG, "killed or crashed; see its log")
+
+
+def _finished(run_id: str) -> bool:
+    import mlflow
+
+    return mlflow.get_run(run_id).info.status == "FINISHED"
+
+
+def _record_step(result: StepResult) -> None:
+    import mlflow
+
+    prefix = f"pipeline.step.{result.step}."
+    mlflow.set_tags(
+        {
+            prefix + "cache": result.cache,
+            prefix + "reason": result.reason,
+            prefix + "run_id": result.run_id or "",
+            prefix + "status": result.status,
+            prefix + "error": result.error,
+        }
+    )
+
+
+def tag_lineage(model_uri: str, ctx: PipelineContext, summary: PipelineSummary) -> None:
+    """Write where a newly registered version came from on the version itself."""
+    commit, dirty = git_state()
+    runs = {f"lineage.{s.step}_run_id": s.run_id or "" for s in summary.steps}
+    tags = {
+        "lineage.git_commit": commit,
+        "lineage.git_dirty": str(dirty).lower(),
+        "lineage.data_digest": ctx.data_digest,
+        "lineage.overrides": " ".join(ctx.overrides),
+        "lineage.config": OmegaConf.to_yaml(ctx.cfg, resolve=True),
+        "lineage.pipeline_run_id": summary.run_id,
+        "lineage.packages": json.dumps(dict(ctx.packages), sort_keys=True),
+        **runs,
+    }
+    _tag_version(model_uri, tags)
+
+
+def _tag_version(model_uri: str, tags: Mapping[str, str]) -> None:
+    from mlflow import MlflowClient
+
+    name, model_version = common.parse_registered_uri(model_uri)
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, model_version, key, value)
+
+
+def _last_child_run_id(step: str) -> str | None:
+    """The newest child run of the active run for ``step`` (used when it failed)."""
+    import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_POINT
+
+    parent = mlflow.active_run().info
+    runs = mlflow.search_runs(
+        experiment_ids=[parent.experiment_id],
+        filter_string=(
+            f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.run_id}' "
+            f"and tags.`{MLFLOW_PROJECT_ENTRY_POINT}` = '{step}'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0].info.run_id if runs else None
+
+

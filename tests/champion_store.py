@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,19 @@ def start_in_background(shared: Path) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "tests.champion_store", str(shared)],
             cwd=common.PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop_background stops the pipeline too
         )
+
+
+def stop_background(process: subprocess.Popen) -> None:
+    """Stop a build still running when the session ends, with the pipeline it started."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 if __name__ == "__main__":

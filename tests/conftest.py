@@ -17,7 +17,6 @@ import pytest
 from steps import common
 from tests import champion_store
 from tests.factories import EXPERIMENT, copy_store, new_store, venv_env
-from tests.helpers import stop
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +42,7 @@ def champion_in_background(request, tmp_path_factory, worker_id):
         return
     process = champion_store.start_in_background(shared_dir(tmp_path_factory, worker_id))
     yield
-    stop(process)
+    champion_store.stop_background(process)
 
 
 @pytest.fixture(scope="session")

@@ -96,3 +96,31 @@ def cfg():
 def project_env(tracking_store: str) -> dict[str, str]:
     """Environment for a subprocess: the test's store, the venv's python first on PATH."""
     return venv_env()
+
+
+@pytest.fixture
+def health_server():
+    """A local HTTP server: ``/health`` answers ``state["status"]``, after stalling
+    ``state["delays"].pop(0)`` seconds while delays remain; ``state["requests"]``
+    counts the calls. Yields (base URL, state)."""
+    import http.server
+    import threading
+    import time
+
+    state = {"status": 200, "delays": [], "requests": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            state["requests"] += 1
+            if state["delays"]:
+                time.sleep(state["delays"].pop(0))
+            self.send_response(state["status"] if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", state
+    server.shutdown()

@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-import http.server
 import subprocess
-import threading
 import time
 
 import pytest
 
 from tests.helpers import wait_for_http, wait_until
-
-
-@pytest.fixture
-def http_server():
-    """A local server; ``state["delays"]`` are seconds to stall before each answer
-    (one per request, then none), ``state["status"]`` the status it answers with."""
-    state = {"delays": [], "status": 200, "requests": 0}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            state["requests"] += 1
-            if state["delays"]:
-                time.sleep(state["delays"].pop(0))
-            self.send_response(state["status"])
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/health", state
-    server.shutdown()
 
 
 @pytest.fixture
@@ -43,16 +18,18 @@ def running_process():
     process.wait()
 
 
-def test_a_server_slow_to_answer_is_waited_for(http_server, running_process, tmp_path):
+def test_a_server_slow_to_answer_is_waited_for(health_server, running_process, tmp_path):
     # Accepts at once but answers after 1.5 s, twice: a read timeout, not a refused connection.
-    url, state = http_server
+    base, state = health_server
+    url = f"{base}/health"
     state["delays"] = [1.5, 1.5]
     wait_for_http(running_process, url, tmp_path / "server.log", timeout=60)
     assert state["requests"] >= 2  # the first attempt timed out reading, and was retried
 
 
-def test_a_server_that_never_becomes_healthy_fails_with_its_log(http_server, running_process, tmp_path):
-    url, state = http_server
+def test_a_server_that_never_becomes_healthy_fails_with_its_log(health_server, running_process, tmp_path):
+    base, state = health_server
+    url = f"{base}/health"
     state["status"] = 503
     (tmp_path / "server.log").write_text("worker 1 booting\n")
     with pytest.raises(pytest.fail.Exception) as err:

@@ -62,28 +62,6 @@ def test_lock_is_per_tracking_store():
     assert locks.lock_path("http://x").parent == locks.lock_dir()
 
 
-@pytest.fixture
-def health_server():
-    """A local HTTP server whose /health answers with the status in ``state``."""
-    import http.server
-    import threading
-
-    state = {"status": 200}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(state["status"] if self.path == "/health" else 404)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", state
-    server.shutdown()
-
-
 def test_check_server_accepts_a_healthy_server_and_names_a_sick_one(health_server):
     uri, state = health_server
     retrain.check_server(uri, timeout=5)

@@ -1,5 +1,6 @@
 # `make run` and `make test` work from a fresh clone: they create .venv and install
-# the pinned dependencies once with uv (a few times faster than pip): `make run`
+# the pinned dependencies once with uv (faster than pip; it reads UV_* settings,
+# not pip.conf or PIP_*, and takes every package from PyPI): `make run`
 # what the pipeline needs (requirements.txt), `make test` the test tools as well
 # (requirements-dev.txt: pytest, pyspark, psycopg, ...), then run.
 PYTHON ?= python3
@@ -93,9 +94,13 @@ test-fast: $(TEST_STAMP)
 # The suite as a busy machine runs it: two busy loops keep both cores loaded, and
 # the tests run in a random order (pytest-randomly prints the seed; reuse it with
 # PYTEST_ARGS=--randomly-seed=N) to catch tests that depend on each other.
+# Each loop also ends by itself when this shell is gone (Ctrl-C included).
 test-stress: $(TEST_STAMP)
-	@pids=""; for i in 1 2; do $(BIN)/python -c "while True: pass" & pids="$$pids $$!"; done; \
-	trap "kill $$pids" EXIT; \
+	@pids=""; for i in 1 2; do \
+	  $(BIN)/python -c "import itertools, os; p = os.getppid(); any(os.getppid() != p for _ in itertools.count())" & \
+	  pids="$$pids $$!"; \
+	done; \
+	trap 'kill $$pids 2>/dev/null' EXIT; trap 'kill $$pids 2>/dev/null; exit 130' INT TERM; \
 	$(PYTEST) $(PYTEST_ARGS)
 
 ui: $(STAMP)

@@ -169,11 +169,17 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
     summary.gate_outcome = outputs.get("gate_outcome")
     # Read the alias now rather than trusting a cached evaluate: a rollback may have moved it.
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
-    champion = common.alias_version(
-        MlflowClient(), ctx.cfg.registry.model_name, ctx.cfg.registry.champion_alias
-    )
-    summary.champion_version = str(champion.version) if champion else None
+    try:
+        champion = common.alias_version(
+            MlflowClient(), ctx.cfg.registry.model_name, ctx.cfg.registry.champion_alias
+        )
+    except MlflowException as err:  # for the summary only: the gate has decided already
+        log.warning("could not read the champion for the summary: %s", err.message)
+        summary.champion_version = "unknown (the registry could not be read)"
+    else:
+        summary.champion_version = str(champion.version) if champion else None
 
 
 def _decision_still_holds(cfg: DictConfig):

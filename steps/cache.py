@@ -81,7 +81,11 @@ def step_key(
         "config": json_digest(config),
         "code": json_digest(
             {
-                "files": files_digest(step_code_files(step), root=CODE_ROOT),
+                "files": files_digest(
+                    sorted({*step_code_files(step), *(f for module in target_modules(config)
+                                                      for f in imported_files(module))}),
+                    root=CODE_ROOT,
+                ),
                 "entry_point": entry_point_definition(step),
             }
         ),
@@ -128,14 +132,38 @@ def imported_files(module: str, root: Path | None = None) -> list[str]:
         seen.add(path)
         parts = name.split(".")
         pending.extend(".".join(parts[:depth]) for depth in range(1, len(parts)))
+        package = parts if path.endswith("__init__.py") else parts[:-1]
         for node in ast.walk(ast.parse((root / path).read_text(), filename=path)):
             if isinstance(node, ast.Import):
                 pending.extend(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            elif isinstance(node, ast.ImportFrom):
+                # "from .x import y" is relative to the importing module's package.
+                base = package[: len(package) - node.level + 1] if node.level else []
+                source = ".".join([*base, *([node.module] if node.module else [])])
                 # "from package import name": name may be a submodule or an attribute.
-                pending.append(node.module)
-                pending.extend(f"{node.module}.{alias.name}" for alias in node.names)
+                pending.append(source)
+                pending.extend(f"{source}.{alias.name}" for alias in node.names)
     return sorted(seen)
+
+
+def target_modules(cfg_sections) -> list[str]:
+    """The modules named by the ``_target_`` keys anywhere in ``cfg_sections``: code a
+    step runs that no import statement names (Hydra imports it when it instantiates)."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            if isinstance(target, str) and "." in target:
+                found.append(target.rsplit(".", 1)[0])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(cfg_sections)
+    return found
 
 
 def _module_file(name: str, root: Path) -> str | None:

@@ -154,14 +154,20 @@ def run_in_mlflow_run(body) -> None:
 
     A failure ends the process with exit status 1 and the run FAILED, its message
     recorded as tag ``pipeline.error`` for ``main``'s summary. A :class:`StepError`,
-    or MLflow refusing an input (a URI that does not exist, a model that refuses to
-    load), is logged as one line; any other error with its traceback.
+    or an ``MlflowException`` refusing an input (a URI that does not exist, a bad
+    parameter, a joblib file whose digest differs: ``INVALID_STATE``), is logged as
+    one line; any other error with its traceback.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
+    from mlflow.protos.databricks_pb2 import (
+        INVALID_PARAMETER_VALUE,
+        INVALID_STATE,
+        RESOURCE_DOES_NOT_EXIST,
+        ErrorCode,
+    )
 
-    refusals = {ErrorCode.Name(INVALID_PARAMETER_VALUE), ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)}
+    refusals = {ErrorCode.Name(code) for code in (INVALID_PARAMETER_VALUE, INVALID_STATE, RESOURCE_DOES_NOT_EXIST)}
     with mlflow.start_run():
         try:
             body()

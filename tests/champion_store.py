@@ -51,7 +51,10 @@ def build(template: Path) -> None:
             f"the champion store could not be built (exit {result.returncode}):\n"
             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
-    (template / OUTPUTS).write_text(json.dumps(pipeline_outputs(uri)))
+    # Written last and whole (a rename): its presence means the store is complete.
+    partial = template / f"{OUTPUTS}.partial"
+    partial.write_text(json.dumps(pipeline_outputs(uri)))
+    os.replace(partial, template / OUTPUTS)
 
 
 def start_in_background(shared: Path) -> subprocess.Popen:

@@ -98,6 +98,23 @@ def test_a_module_a_step_imports_indirectly_is_part_of_its_code(tmp_path, monkey
     assert all(before[s].key == after[s].key for s in ("train", "serialize", "package_pyfunc"))
 
 
+def test_relative_imports_and_config_targets_are_part_of_the_code(tmp_path, monkeypatch):
+    copy = tmp_path / "project"
+    shutil.copytree(common.PROJECT_DIR / "steps", copy / "steps")
+    shutil.copy(common.PROJECT_DIR / "MLproject", copy / "MLproject")
+    monkeypatch.setattr(cache, "CODE_ROOT", copy)
+    (copy / "steps" / "relative_helper.py").write_text("X = 1\n")
+    with open(copy / "steps" / "serialize.py", "a") as handle:
+        handle.write("\nfrom . import relative_helper  # noqa\n")
+    assert "steps/relative_helper.py" in cache.step_code_files("serialize")
+    # A project module named only by a config's _target_ (Hydra imports it at fit time).
+    (copy / "steps" / "my_models.py").write_text("def build():\n    return None\n")
+    cfg = common.compose_config(["model._target_=steps.my_models.build"])
+    before = key("train", cfg)
+    (copy / "steps" / "my_models.py").write_text("def build():\n    return 1\n")
+    assert changed(before, key("train", cfg)) == ["code"]
+
+
 def test_code_files_are_the_project_modules_a_step_imports():
     files = cache.step_code_files("serialize")
     assert files == ["steps/__init__.py", "steps/common.py", "steps/dispatch_model.py", "steps/serialize.py"]

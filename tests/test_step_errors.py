@@ -34,12 +34,26 @@ def ended(body, caplog) -> tuple[logging.LogRecord, dict]:
 @pytest.mark.parametrize(
     "error",
     [common.StepError("data file /x.csv: column 'y' is missing"),
-     MlflowException("Refusing to load estimator.joblib: digest differs", INVALID_PARAMETER_VALUE)],
+     MlflowException("models:/iris-classifier/9 does not exist", INVALID_PARAMETER_VALUE)],
 )
 def test_a_refusal_is_one_line_and_recorded(error, caplog):
     record, tags = ended(fail_with(error), caplog)
     assert record.exc_info is None
     assert tags[common.ERROR_TAG] == (getattr(error, "message", None) or str(error))
+
+
+def test_a_tampered_joblib_file_is_a_refusal_not_a_bug(tmp_path, caplog):
+    import joblib
+
+    from steps.dispatch_model import load_verified_estimator, sha256_file
+
+    path = tmp_path / "estimator.joblib"
+    joblib.dump({"an": "estimator"}, path)
+    digest = sha256_file(path)
+    path.write_bytes(path.read_bytes() + b"tampered")
+    record, tags = ended(lambda: load_verified_estimator(path, digest), caplog)
+    assert record.exc_info is None
+    assert tags[common.ERROR_TAG].startswith("Refusing to load") and digest in tags[common.ERROR_TAG]
 
 
 @pytest.mark.parametrize(

@@ -235,3 +235,25 @@ def test_only_a_missing_model_or_alias_means_no_champion(champion, monkeypatch):
     monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", registry_unavailable)
     with pytest.raises(MlflowException, match="503"):
         common.alias_version(client, "iris-classifier", "champion")
+
+
+def test_a_registry_read_that_fails_after_the_gate_only_dims_the_summary(champion, cfg, monkeypatch):
+    """The champion is read once more for the summary, after every step: failing there
+    fails nothing that was decided (every step here is a cache hit of the champion's pipeline)."""
+    import sys
+
+    from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
+
+    real = common.alias_version
+
+    def alias_version(client, name, alias):
+        if sys._getframe(1).f_code.co_name == "run_pipeline":
+            registry_unavailable()
+        return real(client, name, alias)
+
+    monkeypatch.setattr(common, "alias_version", alias_version)
+    with mlflow.start_run() as parent:
+        summary = PipelineSummary(run_id=parent.info.run_id)
+        run_pipeline(PipelineContext.create(cfg, [], frozenset(), mlflow.get_run(parent.info.run_id)), summary)
+    assert [step.status for step in summary.steps] == ["CACHED"] * 4 and summary.succeeded
+    assert summary.champion_version == "unknown (the registry could not be read)"

@@ -2,9 +2,9 @@
 takes and which earlier output fills each, the config sections each reads, and the
 outputs each publishes (run tags ``pipeline.output.<key>``).
 
-The driver (``steps.main``) passes parameters from it, the cache key
-(``steps.cache``) takes the config sections and upstream steps from it, and a
-test checks ``MLproject``'s entry points against it.
+The driver (``pipeline.run``) passes parameters and counts steps from it, the
+cache key (``steps.cache``) takes the config sections and upstream steps from it,
+and a test checks ``MLproject``'s entry points against it.
 """
 
 from __future__ import annotations

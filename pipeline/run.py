@@ -218,7 +218,7 @@ def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experimen
         submitted = mlflow.projects.run(
             uri=str(common.PROJECT_DIR),
             entry_point=step,
-            parameters={**params, "hydra_options": " ".join(ctx.overrides)},
+            parameters={**params, graph.HYDRA_OPTIONS: " ".join(ctx.overrides)},
             env_manager=ctx.env_manager,
             experiment_id=experiment_id,
             synchronous=True,

@@ -6,7 +6,8 @@ the overrides are a sweep, run by ``steps.sweep``. The config is composed and
 the data digest computed before any step starts, so a bad override or a missing
 data file fails at once; the estimator is built before ``train`` runs.
 
-Each step either reuses an earlier FINISHED run with the same cache key (see
+The steps and how they connect are ``pipeline/graph.py``; ``pipeline/run.py``
+runs them. Each step either reuses an earlier FINISHED run with the same cache key (see
 ``steps.cache``: no step process starts) or runs as a child MLflow run
 (``mlflow.projects.run`` under the active parent run, with the parent's env
 manager), receiving the previous steps' output URIs as parameters. The same

@@ -5,7 +5,7 @@
 1. Pipeline (`python -m ops.retrain data=file ...`, cold, in a temporary store)
    vs a plain script that reads the same CSV with pandas, splits it the same
    way and fits the same estimator: wall time and peak memory (largest process).
-2. Batch scoring (`python -m steps.score`, chunked) vs the raw estimator on the
+2. Batch scoring (`python -m serving.batch`, chunked) vs the raw estimator on the
    same rows (whole file in memory): wall time and peak memory, and the
    scorer's peak memory on files of 1/4, 1/2 and all the rows (flat = chunked).
 
@@ -24,13 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from steps.common import PROJECT_DIR
+from core.contracts import PROJECT_DIR
 
 PLAIN_FIT = """
 import sys, pandas as pd
 from hydra.utils import instantiate
 from sklearn.model_selection import train_test_split
-from steps.common import compose_config
+from core.config import compose_config
 cfg = compose_config(["data=file"] + sys.argv[2:])
 frame = pd.read_csv(sys.argv[1])
 features = [c for c in frame.columns if c != "target"]
@@ -123,12 +123,12 @@ def main(argv=None) -> None:
                             break
                         dst.write(line)
             rows[fraction] = measured(
-                [python, "-m", "steps.score", "--no-progress", "--input", str(part),
+                [python, "-m", "serving.batch", "--no-progress", "--input", str(part),
                  "--output", str(tmp / "scored.csv"), "--model-uri", "models:/iris-classifier@champion"], env)
         raw = measured([python, "-c", RAW_SCORE, joblib_path, str(data), str(tmp / "raw.csv")], env)
         print(f"\n{'scoring (predict_proba)':<34} {'seconds':>8} {'peak MiB':>9}")
         for fraction in (4, 2, 1):
-            print(f"{f'steps.score, {args.rows // fraction:,} rows':<34} {rows[fraction][0]:8.1f} {rows[fraction][1]:9.0f}")
+            print(f"{f'serving.batch, {args.rows // fraction:,} rows':<34} {rows[fraction][0]:8.1f} {rows[fraction][1]:9.0f}")
         print(f"{f'raw estimator, {args.rows:,} rows':<34} {raw[0]:8.1f} {raw[1]:9.0f}")
         print(f"ratio score/raw: time {rows[1][0] / raw[0]:.2f}, memory {rows[1][1] / raw[1]:.2f}; "
               f"score memory at full/quarter size: {rows[1][1] / rows[4][1]:.2f}")

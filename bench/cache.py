@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from steps.common import PROJECT_DIR
+from core.contracts import PROJECT_DIR
 
 
 def timed(command: list[str], env: dict[str, str], cwd: Path) -> float:

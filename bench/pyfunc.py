@@ -28,11 +28,13 @@ def build_model(tmp: Path):
     """Fit the default pipeline's estimator and log it as the dispatch model in a temp store."""
     import mlflow
 
-    from steps import common, data, package_pyfunc, serialize, train
+    from core import data
+    from core.config import compose_config
+    from steps import package_pyfunc, serialize, train
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
     mlflow.set_experiment("bench")
-    cfg = common.compose_config([])
+    cfg = compose_config([])
     from hydra.utils import instantiate
 
     train_rows, holdout, features = data.prepare_data(cfg.data)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steps.data import load_iris_frame, read_table
+from core.data import load_iris_frame, read_table
 
 JITTER = 0.05  # standard deviation of the noise, relative to each feature's spread
 

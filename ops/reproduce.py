@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from steps import common
-from steps.dispatch_model import PREDICT_METHOD_PARAM, PREDICT_METHODS
-from steps.lineage import git_state
+from core import contracts
+from core.config import compose_config, split_overrides
+from model.dispatch_model import PREDICT_METHOD_PARAM, PREDICT_METHODS
+from pipeline.lineage import git_state
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,10 @@ def reproduce(name: str, model_version: str) -> dict[str, bool]:
     if missing:
         raise ReproductionError(f"{name} version {model_version} lacks lineage tag(s) {missing}")
     train_run = mlflow.get_run(tags["lineage.train_run_id"])
-    if train_run.data.tags.get(common.DATA_DIGEST_TAG) != tags["lineage.data_digest"]:
+    if train_run.data.tags.get(contracts.DATA_DIGEST_TAG) != tags["lineage.data_digest"]:
         raise ReproductionError(
             f"train run {train_run.info.run_id} recorded data digest "
-            f"{train_run.data.tags.get(common.DATA_DIGEST_TAG)}, the version {tags['lineage.data_digest']}"
+            f"{train_run.data.tags.get(contracts.DATA_DIGEST_TAG)}, the version {tags['lineage.data_digest']}"
         )
     commit, dirty = git_state()
     if commit != tags.get("lineage.git_commit") or dirty:
@@ -62,8 +63,8 @@ def reproduce(name: str, model_version: str) -> dict[str, bool]:
         raise ReproductionError(f"{name} version {model_version} lacks lineage tag 'lineage.config'")
     cfg = OmegaConf.create(tags["lineage.config"])
     run_uri = f"runs:/{train_run.info.run_id}"
-    train = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{run_uri}/{common.TRAIN_DATA_ARTIFACT}"))
-    holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{run_uri}/{common.HOLDOUT_ARTIFACT}"))
+    train = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{run_uri}/{contracts.TRAIN_DATA_ARTIFACT}"))
+    holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{run_uri}/{contracts.HOLDOUT_ARTIFACT}"))
     target = cfg.data.target
     features = [column for column in train.columns if column != target]
     rebuilt = instantiate(cfg.model).fit(train[features], train[target])
@@ -85,10 +86,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("version", help="registered model version to rebuild")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. registry.model_name=x")
     args = parser.parse_args(argv)
-    overrides = common.split_overrides(args.overrides)
-    cfg = common.compose_config(overrides)
-    common.configure_logging()
-    common.configure_tracking()
+    overrides = split_overrides(args.overrides)
+    cfg = compose_config(overrides)
+    contracts.configure_logging()
+    contracts.configure_tracking()
     name = cfg.registry.model_name
     from mlflow.exceptions import MlflowException
 

@@ -8,7 +8,7 @@
    ``--connect-timeout`` seconds); creates a new SQLite store once, under a file
    lock, so that pipelines started together do not race to create its tables
    (its artifacts go to ``mlruns/`` beside the database).
-2. Takes the pipeline lock for this tracking store (see ``steps.locks``),
+2. Takes the pipeline lock for this tracking store (see ``pipeline.locks``),
    waiting at most ``--wait`` seconds, so two overlapping runs never both train
    and promote.
 3. Runs the ``main`` entry point in this process (the parent run is created
@@ -34,8 +34,9 @@ from pathlib import Path
 
 from hydra.errors import HydraException
 
-from steps import common
-from steps.locks import LockBusy, file_lock, lock_path
+from core import contracts
+from core.config import compose_config, split_overrides
+from pipeline.locks import LockBusy, file_lock, lock_path
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def ensure_sqlite_store(tracking_uri: str) -> None:
 
 def run_pipeline(overrides: Sequence[str], force: str) -> int:
     """The ``main`` entry point in this process; its exit status."""
-    from steps import main as pipeline
+    from pipeline import main as pipeline
 
     try:
         pipeline.main(["--force", force, *overrides])
@@ -105,23 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     from hydra_plugins.pipeline_sweeper.pipeline_sweeper import expand
-    from steps.sweep import multirun_flag
+    from pipeline.sweep import multirun_flag
 
     parser = build_parser()
     multirun, rest = multirun_flag(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(rest)
     try:
-        overrides = common.split_overrides(args.overrides)
+        overrides = split_overrides(args.overrides)
         if multirun:  # checked for syntax only: a combination that cannot be composed fails alone
             expand(overrides)
         else:
-            common.compose_config(overrides)
+            compose_config(overrides)
     except (HydraException, ValueError) as err:
         parser.exit(2, f"retrain: error: invalid Hydra override: {err}\n")
     if multirun:
         overrides = ["-m", *overrides]
-    common.configure_logging()
-    tracking_uri = common.tracking_uri()
+    contracts.configure_logging()
+    tracking_uri = contracts.tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     # Steps are started with `python` and `mlflow` from PATH: this interpreter's.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

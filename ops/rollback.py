@@ -18,7 +18,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from steps import common
+from core import contracts
+from core.registry import alias_version
+from pipeline.step import parse_step_args, step_parser
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,8 @@ class RollbackError(RuntimeError):
 
 def rollback(client, name: str, champion_alias: str, previous_alias: str) -> tuple[str, str]:
     """Swap the two aliases of ``name``; return (old champion, new champion) versions."""
-    champion = common.alias_version(client, name, champion_alias)
-    previous = common.alias_version(client, name, previous_alias)
+    champion = alias_version(client, name, champion_alias)
+    previous = alias_version(client, name, previous_alias)
     if champion is None or previous is None:
         missing = champion_alias if champion is None else previous_alias
         raise RollbackError(f"Registered model {name!r} has no {missing!r} alias; nothing to roll back")
@@ -47,10 +49,10 @@ def rollback(client, name: str, champion_alias: str, previous_alias: str) -> tup
 def main(argv: Sequence[str] | None = None) -> None:
     from mlflow import MlflowClient
 
-    parser = common.step_parser(__doc__)
-    _, cfg = common.parse_step_args(parser, argv)
-    common.configure_logging()
-    common.configure_tracking()
+    parser = step_parser(__doc__)
+    _, cfg = parse_step_args(parser, argv)
+    contracts.configure_logging()
+    contracts.configure_tracking()
     name = cfg.registry.model_name
     try:
         old, new = rollback(

@@ -3,7 +3,7 @@ takes and which earlier output fills each, the config sections each reads, and t
 outputs each publishes (run tags ``pipeline.output.<key>``).
 
 The driver (``pipeline.run``) passes parameters and counts steps from it, the
-cache key (``steps.cache``) takes the config sections and upstream steps from it,
+cache key (``pipeline.cache``) takes the config sections and upstream steps from it,
 and a test checks ``MLproject``'s entry points against it.
 """
 

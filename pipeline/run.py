@@ -1,8 +1,8 @@
 """Running the step graph once: each step reused from the cache or run as a child
 MLflow run of the active run, outputs handed on as parameters, the summary filled in.
 
-Used by the ``main`` entry point (``steps/main.py``) and by each sweep job and the
-sweep's gated rerun (``steps/sweep.py``); it imports neither.
+Used by the ``main`` entry point (``pipeline/main.py``) and by each sweep job and the
+sweep's gated rerun (``pipeline/sweep.py``); it imports neither.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import graph
-from steps import cache, common
-from steps.lineage import git_state, package_versions
+from core import contracts
+from core.registry import alias_version, parse_registered_uri
+from pipeline import cache, graph
+from pipeline.lineage import git_state, package_versions
+from pipeline.step import read_outputs
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ class PipelineContext:
                data_digest: str | None = None) -> "PipelineContext":
         """The context for one pipeline: steps run under ``env_run``'s env manager; the data
         digest is computed here unless given (main computes it before any run starts)."""
-        from steps.data import data_digest as compute_digest
+        from core.data import data_digest as compute_digest
 
         return cls(
             cfg=cfg, overrides=list(overrides), force=force, env_manager=env_manager_of(env_run),
@@ -148,7 +150,7 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
             result.status = "FINISHED" if result.run_id and _finished(result.run_id) else "FAILED"
         result.seconds = time.monotonic() - started
         if result.run_id:
-            result.outputs = common.read_outputs(result.run_id)
+            result.outputs = read_outputs(result.run_id)
             outputs.update(result.outputs)
         summary.registered_model_version = outputs.get("registered_model_version")
         summary.validation_status = outputs.get("validation_status", summary.validation_status)
@@ -172,7 +174,7 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        champion = common.alias_version(
+        champion = alias_version(
             MlflowClient(), ctx.cfg.registry.model_name, ctx.cfg.registry.champion_alias
         )
     except MlflowException as err:  # for the summary only: the gate has decided already
@@ -190,7 +192,7 @@ def _decision_still_holds(cfg: DictConfig):
     def check(outputs: Mapping[str, str]) -> str | None:
         if outputs.get("gate_outcome") not in ("promoted", "challenger"):
             return None  # not gated: nothing about the champion to hold
-        current = common.alias_version(MlflowClient(), cfg.registry.model_name, cfg.registry.champion_alias)
+        current = alias_version(MlflowClient(), cfg.registry.model_name, cfg.registry.champion_alias)
         now, then = (str(current.version) if current else ""), outputs.get("champion_version", "")
         if now == then:
             return None
@@ -216,7 +218,7 @@ def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experimen
             raise StepNotStarted(f"cannot build the estimator from config 'model': {err}") from err
     try:
         submitted = mlflow.projects.run(
-            uri=str(common.PROJECT_DIR),
+            uri=str(contracts.PROJECT_DIR),
             entry_point=step,
             parameters={**params, graph.HYDRA_OPTIONS: " ".join(ctx.overrides)},
             env_manager=ctx.env_manager,
@@ -243,7 +245,7 @@ def _step_error(run_id: str | None) -> str:
 
     if not run_id:
         return "the step did not start"
-    return mlflow.get_run(run_id).data.tags.get(common.ERROR_TAG, "killed or crashed; see its log")
+    return mlflow.get_run(run_id).data.tags.get(contracts.ERROR_TAG, "killed or crashed; see its log")
 
 
 def _finished(run_id: str) -> bool:
@@ -287,7 +289,7 @@ def tag_lineage(model_uri: str, ctx: PipelineContext, summary: PipelineSummary) 
 def _tag_version(model_uri: str, tags: Mapping[str, str]) -> None:
     from mlflow import MlflowClient
 
-    name, model_version = common.parse_registered_uri(model_uri)
+    name, model_version = parse_registered_uri(model_uri)
     client = MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(name, model_version, key, value)

@@ -29,7 +29,7 @@ for the champion), ``validation_checks_failed``; artifacts ``validation.json``
 (one entry per check), ``gate.json`` and the evaluation report ``report/``
 (confusion matrix, per-class ROC, precision-recall and calibration curves with
 the champion's overlaid, a metrics comparison, and ``report.html``; see
-``steps.report``). On the model version: tags ``validation_status`` = ``passed``/``failed``,
+``core.report``). On the model version: tags ``validation_status`` = ``passed``/``failed``,
 ``validation_run_id`` and ``gate.*`` (outcome, reason, both versions' metrics,
 thresholds); then the aliases. A failed validation moves no alias to the version
 (and removes any it held: fail closed) and ends the run with a non-zero exit; a
@@ -59,15 +59,25 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 
-from steps import common, dispatch_model
-from steps.dispatch_model import (
+from core import contracts
+from core.errors import StepError
+from core.registry import alias_version, parse_registered_uri
+from core.report import ModelOutputs, log_report
+from model import dispatch_model
+from model.dispatch_model import (
     PREDICT_METHOD_PARAM,
     PREDICT_METHODS,
     available_methods,
     default_method,
 )
-from steps.locks import file_lock, lock_path
-from steps.report import ModelOutputs, log_report
+from pipeline.locks import file_lock, lock_path
+from pipeline.step import (
+    log_config,
+    parse_step_args,
+    record_outputs,
+    run_in_mlflow_run,
+    step_parser,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +86,7 @@ NOT_REPROMOTED = "; not re-promoted"
 GATE_LOCK_WAIT = 600  # seconds; a gate decision takes a second or two
 
 
-class ValidationFailed(common.StepError):
+class ValidationFailed(StepError):
     """The registered model did not pass every check."""
 
 
@@ -307,7 +317,7 @@ def gate(cfg, name: str, model_version: str, candidate_metrics, candidate_method
 
     client = MlflowClient()
     candidate = client.get_model_version(name, model_version)
-    champion = common.alias_version(client, name, cfg.registry.champion_alias)
+    champion = alias_version(client, name, cfg.registry.champion_alias)
     if candidate.tags.get("gate.outcome") == "rolled_back":
         # Stays rolled back however often it is evaluated again (the tag is kept).
         when = candidate.tags.get("gate.reason", "").removesuffix(NOT_REPROMOTED)
@@ -350,7 +360,7 @@ def apply_decision(client, cfg, name: str, model_version: str, decision: GateDec
                    candidate_metrics: Mapping[str, float]) -> str:
     """Write the decision on the version as tags, then move the aliases; return the champion."""
     tags = {
-        common.VALIDATION_STATUS_TAG: "passed",
+        contracts.VALIDATION_STATUS_TAG: "passed",
         "gate.outcome": decision.outcome,
         "gate.reason": decision.reason,
         "gate.candidate_metrics": json.dumps(candidate_metrics, sort_keys=True),
@@ -369,7 +379,7 @@ def apply_decision(client, cfg, name: str, model_version: str, decision: GateDec
             name, cfg.gate.previous_champion_alias, decision.champion_version
         )
     client.set_registered_model_alias(name, cfg.registry.champion_alias, model_version)
-    challenger = common.alias_version(client, name, cfg.gate.challenger_alias)
+    challenger = alias_version(client, name, cfg.gate.challenger_alias)
     if challenger is not None and str(challenger.version) == model_version:
         client.delete_registered_model_alias(name, cfg.gate.challenger_alias)
     return model_version
@@ -394,18 +404,18 @@ def run(
     import mlflow
     from mlflow import MlflowClient
 
-    common.log_config(cfg, overrides, step="evaluate")
+    log_config(cfg, overrides, step="evaluate")
     mlflow.log_params(
         {"model_uri": model_uri, "reference_model_uri": reference_model_uri, "holdout_uri": holdout_uri}
     )
     # A registered version (models:/<name>/<version>) or, with registry.register=false,
     # a logged model (models:/m-...) that is validated and scored but never gated.
     try:
-        name, model_version = common.parse_registered_uri(model_uri)
+        name, model_version = parse_registered_uri(model_uri)
         registered = True
     except ValueError:
         if cfg.gate.enabled:
-            raise common.StepError(
+            raise StepError(
                 f"the gate needs a registered version (models:/<name>/<version>), got {model_uri}; "
                 "set gate.enabled=false to validate an unregistered model"
             ) from None
@@ -433,12 +443,12 @@ def run(
 
     if failed:
         if registered:
-            client.set_model_version_tag(name, model_version, common.VALIDATION_STATUS_TAG, "failed")
+            client.set_model_version_tag(name, model_version, contracts.VALIDATION_STATUS_TAG, "failed")
             # Fail closed: a version that fails validation keeps no alias, even one it held before.
             for alias in client.get_model_version(name, model_version).aliases:
                 log.error("removing alias %s from %s, which failed validation", alias, model_uri)
                 client.delete_registered_model_alias(name, alias)
-        common.record_outputs({"validation_status": "failed"})
+        record_outputs({"validation_status": "failed"})
         raise ValidationFailed(
             f"{model_uri} failed validation: "
             + "; ".join(f"{check.name} ({check.detail})" for check in failed)
@@ -452,18 +462,18 @@ def run(
     checked = f"Holdout: {len(features)} rows from {holdout_uri}; all {len(checks)} validation checks passed."
     if not cfg.gate.enabled:
         if registered:
-            client.set_model_version_tag(name, model_version, common.VALIDATION_STATUS_TAG, "passed")
+            client.set_model_version_tag(name, model_version, contracts.VALIDATION_STATUS_TAG, "passed")
         record_safely(lambda: log_report(
             f"{model_uri}: evaluation on the holdout",
             ["Not gated (gate.enabled=false): no alias was moved.", checked],
             candidate, None, labels, reference.classes_,
         ))
         outputs = {"validation_status": "passed", "gate_outcome": "not gated"}
-        common.record_outputs(outputs)
+        record_outputs(outputs)
         return outputs
 
     # One decision at a time per store: concurrent pipelines compare with the latest champion.
-    with file_lock(lock_path(common.tracking_uri(), "gate"), wait=GATE_LOCK_WAIT):
+    with file_lock(lock_path(contracts.tracking_uri(), "gate"), wait=GATE_LOCK_WAIT):
         decision, champion = gate(cfg, name, model_version, candidate_metrics, model_methods(model),
                                   features, labels, reference.classes_)
         # Tags first, aliases second: an alias never points at a version without its decision.
@@ -487,22 +497,22 @@ def run(
         "gate_outcome": decision.outcome,
         "champion_version": champion_version or "",
     }
-    common.record_outputs(outputs)
+    record_outputs(outputs)
     return outputs
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = common.step_parser(__doc__)
+    parser = step_parser(__doc__)
     parser.add_argument(
         "--model-uri", required=True,
         help="models:/<name>/<version> to validate (or models:/m-... with gate.enabled=false)",
     )
     parser.add_argument("--reference-model-uri", required=True, help="native sklearn model from train")
     parser.add_argument("--holdout-uri", required=True, help="Parquet holdout logged by train")
-    args, cfg = common.parse_step_args(parser, argv)
-    common.configure_logging()
-    common.configure_tracking()
-    common.run_in_mlflow_run(
+    args, cfg = parse_step_args(parser, argv)
+    contracts.configure_logging()
+    contracts.configure_tracking()
+    run_in_mlflow_run(
         lambda: run(args.model_uri, args.reference_model_uri, args.holdout_uri, cfg, args.overrides),
     )
 

@@ -7,7 +7,7 @@ Reads:
   give the input example and the column-based signature;
 - the Hydra config (``registry.model_name``, ``registry.register``).
 
-Writes: a pyfunc model named ``model`` logged from ``steps/dispatch_model.py``
+Writes: a pyfunc model named ``model`` logged from ``model/dispatch_model.py``
 (models from code) with artifact ``estimator``, model config ``estimator_sha256``,
 the ``predict_method`` param in its signature, metadata ``predict_methods``
 (the methods the estimator really has), ``default_predict_method``, ``classes``
@@ -31,9 +31,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from steps import common
-from steps.lineage import MODEL_PACKAGES, pinned_requirements
-from steps.dispatch_model import (
+from core import contracts
+from core.errors import StepError
+from model import dispatch_model
+from model.dispatch_model import (
     DIGEST_CONFIG_KEY,
     ESTIMATOR_ARTIFACT_KEY,
     PREDICT_METHOD_PARAM,
@@ -41,10 +42,18 @@ from steps.dispatch_model import (
     default_method,
     load_verified_estimator,
 )
+from pipeline.lineage import MODEL_PACKAGES, pinned_requirements
+from pipeline.step import (
+    log_config,
+    parse_step_args,
+    record_outputs,
+    run_in_mlflow_run,
+    step_parser,
+)
 
 log = logging.getLogger(__name__)
 
-MODEL_CODE_PATH = Path(__file__).with_name("dispatch_model.py")
+MODEL_CODE_PATH = Path(dispatch_model.__file__)
 
 
 def model_signature(estimator, example: pd.DataFrame):
@@ -75,7 +84,7 @@ def log_dispatch_model(estimator_path: str, digest: str, estimator, example: pd.
     import mlflow
 
     return mlflow.pyfunc.log_model(
-        name=common.LOGGED_MODEL_NAME,
+        name=contracts.LOGGED_MODEL_NAME,
         python_model=str(MODEL_CODE_PATH),
         artifacts={ESTIMATOR_ARTIFACT_KEY: estimator_path},
         model_config={DIGEST_CONFIG_KEY: digest},
@@ -90,13 +99,13 @@ def feature_columns(estimator, frame: pd.DataFrame, source: str) -> list[str]:
     """The estimator's fit-time feature names, checked against ``frame``."""
     names = getattr(estimator, "feature_names_in_", None)
     if names is None:
-        raise common.StepError(
+        raise StepError(
             f"{type(estimator).__name__} was fitted without feature names; "
             "fit it on a DataFrame so the model gets a column-based signature."
         )
     missing = [name for name in names if name not in frame.columns]
     if missing:
-        raise common.StepError(f"Example data {source} lacks feature column(s) {missing}")
+        raise StepError(f"Example data {source} lacks feature column(s) {missing}")
     return list(names)
 
 
@@ -110,7 +119,7 @@ def run(
     """Package and register the model inside the active MLflow run."""
     import mlflow
 
-    common.log_config(cfg, overrides, step="package_pyfunc")
+    log_config(cfg, overrides, step="package_pyfunc")
     mlflow.log_params(
         {"joblib_uri": joblib_uri, DIGEST_CONFIG_KEY: joblib_sha256, "example_uri": example_uri}
     )
@@ -127,7 +136,7 @@ def run(
     if cfg.registry.register:
         run_id = mlflow.active_run().info.run_id
         outputs |= register(model_info.model_uri, cfg.registry.model_name, joblib_sha256, run_id)
-    common.record_outputs(outputs)
+    record_outputs(outputs)
     return outputs
 
 
@@ -142,7 +151,7 @@ def register(pyfunc_model_uri: str, name: str, joblib_sha256: str, package_run_i
         pyfunc_model_uri,
         name,
         tags={
-            common.VALIDATION_STATUS_TAG: "pending",
+            contracts.VALIDATION_STATUS_TAG: "pending",
             "package_run_id": package_run_id,
             DIGEST_CONFIG_KEY: joblib_sha256,
         },
@@ -154,14 +163,14 @@ def register(pyfunc_model_uri: str, name: str, joblib_sha256: str, package_run_i
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = common.step_parser(__doc__)
+    parser = step_parser(__doc__)
     parser.add_argument("--joblib-uri", required=True, help="URI of the joblib file from serialize")
     parser.add_argument("--joblib-sha256", required=True, help="SHA-256 recorded by serialize")
     parser.add_argument("--example-uri", required=True, help="Parquet data for the input example")
-    args, cfg = common.parse_step_args(parser, argv)
-    common.configure_logging()
-    common.configure_tracking()
-    common.run_in_mlflow_run(
+    args, cfg = parse_step_args(parser, argv)
+    contracts.configure_logging()
+    contracts.configure_tracking()
+    run_in_mlflow_run(
         lambda: run(args.joblib_uri, args.joblib_sha256, args.example_uri, cfg, args.overrides),
     )
 

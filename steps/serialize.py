@@ -23,8 +23,15 @@ from pathlib import Path
 
 import joblib
 
-from steps import common
-from steps.dispatch_model import DIGEST_CONFIG_KEY, sha256_file
+from core import contracts
+from model.dispatch_model import DIGEST_CONFIG_KEY, sha256_file
+from pipeline.step import (
+    log_config,
+    parse_step_args,
+    record_outputs,
+    run_in_mlflow_run,
+    step_parser,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,34 +46,34 @@ def run(model_uri: str, cfg, overrides: Sequence[str] = ()) -> dict[str, str]:
     """Serialize the model at ``model_uri`` inside the active MLflow run."""
     import mlflow
 
-    common.log_config(cfg, overrides, step="serialize")
+    log_config(cfg, overrides, step="serialize")
     mlflow.log_param("model_uri", model_uri)
     estimator = mlflow.sklearn.load_model(model_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / common.ESTIMATOR_FILENAME
+        path = Path(tmp) / contracts.ESTIMATOR_FILENAME
         digest = serialize_estimator(estimator, path)
-        mlflow.log_artifact(str(path), artifact_path=common.ESTIMATOR_ARTIFACT_DIR)
+        mlflow.log_artifact(str(path), artifact_path=contracts.ESTIMATOR_ARTIFACT_DIR)
         # sha256sum format, so `sha256sum -c` verifies a downloaded copy.
-        digest_file = Path(tmp) / f"{common.ESTIMATOR_FILENAME}.sha256"
-        digest_file.write_text(f"{digest}  {common.ESTIMATOR_FILENAME}\n")
-        mlflow.log_artifact(str(digest_file), artifact_path=common.ESTIMATOR_ARTIFACT_DIR)
+        digest_file = Path(tmp) / f"{contracts.ESTIMATOR_FILENAME}.sha256"
+        digest_file.write_text(f"{digest}  {contracts.ESTIMATOR_FILENAME}\n")
+        mlflow.log_artifact(str(digest_file), artifact_path=contracts.ESTIMATOR_ARTIFACT_DIR)
     mlflow.log_param(DIGEST_CONFIG_KEY, digest)
     run_id = mlflow.active_run().info.run_id
     outputs = {
-        "joblib_uri": f"runs:/{run_id}/{common.ESTIMATOR_ARTIFACT_DIR}/{common.ESTIMATOR_FILENAME}",
+        "joblib_uri": f"runs:/{run_id}/{contracts.ESTIMATOR_ARTIFACT_DIR}/{contracts.ESTIMATOR_FILENAME}",
         "joblib_sha256": digest,
     }
-    common.record_outputs(outputs)
+    record_outputs(outputs)
     return outputs
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = common.step_parser(__doc__)
+    parser = step_parser(__doc__)
     parser.add_argument("--model-uri", required=True, help="MLflow URI of the trained sklearn model")
-    args, cfg = common.parse_step_args(parser, argv)
-    common.configure_logging()
-    common.configure_tracking()
-    common.run_in_mlflow_run(lambda: run(args.model_uri, cfg, args.overrides))
+    args, cfg = parse_step_args(parser, argv)
+    contracts.configure_logging()
+    contracts.configure_tracking()
+    run_in_mlflow_run(lambda: run(args.model_uri, cfg, args.overrides))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Step 1, ``train``: load the data, split it, fit the configured estimator.
 
 Reads: the Hydra config (``data``, ``model``); no upstream URI. The data is
-validated first (see ``steps.data``): a bad file fails with a message naming it.
+validated first (see ``core.data``): a bad file fails with a message naming it.
 
 Writes, on its MLflow run:
 - ``config.yaml``: the resolved config; params ``data.*`` and ``model.*``;
@@ -27,13 +27,22 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from sklearn.base import BaseEstimator
 
-from steps import common, data
-from steps.lineage import MODEL_PACKAGES, pinned_requirements
+from core import contracts, data
+from core.config import flatten
+from core.errors import StepError
+from pipeline.lineage import MODEL_PACKAGES, pinned_requirements
+from pipeline.step import (
+    log_config,
+    parse_step_args,
+    record_outputs,
+    run_in_mlflow_run,
+    step_parser,
+)
 
 log = logging.getLogger(__name__)
 
 
-class FitError(common.StepError, ValueError):
+class FitError(StepError, ValueError):
     """The configured estimator refused its parameters or the data."""
 
 
@@ -112,10 +121,10 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
     from hydra.utils import instantiate
     from mlflow.models import infer_signature
 
-    common.log_config(cfg, overrides, step="train")
+    log_config(cfg, overrides, step="train")
     mlflow.log_params(
-        common.flatten(OmegaConf.to_container(cfg.data, resolve=True), prefix="data.")
-        | common.flatten(OmegaConf.to_container(cfg.model, resolve=True), prefix="model.")
+        flatten(OmegaConf.to_container(cfg.data, resolve=True), prefix="data.")
+        | flatten(OmegaConf.to_container(cfg.model, resolve=True), prefix="model.")
     )
 
     digest = data.data_digest(cfg.data)
@@ -129,8 +138,8 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
     target = cfg.data.target
     mlflow.set_tags(
         {
-            common.DATA_DIGEST_TAG: digest,
-            common.DATA_ROWS_TAG: str(len(train) + len(holdout)),
+            contracts.DATA_DIGEST_TAG: digest,
+            contracts.DATA_ROWS_TAG: str(len(train) + len(holdout)),
             "data.source": data.describe_source(cfg.data),
         }
     )
@@ -138,8 +147,8 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
 
     with tempfile.TemporaryDirectory() as tmp:
         for frame, artifact in (
-            (train, common.TRAIN_DATA_ARTIFACT),
-            (holdout, common.HOLDOUT_ARTIFACT),
+            (train, contracts.TRAIN_DATA_ARTIFACT),
+            (holdout, contracts.HOLDOUT_ARTIFACT),
         ):
             path = Path(tmp) / Path(artifact).name
             frame.to_parquet(path)
@@ -151,7 +160,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
     sample = train[features].head(SCHEMA_SAMPLE_ROWS)
     model_info = mlflow.sklearn.log_model(
         estimator,
-        name=common.LOGGED_MODEL_NAME,
+        name=contracts.LOGGED_MODEL_NAME,
         signature=infer_signature(sample, estimator.predict(sample)),
         input_example=sample.head(3),
         skops_trusted_types=skops_trusted_types(estimator),
@@ -161,19 +170,19 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
     run_id = mlflow.active_run().info.run_id
     outputs = {
         "model_uri": model_info.model_uri,
-        "holdout_uri": f"runs:/{run_id}/{common.HOLDOUT_ARTIFACT}",
+        "holdout_uri": f"runs:/{run_id}/{contracts.HOLDOUT_ARTIFACT}",
     }
-    common.record_outputs(outputs)
+    record_outputs(outputs)
     return outputs
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = common.step_parser(__doc__)
+    parser = step_parser(__doc__)
     parser.add_argument("--data-digest", default="", help="digest the data must still have (from main)")
-    args, cfg = common.parse_step_args(parser, argv)
-    common.configure_logging()
-    common.configure_tracking()
-    common.run_in_mlflow_run(
+    args, cfg = parse_step_args(parser, argv)
+    contracts.configure_logging()
+    contracts.configure_tracking()
+    run_in_mlflow_run(
         lambda: run(cfg, args.overrides, args.data_digest)
     )
 

@@ -1,4 +1,4 @@
-"""The session's champion store: a tracking store in which ``python -m steps.main`` ran
+"""The session's champion store: a tracking store in which ``python -m pipeline.main`` ran
 with the default config, so that version 1 of ``iris-classifier`` is registered,
 validated and champion, with four real step runs and their cache records.
 
@@ -17,8 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from steps import common
-from steps.locks import file_lock
+from core import contracts
+from pipeline.locks import file_lock
 
 NAME = "champion-store"
 OUTPUTS = "outputs.json"
@@ -41,10 +41,10 @@ def build(template: Path) -> None:
     template.mkdir(parents=True)
     uri = new_store(None, template)
     result = subprocess.run(
-        [sys.executable, "-m", "steps.main"], cwd=template, capture_output=True, text=True,
+        [sys.executable, "-m", "pipeline.main"], cwd=template, capture_output=True, text=True,
         timeout=BUILD_TIMEOUT,
         env=venv_env(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
-                     PIPELINE_LOCK_DIR=str(template / "locks"), PYTHONPATH=str(common.PROJECT_DIR)),
+                     PIPELINE_LOCK_DIR=str(template / "locks"), PYTHONPATH=str(contracts.PROJECT_DIR)),
     )
     if result.returncode != 0 or "promoted version 1 to champion" not in result.stdout:
         raise RuntimeError(
@@ -63,7 +63,7 @@ def start_in_background(shared: Path) -> subprocess.Popen:
     with open(shared / f"{NAME}-{os.getpid()}.log", "w") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "tests.champion_store", str(shared)],
-            cwd=common.PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT,
+            cwd=contracts.PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop_background stops the pipeline too
         )
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from steps import common
+from core.config import compose_config
 from tests import champion_store
 from tests.factories import EXPERIMENT, copy_store, new_store, venv_env
 
@@ -89,7 +89,7 @@ def champion(tracking_store: str, champion_template: Path) -> dict[str, str]:
 @pytest.fixture
 def cfg():
     """The default composed config (a new object per test: tests may change it)."""
-    return common.compose_config([])
+    return compose_config([])
 
 
 @pytest.fixture

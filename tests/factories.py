@@ -15,8 +15,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from core import contracts, data
 from pipeline import graph
-from steps import common, data, package_pyfunc, serialize, train
+from steps import package_pyfunc, serialize, train
 
 EXPERIMENT = "tests"
 FEATURES = ["petal length (cm)", "petal width (cm)"]
@@ -73,7 +74,7 @@ def pipeline_outputs(uri: str) -> dict[str, str]:
     client = mlflow.MlflowClient(tracking_uri=uri)
     (parent,) = client.search_runs(
         [client.get_experiment_by_name(EXPERIMENT).experiment_id],
-        filter_string=f"tags.`{common.STEP_TAG}` = 'main'", max_results=1,
+        filter_string=f"tags.`{contracts.STEP_TAG}` = 'main'", max_results=1,
         order_by=["attributes.start_time DESC"],
     )
     outputs = {"pipeline_run_id": parent.info.run_id}
@@ -81,8 +82,8 @@ def pipeline_outputs(uri: str) -> dict[str, str]:
         run_id = parent.data.tags[f"pipeline.step.{step}.run_id"]
         tags = client.get_run(run_id).data.tags
         outputs[f"{step}_run_id"] = run_id
-        outputs |= {k.removeprefix(common.OUTPUT_TAG_PREFIX): v for k, v in tags.items()
-                    if k.startswith(common.OUTPUT_TAG_PREFIX)}
+        outputs |= {k.removeprefix(contracts.OUTPUT_TAG_PREFIX): v for k, v in tags.items()
+                    if k.startswith(contracts.OUTPUT_TAG_PREFIX)}
     return outputs
 
 
@@ -115,7 +116,7 @@ def package(estimator, tmp_path: Path, cfg):
 
 def mlflow_run(env, cwd: Path, hydra_options: str | None = None) -> subprocess.CompletedProcess:
     """The real `mlflow run <project> --env-manager local [-P hydra_options=...]`."""
-    command = [sys.executable, "-m", "mlflow", "run", str(common.PROJECT_DIR), "--env-manager", "local"]
+    command = [sys.executable, "-m", "mlflow", "run", str(contracts.PROJECT_DIR), "--env-manager", "local"]
     if hydra_options is not None:
         command += ["-P", f"hydra_options={hydra_options}"]
     return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)

@@ -7,15 +7,16 @@ import shutil
 import mlflow
 import pytest
 
-from pipeline import graph
-from steps import cache, common
+from core import contracts
+from core.config import compose_config
+from pipeline import cache, graph
 
 PACKAGES = {"mlflow": "3.17.2", "scikit-learn": "1.9.1"}
 UPSTREAM = {"train": "t" * 64, "serialize": "s" * 64, "package_pyfunc": "p" * 64}
 
 
 def key(step, cfg=None, params=None, packages=PACKAGES, upstream=UPSTREAM, data="d" * 64):
-    cfg = cfg if cfg is not None else common.compose_config([])
+    cfg = cfg if cfg is not None else compose_config([])
     return cache.step_key(step, params or {}, cfg, upstream, packages, data if step == "train" else None)
 
 
@@ -32,17 +33,17 @@ def test_keys_are_the_same_in_another_process():
         "from tests.test_cache import key; from pipeline import graph; "
         "print(' '.join(key(s).key for s in graph.NAMES))"
     )
-    other = subprocess.run([sys.executable, "-c", script], cwd=common.PROJECT_DIR, capture_output=True,
+    other = subprocess.run([sys.executable, "-c", script], cwd=contracts.PROJECT_DIR, capture_output=True,
                            text=True, check=True, env={**__import__("os").environ, "PYTHONHASHSEED": "random"})
     assert other.stdout.split() == [key(s).key for s in graph.NAMES]
 
 
 def test_config_change_reaches_only_the_steps_that_read_it():
-    other = common.compose_config(["model.C=0.5"])
+    other = compose_config(["model.C=0.5"])
     assert changed(key("train"), key("train", other)) == ["config"]
     for step in ("serialize", "package_pyfunc", "evaluate"):
         assert key(step).key == key(step, other).key
-    atol = common.compose_config(["validation.atol=1e-8"])
+    atol = compose_config(["validation.atol=1e-8"])
     assert key("train").key == key("train", atol).key
     assert changed(key("evaluate"), key("evaluate", atol)) == ["config"]
 
@@ -57,10 +58,17 @@ def test_params_packages_and_inputs_are_in_the_key():
     assert changed(key("serialize"), key("serialize", upstream={**UPSTREAM, "train": "x" * 64})) == ["inputs"]
 
 
-def test_code_change_misses_the_step_that_runs_it(tmp_path, monkeypatch):
+def project_copy(tmp_path):
+    """The project's packages and MLproject, copied to be edited."""
     copy = tmp_path / "project"
-    shutil.copytree(common.PROJECT_DIR / "steps", copy / "steps")
-    shutil.copy(common.PROJECT_DIR / "MLproject", copy / "MLproject")
+    for package in contracts.PROJECT_DIR.glob("*/__init__.py"):
+        shutil.copytree(package.parent, copy / package.parent.name)
+    shutil.copy(contracts.PROJECT_DIR / "MLproject", copy / "MLproject")
+    return copy
+
+
+def test_code_change_misses_the_step_that_runs_it(tmp_path, monkeypatch):
+    copy = project_copy(tmp_path)
     monkeypatch.setattr(cache, "CODE_ROOT", copy)
     before = {step: key(step) for step in graph.NAMES}
     with open(copy / "steps" / "serialize.py", "a") as handle:
@@ -75,22 +83,20 @@ def test_code_change_misses_the_step_that_runs_it(tmp_path, monkeypatch):
     (copy / "MLproject").write_text(project.replace("python -m steps.evaluate", "python -m steps.evaluate -v"))
     assert changed(after["evaluate"], key("evaluate")) == ["code"]
     assert after["train"].key == key("train").key
-    with open(copy / "steps" / "common.py", "a") as handle:
+    with open(copy / "core" / "contracts.py", "a") as handle:
         handle.write("\n# shared code changed\n")
     assert all(after[s].key != key(s).key for s in graph.NAMES)
 
 
 def test_a_module_a_step_imports_indirectly_is_part_of_its_code(tmp_path, monkeypatch):
     """No list to keep: evaluate -> report -> a new helper module, imported inside a function."""
-    copy = tmp_path / "project"
-    shutil.copytree(common.PROJECT_DIR / "steps", copy / "steps")
-    shutil.copy(common.PROJECT_DIR / "MLproject", copy / "MLproject")
+    copy = project_copy(tmp_path)
     monkeypatch.setattr(cache, "CODE_ROOT", copy)
-    helper = copy / "steps" / "plot_style.py"
+    helper = copy / "core" / "plot_style.py"
     helper.write_text("DPI = 100\n")
-    with open(copy / "steps" / "report.py", "a") as handle:
-        handle.write("\n\ndef _style():\n    from steps import plot_style\n\n    return plot_style.DPI\n")
-    assert "steps/plot_style.py" in cache.step_code_files("evaluate")
+    with open(copy / "core" / "report.py", "a") as handle:
+        handle.write("\n\ndef _style():\n    from core import plot_style\n\n    return plot_style.DPI\n")
+    assert "core/plot_style.py" in cache.step_code_files("evaluate")
     before = {step: key(step) for step in graph.NAMES}
     helper.write_text("DPI = 200\n")
     after = {step: key(step) for step in graph.NAMES}
@@ -99,9 +105,7 @@ def test_a_module_a_step_imports_indirectly_is_part_of_its_code(tmp_path, monkey
 
 
 def test_relative_imports_and_config_targets_are_part_of_the_code(tmp_path, monkeypatch):
-    copy = tmp_path / "project"
-    shutil.copytree(common.PROJECT_DIR / "steps", copy / "steps")
-    shutil.copy(common.PROJECT_DIR / "MLproject", copy / "MLproject")
+    copy = project_copy(tmp_path)
     monkeypatch.setattr(cache, "CODE_ROOT", copy)
     (copy / "steps" / "relative_helper.py").write_text("X = 1\n")
     with open(copy / "steps" / "serialize.py", "a") as handle:
@@ -109,7 +113,7 @@ def test_relative_imports_and_config_targets_are_part_of_the_code(tmp_path, monk
     assert "steps/relative_helper.py" in cache.step_code_files("serialize")
     # A project module named only by a config's _target_ (Hydra imports it at fit time).
     (copy / "steps" / "my_models.py").write_text("def build():\n    return None\n")
-    cfg = common.compose_config(["model._target_=steps.my_models.build"])
+    cfg = compose_config(["model._target_=steps.my_models.build"])
     before = key("train", cfg)
     (copy / "steps" / "my_models.py").write_text("def build():\n    return 1\n")
     assert changed(before, key("train", cfg)) == ["code"]
@@ -117,8 +121,12 @@ def test_relative_imports_and_config_targets_are_part_of_the_code(tmp_path, monk
 
 def test_code_files_are_the_project_modules_a_step_imports():
     files = cache.step_code_files("serialize")
-    assert files == ["steps/__init__.py", "steps/common.py", "steps/dispatch_model.py", "steps/serialize.py"]
-    assert "steps/report.py" in cache.step_code_files("evaluate")
+    assert files == [
+        "core/__init__.py", "core/config.py", "core/contracts.py", "core/errors.py",
+        "model/__init__.py", "model/dispatch_model.py",
+        "pipeline/__init__.py", "pipeline/step.py", "steps/__init__.py", "steps/serialize.py",
+    ]
+    assert "core/report.py" in cache.step_code_files("evaluate")
 
 
 @pytest.mark.parametrize(
@@ -136,7 +144,7 @@ def test_parse_force_rejects_unknown_steps():
 
 def fake_step_run(step_key, status="FINISHED"):
     with mlflow.start_run() as run:
-        mlflow.set_tag(common.STEP_TAG, step_key.step)
+        mlflow.set_tag(contracts.STEP_TAG, step_key.step)
     mlflow.MlflowClient().set_terminated(run.info.run_id, status)
     if status == "FINISHED":
         cache.record(run.info.run_id, step_key)
@@ -173,7 +181,7 @@ def test_lookup_misses_when_the_cached_version_is_gone():
     package_key = key("package_pyfunc")
     run_id = fake_step_run(package_key)
     mlflow.MlflowClient().set_tag(
-        run_id, common.OUTPUT_TAG_PREFIX + "registered_model_uri", "models:/gone/1"
+        run_id, contracts.OUTPUT_TAG_PREFIX + "registered_model_uri", "models:/gone/1"
     )
     found = cache.lookup(package_key, experiment_id(), forced=False)
     assert not found.hit and "models:/gone/1" in found.reason

@@ -13,12 +13,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from sklearn.linear_model import LogisticRegression
 
-from steps import common
+from core import contracts
+from core.config import compose_config, flatten, split_overrides
+from pipeline.step import parse_step_args, step_parser
 
-MODEL_CONFIGS = sorted(p.stem for p in (common.CONF_DIR / "model").glob("*.yaml"))
+MODEL_CONFIGS = sorted(p.stem for p in (contracts.CONF_DIR / "model").glob("*.yaml"))
 # Every option of every config group in conf/, as group=option overrides.
 GROUP_OPTIONS = sorted(
-    f"{path.parent.name}={path.stem}" for path in common.CONF_DIR.glob("*/*.yaml")
+    f"{path.parent.name}={path.stem}" for path in contracts.CONF_DIR.glob("*/*.yaml")
 )
 # Model configs whose fitted estimator lacks some of the three prediction methods.
 FEWER_METHODS = {
@@ -65,13 +67,13 @@ def test_the_group_options_are_all_found():
 
 @pytest.mark.parametrize("option", GROUP_OPTIONS)
 def test_every_config_composes_and_instantiates(option, tmp_path):
-    from steps.data import load_iris_frame
+    from core.data import load_iris_frame
 
     extra = []
     if option == "data=file":  # its path is given per run
         load_iris_frame().to_csv(tmp_path / "iris.csv", index=False)
         extra = [f"data.path={tmp_path / 'iris.csv'}"]
-    cfg = common.compose_config([option, *extra])
+    cfg = compose_config([option, *extra])
     group = option.split("=")[0]
     for path, node in _targets(cfg[group], group):
         if path.endswith(("steps.0.1", "steps.1.1")):
@@ -92,10 +94,10 @@ def test_every_config_composes_and_instantiates(option, tmp_path):
 
 @pytest.mark.parametrize("name", MODEL_CONFIGS)
 def test_every_model_config_fits_and_has_its_methods(name):
-    from steps.data import load_iris_frame
-    from steps.dispatch_model import PREDICT_METHODS, available_methods
+    from core.data import load_iris_frame
+    from model.dispatch_model import PREDICT_METHODS, available_methods
 
-    estimator = instantiate(common.compose_config([f"model={name}"]).model)
+    estimator = instantiate(compose_config([f"model={name}"]).model)
     frame = load_iris_frame()
     estimator.fit(frame.drop(columns="target"), frame["target"])
     expected = FEWER_METHODS.get(name, PREDICT_METHODS)
@@ -104,7 +106,7 @@ def test_every_model_config_fits_and_has_its_methods(name):
 
 
 def test_overrides_change_the_config():
-    cfg = common.compose_config(["model.C=0.5", "data.test_size=0.3", "registry.model_name=x"])
+    cfg = compose_config(["model.C=0.5", "data.test_size=0.3", "registry.model_name=x"])
     assert cfg.model.C == 0.5
     assert cfg.data.test_size == 0.3
     assert cfg.registry.model_name == "x"
@@ -112,12 +114,12 @@ def test_overrides_change_the_config():
 
 def test_unknown_key_is_rejected_by_hydra():
     with pytest.raises(ConfigCompositionException, match="model.nonexistent"):
-        common.compose_config(["model.nonexistent=1"])
+        compose_config(["model.nonexistent=1"])
 
 
 def test_unknown_config_group_option_is_rejected():
     with pytest.raises(ConfigCompositionException, match="no_such_model"):
-        common.compose_config(["model=no_such_model"])
+        compose_config(["model=no_such_model"])
 
 
 @pytest.mark.parametrize(
@@ -131,41 +133,41 @@ def test_unknown_config_group_option_is_rejected():
     ],
 )
 def test_split_overrides(argv, expected):
-    assert common.split_overrides(argv) == expected
+    assert split_overrides(argv) == expected
 
 
 def test_quoted_override_keeps_hydra_quoting():
-    overrides = common.split_overrides(["registry.model_name='a b' model.C=2"])
-    assert common.compose_config(overrides).registry.model_name == "a b"
+    overrides = split_overrides(["registry.model_name='a b' model.C=2"])
+    assert compose_config(overrides).registry.model_name == "a b"
 
 
 def test_parse_step_args_exits_2_with_hydra_message(capsys):
-    parser = common.step_parser("test")
+    parser = step_parser("test")
     with pytest.raises(SystemExit) as exit_info:
-        common.parse_step_args(parser, ["model.C=1 model.nonexistent=1"])
+        parse_step_args(parser, ["model.C=1 model.nonexistent=1"])
     assert exit_info.value.code == 2
     assert "model.nonexistent" in capsys.readouterr().err
 
 
 def test_malformed_override_is_rejected():
     with pytest.raises(OverrideParseException):
-        common.compose_config(["model.C=="])
+        compose_config(["model.C=="])
 
 
 def test_tracking_uri_defaults_to_absolute_sqlite_in_project(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    uri = common.tracking_uri()
-    assert uri == f"sqlite:///{common.PROJECT_DIR / 'mlflow.db'}"
+    uri = contracts.tracking_uri()
+    assert uri == f"sqlite:///{contracts.PROJECT_DIR / 'mlflow.db'}"
     assert Path(uri.removeprefix("sqlite:///")).is_absolute()
 
 
 def test_tracking_uri_honours_environment(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert common.tracking_uri() == "http://127.0.0.1:5000"
+    assert contracts.tracking_uri() == "http://127.0.0.1:5000"
 
 
 def test_flatten():
-    assert common.flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
 
 
 def _pins(lines):
@@ -173,22 +175,22 @@ def _pins(lines):
 
 
 def test_conda_yaml_pins_match_requirements():
-    conda = yaml.safe_load((common.PROJECT_DIR / "conda.yaml").read_text())
+    conda = yaml.safe_load((contracts.PROJECT_DIR / "conda.yaml").read_text())
     pip_section = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
-    requirements = (common.PROJECT_DIR / "requirements.txt").read_text().splitlines()
+    requirements = (contracts.PROJECT_DIR / "requirements.txt").read_text().splitlines()
     assert _pins(pip_section) == _pins(requirements)
     assert not any(line.split("==")[0] == "sklearn" for line in _pins(requirements))
 
 
 def test_unbalanced_quote_is_rejected():
     with pytest.raises(ValueError, match="Unbalanced quotes"):
-        common.split_overrides(["registry.model_name='a b"])
+        split_overrides(["registry.model_name='a b"])
 
 
 def test_pins_are_the_installed_versions():
     from importlib.metadata import version
 
-    requirements = (common.PROJECT_DIR / "requirements.txt").read_text().splitlines()
+    requirements = (contracts.PROJECT_DIR / "requirements.txt").read_text().splitlines()
     for name, pinned in (line.split("==") for line in _pins(requirements)):
         assert version(name) == pinned, name
 
@@ -196,7 +198,7 @@ def test_pins_are_the_installed_versions():
 def test_unregistered_model_with_the_gate_on_is_refused_before_any_run(capsys):
     import mlflow
 
-    from steps import main
+    from pipeline import main
 
     with pytest.raises(SystemExit) as exit_info:
         main.main(["registry.register=false"])

@@ -8,12 +8,13 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.model_selection import train_test_split
 
+from core import contracts, data
+from core.config import compose_config
 from ops import make_batch
-from steps import common, data
 
 
 def file_cfg(path, *overrides):
-    return common.compose_config(["data=file", f"data.path={path}", *overrides]).data
+    return compose_config(["data=file", f"data.path={path}", *overrides]).data
 
 
 def write(frame: pd.DataFrame, path):
@@ -40,12 +41,12 @@ def test_split_reproduces_the_tutorial_holdout(cfg):
 
 
 def test_test_size_override_changes_the_split():
-    train_rows, holdout, _ = data.prepare_data(common.compose_config(["data.test_size=0.3"]).data)
+    train_rows, holdout, _ = data.prepare_data(compose_config(["data.test_size=0.3"]).data)
     assert (len(train_rows), len(holdout)) == (105, 45)
 
 
 def test_stratified_split_keeps_class_balance():
-    _, holdout, _ = data.prepare_data(common.compose_config(["data.stratify=true"]).data)
+    _, holdout, _ = data.prepare_data(compose_config(["data.stratify=true"]).data)
     assert holdout["target"].value_counts().tolist() == [10, 10, 10]
 
 
@@ -64,7 +65,7 @@ def test_file_features_can_be_chosen(tmp_path):
 
 
 def test_relative_path_is_resolved_against_the_project():
-    assert data.resolve_path("data/x.csv") == common.PROJECT_DIR / "data" / "x.csv"
+    assert data.resolve_path("data/x.csv") == contracts.PROJECT_DIR / "data" / "x.csv"
 
 
 def test_file_digest_is_the_content_hash(tmp_path):

@@ -15,8 +15,9 @@ from mlflow.exceptions import MlflowException
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC, LinearSVC
 
-from steps import common, package_pyfunc, serialize, train
-from steps.dispatch_model import PREDICT_METHODS, sha256_file
+from core import contracts
+from model.dispatch_model import PREDICT_METHODS, sha256_file
+from steps import package_pyfunc, serialize, train
 from tests.factories import package
 
 
@@ -156,7 +157,7 @@ def test_package_run_registers_pending_version(tmp_path, cfg):
         )
     assert outputs["registered_model_uri"] == "models:/iris-classifier/1"
     version = mlflow.MlflowClient().get_model_version("iris-classifier", "1")
-    assert version.tags[common.VALIDATION_STATUS_TAG] == "pending"
+    assert version.tags[contracts.VALIDATION_STATUS_TAG] == "pending"
     assert version.tags["estimator_sha256"] == serialized["joblib_sha256"]
 
 

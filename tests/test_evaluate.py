@@ -11,7 +11,11 @@ from mlflow.exceptions import MlflowException
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
-from steps import common, data, evaluate, train
+from core import contracts, data
+from core.config import compose_config
+from core.errors import StepError
+from core.registry import parse_registered_uri
+from steps import evaluate, train
 from tests.factories import package, run_chain
 
 
@@ -83,13 +87,13 @@ def test_model_without_probabilities_is_scored_on_labels(tmp_path, cfg):
     [("models:/iris-classifier/3", ("iris-classifier", "3")), ("models:/a-b_c/12", ("a-b_c", "12"))],
 )
 def test_parse_registered_uri(uri, expected):
-    assert common.parse_registered_uri(uri) == expected
+    assert parse_registered_uri(uri) == expected
 
 
 @pytest.mark.parametrize("uri", ["models:/iris-classifier@champion", "runs:/abc/model", "models:/x"])
 def test_parse_registered_uri_rejects_other_uris(uri):
     with pytest.raises(ValueError, match="models:/<name>/<version>"):
-        common.parse_registered_uri(uri)
+        parse_registered_uri(uri)
 
 
 def test_passing_version_is_tagged_and_becomes_champion(cfg):
@@ -102,7 +106,7 @@ def test_passing_version_is_tagged_and_becomes_champion(cfg):
     client = MlflowClient()
     champion = client.get_model_version_by_alias("iris-classifier", "champion")
     assert str(champion.version) == outputs["registered_model_version"]
-    assert champion.tags[common.VALIDATION_STATUS_TAG] == "passed"
+    assert champion.tags[contracts.VALIDATION_STATUS_TAG] == "passed"
     assert champion.tags["validation_run_id"] == active.info.run_id
     metrics = mlflow.get_run(active.info.run_id).data.metrics
     assert metrics["validation_checks_failed"] == 0
@@ -117,12 +121,12 @@ def test_passing_version_is_tagged_and_becomes_champion(cfg):
 def test_failing_version_is_tagged_failed_and_gets_no_alias(cfg):
     # The reference estimator differs from the packaged one: validation must fail.
     outputs = run_chain(cfg)
-    other = run_chain(common.compose_config(["model.C=0.001"]))
+    other = run_chain(compose_config(["model.C=0.001"]))
     with pytest.raises(evaluate.ValidationFailed, match="predict_proba"), mlflow.start_run() as active:
         evaluate.run(outputs["registered_model_uri"], other["model_uri"], outputs["holdout_uri"], cfg)
     client = MlflowClient()
     version = client.get_model_version("iris-classifier", outputs["registered_model_version"])
-    assert version.tags[common.VALIDATION_STATUS_TAG] == "failed"
+    assert version.tags[contracts.VALIDATION_STATUS_TAG] == "failed"
     assert version.aliases == []
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("iris-classifier", "champion")
@@ -133,7 +137,7 @@ def test_two_class_data_is_scored(tmp_path):
     frame = data.load_iris_frame()
     path = tmp_path / "two.csv"
     frame[frame["target"] < 2].to_csv(path, index=False)
-    cfg = common.compose_config(["data=file", f"data.path={path}"])
+    cfg = compose_config(["data=file", f"data.path={path}"])
     outputs = run_chain(cfg)
     with mlflow.start_run() as active:
         result = evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
@@ -142,7 +146,7 @@ def test_two_class_data_is_scored(tmp_path):
 
 
 def test_unregistered_model_is_validated_without_gate(cfg):
-    ungated = common.compose_config(["registry.register=false", "gate.enabled=false"])
+    ungated = compose_config(["registry.register=false", "gate.enabled=false"])
     outputs = run_chain(ungated)
     assert "registered_model_uri" not in outputs and outputs["pyfunc_model_uri"].startswith("models:/m-")
     with mlflow.start_run() as active:
@@ -153,13 +157,13 @@ def test_unregistered_model_is_validated_without_gate(cfg):
     # Its metrics are linked to the logged model as well.
     model_id = outputs["pyfunc_model_uri"].removeprefix("models:/")
     assert {m.key for m in mlflow.get_logged_model(model_id).metrics} >= {"accuracy", "log_loss"}
-    with pytest.raises(common.StepError, match="the gate needs a registered version"), mlflow.start_run():
+    with pytest.raises(StepError, match="the gate needs a registered version"), mlflow.start_run():
         evaluate.run(outputs["pyfunc_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
 
 
 def test_any_scikit_learn_classifier_works_by_config():
     # Not one of conf/model/: ExtraTrees takes the random forest config's arguments.
-    cfg = common.compose_config(["model=random_forest", "model._target_=sklearn.ensemble.ExtraTreesClassifier"])
+    cfg = compose_config(["model=random_forest", "model._target_=sklearn.ensemble.ExtraTreesClassifier"])
     outputs = run_chain(cfg)
     with mlflow.start_run():
         result = evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)

@@ -10,8 +10,11 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
+from core import contracts
+from core.config import compose_config
+from core.registry import alias_version
 from ops import rollback
-from steps import common, evaluate
+from steps import evaluate
 from tests.factories import run_chain
 
 GATE = OmegaConf.create(
@@ -41,7 +44,7 @@ def test_gated_metric_a_model_cannot_compute_refuses_the_promotion():
 
 
 def test_labels_only_gate_passes_a_model_without_probabilities():
-    gate = common.compose_config(["gate=labels_only"]).gate.metrics
+    gate = compose_config(["gate=labels_only"]).gate.metrics
     labels = {"accuracy": 0.96, "f1_macro": 0.96}
     assert evaluate.decide(labels, None, gate)[0]
     # Against a champion with probabilities, only the label metrics are compared.
@@ -56,13 +59,13 @@ def test_metric_the_champion_lacks_is_named_as_not_compared():
 
 def test_version_offering_fewer_methods_than_the_champion_is_not_promoted():
     labels_only = ["gate=labels_only"]
-    run_evaluate(common.compose_config(labels_only))  # version 1: logistic regression, champion
-    result = run_evaluate(common.compose_config([*labels_only, "model=svc"]))
+    run_evaluate(compose_config(labels_only))  # version 1: logistic regression, champion
+    result = run_evaluate(compose_config([*labels_only, "model=svc"]))
     assert result["gate_outcome"] == "challenger"
     reason = MlflowClient().get_model_version("iris-classifier", "2").tags["gate.reason"]
     assert "also offers predict_proba, predict_log_proba, which its clients would lose" in reason
     # Allowed when asked for.
-    assert run_evaluate(common.compose_config([*labels_only, "model=svc", "gate.keep_methods=false"]))[
+    assert run_evaluate(compose_config([*labels_only, "model=svc", "gate.keep_methods=false"]))[
         "gate_outcome"] == "promoted"
 
 
@@ -104,7 +107,7 @@ def test_absolute_threshold_tightens_the_bound():
 
 
 def promote_cycle(overrides):
-    cfg = common.compose_config(overrides)
+    cfg = compose_config(overrides)
     outputs = run_chain(cfg)
     with mlflow.start_run():
         result = evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
@@ -150,7 +153,7 @@ def test_gate_promotes_refuses_and_rollback_swaps(champion):
     # Evaluating the rolled-back version again, however often (forced, a config
     # change, the champion moving), never re-promotes it: it stays rolled back.
     for _ in range(2):
-        again = reevaluate(v3_outputs, common.compose_config(["model.C=2.0"]))
+        again = reevaluate(v3_outputs, compose_config(["model.C=2.0"]))
         assert again == {"validation_status": "passed", "gate_outcome": "rolled_back", "champion_version": v1}
         assert aliases() == {"champion": v1, "previous_champion": v3, "challenger": v2}
         tags = client.get_model_version("iris-classifier", v3).tags
@@ -161,7 +164,7 @@ def test_gate_promotes_refuses_and_rollback_swaps(champion):
 
 def test_reevaluating_the_champion_keeps_it_or_fails_closed(champion):
     v1, outputs = champion["registered_model_version"], champion
-    cfg = common.compose_config([])
+    cfg = compose_config([])
     again = reevaluate(outputs, cfg)
     assert again["gate_outcome"] == "promoted" and aliases() == {"champion": v1}
     tags = MlflowClient().get_model_version("iris-classifier", v1).tags
@@ -172,7 +175,7 @@ def test_reevaluating_the_champion_keeps_it_or_fails_closed(champion):
         reevaluate(outputs, cfg, reference_uri=other["model_uri"])
     assert "champion" not in aliases()
     tags = MlflowClient().get_model_version("iris-classifier", v1).tags
-    assert tags[common.VALIDATION_STATUS_TAG] == "failed"
+    assert tags[contracts.VALIDATION_STATUS_TAG] == "failed"
 
 
 def test_champion_that_cannot_be_scored_is_kept(champion, tmp_path):
@@ -228,13 +231,13 @@ def test_a_registry_read_that_fails_stops_the_gate_and_moves_no_alias(champion, 
 
 def test_only_a_missing_model_or_alias_means_no_champion(champion, monkeypatch):
     client = MlflowClient()
-    assert str(common.alias_version(client, "iris-classifier", "champion").version) == "1"
-    assert common.alias_version(client, "iris-classifier", "challenger") is None
-    assert common.alias_version(client, "no-such-model", "champion") is None
+    assert str(alias_version(client, "iris-classifier", "champion").version) == "1"
+    assert alias_version(client, "iris-classifier", "challenger") is None
+    assert alias_version(client, "no-such-model", "champion") is None
     monkeypatch.setattr(MlflowClient, "get_registered_model", registry_unavailable)
     monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", registry_unavailable)
     with pytest.raises(MlflowException, match="503"):
-        common.alias_version(client, "iris-classifier", "champion")
+        alias_version(client, "iris-classifier", "champion")
 
 
 def test_a_registry_read_that_fails_after_the_gate_only_dims_the_summary(champion, cfg, monkeypatch):
@@ -242,16 +245,17 @@ def test_a_registry_read_that_fails_after_the_gate_only_dims_the_summary(champio
     fails nothing that was decided (every step here is a cache hit of the champion's pipeline)."""
     import sys
 
+    from pipeline import run
     from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
 
-    real = common.alias_version
+    real = alias_version
 
-    def alias_version(client, name, alias):
+    def unreadable_for_the_summary(client, name, alias):
         if sys._getframe(1).f_code.co_name == "run_pipeline":
             registry_unavailable()
         return real(client, name, alias)
 
-    monkeypatch.setattr(common, "alias_version", alias_version)
+    monkeypatch.setattr(run, "alias_version", unreadable_for_the_summary)
     with mlflow.start_run() as parent:
         summary = PipelineSummary(run_id=parent.info.run_id)
         run_pipeline(PipelineContext.create(cfg, [], frozenset(), mlflow.get_run(parent.info.run_id)), summary)

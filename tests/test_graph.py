@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from core import contracts
 from pipeline import graph
-from steps import common
 
 
 def entry_points() -> dict:
-    return yaml.safe_load((common.PROJECT_DIR / "MLproject").read_text())["entry_points"]
+    return yaml.safe_load((contracts.PROJECT_DIR / "MLproject").read_text())["entry_points"]
 
 
 @pytest.mark.parametrize("step", graph.STEPS, ids=graph.NAMES)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from core import contracts
+from core.config import compose_config, split_overrides
 from ops import retrain
-from steps import locks
-from steps import common
+from pipeline import locks
 
-DEPLOY = common.PROJECT_DIR / "deploy"
+DEPLOY = contracts.PROJECT_DIR / "deploy"
 
 
 def retrain_args(command: str) -> list[str]:
@@ -35,7 +36,7 @@ def test_scheduler_examples_call_retrain_with_valid_arguments():
     for command in commands:
         args = retrain.build_parser().parse_args(retrain_args(command.split(">>")[0]))
         assert args.wait > 0
-        common.compose_config(common.split_overrides(args.overrides))
+        compose_config(split_overrides(args.overrides))
 
 
 def test_bad_override_exits_2_before_anything_runs(capsys):
@@ -91,7 +92,7 @@ def test_check_server_times_out_on_a_silent_host(silent_server):
 
 
 def test_serve_drops_mlflows_echo_of_the_request_data():
-    from ops.serve import client_message
+    from serving.server import client_message
 
     echoed = "Failed to predict data '   petal length (cm)  petal width (cm)\n0  1.4  NaN'. \nError: Input row 0 has a missing value"
     assert client_message(echoed) == "Input row 0 has a missing value"

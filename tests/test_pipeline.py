@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import mlflow
 import numpy as np
@@ -16,8 +14,9 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
+from core import contracts
 from pipeline import graph
-from steps import common
+from pipeline.step import read_outputs
 from tests.factories import mlflow_run
 
 pytestmark = pytest.mark.slow
@@ -48,7 +47,7 @@ def test_pipeline_registers_the_tutorial_model_as_champion(project_env, tmp_path
         assert mlflow.artifacts.load_text(f"runs:/{child.info.run_id}/config.yaml")
 
     # URIs flow from one step to the next as parameters.
-    out = {name: common.read_outputs(run.info.run_id) for name, run in children.items()}
+    out = {name: read_outputs(run.info.run_id) for name, run in children.items()}
     assert all(set(out[name]) <= set(graph.BY_NAME[name].outputs) for name in out), out
     assert children["serialize"].data.params["model_uri"] == out["train"]["model_uri"]
     assert children["package_pyfunc"].data.params["joblib_uri"] == out["serialize"]["joblib_uri"]
@@ -57,8 +56,8 @@ def test_pipeline_registers_the_tutorial_model_as_champion(project_env, tmp_path
     assert all(uri.startswith(("runs:/", "models:/")) for step in out.values() for k, uri in step.items() if k.endswith("_uri"))
 
     version = MlflowClient().get_model_version_by_alias("iris-classifier", "champion")
-    assert version.tags[common.VALIDATION_STATUS_TAG] == "passed"
-    assert parent.data.tags[common.VALIDATION_STATUS_TAG] == "passed"
+    assert version.tags[contracts.VALIDATION_STATUS_TAG] == "passed"
+    assert parent.data.tags[contracts.VALIDATION_STATUS_TAG] == "passed"
     assert parent.data.tags["registered_model_version"] == str(version.version)
     for name in STEP_NAMES:
         assert name in result.stdout
@@ -92,11 +91,11 @@ def test_two_overrides_in_one_option_reach_every_step(project_env, tmp_path):
     (train_run,) = runs["train"]
     assert train_run.data.params["model.C"] == "0.5"
     assert train_run.data.params["data.test_size"] == "0.3"
-    holdout_uri = common.read_outputs(train_run.info.run_id)["holdout_uri"]
+    holdout_uri = read_outputs(train_run.info.run_id)["holdout_uri"]
     assert len(pd.read_parquet(mlflow.artifacts.download_artifacts(holdout_uri))) == 45
     for name in ["main", *STEP_NAMES]:
         (run,) = runs[name]
-        assert run.data.tags[common.OVERRIDES_TAG] == "model.C=0.5 data.test_size=0.3"
+        assert run.data.tags[contracts.OVERRIDES_TAG] == "model.C=0.5 data.test_size=0.3"
         assert "C: 0.5" in mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml")
 
 
@@ -123,10 +122,10 @@ def test_failed_validation_fails_the_pipeline_and_moves_no_alias(champion, proje
     assert parent.data.tags["pipeline.step.package_pyfunc.status"] == "CACHED"
     (evaluate_run,) = runs["evaluate"]
     assert evaluate_run.info.status == "FAILED"
-    assert "predict_proba_matches_reference" in evaluate_run.data.tags[common.ERROR_TAG]
+    assert "predict_proba_matches_reference" in evaluate_run.data.tags[contracts.ERROR_TAG]
     client = MlflowClient()
     version = client.get_model_version("iris-classifier", "1")
-    assert version.tags[common.VALIDATION_STATUS_TAG] == "failed"
+    assert version.tags[contracts.VALIDATION_STATUS_TAG] == "failed"
     # Fail closed: the version that failed loses the champion alias it held.
     assert version.aliases == []
     with pytest.raises(MlflowException):
@@ -148,7 +147,7 @@ def test_model_without_probabilities_is_validated_on_predict_and_gated_on_labels
     assert "validation: passed" in result.stdout
     client = MlflowClient()
     version = client.get_model_version("iris-classifier", "1")
-    assert version.tags[common.VALIDATION_STATUS_TAG] == "passed"
+    assert version.tags[contracts.VALIDATION_STATUS_TAG] == "passed"
     # The default gate compares log_loss, which an SVC cannot give: not champion.
     assert version.tags["gate.outcome"] == "challenger"
     assert "log_loss cannot be computed" in version.tags["gate.reason"]

@@ -9,7 +9,9 @@ import matplotlib.image
 import mlflow
 import pytest
 
-from steps import common, evaluate, report
+from core import report
+from core.config import compose_config
+from steps import evaluate
 from tests.factories import run_chain
 
 CURVES = ["roc_curves.png", "precision_recall_curves.png", "calibration_curves.png"]
@@ -68,7 +70,7 @@ def test_first_version_gets_plots_and_a_page_without_champion(champion):
 
 def test_second_version_is_shown_beside_the_champion(champion):
     # A tree ensemble: its native reference model needs skops trusted types to log and load.
-    folder = evaluate_chain(common.compose_config(["model=random_forest"]))
+    folder = evaluate_chain(compose_config(["model=random_forest"]))
     assert "metrics_comparison.png" in {p.name for p in folder.iterdir()}
     assert_valid_png(folder / "metrics_comparison.png")
     page = read_page(folder)
@@ -83,7 +85,7 @@ def test_second_version_is_shown_beside_the_champion(champion):
 
 
 def test_model_without_probabilities_gets_a_confusion_matrix_and_a_note(cfg):
-    folder = evaluate_chain(common.compose_config(["model=svc", "gate=labels_only"]))
+    folder = evaluate_chain(compose_config(["model=svc", "gate=labels_only"]))
     assert {p.name for p in folder.iterdir()} == {"confusion_matrix.png", "report.html", "metrics.json"}
     assert "offers no predict_proba" in " ".join(read_page(folder).text)
 

@@ -15,11 +15,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from core import contracts
+from model.dispatch_model import sha256_file
 from ops import make_batch, reproduce, retrain
-from pipeline import graph
-from steps import locks
-from steps import common
-from steps.dispatch_model import sha256_file
+from pipeline import graph, locks
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -31,7 +30,7 @@ def retrain_cmd(*args) -> list[str]:
 
 
 def run_retrain(env, tmp_path, *args, timeout=600) -> subprocess.CompletedProcess:
-    env = {**env, "PYTHONPATH": str(common.PROJECT_DIR)}
+    env = {**env, "PYTHONPATH": str(contracts.PROJECT_DIR)}
     return subprocess.run(
         retrain_cmd(*args), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout
     )
@@ -40,7 +39,7 @@ def run_retrain(env, tmp_path, *args, timeout=600) -> subprocess.CompletedProces
 def parent_runs():
     runs = mlflow.search_runs(
         search_all_experiments=True,
-        filter_string=f"tags.`{common.STEP_TAG}` = 'main'",
+        filter_string=f"tags.`{contracts.STEP_TAG}` = 'main'",
         order_by=["attributes.start_time DESC"],
         output_format="list",
     )
@@ -123,7 +122,7 @@ def wait_for_running_step(step: str, timeout: float = 300) -> None:
     def attempt(_timeout):
         return mlflow.search_runs(
             search_all_experiments=True,
-            filter_string=f"tags.`{common.STEP_TAG}` = '{step}' and attributes.status = 'RUNNING'",
+            filter_string=f"tags.`{contracts.STEP_TAG}` = '{step}' and attributes.status = 'RUNNING'",
             output_format="list",
         ) or None
 
@@ -147,7 +146,7 @@ def kill_step_processes(step: str, tmp_path: Path) -> None:
 
 
 def test_killed_step_fails_the_run_and_the_next_run_resumes(project_env, tmp_path):
-    env = {**project_env, "PYTHONPATH": str(common.PROJECT_DIR)}
+    env = {**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)}
     process = subprocess.Popen(retrain_cmd(), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for_running_step("package_pyfunc")
     kill_step_processes("package_pyfunc", tmp_path)
@@ -158,7 +157,7 @@ def test_killed_step_fails_the_run_and_the_next_run_resumes(project_env, tmp_pat
     assert step_states(parent)["package_pyfunc"][0] == "FAILED"
     client = MlflowClient()
     for version in client.search_model_versions(f"name='{MODEL}'"):
-        assert version.tags.get(common.VALIDATION_STATUS_TAG) != "passed"
+        assert version.tags.get(contracts.VALIDATION_STATUS_TAG) != "passed"
         assert not version.aliases
 
     resumed = run_retrain(project_env, tmp_path)
@@ -166,7 +165,7 @@ def test_killed_step_fails_the_run_and_the_next_run_resumes(project_env, tmp_pat
     states = step_states(parent_runs()[0])
     assert [states[s][0] for s in graph.NAMES] == ["CACHED", "CACHED", "FINISHED", "FINISHED"]
     champion = client.get_model_version_by_alias(MODEL, "champion")
-    assert champion.tags[common.VALIDATION_STATUS_TAG] == "passed"
+    assert champion.tags[contracts.VALIDATION_STATUS_TAG] == "passed"
 
     # A tampered joblib artifact is refused: the pipeline fails and nothing moves.
     serialize_run = parent_runs()[0].data.tags["pipeline.step.serialize.run_id"]
@@ -180,7 +179,7 @@ def test_killed_step_fails_the_run_and_the_next_run_resumes(project_env, tmp_pat
     assert client.get_model_version_by_alias(MODEL, "champion").version == champion.version
     assert "Refusing to load" in parent_runs()[0].data.tags["pipeline.outcome"]
     assert all(
-        v.tags.get(common.VALIDATION_STATUS_TAG) != "passed" or v.version == champion.version
+        v.tags.get(contracts.VALIDATION_STATUS_TAG) != "passed" or v.version == champion.version
         for v in client.search_model_versions(f"name='{MODEL}'")
     )
 
@@ -199,7 +198,7 @@ def test_lock_makes_a_second_run_exit_with_a_distinct_code(project_env, tmp_path
 def test_two_pipelines_on_a_fresh_store_both_finish_one_trains(project_env, tmp_path):
     fresh = tmp_path / "fresh"
     uri = f"sqlite:///{fresh / 'mlflow.db'}"
-    env = {**project_env, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(common.PROJECT_DIR)}
+    env = {**project_env, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(contracts.PROJECT_DIR)}
     env.pop("MLFLOW_EXPERIMENT_NAME")
     processes = [
         subprocess.Popen(retrain_cmd("--wait", "600"), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

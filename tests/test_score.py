@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from steps import common, score
+from core import contracts
+from serving import batch as score
 from tests.factories import FEATURES, package, rows
-
 
 
 @pytest.fixture
@@ -87,9 +87,9 @@ def test_cli_exit_code_and_message(model_and_estimator, tmp_path, project_env):
     source = tmp_path / "in.csv"
     rows(5).drop(columns=["petal width (cm)"]).to_csv(source, index=False)
     result = subprocess.run(
-        [sys.executable, "-m", "steps.score", "--input", str(source), "--output", str(tmp_path / "o.csv"),
+        [sys.executable, "-m", "serving.batch", "--input", str(source), "--output", str(tmp_path / "o.csv"),
          "--model-uri", model_uri],
-        cwd=common.PROJECT_DIR, env=project_env, capture_output=True, text=True,
+        cwd=contracts.PROJECT_DIR, env=project_env, capture_output=True, text=True,
     )
     assert result.returncode == 1
     assert "missing feature column(s) ['petal width (cm)']" in result.stderr
@@ -103,7 +103,7 @@ def test_score_entry_point_through_mlflow_run(model_and_estimator, tmp_path, pro
     frame = rows(50)
     frame.to_parquet(source)
     result = subprocess.run(
-        [sys.executable, "-m", "mlflow", "run", str(common.PROJECT_DIR), "-e", "score", "--env-manager", "local",
+        [sys.executable, "-m", "mlflow", "run", str(contracts.PROJECT_DIR), "-e", "score", "--env-manager", "local",
          "-P", f"input={source}", "-P", f"output={out}", "-P", f"model_uri={model_uri}",
          "-P", "predict_method=predict"],
         cwd=tmp_path, env=project_env, capture_output=True, text=True, timeout=300,

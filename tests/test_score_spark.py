@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from steps import score_spark
+from serving import spark as score_spark
 from tests.factories import FEATURES, package, rows
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (requirements-dev.txt)")

@@ -1,5 +1,5 @@
 """The registered champion behind a real scoring server, called over HTTP: `mlflow
-models serve`, and `python -m ops.serve` (`make serve`: MLflow's app without
+models serve`, and `python -m serving.server` (`make serve`: MLflow's app without
 stack traces in 4xx answers)."""
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import requests
 
-from steps import common, evaluate
+from core import contracts
+from core.config import compose_config
+from steps import evaluate
 from tests.champion_store import OUTPUTS
 from tests.factories import EXPERIMENT, copy_store, new_store, run_chain, venv_env
 from tests.helpers import free_port, stop, wait_for_http
@@ -30,7 +32,7 @@ ROWS = [[1.4, 0.2], [4.7, 1.4], [6.0, 2.5]]
 SERVERS = {
     "mlflow models serve": [sys.executable, "-m", "mlflow", "models", "serve", "-m",
                             "models:/iris-classifier@champion", "--env-manager", "local", "-h", "127.0.0.1"],
-    "make serve": [sys.executable, "-m", "ops.serve", "--model-uri", "models:/iris-classifier@champion"],
+    "make serve": [sys.executable, "-m", "serving.server", "--model-uri", "models:/iris-classifier@champion"],
 }
 
 
@@ -44,7 +46,7 @@ def build_champion(root: Path, empty_store: Path, overrides) -> tuple[str, objec
         patch.setenv("PIPELINE_LOCK_DIR", str(root / "locks"))
         patch.chdir(root)
         mlflow.set_tracking_uri(uri)
-        cfg = common.compose_config(list(overrides))
+        cfg = compose_config(list(overrides))
         outputs = run_chain(cfg)
         with mlflow.start_run():
             evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
@@ -68,7 +70,7 @@ def copied_champion(root: Path, template: Path) -> tuple[str, object]:
 def serve(root: Path, uri: str, server: str):
     """Serve ``models:/iris-classifier@champion`` of the store at ``uri`` with ``server``; yield its base URL."""
     port = free_port()
-    env = venv_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(common.PROJECT_DIR))
+    env = venv_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(contracts.PROJECT_DIR))
     with open(root / "server.log", "w") as log:
         process = subprocess.Popen(
             SERVERS[server] + ["--port", str(port)], env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT
@@ -191,7 +193,7 @@ def test_bad_request_is_a_400_naming_the_problem(server, case):
     if case.startswith("csv") and name == "mlflow models serve":
         # MLflow's scoring server parses CSV bodies before the model sees them and
         # always attaches its own traceback to that parse error (README, "Serve it");
-        # `make serve` (ops.serve) keeps it in the server log instead.
+        # `make serve` (serving.server) keeps it in the server log instead.
         assert "stack_trace" in payload
         return
     assert "stack_trace" not in payload

@@ -9,7 +9,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 
-from steps import common
+from core import contracts
+from core.errors import StepError
+from pipeline.step import run_in_mlflow_run
 
 
 def fail_with(error):
@@ -21,31 +23,31 @@ def fail_with(error):
 
 def ended(body, caplog) -> tuple[logging.LogRecord, dict]:
     """Run ``body`` as a step does; the error it logged and its run's tags."""
-    caplog.set_level(logging.ERROR, logger="steps.common")
+    caplog.set_level(logging.ERROR, logger="pipeline.step")
     with pytest.raises(SystemExit) as exit_info:
-        common.run_in_mlflow_run(body)
+        run_in_mlflow_run(body)
     assert exit_info.value.code == 1
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert run.info.status == "FAILED"
-    (record,) = [r for r in caplog.records if r.name == "steps.common"]
+    (record,) = [r for r in caplog.records if r.name == "pipeline.step"]
     return record, run.data.tags
 
 
 @pytest.mark.parametrize(
     "error",
-    [common.StepError("data file /x.csv: column 'y' is missing"),
+    [StepError("data file /x.csv: column 'y' is missing"),
      MlflowException("models:/iris-classifier/9 does not exist", INVALID_PARAMETER_VALUE)],
 )
 def test_a_refusal_is_one_line_and_recorded(error, caplog):
     record, tags = ended(fail_with(error), caplog)
     assert record.exc_info is None
-    assert tags[common.ERROR_TAG] == (getattr(error, "message", None) or str(error))
+    assert tags[contracts.ERROR_TAG] == (getattr(error, "message", None) or str(error))
 
 
 def test_a_tampered_joblib_file_is_a_refusal_not_a_bug(tmp_path, caplog):
     import joblib
 
-    from steps.dispatch_model import load_verified_estimator, sha256_file
+    from model.dispatch_model import load_verified_estimator, sha256_file
 
     path = tmp_path / "estimator.joblib"
     joblib.dump({"an": "estimator"}, path)
@@ -53,7 +55,7 @@ def test_a_tampered_joblib_file_is_a_refusal_not_a_bug(tmp_path, caplog):
     path.write_bytes(path.read_bytes() + b"tampered")
     record, tags = ended(lambda: load_verified_estimator(path, digest), caplog)
     assert record.exc_info is None
-    assert tags[common.ERROR_TAG].startswith("Refusing to load") and digest in tags[common.ERROR_TAG]
+    assert tags[contracts.ERROR_TAG].startswith("Refusing to load") and digest in tags[contracts.ERROR_TAG]
 
 
 @pytest.mark.parametrize(
@@ -64,4 +66,4 @@ def test_a_tampered_joblib_file_is_a_refusal_not_a_bug(tmp_path, caplog):
 def test_anything_else_keeps_its_traceback_and_is_recorded(error, caplog):
     record, tags = ended(fail_with(error), caplog)
     assert record.exc_info is not None and record.exc_info[1] is error
-    assert tags[common.ERROR_TAG].startswith(type(error).__name__ + ": ")
+    assert tags[contracts.ERROR_TAG].startswith(type(error).__name__ + ": ")

@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from core import contracts
+from core.config import compose_config
 from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
-from pipeline import graph
-from steps import common, sweep
+from pipeline import graph, sweep
+from pipeline.step import read_outputs
 from tests.factories import mlflow_run
 
 
@@ -31,7 +33,7 @@ def test_combinations_that_cannot_be_composed_are_named_with_hydras_message():
     from hydra.errors import MissingConfigException
 
     errors = compose_errors(["model=logistic_regression,random_forest,no_such_model", "model.C=0.5"],
-                            common.compose_config)
+                            compose_config)
     assert [job for job, _ in errors] == [
         ["model=random_forest", "model.C=0.5"], ["model=no_such_model", "model.C=0.5"]
     ]
@@ -118,8 +120,8 @@ def test_no_eligible_job_and_unknown_metric():
 )
 def test_malformed_sweep_exits_2_before_any_run(project_env, tmp_path, argv, message):
     result = subprocess.run(
-        [sys.executable, "-m", "steps.main", "-m", *argv],
-        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(common.PROJECT_DIR)},
+        [sys.executable, "-m", "pipeline.main", "-m", *argv],
+        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2, result.stderr[-2000:]
@@ -146,7 +148,7 @@ def test_sweep_through_mlflow_run_then_from_the_scheduler_unchanged(project_env,
     )
     assert sweep_run.info.status == "FINISHED"
     jobs = {run.data.tags["sweep.overrides"]: run for run in children(sweep_run.info.run_id)
-            if run.data.tags.get(common.STEP_TAG) == "sweep_job"}
+            if run.data.tags.get(contracts.STEP_TAG) == "sweep_job"}
     assert len(jobs) == 6
     status = {overrides: run.info.status for overrides, run in jobs.items()}
     assert status == {
@@ -162,7 +164,7 @@ def test_sweep_through_mlflow_run_then_from_the_scheduler_unchanged(project_env,
     launched = sorted((run.info.start_time, run.info.end_time) for run in jobs.values()
                       if "logistic_regression" in run.data.tags["sweep.overrides"])
     assert any(later[0] < earlier[1] for earlier, later in zip(launched, launched[1:])), launched
-    errors = {overrides: run.data.tags[common.ERROR_TAG] for overrides, run in jobs.items()}
+    errors = {overrides: run.data.tags[contracts.ERROR_TAG] for overrides, run in jobs.items()}
     assert "failed at step train: cannot fit LogisticRegression" in errors["model=logistic_regression model.C=-1"]
     assert "'C' parameter" in errors["model=logistic_regression model.C=-1"]
     assert "Could not override 'model.C'" in errors["model=random_forest model.C=0.5"]
@@ -192,18 +194,18 @@ def test_sweep_through_mlflow_run_then_from_the_scheduler_unchanged(project_env,
     assert champion.tags["lineage.pipeline_run_id"] == sweep_run.data.tags["sweep.best_run_id"]
     (other,) = [v for number, v in versions.items() if number != champion.version]
     assert other.tags["sweep.outcome"] == "candidate" and other.aliases == []
-    assert "gate.outcome" not in other.tags and other.tags[common.VALIDATION_STATUS_TAG] == "passed"
+    assert "gate.outcome" not in other.tags and other.tags[contracts.VALIDATION_STATUS_TAG] == "passed"
     # One gate decision in the whole sweep: the evaluate run directly under the sweep run.
     gated = [run for run in mlflow.search_runs(search_all_experiments=True, output_format="list")
              if run.data.tags.get("mlflow.project.entryPoint") == "evaluate"
-             and common.read_outputs(run.info.run_id).get("gate_outcome") in ("promoted", "challenger")]
+             and read_outputs(run.info.run_id).get("gate_outcome") in ("promoted", "challenger")]
     assert [run.data.tags["mlflow.parentRunId"] for run in gated] == [sweep_run.info.run_id]
 
     # The same sweep from the scheduler command, nothing changed: no good job trains
     # again, the best job's gated rerun is all cache hits, no version is added.
     again = subprocess.run(
         [sys.executable, "-m", "ops.retrain", "-m", "model=logistic_regression,random_forest", "model.C=-1,0.5,10"],
-        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(common.PROJECT_DIR)},
+        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
         capture_output=True, text=True, timeout=900,
     )
     assert again.returncode == 0, again.stderr[-4000:]
@@ -215,7 +217,7 @@ def test_sweep_through_mlflow_run_then_from_the_scheduler_unchanged(project_env,
     assert {latest.data.tags[f"pipeline.step.{step}.cache"] for step in graph.NAMES} == {"hit"}
     assert latest.data.tags["pipeline.outcome"].endswith(
         "nothing changed: every step cached; champion is version " + latest.data.tags["registered_model_version"])
-    rerun = [run for run in children(latest.info.run_id) if run.data.tags.get(common.STEP_TAG) == "sweep_job"
+    rerun = [run for run in children(latest.info.run_id) if run.data.tags.get(contracts.STEP_TAG) == "sweep_job"
              and run.info.status == "FINISHED"]
     assert sorted(run.data.tags["sweep.overrides"] for run in rerun) == [
         "model=logistic_regression model.C=0.5", "model=logistic_regression model.C=10"]
@@ -230,9 +232,9 @@ def test_sweep_from_python_on_another_launcher_registers_only_the_best(project_e
     the same sweep, without code changes; with sweep.candidates=none only the best
     job's model (by log_loss, smaller is better) is registered."""
     result = subprocess.run(
-        [sys.executable, "-m", "steps.main", "-m", "hydra/launcher=submitit_local", "model=knn,gradient_boosting",
+        [sys.executable, "-m", "pipeline.main", "-m", "hydra/launcher=submitit_local", "model=knn,gradient_boosting",
          "sweep.candidates=none", "sweep.metric=log_loss"],
-        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(common.PROJECT_DIR)},
+        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -241,7 +243,7 @@ def test_sweep_from_python_on_another_launcher_registers_only_the_best(project_e
     (sweep_run,) = mlflow.search_runs(
         search_all_experiments=True, filter_string="tags.`pipeline.step` = 'sweep'", output_format="list"
     )
-    jobs = [run for run in children(sweep_run.info.run_id) if run.data.tags.get(common.STEP_TAG) == "sweep_job"]
+    jobs = [run for run in children(sweep_run.info.run_id) if run.data.tags.get(contracts.STEP_TAG) == "sweep_job"]
     assert sorted(run.data.tags["sweep.overrides"] for run in jobs) == ["model=gradient_boosting", "model=knn"]
     assert all(run.info.status == "FINISHED" for run in jobs)
     assert "gradient_boosting" in sweep_run.data.tags["sweep.best_overrides"]
@@ -252,5 +254,5 @@ def test_sweep_from_python_on_another_launcher_registers_only_the_best(project_e
     assert version.aliases == ["champion"] and version.tags["sweep.outcome"] == "best"
     # The other job's model was logged and validated, not registered.
     (knn_run,) = [run for run in jobs if run.data.tags["sweep.overrides"] == "model=knn"]
-    outputs = common.read_outputs(knn_run.info.run_id)
+    outputs = read_outputs(knn_run.info.run_id)
     assert outputs["pyfunc_model_uri"].startswith("models:/m-") and "registered_model_uri" not in outputs

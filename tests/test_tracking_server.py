@@ -14,8 +14,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from core import contracts
 from pipeline import graph
-from steps import common
 from tests.helpers import free_port, stop, wait_for_http, wait_until
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,7 @@ def tracking_server(postgres_database, tmp_path, project_env):
 
 
 def server_env(project_env, uri, tmp_path):
-    env = {**project_env, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(common.PROJECT_DIR)}
+    env = {**project_env, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(contracts.PROJECT_DIR)}
     env.pop("MLFLOW_EXPERIMENT_NAME", None)  # the server's Default experiment
     return env
 
@@ -99,7 +99,7 @@ def test_four_pipelines_at_once(tracking_server, project_env, tmp_path):
     env = server_env(project_env, tracking_server, tmp_path)
     options = ["model.C=0.5", "model.C=1.0", "model.C=2.0", "model.C=4.0"]
     processes = [
-        subprocess.Popen([sys.executable, "-m", "steps.main", option], env=env, cwd=common.PROJECT_DIR,
+        subprocess.Popen([sys.executable, "-m", "pipeline.main", option], env=env, cwd=contracts.PROJECT_DIR,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for option in options
     ]
@@ -110,7 +110,7 @@ def test_four_pipelines_at_once(tracking_server, project_env, tmp_path):
     runs = client.search_runs(experiment_ids=["0"], max_results=1000)
     by_step = {}
     for run in runs:
-        by_step.setdefault(run.data.tags.get(common.STEP_TAG), []).append(run)
+        by_step.setdefault(run.data.tags.get(contracts.STEP_TAG), []).append(run)
     assert {step: len(found) for step, found in by_step.items()} == {s: 4 for s in ("main", *graph.NAMES)}
     assert all(run.info.status == "FINISHED" for run in runs)
 
@@ -124,4 +124,4 @@ def test_four_pipelines_at_once(tracking_server, project_env, tmp_path):
     assert champion.tags["gate.outcome"] == "promoted"
     # Decisions were serialized: each promotion compared with the champion of its moment.
     promoted = sorted((v for v in versions if v.tags["gate.outcome"] == "promoted"), key=lambda v: int(v.version))
-    assert promoted and all(v.tags[common.VALIDATION_STATUS_TAG] == "passed" for v in versions)
+    assert promoted and all(v.tags[contracts.VALIDATION_STATUS_TAG] == "passed" for v in versions)

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from steps import common, train
+from core import contracts
+from pipeline.step import read_outputs
+from steps import train
 
 
 def test_fit_estimator_learns_feature_names():
@@ -22,18 +24,18 @@ def test_run_logs_split_model_and_outputs(cfg):
     run = mlflow.get_run(active.info.run_id)
     assert run.data.params["model.C"] == "1.0"
     assert run.data.params["data.test_size"] == "0.2"
-    assert run.data.tags[common.OVERRIDES_TAG] == "model.C=1.0"
-    assert common.read_outputs(active.info.run_id) == outputs
+    assert run.data.tags[contracts.OVERRIDES_TAG] == "model.C=1.0"
+    assert read_outputs(active.info.run_id) == outputs
     assert outputs["model_uri"].startswith("models:/")
     holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(outputs["holdout_uri"]))
     assert len(holdout) == 30
     estimator = mlflow.sklearn.load_model(outputs["model_uri"])
     assert list(estimator.feature_names_in_) == list(cfg.data.features)
-    assert run.data.tags[common.DATA_ROWS_TAG] == "150"
-    assert len(run.data.tags[common.DATA_DIGEST_TAG]) == 64
+    assert run.data.tags[contracts.DATA_ROWS_TAG] == "150"
+    assert len(run.data.tags[contracts.DATA_DIGEST_TAG]) == 64
     contexts = sorted(i.tags[0].value for i in run.inputs.dataset_inputs)
     assert contexts == ["testing", "training"]
-    config_text = mlflow.artifacts.load_text(f"runs:/{active.info.run_id}/{common.CONFIG_ARTIFACT}")
+    config_text = mlflow.artifacts.load_text(f"runs:/{active.info.run_id}/{contracts.CONFIG_ARTIFACT}")
     assert "newton-cg" in config_text
 
 

@@ -2,13 +2,13 @@
 
 Reads: Hydra overrides (``-P hydra_options="..."`` or positional arguments) and
 ``--force`` (``all`` or step names, comma-separated). With ``-m`` (``--multirun``)
-the overrides are a sweep, run by ``steps.sweep``. The config is composed and
+the overrides are a sweep, run by ``pipeline.sweep``. The config is composed and
 the data digest computed before any step starts, so a bad override or a missing
 data file fails at once; the estimator is built before ``train`` runs.
 
 The steps and how they connect are ``pipeline/graph.py``; ``pipeline/run.py``
 runs them. Each step either reuses an earlier FINISHED run with the same cache key (see
-``steps.cache``: no step process starts) or runs as a child MLflow run
+``pipeline.cache``: no step process starts) or runs as a child MLflow run
 (``mlflow.projects.run`` under the active parent run, with the parent's env
 manager), receiving the previous steps' output URIs as parameters. The same
 overrides go to every step.
@@ -28,9 +28,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
+from core import contracts
+from pipeline import cache, sweep
+from pipeline.lineage import git_state
 from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
-from steps import cache, common, sweep
-from steps.lineage import git_state
+from pipeline.step import log_config, parse_step_args, step_parser
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +40,9 @@ log = logging.getLogger(__name__)
 def main(argv: Sequence[str] | None = None) -> None:
     import mlflow
 
-    from steps.data import DataError, data_digest
+    from core.data import DataError, data_digest
 
-    parser = common.step_parser(__doc__)
+    parser = step_parser(__doc__)
     parser.add_argument(
         "--force",
         default="",
@@ -50,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if sweep.multirun_flag(argv)[0]:  # -m/--multirun: one pipeline per combination
         sweep.main(argv)
         return
-    args, cfg = common.parse_step_args(parser, argv)
+    args, cfg = parse_step_args(parser, argv)
     try:
         force = cache.parse_force(args.force)
         if cfg.gate.enabled and not cfg.registry.register:
@@ -58,17 +60,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         digest = data_digest(cfg.data)
     except (ValueError, DataError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
-    common.configure_logging()
-    common.configure_tracking()
+    contracts.configure_logging()
+    contracts.configure_tracking()
 
     with mlflow.start_run() as parent:
-        common.log_config(cfg, args.overrides, step="main")
+        log_config(cfg, args.overrides, step="main")
         commit, dirty = git_state()
         mlflow.set_tags(
             {
                 "lineage.git_commit": commit,
                 "lineage.git_dirty": str(dirty).lower(),
-                common.DATA_DIGEST_TAG: digest,
+                contracts.DATA_DIGEST_TAG: digest,
             }
         )
         ctx = PipelineContext.create(cfg, args.overrides, force, mlflow.get_run(parent.info.run_id), digest)
@@ -83,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             mlflow.set_tags(
                 {
                     "registered_model_version": summary.registered_model_version or "",
-                    common.VALIDATION_STATUS_TAG: summary.validation_status,
+                    contracts.VALIDATION_STATUS_TAG: summary.validation_status,
                     "pipeline.outcome": summary.outcome,
                 }
             )

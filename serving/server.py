@@ -1,6 +1,6 @@
 """``make serve``: MLflow's scoring server for a registered model, on loopback.
 
-    python -m ops.serve [--model-uri models:/iris-classifier@champion] [--host 127.0.0.1] [--port 5001]
+    python -m serving.server [--model-uri models:/iris-classifier@champion] [--host 127.0.0.1] [--port 5001]
 
 The app is MLflow's own (``mlflow.pyfunc.scoring_server.init``, the FastAPI app
 that ``mlflow models serve --env-manager local`` runs under uvicorn): the same
@@ -19,9 +19,9 @@ import json
 import logging
 from collections.abc import Sequence
 
-from steps import common
+from core import contracts
 
-log = logging.getLogger("ops.serve")
+log = logging.getLogger("serving.server")
 
 
 ECHO_PREFIX = "Failed to predict data '"
@@ -81,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="default loopback only")
     parser.add_argument("--port", type=int, default=5001)
     args = parser.parse_args(argv)
-    common.configure_logging()
-    common.configure_tracking()
+    contracts.configure_logging()
+    contracts.configure_tracking()
     try:
         app = build_app(args.model_uri)
     except MlflowException as err:

@@ -1,16 +1,14 @@
-"""Facts about the code and environment a run used: git state, file digests,
-package versions. The step cache keys on them; registered versions carry them."""
+"""Facts about the code and environment a run used: git state and package
+versions. The step cache keys on them; registered versions carry them."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import subprocess
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from steps.common import PROJECT_DIR
+from core.contracts import PROJECT_DIR
 
 # Packages whose version changes what a step produces.
 PIPELINE_PACKAGES = (
@@ -45,24 +43,6 @@ def package_versions(packages: Iterable[str] = PIPELINE_PACKAGES) -> dict[str, s
 def pinned_requirements(packages: Iterable[str]) -> list[str]:
     """``name==version`` for each package as installed here, for a model's requirements."""
     return [f"{package}=={version}" for package, version in package_versions(packages).items()]
-
-
-def json_digest(value) -> str:
-    """SHA-256 of ``value`` as canonical JSON (sorted keys)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def files_digest(paths: Iterable[str | Path], root: Path = PROJECT_DIR) -> str:
-    """SHA-256 over the names and bytes of ``paths`` (relative to ``root``), as they are on disk.
-
-    Reading the files rather than asking git means uncommitted edits count.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(str(p) for p in paths):
-        digest.update(path.encode() + b"\0")
-        digest.update((root / path).read_bytes())
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def git_state(root: Path = PROJECT_DIR) -> tuple[str, bool]:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from steps.common import PROJECT_DIR
+from core.contracts import PROJECT_DIR
 
 
 class LockBusy(RuntimeError):

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from steps.common import PROJECT_DIR, StepError
+from core.contracts import PROJECT_DIR
+from core.errors import StepError
 
 READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
 
@@ -64,7 +65,7 @@ def data_digest(data_cfg: DictConfig) -> str:
     """Content digest of the data: SHA-256 of the file, or of the loader config for built-in data."""
     import hashlib
 
-    from steps.lineage import json_digest
+    from core.digests import json_digest
 
     path = source_path(data_cfg)
     if path is not None:
@@ -141,10 +142,9 @@ def _plain(value):
 
 def prepare_data(data_cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Load, validate and split the configured data: (train, holdout, feature names)."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
     from sklearn.model_selection import train_test_split
-
-    from hydra.errors import InstantiationException
 
     source = describe_source(data_cfg)
     try:

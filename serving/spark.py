@@ -1,6 +1,6 @@
 """Batch scoring on Spark with ``mlflow.pyfunc.spark_udf``, for data that outgrows one machine.
 
-    python -m steps.score_spark --input in.parquet --output out_dir [--predict-method predict]
+    python -m serving.spark --input in.parquet --output out_dir [--predict-method predict]
     # or, in your own Spark job:
     scored = score_dataframe(spark, df, "models:/iris-classifier@champion", "predict_proba")
 
@@ -22,13 +22,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from steps.dispatch_model import (
+from model.dispatch_model import (
     DEFAULT_PREDICT_METHOD,
     PREDICT_METHOD_PARAM,
     PREDICT_METHODS,
     offered_methods,
 )
-from steps.score import COLUMN_PREFIX
+from serving.batch import COLUMN_PREFIX
 
 RESULT_COLUMN = "__prediction"
 
@@ -81,7 +81,7 @@ def score_dataframe(spark, frame, model_uri: str, method: str = DEFAULT_PREDICT_
 def main(argv: Sequence[str] | None = None) -> None:
     from pyspark.sql import SparkSession
 
-    from steps import common
+    from core import contracts
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="Parquet or CSV (with header) path Spark can read")
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model-uri", default="models:/iris-classifier@champion")
     parser.add_argument("--predict-method", default=DEFAULT_PREDICT_METHOD, choices=PREDICT_METHODS)
     args = parser.parse_args(argv)
-    common.configure_tracking()
+    contracts.configure_tracking()
     # Local workers run this interpreter (with mlflow and the model's packages) unless told otherwise.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = SparkSession.builder.appName("score_spark").getOrCreate()

@@ -29,11 +29,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from core import contracts
+from core.digests import files_digest, json_digest
+from core.registry import parse_registered_uri
 from pipeline import graph
-from steps import common
-from steps.lineage import files_digest, json_digest
+from pipeline.step import read_outputs
 
-CODE_ROOT = common.PROJECT_DIR
+CODE_ROOT = contracts.PROJECT_DIR
 CACHE_KEY_TAG = "pipeline.cache_key"
 COMPONENT_TAG_PREFIX = "pipeline.cache."
 
@@ -213,13 +215,13 @@ def lookup(step_key_: StepKey, experiment_id: str, forced: bool, still_valid=Non
     for run in hits:
         problem = _stale_outputs(run.info.run_id)
         if problem is None and still_valid is not None:
-            problem = still_valid(common.read_outputs(run.info.run_id))
+            problem = still_valid(read_outputs(run.info.run_id))
         if problem is None:
             return Lookup(run.info.run_id, f"same inputs as run {run.info.run_id}")
         return Lookup(None, problem)
     previous = _search(
         experiment_id,
-        f"tags.`{common.STEP_TAG}` = '{step}' and attributes.status = 'FINISHED' "
+        f"tags.`{contracts.STEP_TAG}` = '{step}' and attributes.status = 'FINISHED' "
         f"and tags.`{CACHE_KEY_TAG}` != ''",
     )
     if not previous:
@@ -240,10 +242,10 @@ def _stale_outputs(run_id: str) -> str | None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    outputs = common.read_outputs(run_id)
+    outputs = read_outputs(run_id)
     uri = outputs.get("registered_model_uri")
     if uri:
-        name, model_version = common.parse_registered_uri(uri)
+        name, model_version = parse_registered_uri(uri)
         try:
             MlflowClient().get_model_version(name, model_version)
         except MlflowException:

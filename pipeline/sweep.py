@@ -1,7 +1,7 @@
 """Sweeps: with ``-m``, one pipeline per combination of overrides, as nested runs of one sweep run.
 
     mlflow run . -P hydra_options="-m model=logistic_regression,random_forest model.C=0.1,1,10"
-    python -m steps.sweep model=logistic_regression,knn   (or python -m steps.main -m ...)
+    python -m pipeline.sweep model=logistic_regression,knn   (or python -m pipeline.main -m ...)
 
 1. The sweep run (the run ``mlflow run`` made, or a new one) records the sweep's
    overrides (tag ``sweep.overrides``).
@@ -37,7 +37,9 @@ from collections.abc import Sequence
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from steps import common
+from core import contracts
+from core.config import compose_config, split_overrides
+from pipeline.step import log_config, record_outputs, step_parser
 from steps.evaluate import HOLDOUT_METRICS
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ def multirun_flag(argv: Sequence[str]) -> tuple[bool, list[str]]:
 # --- one job (runs in a Hydra launcher's worker) ---------------------------------------
 
 
-@hydra.main(config_path=str(common.CONF_DIR), config_name=common.CONFIG_NAME, version_base="1.3")
+@hydra.main(config_path=str(contracts.CONF_DIR), config_name=contracts.CONFIG_NAME, version_base="1.3")
 def hydra_job(cfg: DictConfig) -> dict:
     """Hydra's task function: run one job, never raise (a failing job fails alone)."""
     from hydra.core.hydra_config import HydraConfig
@@ -97,13 +99,13 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     """The pipeline for one job's overrides as a nested run of the sweep run; its result."""
     import mlflow
 
+    from pipeline import cache
     from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
-    from steps import cache
 
     # Inherited from `mlflow run` in a launcher's worker, where it names the sweep run.
     os.environ.pop("MLFLOW_RUN_ID", None)
-    common.configure_logging()
-    common.configure_tracking()
+    contracts.configure_logging()
+    contracts.configure_tracking()
     sweep_run = mlflow.get_run(cfg.sweep.run_id)
     register = cfg.sweep.candidates == "register"
     # The job's steps see its overrides plus these: no gate, and registration as configured.
@@ -121,7 +123,7 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     )
     status, message = "FAILED", "the job stopped before its pipeline finished"
     try:
-        common.log_config(job_cfg, step_overrides, step=JOB_STEP)
+        log_config(job_cfg, step_overrides, step=JOB_STEP)
         mlflow.set_tags({"sweep.overrides": " ".join(overrides), "sweep.run_id": sweep_run.info.run_id})
         summary = PipelineSummary(run_id=job_run.info.run_id)
         error = ""
@@ -137,10 +139,10 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
             scores = mlflow.get_run(evaluate_run).data.metrics
             mlflow.log_metrics({name: scores[name] for name in METRICS if name in scores})
         if outputs:
-            common.record_outputs(outputs)
+            record_outputs(outputs)
         status = "FINISHED" if summary.succeeded and not error else "FAILED"
         message = error or ("" if status == "FINISHED" else summary.outcome)
-        mlflow.set_tags({common.ERROR_TAG: message[:4000], "pipeline.outcome": summary.outcome})
+        mlflow.set_tags({contracts.ERROR_TAG: message[:4000], "pipeline.outcome": summary.outcome})
         print(summary.render(), flush=True)
     finally:
         mlflow.end_run(status)
@@ -171,10 +173,10 @@ def record_uncomposable(sweep_run, overrides: Sequence[str], err: Exception) -> 
         tags={
             MLFLOW_PARENT_RUN_ID: sweep_run.info.run_id,
             MLFLOW_RUN_NAME: " ".join(overrides),
-            common.STEP_TAG: JOB_STEP,
+            contracts.STEP_TAG: JOB_STEP,
             "sweep.overrides": " ".join(overrides),
             "sweep.run_id": sweep_run.info.run_id,
-            common.ERROR_TAG: message[:4000],
+            contracts.ERROR_TAG: message[:4000],
             "pipeline.outcome": "not run: its config cannot be composed",
         },
     )
@@ -206,7 +208,7 @@ def jobs_table(sweep_run_id: str, expected: Sequence[Sequence[str]]):
     runs = mlflow.search_runs(
         experiment_ids=[mlflow.get_run(sweep_run_id).info.experiment_id],
         filter_string=(
-            f"tags.`mlflow.parentRunId` = '{sweep_run_id}' and tags.`{common.STEP_TAG}` = '{JOB_STEP}'"
+            f"tags.`mlflow.parentRunId` = '{sweep_run_id}' and tags.`{contracts.STEP_TAG}` = '{JOB_STEP}'"
         ),
         output_format="list",
     )
@@ -223,10 +225,10 @@ def jobs_table(sweep_run_id: str, expected: Sequence[Sequence[str]]):
                 "overrides": shown,
                 "status": run.info.status if run else "NOT RUN",
                 **{name: (run.data.metrics.get(name, float("nan")) if run else float("nan")) for name in METRICS},
-                "validation": tags.get(common.OUTPUT_TAG_PREFIX + "validation_status", ""),
-                "registered_version": tags.get(common.OUTPUT_TAG_PREFIX + "registered_model_version", ""),
+                "validation": tags.get(contracts.OUTPUT_TAG_PREFIX + "validation_status", ""),
+                "registered_version": tags.get(contracts.OUTPUT_TAG_PREFIX + "registered_model_version", ""),
                 "run_id": run.info.run_id if run else "",
-                "error": tags.get(common.ERROR_TAG, "" if run else "the launcher did not run it"),
+                "error": tags.get(contracts.ERROR_TAG, "" if run else "the launcher did not run it"),
             }
         )
     return pd.DataFrame(rows)
@@ -266,24 +268,23 @@ def best_job(table, metric: str, gated: Sequence[str] = ()):
 def run_sweep(arguments: Sequence[str], force: str = "") -> int:
     """Run the whole sweep under the active (or a new) MLflow run; return the exit status."""
     import mlflow
+    from hydra.errors import MissingConfigException
     from mlflow import MlflowClient
 
-    from hydra.errors import MissingConfigException
-
     from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
+    from pipeline import cache
     from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
-    from steps import cache
 
     jobs = [job for batch in expand(arguments) for job in batch]
     expected = [job_overrides(job) for job in jobs]
-    errors = compose_errors(arguments, common.compose_config)
+    errors = compose_errors(arguments, compose_config)
     missing = [err for _, err in errors if isinstance(err, MissingConfigException)]
     if missing:  # a misspelt config option is a typo in the command, not a bad combination
         raise SweepError(" ".join(str(missing[0]).split()))
     bad = {" ".join(job_overrides(job)) for job, _ in errors}
     good = [job for job in jobs if " ".join(job_overrides(job)) not in bad]
     # The sweep's own settings (sweep.metric, ...) and the gated metrics, as the jobs' configs have them.
-    first = common.compose_config(good[0]) if good else None
+    first = compose_config(good[0]) if good else None
     settings = first.sweep if first is not None else None
     if settings is not None:
         check_settings(settings)
@@ -291,7 +292,7 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
     with mlflow.start_run() as sweep_run:
         run_id = sweep_run.info.run_id
         mlflow.set_tags(
-            {common.STEP_TAG: SWEEP_STEP, "sweep.overrides": " ".join(arguments), "sweep.jobs": str(len(expected))}
+            {contracts.STEP_TAG: SWEEP_STEP, "sweep.overrides": " ".join(arguments), "sweep.jobs": str(len(expected))}
         )
         for job, err in errors:
             record_uncomposable(sweep_run, job_overrides(job), err)
@@ -300,7 +301,7 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
                 launch([*arguments, f"sweep.run_id={run_id}", f"sweep.force='{force}'"])
             except SweepError as err:
                 log.error("%s", err)
-                mlflow.set_tags({common.ERROR_TAG: str(err), "pipeline.outcome": f"sweep failed: {err}"})
+                mlflow.set_tags({contracts.ERROR_TAG: str(err), "pipeline.outcome": f"sweep failed: {err}"})
                 mlflow.end_run("FAILED")
                 return 1
         table = jobs_table(run_id, expected)
@@ -331,7 +332,7 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
                  best["overrides"])
 
         # The best job's pipeline again, gate on: train and serialize come from its cache.
-        cfg = common.compose_config(best_overrides)
+        cfg = compose_config(best_overrides)
         summary = PipelineSummary(run_id=run_id)
         run_pipeline(
             PipelineContext.create(cfg, best_overrides, frozenset(s for s in cache.parse_force(force) if s == "evaluate"),
@@ -351,7 +352,7 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
         mlflow.set_tags(
             {
                 "registered_model_version": summary.registered_model_version or "",
-                common.VALIDATION_STATUS_TAG: summary.validation_status,
+                contracts.VALIDATION_STATUS_TAG: summary.validation_status,
                 "pipeline.outcome": f"best of {len(table)} jobs ({failed} failed): {summary.outcome}",
             }
         )
@@ -371,14 +372,14 @@ def _display_options():
 def main(argv: Sequence[str] | None = None) -> None:
     from hydra.errors import HydraException
 
-    parser = common.step_parser(__doc__)
+    parser = step_parser(__doc__)
     parser.add_argument("--force", default="", help="rerun cached steps: 'all' or names, comma-separated")
     # -m/--multirun is accepted (a sweep always is one) and removed before parsing.
     args = parser.parse_args(multirun_flag(sys.argv[1:] if argv is None else argv)[1])
-    common.configure_logging()
+    contracts.configure_logging()
     try:
-        overrides = common.split_overrides(args.overrides)
-        from steps import cache
+        overrides = split_overrides(args.overrides)
+        from pipeline import cache
 
         cache.parse_force(args.force)
         from hydra_plugins.pipeline_sweeper.pipeline_sweeper import expand
@@ -386,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         expand(overrides)
     except (HydraException, ValueError) as err:
         parser.exit(2, f"{parser.prog}: error: invalid sweep: {err}\n")
-    common.configure_tracking()
+    contracts.configure_tracking()
     try:
         status = run_sweep(overrides, args.force)
     except SweepError as err:  # settings refused before any run started

@@ -15,7 +15,7 @@ order. The file is written under a temporary name and renamed at the end: a
 failure (a missing column, a non-numeric or missing value, named by row and
 column) leaves no partial output.
 
-Run: ``python -m steps.score --input in.csv --output out.parquet`` or
+Run: ``python -m serving.batch --input in.csv --output out.parquet`` or
 ``mlflow run . -e score -P input=/abs/in.csv -P output=/abs/out.csv`` (then the
 MLflow run records the parameters and the number of rows scored).
 """
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steps import common
-from steps.dispatch_model import (
+from core import contracts
+from model.dispatch_model import (
     DEFAULT_PREDICT_METHOD,
     PREDICT_METHOD_PARAM,
     PREDICT_METHODS,
@@ -222,8 +222,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from mlflow.exceptions import MlflowException
 
     args = build_parser().parse_args(argv)
-    common.configure_logging()
-    common.configure_tracking()
+    contracts.configure_logging()
+    contracts.configure_tracking()
     id_columns = None if args.id_columns in (None, "") else [c.strip() for c in args.id_columns.split(",")]
     in_project_run = "MLFLOW_RUN_ID" in os.environ
     try:

@@ -1,0 +1,77 @@
+"""The names every part of the project agrees on: where the project and its
+config live, artifact names, run and version tags, the registered model the
+consumers call by default, and the tracking store.
+
+A step records each output (an MLflow URI or a digest) as a run tag
+``pipeline.output.<name>``; the driver reads those tags and passes them on as the
+next step's parameters, so nothing travels through local paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CONF_DIR = PROJECT_DIR / "conf"
+CONFIG_NAME = "config"
+DEFAULT_DB = PROJECT_DIR / "mlflow.db"
+
+# Names under which steps log artifacts; one place so that producer and consumer agree.
+TRAIN_DATA_ARTIFACT = "data/train.parquet"
+HOLDOUT_ARTIFACT = "data/holdout.parquet"
+ESTIMATOR_ARTIFACT_DIR = "estimator"
+ESTIMATOR_FILENAME = "estimator.joblib"
+LOGGED_MODEL_NAME = "model"
+CONFIG_ARTIFACT = "config.yaml"
+
+OUTPUT_TAG_PREFIX = "pipeline.output."
+OVERRIDES_TAG = "pipeline.hydra_overrides"
+ERROR_TAG = "pipeline.error"
+STEP_TAG = "pipeline.step"
+
+VALIDATION_STATUS_TAG = "validation_status"
+DATA_DIGEST_TAG = "data.digest"
+DATA_ROWS_TAG = "data.rows"
+
+# The registered model and alias consumers call when given no URI (conf/registry).
+MODEL_NAME = "iris-classifier"
+CHAMPION_ALIAS = "champion"
+CHAMPION_URI = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
+
+
+def tracking_uri() -> str:
+    """The tracking URI: ``MLFLOW_TRACKING_URI`` when set, else SQLite in the project root.
+
+    The SQLite path is absolute so that every step process, whatever its working
+    directory, writes to the same database (a relative one would create a second).
+    """
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB}"
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+# Set unless the user chose otherwise, and inherited by step processes: bounded
+# retries for MLflow's HTTP client (its defaults retry for minutes), and no
+# artifact download progress bars in the logs of steps and schedulers.
+MLFLOW_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
+def configure_tracking() -> str:
+    """Point MLflow at :func:`tracking_uri` (with :data:`MLFLOW_ENV_DEFAULTS`) and return it."""
+    import mlflow
+
+    for key, value in MLFLOW_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return uri

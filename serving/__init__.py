@@ -1,0 +1,2 @@
+"""Consumers of a registered model: batch scoring of files (``batch``), the same
+on Spark (``spark``) and the REST scoring server (``server``)."""

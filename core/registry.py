@@ -1,6 +1,21 @@
-"""Reading the Model Registry: version URIs and aliases, failing closed."""
+"""The Model Registry: version URIs, reading aliases (failing closed) and moving them."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Aliases:
+    """The alias names the gate moves (``registry.champion_alias`` and ``gate.*_alias``)."""
+
+    champion: str
+    challenger: str
+    previous_champion: str
+
+    @classmethod
+    def of(cls, cfg) -> Aliases:
+        return cls(cfg.registry.champion_alias, cfg.gate.challenger_alias, cfg.gate.previous_champion_alias)
 
 
 def parse_registered_uri(model_uri: str) -> tuple[str, str]:
@@ -34,3 +49,34 @@ def alias_version(client, name: str, alias: str):
         raise
     version = model.aliases.get(alias)
     return None if version is None else client.get_model_version(name, str(version))
+
+
+def apply_decision(
+    client, name: str, model_version: str, decision, tags: dict[str, str], aliases: Aliases
+) -> str | None:
+    """Record a gate decision on version ``model_version`` of ``name``: the ``tags`` first,
+    then the aliases (so an alias never points at a version without its decision).
+
+    Returns the champion's version after the decision.
+    """
+    for key, value in tags.items():
+        client.set_model_version_tag(name, model_version, key, value)
+    if not decision.promoted:
+        if decision.outcome == "challenger":  # a rolled-back version is no challenger
+            client.set_registered_model_alias(name, aliases.challenger, model_version)
+        return decision.champion_version
+    if decision.champion_version and decision.champion_version != model_version:
+        client.set_registered_model_alias(name, aliases.previous_champion, decision.champion_version)
+    client.set_registered_model_alias(name, aliases.champion, model_version)
+    challenger = alias_version(client, name, aliases.challenger)
+    if challenger is not None and str(challenger.version) == model_version:
+        client.delete_registered_model_alias(name, aliases.challenger)
+    return model_version
+
+
+def remove_aliases(client, name: str, model_version: str) -> list[str]:
+    """Take every alias off version ``model_version`` of ``name`` (fail closed); return them."""
+    aliases = list(client.get_model_version(name, model_version).aliases)
+    for alias in aliases:
+        client.delete_registered_model_alias(name, alias)
+    return aliases

@@ -39,8 +39,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from core import contracts
 from core.config import compose_config, split_overrides
+from core.metrics import HOLDOUT_METRICS
 from pipeline.step import log_config, record_outputs, step_parser
-from steps.evaluate import HOLDOUT_METRICS
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
-from core import contracts, data
+from core import contracts, data, metrics, validation
 from core.config import compose_config
 from core.errors import StepError
 from core.registry import parse_registered_uri
@@ -21,7 +21,7 @@ from tests.factories import package, run_chain
 
 def test_all_checks_pass_for_a_faithful_model(tmp_path, cfg):
     info, estimator, features = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
-    checks = evaluate.validate_predictions(
+    checks = validation.validate_predictions(
         mlflow.pyfunc.load_model(info.model_uri), estimator, features, atol=1e-9
     )
     assert [c.name for c in checks if not c.passed] == []
@@ -42,7 +42,7 @@ def test_checks_fail_against_a_different_estimator(tmp_path, cfg):
     other = train.fit_estimator(
         LogisticRegression(C=0.001, max_iter=5000), train_rows, list(cfg.data.features), "target"
     )
-    checks = evaluate.validate_predictions(
+    checks = validation.validate_predictions(
         mlflow.pyfunc.load_model(info.model_uri), other, features, atol=1e-9
     )
     failed = {c.name for c in checks if not c.passed}
@@ -51,7 +51,7 @@ def test_checks_fail_against_a_different_estimator(tmp_path, cfg):
 
 def test_model_without_probabilities_is_validated_on_predict_only(tmp_path, cfg):
     info, estimator, features = package(LinearSVC(random_state=0), tmp_path, cfg)
-    checks = evaluate.validate_predictions(
+    checks = validation.validate_predictions(
         mlflow.pyfunc.load_model(info.model_uri), estimator, features, atol=1e-9
     )
     assert all(c.passed for c in checks), [c for c in checks if not c.passed]
@@ -67,7 +67,7 @@ def test_model_advertising_methods_its_estimator_lacks_fails(tmp_path, cfg):
     info, _, features = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
     train_rows, _, _ = data.prepare_data(cfg.data)
     svc = train.fit_estimator(LinearSVC(random_state=0), train_rows, list(cfg.data.features), "target")
-    checks = evaluate.validate_predictions(mlflow.pyfunc.load_model(info.model_uri), svc, features, 1e-9)
+    checks = validation.validate_predictions(mlflow.pyfunc.load_model(info.model_uri), svc, features, 1e-9)
     failed = {c.name: c.detail for c in checks if not c.passed}
     assert "advertised_methods_match_estimator" in failed
     assert "predict_proba_rejected" in failed
@@ -76,7 +76,7 @@ def test_model_advertising_methods_its_estimator_lacks_fails(tmp_path, cfg):
 def test_model_without_probabilities_is_scored_on_labels(tmp_path, cfg):
     info, estimator, features = package(LinearSVC(random_state=0), tmp_path, cfg)
     labels = data.prepare_data(cfg.data)[1][cfg.data.target]
-    outputs = evaluate.holdout_outputs(
+    outputs = metrics.holdout_outputs(
         mlflow.pyfunc.load_model(info.model_uri), features, "svc", labels, estimator.classes_
     )
     assert set(outputs.metrics) == {"accuracy", "f1_macro"} and outputs.proba is None
@@ -122,7 +122,7 @@ def test_failing_version_is_tagged_failed_and_gets_no_alias(cfg):
     # The reference estimator differs from the packaged one: validation must fail.
     outputs = run_chain(cfg)
     other = run_chain(compose_config(["model.C=0.001"]))
-    with pytest.raises(evaluate.ValidationFailed, match="predict_proba"), mlflow.start_run() as active:
+    with pytest.raises(validation.ValidationFailed, match="predict_proba"), mlflow.start_run() as active:
         evaluate.run(outputs["registered_model_uri"], other["model_uri"], outputs["holdout_uri"], cfg)
     client = MlflowClient()
     version = client.get_model_version("iris-classifier", outputs["registered_model_version"])
@@ -185,7 +185,7 @@ def test_estimator_whose_labels_disagree_with_its_probabilities_still_validates(
         info, estimator, features = package(SVC(probability=True, C=0.1, random_state=0), tmp_path, cfg)
     disagree = estimator.classes_[np.argmax(estimator.predict_proba(features), axis=1)] != estimator.predict(features)
     assert disagree.any(), "the premise: this SVC disagrees with itself on some holdout row"
-    checks = evaluate.validate_predictions(mlflow.pyfunc.load_model(info.model_uri), estimator, features, 1e-9)
+    checks = validation.validate_predictions(mlflow.pyfunc.load_model(info.model_uri), estimator, features, 1e-9)
     assert [c for c in checks if not c.passed] == []
     detail = next(c.detail for c in checks if c.name == "argmax_proba_agrees_with_predict_as_in_estimator")
     assert f"(estimator: {len(features) - int(disagree.sum())})" in detail

@@ -9,7 +9,7 @@ import matplotlib.image
 import mlflow
 import pytest
 
-from core import report
+from core import metrics, report
 from core.config import compose_config
 from steps import evaluate
 from tests.factories import run_chain
@@ -93,8 +93,8 @@ def test_model_without_probabilities_gets_a_confusion_matrix_and_a_note(cfg):
 def test_metrics_table_has_one_column_per_model():
     import numpy as np
 
-    a = report.ModelOutputs("a", np.array([0, 1]), None, {"accuracy": 0.9})
-    b = report.ModelOutputs("b", np.array([0, 1]), None, {"accuracy": 0.8, "f1_macro": 0.7})
+    a = metrics.ModelOutputs("a", np.array([0, 1]), None, {"accuracy": 0.9})
+    b = metrics.ModelOutputs("b", np.array([0, 1]), None, {"accuracy": 0.8, "f1_macro": 0.7})
     table = report.metrics_table([a, b])
     assert list(table.columns) == ["a", "b", "difference"]
     assert table.loc["accuracy", "difference"] == pytest.approx(0.1)
@@ -121,5 +121,5 @@ def test_per_class_curves_are_skipped_beyond_a_dozen_classes():
     classes = list(range(report.MAX_CURVE_CLASSES + 1))
     labels = np.array(classes * 2)
     proba = np.full((len(labels), len(classes)), 1 / len(classes))
-    model = report.ModelOutputs("new", labels, proba, {"accuracy": 1.0})
+    model = metrics.ModelOutputs("new", labels, proba, {"accuracy": 1.0})
     assert list(report.figures(model, None, labels, classes)) == ["confusion_matrix.png"]

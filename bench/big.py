@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from core import contracts
 from core.contracts import PROJECT_DIR
 
 PLAIN_FIT = """
@@ -107,7 +108,7 @@ def main(argv=None) -> None:
         import mlflow
 
         mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-        champion = mlflow.MlflowClient().get_model_version_by_alias("iris-classifier", "champion")
+        champion = mlflow.MlflowClient().get_model_version_by_alias(contracts.MODEL_NAME, contracts.CHAMPION_ALIAS)
         joblib_path = mlflow.artifacts.download_artifacts(
             f"runs:/{champion.tags['lineage.serialize_run_id']}/estimator/estimator.joblib", dst_path=str(tmp)
         )
@@ -124,7 +125,7 @@ def main(argv=None) -> None:
                         dst.write(line)
             rows[fraction] = measured(
                 [python, "-m", "serving.batch", "--no-progress", "--input", str(part),
-                 "--output", str(tmp / "scored.csv"), "--model-uri", "models:/iris-classifier@champion"], env)
+                 "--output", str(tmp / "scored.csv"), "--model-uri", contracts.CHAMPION_URI], env)
         raw = measured([python, "-c", RAW_SCORE, joblib_path, str(data), str(tmp / "raw.csv")], env)
         print(f"\n{'scoring (predict_proba)':<34} {'seconds':>8} {'peak MiB':>9}")
         for fraction in (4, 2, 1):

@@ -16,10 +16,9 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from core import tabular
 from core.contracts import PROJECT_DIR
 from core.errors import StepError
-
-READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
 
 
 class DataError(StepError, ValueError):
@@ -40,19 +39,10 @@ def resolve_path(path: str | Path) -> Path:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file, failing with a message that names the file."""
-    resolved = resolve_path(path)
-    reader = READERS.get(resolved.suffix.lower())
-    if reader is None:
-        raise DataError(
-            f"Data file {resolved}: unsupported extension {resolved.suffix!r}; "
-            f"use one of {', '.join(READERS)}"
-        )
-    if not resolved.is_file():
-        raise DataError(f"Data file {resolved} does not exist")
     try:
-        return reader(resolved)
-    except Exception as err:  # pandas/pyarrow raise many types for unreadable files
-        raise DataError(f"Data file {resolved} cannot be read: {type(err).__name__}: {err}") from err
+        return tabular.read_table(resolve_path(path), role="Data file")
+    except tabular.TableError as err:
+        raise DataError(str(err)) from err
 
 
 def source_path(data_cfg: DictConfig) -> Path | None:

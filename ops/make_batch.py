@@ -12,13 +12,13 @@ temporary name and renamed, so a reader never sees half a batch.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from core.data import load_iris_frame, read_table
+from core.tabular import FORMATS, write_table
 
 JITTER = 0.05  # standard deviation of the noise, relative to each feature's spread
 
@@ -34,15 +34,6 @@ def synthesize(rows: int, seed: int) -> pd.DataFrame:
     return sample
 
 
-def write_atomically(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".csv":
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", type=Path, help="output file, .csv or .parquet")
@@ -50,8 +41,8 @@ def main(argv=None) -> None:
     parser.add_argument("--append", type=int, metavar="N", help="add N synthetic rows to the existing file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic rows (default 0)")
     args = parser.parse_args(argv)
-    if args.path.suffix not in {".csv", ".parquet"}:
-        parser.error(f"{args.path}: use a .csv or .parquet file name")
+    if args.path.suffix.lower() not in FORMATS:
+        parser.error(f"{args.path}: use a file name ending in {', '.join(FORMATS)}")
     if args.append is not None:
         if not args.path.exists():
             parser.error(f"{args.path} does not exist; create it first without --append")
@@ -61,7 +52,7 @@ def main(argv=None) -> None:
     else:
         frame = load_iris_frame()
     args.path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(frame, args.path)
+    write_table(frame, args.path)
     print(f"{args.path}: {len(frame)} rows")
 
 

@@ -27,13 +27,14 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from core import contracts
+from core.tabular import AtomicWriter, TableError, count_rows, iter_chunks
 from model.dispatch_model import (
     DEFAULT_PREDICT_METHOD,
     PREDICT_METHOD_PARAM,
@@ -49,48 +50,6 @@ COLUMN_PREFIX = {"predict_proba": "proba_", "predict_log_proba": "log_proba_"}
 
 class ScoringError(ValueError):
     """The input cannot be scored; the message names the file, row and column."""
-
-
-def file_format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix in (".parquet", ".pq"):
-        return "parquet"
-    raise ScoringError(f"{path}: unsupported extension {path.suffix!r}; use .csv or .parquet")
-
-
-def count_rows(path: Path) -> int | None:
-    """Row count when the format stores it (Parquet), else None."""
-    if file_format(path) == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
-    return None
-
-
-def iter_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
-    """The file's rows in order, ``chunk_size`` at a time, indexed by row number."""
-    if not path.is_file():
-        raise ScoringError(f"Input file {path} does not exist")
-    start = 0
-    try:
-        if file_format(path) == "csv":
-            chunks = pd.read_csv(path, chunksize=chunk_size)
-        else:
-            import pyarrow.parquet as pq
-
-            chunks = (b.to_pandas() for b in pq.ParquetFile(path).iter_batches(batch_size=chunk_size))
-        for chunk in chunks:
-            chunk.index = pd.RangeIndex(start, start + len(chunk))
-            start += len(chunk)
-            yield chunk
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as err:
-        raise ScoringError(f"Input file {path} cannot be read near row {start}: {err}") from err
-    except Exception as err:
-        if type(err).__module__.startswith("pyarrow"):
-            raise ScoringError(f"Input file {path} cannot be read: {err}") from err
-        raise
 
 
 def check_chunk(chunk: pd.DataFrame, features: Sequence[str], source: Path) -> pd.DataFrame:
@@ -117,43 +76,6 @@ def prediction_columns(result: np.ndarray, method: str, classes: Sequence) -> pd
         return pd.DataFrame({"prediction": np.asarray(result)})
     prefix = COLUMN_PREFIX[method]
     return pd.DataFrame(np.asarray(result), columns=[f"{prefix}{label}" for label in classes])
-
-
-class AtomicWriter:
-    """Append chunks to a temporary file; rename it over ``path`` only on success."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.format = file_format(path)
-        self.tmp = path.with_name(f".{path.name}.partial")
-        self._parquet = None
-        self._header = True
-
-    def write(self, frame: pd.DataFrame) -> None:
-        if self.format == "csv":
-            frame.to_csv(self.tmp, mode="w" if self._header else "a", header=self._header, index=False)
-            self._header = False
-            return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if self._parquet is None:
-            self._parquet = pq.ParquetWriter(self.tmp, table.schema)
-        self._parquet.write_table(table)
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if self._parquet is not None:
-            self._parquet.close()
-        if exc_type is None and self.tmp.exists():
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        return False
 
 
 def score_file(
@@ -185,7 +107,7 @@ def score_file(
     with AtomicWriter(output_path) as writer, tqdm(
         total=count_rows(input_path), unit="rows", disable=None if progress is None else not progress
     ) as bar:
-        for chunk in iter_chunks(input_path, chunk_size):
+        for chunk in iter_chunks(input_path, chunk_size, role="Input file"):
             ids = id_columns if id_columns is not None else [c for c in chunk.columns if c not in features]
             absent = [c for c in ids if c not in chunk.columns]
             if absent:
@@ -206,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", type=Path, required=True, help="CSV or Parquet file to score")
     parser.add_argument("--output", type=Path, required=True, help="CSV or Parquet file to write")
-    parser.add_argument("--model-uri", default="models:/iris-classifier@champion")
+    parser.add_argument(
+        "--model-uri", default=contracts.CHAMPION_URI, help=f"default (or empty) {contracts.CHAMPION_URI}"
+    )
     parser.add_argument("--predict-method", default=DEFAULT_PREDICT_METHOD, choices=PREDICT_METHODS)
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="rows per chunk")
     parser.add_argument(
@@ -222,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from mlflow.exceptions import MlflowException
 
     args = build_parser().parse_args(argv)
+    args.model_uri = args.model_uri or contracts.CHAMPION_URI
     contracts.configure_logging()
     contracts.configure_tracking()
     id_columns = None if args.id_columns in (None, "") else [c.strip() for c in args.id_columns.split(",")]
@@ -237,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 mlflow.log_params({"model_uri": args.model_uri, "input": str(args.input),
                                    "output": str(args.output), "predict_method": args.predict_method})
                 mlflow.log_metric("rows_scored", rows)
-    except (ScoringError, MlflowException) as err:
+    except (ScoringError, TableError, MlflowException) as err:
         print(f"score: error: {getattr(err, 'message', err)}", file=sys.stderr)
         sys.exit(1)
     print(f"{args.output}: {rows} rows scored with {args.predict_method} by {args.model_uri}")

@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from mlflow.exceptions import MlflowException
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-uri", default="models:/iris-classifier@champion")
+    parser.add_argument("--model-uri", default=contracts.CHAMPION_URI, help=f"default {contracts.CHAMPION_URI}")
     parser.add_argument("--host", default="127.0.0.1", help="default loopback only")
     parser.add_argument("--port", type=int, default=5001)
     args = parser.parse_args(argv)

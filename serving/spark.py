@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="Parquet or CSV (with header) path Spark can read")
     parser.add_argument("--output", required=True, help="Parquet directory to write")
-    parser.add_argument("--model-uri", default="models:/iris-classifier@champion")
+    parser.add_argument("--model-uri", default=contracts.CHAMPION_URI, help=f"default {contracts.CHAMPION_URI}")
     parser.add_argument("--predict-method", default=DEFAULT_PREDICT_METHOD, choices=PREDICT_METHODS)
     args = parser.parse_args(argv)
     contracts.configure_tracking()

@@ -12,6 +12,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from core import contracts
+from core.tabular import TableError
 from serving import batch as score
 from tests.factories import FEATURES, package, rows
 
@@ -75,10 +76,10 @@ def test_bad_rows_fail_naming_row_and_column_and_leave_no_output(model_and_estim
 
 def test_missing_input_and_unsupported_extension(model_and_estimator, tmp_path):
     model, _, _ = model_and_estimator
-    with pytest.raises(score.ScoringError, match="does not exist"):
+    with pytest.raises(TableError, match="does not exist"):
         score.score_file(model, tmp_path / "absent.csv", tmp_path / "o.csv")
     (tmp_path / "in.txt").write_text("a\n1\n")
-    with pytest.raises(score.ScoringError, match="unsupported extension '.txt'"):
+    with pytest.raises(TableError, match="unsupported extension '.txt'"):
         score.score_file(model, tmp_path / "in.txt", tmp_path / "o.csv")
 
 

@@ -1,14 +1,103 @@
-"""Composing the Hydra config (``conf/``) from overrides, as every command does."""
+"""The Hydra config: its schema, and composing ``conf/`` from overrides as every command does.
+
+The YAML files in ``conf/`` give the values; the dataclasses here give them types,
+registered in Hydra's ConfigStore as ``schema`` (the first entry of
+``conf/config.yaml``'s defaults). A misspelt key (``gate.keep_method=false``), a value
+of the wrong type (``gate.metrics.accuracy.tolerance=abc``) or an unknown choice
+(``sweep.metric=recall``) fails when the config is composed, with Hydra's message,
+before any run starts. ``model`` stays free-form: it is whatever the estimator named
+by its ``_target_`` accepts.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
 
-from core.contracts import CONF_DIR, CONFIG_NAME
+from core.contracts import CHAMPION_ALIAS, CONF_DIR, CONFIG_NAME, MODEL_NAME
+
+SCHEMA_NAME = "schema"
+
+
+class Metric(str, Enum):
+    """The holdout metrics (``core.metrics.HOLDOUT_METRICS``) a sweep can rank jobs by."""
+
+    accuracy = "accuracy"
+    f1_macro = "f1_macro"
+    roc_auc_ovr = "roc_auc_ovr"
+    log_loss = "log_loss"
+
+
+class Candidates(str, Enum):
+    """What a sweep does with the models of the jobs that are not the best."""
+
+    register = "register"  # registered as versions without an alias
+    none = "none"  # not registered
+
+
+@dataclass
+class DataConfig:
+    loader: Any = MISSING  # {_target_: callable returning a DataFrame, ...its arguments}
+    path: Optional[str] = None  # the file data=file reads
+    features: Optional[list[str]] = None  # None: every column except the target
+    target: str = "target"
+    test_size: float = 0.2
+    random_state: int = 0
+    stratify: bool = True
+
+
+@dataclass
+class RegistryConfig:
+    model_name: str = MODEL_NAME
+    champion_alias: str = CHAMPION_ALIAS
+    register: bool = True
+
+
+@dataclass
+class GateMetric:
+    greater_is_better: bool = True
+    tolerance: float = 0.0
+    threshold: Optional[float] = None
+
+
+@dataclass
+class GateConfig:
+    metrics: dict[str, GateMetric] = field(default_factory=dict)
+    challenger_alias: str = "challenger"
+    previous_champion_alias: str = "previous_champion"
+    keep_methods: bool = True
+    enabled: bool = True
+
+
+@dataclass
+class ValidationConfig:
+    atol: float = 1e-9
+
+
+@dataclass
+class SweepConfig:
+    metric: Metric = Metric.accuracy
+    candidates: Candidates = Candidates.register
+
+
+@dataclass
+class Config:
+    data: DataConfig = MISSING
+    model: Any = MISSING
+    registry: RegistryConfig = MISSING
+    gate: GateConfig = MISSING
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+
+ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
 
 # A run of non-space characters and quoted strings (which may contain spaces).
 _OVERRIDE_TOKEN = re.compile(r"""(?:[^\s'"]+|'[^']*'|"[^"]*")+""")
@@ -28,6 +117,19 @@ def split_overrides(args: Sequence[str]) -> list[str]:
             raise ValueError(f"Unbalanced quotes in Hydra overrides: {arg!r}")
         overrides.extend(_OVERRIDE_TOKEN.findall(arg))
     return overrides
+
+
+def describe_error(err: Exception) -> str:
+    """A Hydra or OmegaConf error on one line, with the cause Hydra keeps apart:
+    ``Error merging override sweep.metric=recall: Invalid value 'recall', expected
+    one of [accuracy, f1_macro, roc_auc_ovr, log_loss]``."""
+    message = " ".join(str(err).split())
+    cause = err.__cause__
+    if cause is not None:
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        full_key = getattr(cause, "full_key", None)
+        message += f": {detail}" + (f" (key {full_key})" if full_key and full_key not in detail else "")
+    return message
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:

@@ -25,7 +25,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from core import contracts
-from core.config import compose_config, split_overrides
+from core.config import compose_config, describe_error, split_overrides
 from model.dispatch_model import PREDICT_METHOD_PARAM, PREDICT_METHODS
 from pipeline.lineage import git_state
 
@@ -86,8 +86,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("version", help="registered model version to rebuild")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. registry.model_name=x")
     args = parser.parse_args(argv)
-    overrides = split_overrides(args.overrides)
-    cfg = compose_config(overrides)
+    from hydra.errors import HydraException
+
+    try:
+        cfg = compose_config(split_overrides(args.overrides))
+    except (HydraException, ValueError) as err:
+        parser.exit(2, f"reproduce: error: invalid Hydra override: {describe_error(err)}\n")
     contracts.configure_logging()
     contracts.configure_tracking()
     name = cfg.registry.model_name

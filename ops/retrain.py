@@ -35,7 +35,7 @@ from pathlib import Path
 from hydra.errors import HydraException
 
 from core import contracts
-from core.config import compose_config, split_overrides
+from core.config import compose_config, describe_error, split_overrides
 from pipeline.locks import LockBusy, file_lock, lock_path
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             compose_config(overrides)
     except (HydraException, ValueError) as err:
-        parser.exit(2, f"retrain: error: invalid Hydra override: {err}\n")
+        parser.exit(2, f"retrain: error: invalid Hydra override: {describe_error(err)}\n")
     if multirun:
         overrides = ["-m", *overrides]
     contracts.configure_logging()

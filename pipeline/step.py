@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from core.config import compose_config, split_overrides
+from core.config import compose_config, describe_error, split_overrides
 from core.contracts import CONFIG_ARTIFACT, ERROR_TAG, OUTPUT_TAG_PREFIX, OVERRIDES_TAG, STEP_TAG
 from core.errors import StepError
 
@@ -45,7 +45,7 @@ def parse_step_args(
         args.overrides = split_overrides(args.overrides)
         cfg = compose_config(args.overrides)
     except (HydraException, ValueError) as err:
-        parser.exit(2, f"{parser.prog}: error: invalid Hydra override: {err}\n")
+        parser.exit(2, f"{parser.prog}: error: invalid Hydra override: {describe_error(err)}\n")
     return args, cfg
 
 

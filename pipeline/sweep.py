@@ -38,7 +38,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from core import contracts
-from core.config import compose_config, split_overrides
+from core.config import Candidates, compose_config, describe_error, split_overrides
 from core.metrics import HOLDOUT_METRICS
 from pipeline.step import log_config, record_outputs, step_parser
 
@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 JOB_STEP = "sweep_job"
 SWEEP_STEP = "sweep"
 JOBS_TABLE_ARTIFACT = "sweep/jobs.json"
+# How the sweep tells its jobs which run they belong to and which steps to rerun:
+# environment variables Hydra sets in each job (hydra.job.env_set), not user config.
+SWEEP_RUN_ENV = "PIPELINE_SWEEP_RUN_ID"
+SWEEP_FORCE_ENV = "PIPELINE_SWEEP_FORCE"
 # A job's holdout metrics (evaluate's) and whether greater is better; ties are broken in this order.
 METRICS = HOLDOUT_METRICS
 
@@ -106,8 +110,8 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     os.environ.pop("MLFLOW_RUN_ID", None)
     contracts.configure_logging()
     contracts.configure_tracking()
-    sweep_run = mlflow.get_run(cfg.sweep.run_id)
-    register = cfg.sweep.candidates == "register"
+    sweep_run = mlflow.get_run(os.environ[SWEEP_RUN_ENV])
+    register = cfg.sweep.candidates == Candidates.register
     # The job's steps see its overrides plus these: no gate, and registration as configured.
     step_overrides = [*overrides, "gate.enabled=false", f"registry.register={str(register).lower()}"]
     job_cfg = OmegaConf.merge(
@@ -128,7 +132,7 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
         summary = PipelineSummary(run_id=job_run.info.run_id)
         error = ""
         try:
-            ctx = PipelineContext.create(job_cfg, step_overrides, cache.parse_force(cfg.sweep.force or ""), sweep_run)
+            ctx = PipelineContext.create(job_cfg, step_overrides, cache.parse_force(os.environ.get(SWEEP_FORCE_ENV, "")), sweep_run)
             run_pipeline(ctx, summary)
         except Exception as err:  # anything a job raises fails that job alone
             error = f"{type(err).__name__}: {err}"
@@ -234,15 +238,17 @@ def jobs_table(sweep_run_id: str, expected: Sequence[Sequence[str]]):
     return pd.DataFrame(rows)
 
 
-CANDIDATE_MODES = ("register", "none")
+def check_settings(jobs: Sequence[Sequence[str]]) -> None:
+    """Compose the sweep's own settings (``sweep.*``) as each job gives them: an unknown
+    ``sweep.metric`` or ``sweep.candidates`` is a mistake in the command (exit 2), not
+    a job that fails alone. The schema (``core.config``) knows the allowed values."""
+    from hydra.errors import HydraException
 
-
-def check_settings(settings: DictConfig) -> None:
-    """Refuse a ``sweep.metric`` or ``sweep.candidates`` the sweep cannot act on."""
-    if settings.metric not in METRICS:
-        raise SweepError(f"sweep.metric {settings.metric!r} is not one of {', '.join(METRICS)}")
-    if settings.candidates not in CANDIDATE_MODES:
-        raise SweepError(f"sweep.candidates {settings.candidates!r} is not one of {', '.join(CANDIDATE_MODES)}")
+    for settings in {tuple(o for o in job if o.startswith("sweep.")) for job in jobs}:
+        try:
+            compose_config(settings)
+        except HydraException as err:
+            raise SweepError(describe_error(err)) from None
 
 
 def best_job(table, metric: str, gated: Sequence[str] = ()):
@@ -252,8 +258,6 @@ def best_job(table, metric: str, gated: Sequence[str] = ()):
     probabilities has no ``log_loss``, so a gate on it could never promote it);
     ties go to the better value of the other metrics, then to the first job.
     """
-    if metric not in METRICS:
-        raise SweepError(f"sweep.metric {metric!r} is not one of {', '.join(METRICS)}")
     eligible = table[(table["status"] == "FINISHED") & (table["validation"] == "passed")]
     eligible = eligible.dropna(subset=[metric, *gated])
     if eligible.empty:
@@ -277,6 +281,7 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
 
     jobs = [job for batch in expand(arguments) for job in batch]
     expected = [job_overrides(job) for job in jobs]
+    check_settings(jobs)
     errors = compose_errors(arguments, compose_config)
     missing = [err for _, err in errors if isinstance(err, MissingConfigException)]
     if missing:  # a misspelt config option is a typo in the command, not a bad combination
@@ -285,9 +290,7 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
     good = [job for job in jobs if " ".join(job_overrides(job)) not in bad]
     # The sweep's own settings (sweep.metric, ...) and the gated metrics, as the jobs' configs have them.
     first = compose_config(good[0]) if good else None
-    settings = first.sweep if first is not None else None
-    if settings is not None:
-        check_settings(settings)
+    metric = first.sweep.metric.value if first is not None else None
 
     with mlflow.start_run() as sweep_run:
         run_id = sweep_run.info.run_id
@@ -298,7 +301,8 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
             record_uncomposable(sweep_run, job_overrides(job), err)
         if good:
             try:
-                launch([*arguments, f"sweep.run_id={run_id}", f"sweep.force='{force}'"])
+                launch([*arguments, f"+hydra.job.env_set.{SWEEP_RUN_ENV}={run_id}",
+                        f"+hydra.job.env_set.{SWEEP_FORCE_ENV}='{force}'"])
             except SweepError as err:
                 log.error("%s", err)
                 mlflow.set_tags({contracts.ERROR_TAG: str(err), "pipeline.outcome": f"sweep failed: {err}"})
@@ -313,7 +317,7 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
         mlflow.log_metrics({"jobs": len(table), "jobs_failed": failed})
 
         gated = list(first.gate.metrics) if first is not None else []
-        best = best_job(table, settings.metric, gated) if settings else None
+        best = best_job(table, metric, gated) if metric else None
         if best is None:
             outcome = "no job produced a validated model" + (
                 f" with every gated metric ({', '.join(gated)})" if gated else ""
@@ -325,10 +329,10 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
         best_overrides = expected[int(best["job"])]
         mlflow.set_tags(
             {"sweep.best_job": str(best["job"]), "sweep.best_run_id": best["run_id"],
-             "sweep.best_overrides": best["overrides"], "sweep.metric": settings.metric}
+             "sweep.best_overrides": best["overrides"], "sweep.metric": metric}
         )
-        mlflow.log_metric(f"best_{settings.metric}", float(best[settings.metric]))
-        log.info("sweep: best job %s (%s = %s): %s", best["job"], settings.metric, best[settings.metric],
+        mlflow.log_metric(f"best_{metric}", float(best[metric]))
+        log.info("sweep: best job %s (%s = %s): %s", best["job"], metric, best[metric],
                  best["overrides"])
 
         # The best job's pipeline again, gate on: train and serialize come from its cache.

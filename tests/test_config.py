@@ -149,6 +149,40 @@ def test_parse_step_args_exits_2_with_hydra_message(capsys):
     assert "model.nonexistent" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("gate.metrics.accuracy.tolerance=abc", "'abc' of type 'str' could not be converted to Float"),
+        ("gate.metrics.log_loss.greater_is_better=maybe", "'maybe' is not a valid bool"),
+        ("data.test_size=abc", "'abc' of type 'str' could not be converted to Float"),
+        ("data.random_state=abc", "'abc' of type 'str' could not be converted to Integer"),
+        ("registry.register=perhaps", "'perhaps' is not a valid bool"),
+        ("sweep.metric=recall", "Invalid value 'recall', expected one of [accuracy, f1_macro, roc_auc_ovr, log_loss]"),
+        ("sweep.candidates=some", "Invalid value 'some', expected one of [register, none]"),
+        ("gate.keep_method=false", "Could not override 'gate.keep_method'"),
+        ("gate.metrics.accuracy.tolerence=0.1", "Could not override 'gate.metrics.accuracy.tolerence'"),
+    ],
+)
+def test_a_mistyped_or_misspelt_setting_fails_at_compose_time(capsys, override, message):
+    """The schema (core/config.py) types every setting but the estimator's arguments."""
+    with pytest.raises(ConfigCompositionException):
+        compose_config([override])
+    with pytest.raises(SystemExit) as exit_info:
+        parse_step_args(step_parser("test"), [override])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_schema_types_every_section_but_the_model():
+    cfg = compose_config(["data=file", "data.path=x.csv", "gate=labels_only"])
+    for section, schema in [("data", "DataConfig"), ("registry", "RegistryConfig"), ("gate", "GateConfig"),
+                            ("validation", "ValidationConfig"), ("sweep", "SweepConfig")]:
+        assert OmegaConf.get_type(cfg, section).__name__ == schema
+    assert OmegaConf.get_type(cfg.gate.metrics, "f1_macro").__name__ == "GateMetric"
+    assert OmegaConf.get_type(cfg, "model") is dict
+    assert compose_config(["model.C=0.25"]).model.C == 0.25  # the estimator's own arguments stay free
+
+
 def test_malformed_override_is_rejected():
     with pytest.raises(OverrideParseException):
         compose_config(["model.C=="])

@@ -192,7 +192,7 @@ def test_bad_request_is_a_400_naming_the_problem(server, case):
     assert expected_text in payload["message"]
     if case.startswith("csv") and name == "mlflow models serve":
         # MLflow's scoring server parses CSV bodies before the model sees them and
-        # always attaches its own traceback to that parse error (README, "Serve it");
+        # always attaches its own traceback to that parse error (docs/serving.md, "Serve it");
         # `make serve` (serving.server) keeps it in the server log instead.
         assert "stack_trace" in payload
         return

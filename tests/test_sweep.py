@@ -9,10 +9,12 @@ import sys
 import mlflow
 import pandas as pd
 import pytest
+from hydra.errors import ConfigCompositionException
 from mlflow import MlflowClient
 
 from core import contracts
-from core.config import compose_config
+from core.config import Metric, compose_config
+from core.metrics import HOLDOUT_METRICS
 from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
 from pipeline import graph, sweep
 from pipeline.step import read_outputs
@@ -61,11 +63,18 @@ def test_multirun_flag(argv, expected):
 
 
 def test_the_sweeps_own_overrides_are_not_part_of_a_job():
-    assert sweep.job_overrides(["model=knn", "sweep.run_id=abc", "sweep.force=''", "sweep.metric=f1_macro"]) == [
-        "model=knn"
-    ]
+    assert sweep.job_overrides(["model=knn", "sweep.metric=f1_macro", "sweep.candidates=none"]) == ["model=knn"]
     # Hydra's own overrides configure the launcher, not the job (Hydra keeps them apart too).
-    assert sweep.job_overrides(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.C=1"]) == ["model.C=1"]
+    assert sweep.job_overrides(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.C=1",
+                                f"+hydra.job.env_set.{sweep.SWEEP_RUN_ENV}=abc"]) == ["model.C=1"]
+
+
+def test_the_sweeps_run_and_force_are_not_user_config():
+    """They reach the jobs through Hydra's hydra.job.env_set, not as config keys a user could set."""
+    with pytest.raises(ConfigCompositionException, match="sweep.run_id"):
+        compose_config(["sweep.run_id=abc"])
+    with pytest.raises(ConfigCompositionException, match="sweep.force"):
+        compose_config(["sweep.force=all"])
 
 
 def table(rows):
@@ -103,18 +112,21 @@ def test_a_job_without_a_gated_metric_cannot_win():
     assert sweep.best_job(jobs, "accuracy", gated=["accuracy"])["job"] == 0
 
 
-def test_no_eligible_job_and_unknown_metric():
+def test_no_eligible_job():
     assert sweep.best_job(table([{"status": "FAILED"}]), "accuracy") is None
-    with pytest.raises(sweep.SweepError, match="sweep.metric 'recall'"):
-        sweep.best_job(table([{}]), "recall")
+
+
+def test_every_metric_a_sweep_can_rank_by_is_a_holdout_metric():
+    assert [m.value for m in Metric] == list(HOLDOUT_METRICS)
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["model.C=0.1,,1"], "invalid sweep"),
-        (["model.C=0.1,1", "sweep.metric=recall"], "sweep.metric 'recall' is not one of accuracy"),
-        (["model.C=0.1,1", "sweep.candidates=some"], "sweep.candidates 'some' is not one of register, none"),
+        (["model.C=0.1,1", "sweep.metric=recall"],
+         "sweep.metric=recall: Invalid value 'recall', expected one of [accuracy, f1_macro, roc_auc_ovr, log_loss]"),
+        (["model.C=0.1,1", "sweep.candidates=some"], "Invalid value 'some', expected one of [register, none]"),
         (["model=logistic_regresion,knn"], "Could not find 'model/logistic_regresion'"),
     ],
 )

@@ -15,8 +15,28 @@ import mlflow
 import pytest
 
 from core.config import compose_config
-from tests import champion_store
-from tests.factories import EXPERIMENT, copy_store, new_store, venv_env
+from tests.support import champion_store
+from tests.support.factories import EXPERIMENT, copy_store, new_store, venv_env
+
+TIERS = ("e2e", "unit", "model", "integration")
+
+
+def pytest_collection_modifyitems(items):
+    """Every end-to-end test (tests/e2e/) is ``slow``: ``make test-fast`` leaves them out.
+
+    Tiers run in the order of :data:`TIERS`: the long end-to-end tests start first,
+    and the integration tests, most of which start from the champion store, run
+    after unit and model tests while that store is built in the background.
+    """
+    root = Path(__file__).parent
+
+    def tier(item) -> str:
+        return item.path.relative_to(root).parts[0]
+
+    for item in items:
+        if tier(item) == "e2e":
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: TIERS.index(tier(item)) if tier(item) in TIERS else len(TIERS))
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +67,7 @@ def champion_in_background(request, tmp_path_factory, worker_id):
 
 @pytest.fixture(scope="session")
 def champion_template(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    """The session's champion store (see tests/champion_store.py): waited for, or built
+    """The session's champion store (see tests/support/champion_store.py): waited for, or built
     here if the background build has not started or failed (its error then shows)."""
     return champion_store.ensure(shared_dir(tmp_path_factory, worker_id))
 

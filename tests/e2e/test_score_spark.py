@@ -11,11 +11,11 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from serving import spark as score_spark
-from tests.factories import FEATURES, package, rows
+from tests.support.factories import FEATURES, package, rows
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (requirements-dev.txt)")
 # One worker runs this module: its tests share one Spark session.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark")]
+pytestmark = [pytest.mark.xdist_group("spark")]
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,8 @@ from mlflow import MlflowClient
 
 from core import contracts
 from pipeline import graph
-from tests.helpers import free_port, stop, wait_for_http, wait_until
+from tests.support.helpers import free_port, stop, wait_for_http, wait_until
 
-pytestmark = pytest.mark.slow
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 MODEL = "iris-classifier"
 

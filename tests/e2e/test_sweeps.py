@@ -1,4 +1,4 @@
-"""Sweeps: expansion, per-job failures, selection of the best job, and real multiruns end to end."""
+"""Real multiruns end to end: through `mlflow run`, from the scheduler, and on another launcher."""
 
 from __future__ import annotations
 
@@ -7,138 +7,12 @@ import subprocess
 import sys
 
 import mlflow
-import pandas as pd
-import pytest
-from hydra.errors import ConfigCompositionException
 from mlflow import MlflowClient
 
 from core import contracts
-from core.config import Metric, compose_config
-from core.metrics import HOLDOUT_METRICS
-from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
-from pipeline import graph, sweep
+from pipeline import graph
 from pipeline.step import read_outputs
-from tests.factories import mlflow_run
-
-
-def test_expansion_is_hydras_cartesian_product():
-    (jobs,) = expand(["model=logistic_regression,random_forest", "model.C=0.1,1", "data.test_size=0.3"])
-    assert jobs == [
-        ["model=logistic_regression", "model.C=0.1", "data.test_size=0.3"],
-        ["model=logistic_regression", "model.C=1", "data.test_size=0.3"],
-        ["model=random_forest", "model.C=0.1", "data.test_size=0.3"],
-        ["model=random_forest", "model.C=1", "data.test_size=0.3"],
-    ]
-
-
-def test_combinations_that_cannot_be_composed_are_named_with_hydras_message():
-    from hydra.errors import MissingConfigException
-
-    errors = compose_errors(["model=logistic_regression,random_forest,no_such_model", "model.C=0.5"],
-                            compose_config)
-    assert [job for job, _ in errors] == [
-        ["model=random_forest", "model.C=0.5"], ["model=no_such_model", "model.C=0.5"]
-    ]
-    job, err = errors[0]
-    assert sweep.uncomposable_message(job, err) == (
-        "cannot compose the config: Could not override 'model.C'. "
-        "That key does not exist with model=random_forest model.C=0.5."
-    )
-    # A config option that does not exist: the sweep refuses it before any job (exit 2).
-    assert isinstance(errors[1][1], MissingConfigException) and "no_such_model" in str(errors[1][1])
-
-
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (["-m", "model=knn"], (True, ["model=knn"])),
-        (["--multirun", "model=knn"], (True, ["model=knn"])),
-        (["--force", "", "-m model=knn,svc data.test_size=0.3"], (True, ["--force", "", "model=knn,svc data.test_size=0.3"])),
-        (["model=knn"], (False, ["model=knn"])),
-        (["model.C=0.5 -m"], (False, ["model.C=0.5 -m"])),  # only a leading flag counts
-    ],
-)
-def test_multirun_flag(argv, expected):
-    assert sweep.multirun_flag(argv) == expected
-
-
-def test_the_sweeps_own_overrides_are_not_part_of_a_job():
-    assert sweep.job_overrides(["model=knn", "sweep.metric=f1_macro", "sweep.candidates=none"]) == ["model=knn"]
-    # Hydra's own overrides configure the launcher, not the job (Hydra keeps them apart too).
-    assert sweep.job_overrides(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.C=1",
-                                f"+hydra.job.env_set.{sweep.SWEEP_RUN_ENV}=abc"]) == ["model.C=1"]
-
-
-def test_the_sweeps_run_and_force_are_not_user_config():
-    """They reach the jobs through Hydra's hydra.job.env_set, not as config keys a user could set."""
-    with pytest.raises(ConfigCompositionException, match="sweep.run_id"):
-        compose_config(["sweep.run_id=abc"])
-    with pytest.raises(ConfigCompositionException, match="sweep.force"):
-        compose_config(["sweep.force=all"])
-
-
-def table(rows):
-    base = {"status": "FINISHED", "validation": "passed", "accuracy": 0.9, "f1_macro": 0.9,
-            "roc_auc_ovr": 0.99, "log_loss": 0.1}
-    return pd.DataFrame([{**base, "job": number, **row} for number, row in enumerate(rows)])
-
-
-def test_best_job_is_the_best_validated_one():
-    jobs = table([
-        {"accuracy": 0.95},
-        {"accuracy": 0.99, "status": "FAILED"},  # failed jobs never win
-        {"accuracy": 0.97, "validation": "failed"},
-        {"accuracy": 0.96},
-        {"accuracy": 0.90},
-    ])
-    assert sweep.best_job(jobs, "accuracy")["job"] == 3
-
-
-def test_each_metric_has_its_own_direction():
-    jobs = table([{"log_loss": 0.3}, {"log_loss": 0.2}, {"log_loss": 0.5}])
-    assert sweep.best_job(jobs, "log_loss")["job"] == 1  # smaller is better
-
-
-def test_ties_go_to_the_better_other_metrics_then_the_first_job():
-    jobs = table([{"accuracy": 1.0, "log_loss": 0.14}, {"accuracy": 1.0, "log_loss": 0.02}, {"accuracy": 1.0}])
-    assert sweep.best_job(jobs, "accuracy")["job"] == 1
-    assert sweep.best_job(table([{}, {}]), "accuracy")["job"] == 0
-
-
-def test_a_job_without_a_gated_metric_cannot_win():
-    # An SVC has no log_loss: with log_loss gated it could never be promoted.
-    jobs = table([{"accuracy": 1.0, "log_loss": None}, {"accuracy": 0.97}])
-    assert sweep.best_job(jobs, "accuracy", gated=["accuracy", "log_loss"])["job"] == 1
-    assert sweep.best_job(jobs, "accuracy", gated=["accuracy"])["job"] == 0
-
-
-def test_no_eligible_job():
-    assert sweep.best_job(table([{"status": "FAILED"}]), "accuracy") is None
-
-
-def test_every_metric_a_sweep_can_rank_by_is_a_holdout_metric():
-    assert [m.value for m in Metric] == list(HOLDOUT_METRICS)
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["model.C=0.1,,1"], "invalid sweep"),
-        (["model.C=0.1,1", "sweep.metric=recall"],
-         "sweep.metric=recall: Invalid value 'recall', expected one of [accuracy, f1_macro, roc_auc_ovr, log_loss]"),
-        (["model.C=0.1,1", "sweep.candidates=some"], "Invalid value 'some', expected one of [register, none]"),
-        (["model=logistic_regresion,knn"], "Could not find 'model/logistic_regresion'"),
-    ],
-)
-def test_malformed_sweep_exits_2_before_any_run(project_env, tmp_path, argv, message):
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.main", "-m", *argv],
-        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
-        capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert message in result.stderr
-    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+from tests.support.factories import mlflow_run
 
 
 def children(run_id: str) -> list:
@@ -148,7 +22,6 @@ def children(run_id: str) -> list:
     )
 
 
-@pytest.mark.slow
 def test_sweep_through_mlflow_run_then_from_the_scheduler_unchanged(project_env, tmp_path):
     """Six jobs: two good ones, one that fails at training, three that cannot be composed;
     then the same sweep again through ops.retrain, which reruns no good job."""
@@ -238,7 +111,6 @@ def test_sweep_through_mlflow_run_then_from_the_scheduler_unchanged(project_env,
     assert len(client.search_model_versions("name = 'iris-classifier'")) == 2
 
 
-@pytest.mark.slow
 def test_sweep_from_python_on_another_launcher_registers_only_the_best(project_env, tmp_path):
     """submitit's local executor stands in for a cluster (hydra/launcher=submitit_slurm):
     the same sweep, without code changes; with sweep.candidates=none only the best

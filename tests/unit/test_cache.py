@@ -30,7 +30,7 @@ def test_keys_are_the_same_in_another_process():
     import sys
 
     script = (
-        "from tests.test_cache import key; from pipeline import graph; "
+        "from tests.unit.test_cache import key; from pipeline import graph; "
         "print(' '.join(key(s).key for s in graph.NAMES))"
     )
     other = subprocess.run([sys.executable, "-c", script], cwd=contracts.PROJECT_DIR, capture_output=True,

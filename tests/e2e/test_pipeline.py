@@ -17,9 +17,7 @@ from sklearn.model_selection import train_test_split
 from core import contracts
 from pipeline import graph
 from pipeline.step import read_outputs
-from tests.factories import mlflow_run
-
-pytestmark = pytest.mark.slow
+from tests.support.factories import mlflow_run
 
 STEP_NAMES = list(graph.NAMES)
 

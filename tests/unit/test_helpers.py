@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.helpers import wait_for_http, wait_until
+from tests.support.helpers import wait_for_http, wait_until
 
 
 @pytest.fixture

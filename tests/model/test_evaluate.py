@@ -16,7 +16,7 @@ from core.config import compose_config
 from core.errors import StepError
 from core.registry import parse_registered_uri
 from steps import evaluate, train
-from tests.factories import package, run_chain
+from tests.support.factories import package, run_chain
 
 
 def test_all_checks_pass_for_a_faithful_model(tmp_path, cfg):

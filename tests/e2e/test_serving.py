@@ -18,12 +18,12 @@ import requests
 from core import contracts
 from core.config import compose_config
 from steps import evaluate
-from tests.champion_store import OUTPUTS
-from tests.factories import EXPERIMENT, copy_store, new_store, run_chain, venv_env
-from tests.helpers import free_port, stop, wait_for_http
+from tests.support.champion_store import OUTPUTS
+from tests.support.factories import EXPERIMENT, copy_store, new_store, run_chain, venv_env
+from tests.support.helpers import free_port, stop, wait_for_http
 
 # One worker runs this module: its tests share the two servers (module-scoped).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
+pytestmark = [pytest.mark.xdist_group("serving")]
 
 FEATURES = ["petal length (cm)", "petal width (cm)"]
 ROWS = [[1.4, 0.2], [4.7, 1.4], [6.0, 2.5]]

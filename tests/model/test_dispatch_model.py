@@ -18,7 +18,7 @@ from sklearn.svm import SVC, LinearSVC
 from core import contracts
 from model.dispatch_model import PREDICT_METHODS, sha256_file
 from steps import package_pyfunc, serialize, train
-from tests.factories import package
+from tests.support.factories import package
 
 
 @pytest.fixture

@@ -12,16 +12,14 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-import pytest
 from mlflow import MlflowClient
 
 from core import contracts
 from model.dispatch_model import sha256_file
 from ops import make_batch, reproduce, retrain
 from pipeline import graph, locks
-from tests.helpers import wait_until
+from tests.support.helpers import wait_until
 
-pytestmark = pytest.mark.slow
 MODEL = "iris-classifier"
 
 

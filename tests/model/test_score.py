@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from core import contracts
 from core.tabular import TableError
 from serving import batch as score
-from tests.factories import FEATURES, package, rows
+from tests.support.factories import FEATURES, package, rows
 
 
 @pytest.fixture
@@ -83,36 +79,15 @@ def test_missing_input_and_unsupported_extension(model_and_estimator, tmp_path):
         score.score_file(model, tmp_path / "in.txt", tmp_path / "o.csv")
 
 
-def test_cli_exit_code_and_message(model_and_estimator, tmp_path, project_env):
+def test_cli_exit_code_and_message(model_and_estimator, tmp_path, capsys):
     _, _, model_uri = model_and_estimator
     source = tmp_path / "in.csv"
     rows(5).drop(columns=["petal width (cm)"]).to_csv(source, index=False)
-    result = subprocess.run(
-        [sys.executable, "-m", "serving.batch", "--input", str(source), "--output", str(tmp_path / "o.csv"),
-         "--model-uri", model_uri],
-        cwd=contracts.PROJECT_DIR, env=project_env, capture_output=True, text=True,
-    )
-    assert result.returncode == 1
-    assert "missing feature column(s) ['petal width (cm)']" in result.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        score.main(["--input", str(source), "--output", str(tmp_path / "o.csv"), "--model-uri", model_uri])
+    assert exit_info.value.code == 1
+    assert "missing feature column(s) ['petal width (cm)']" in capsys.readouterr().err
     assert not (tmp_path / "o.csv").exists()
-
-
-@pytest.mark.slow
-def test_score_entry_point_through_mlflow_run(model_and_estimator, tmp_path, project_env):
-    _, estimator, model_uri = model_and_estimator
-    source, out = tmp_path / "in.parquet", tmp_path / "out.csv"
-    frame = rows(50)
-    frame.to_parquet(source)
-    result = subprocess.run(
-        [sys.executable, "-m", "mlflow", "run", str(contracts.PROJECT_DIR), "-e", "score", "--env-manager", "local",
-         "-P", f"input={source}", "-P", f"output={out}", "-P", f"model_uri={model_uri}",
-         "-P", "predict_method=predict"],
-        cwd=tmp_path, env=project_env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    np.testing.assert_array_equal(pd.read_csv(out)["prediction"], estimator.predict(frame[FEATURES]))
-    (run,) = mlflow.search_runs(filter_string="tags.`mlflow.project.entryPoint` = 'score'", output_format="list")
-    assert run.data.metrics["rows_scored"] == 50
 
 
 def test_method_the_model_does_not_offer_is_refused_before_reading(tmp_path, cfg):

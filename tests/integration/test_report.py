@@ -12,7 +12,7 @@ import pytest
 from core import metrics, report
 from core.config import compose_config
 from steps import evaluate
-from tests.factories import run_chain
+from tests.support.factories import run_chain
 
 CURVES = ["roc_curves.png", "precision_recall_curves.png", "calibration_curves.png"]
 

@@ -3,7 +3,7 @@ with the default config, so that version 1 of ``iris-classifier`` is registered,
 validated and champion, with four real step runs and their cache records.
 
 Built once per test session, in the background as soon as a worker sees a test that
-needs it (``python -m tests.champion_store DIR``), under a file lock: one process
+needs it (``python -m tests.support.champion_store DIR``), under a file lock: one process
 builds it, everyone else waits for it. Tests get copies (``factories.copy_store``).
 """
 
@@ -35,7 +35,7 @@ def ensure(shared: Path) -> Path:
 
 
 def build(template: Path) -> None:
-    from tests.factories import EXPERIMENT, new_store, pipeline_outputs, venv_env
+    from tests.support.factories import EXPERIMENT, new_store, pipeline_outputs, venv_env
 
     shutil.rmtree(template, ignore_errors=True)
     template.mkdir(parents=True)
@@ -62,7 +62,7 @@ def start_in_background(shared: Path) -> subprocess.Popen:
     shared.mkdir(parents=True, exist_ok=True)
     with open(shared / f"{NAME}-{os.getpid()}.log", "w") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "tests.champion_store", str(shared)],
+            [sys.executable, "-m", "tests.support.champion_store", str(shared)],
             cwd=contracts.PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop_background stops the pipeline too
         )

@@ -15,7 +15,7 @@ from core.config import compose_config
 from core.registry import alias_version
 from ops import rollback
 from steps import evaluate
-from tests.factories import run_chain
+from tests.support.factories import run_chain
 
 GATE = OmegaConf.create(
     {

@@ -1,0 +1,1 @@
+"""Integration: steps and operator commands against a real (temporary) MLflow store and registry, in process."""

@@ -1,0 +1,1 @@
+"""Unit tests: pure functions and parsers, no model round trip (config, graph, cache keys, data checks, sweep planning, waits)."""

@@ -69,10 +69,8 @@ def ensure_sqlite_store(tracking_uri: str) -> None:
     Several processes creating the same new store at once fail with "table ...
     already exists"; the first one through the lock creates it, the rest find it.
     """
-    if not tracking_uri.startswith("sqlite:///"):
-        return
-    db = Path(tracking_uri.removeprefix("sqlite:///"))
-    if db.exists():
+    db = contracts.sqlite_path(tracking_uri)
+    if db is None or db.exists():
         return
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 

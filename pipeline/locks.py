@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.contracts import PROJECT_DIR
+from core.contracts import PROJECT_DIR, sqlite_path
 
 
 class LockBusy(RuntimeError):
@@ -34,8 +34,8 @@ def lock_dir() -> Path:
 
 def lock_path(tracking_uri: str, name: str = "pipeline") -> Path:
     """The lock file ``name`` for the store at ``tracking_uri``."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db = sqlite_path(tracking_uri)
+    if db is not None:
         return db.with_name(f"{db.name}.{name}.lock")
     store = hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]
     return lock_dir() / f"{name}-{store}.lock"

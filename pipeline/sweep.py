@@ -30,40 +30,25 @@ failed, 2 for malformed overrides, a config option that does not exist
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
-
 from core import contracts
-from core.config import Candidates, compose_config, describe_error, split_overrides
+from core.config import compose_config, describe_error, split_overrides
 from core.metrics import HOLDOUT_METRICS
-from pipeline.step import log_config, record_outputs, step_parser
+from pipeline import sweep_job
+from pipeline.step import step_parser
 
 log = logging.getLogger(__name__)
 
-JOB_STEP = "sweep_job"
 SWEEP_STEP = "sweep"
 JOBS_TABLE_ARTIFACT = "sweep/jobs.json"
-# How the sweep tells its jobs which run they belong to and which steps to rerun:
-# environment variables Hydra sets in each job (hydra.job.env_set), not user config.
-SWEEP_RUN_ENV = "PIPELINE_SWEEP_RUN_ID"
-SWEEP_FORCE_ENV = "PIPELINE_SWEEP_FORCE"
 # A job's holdout metrics (evaluate's) and whether greater is better; ties are broken in this order.
 METRICS = HOLDOUT_METRICS
 
 
 class SweepError(RuntimeError):
     """The sweep could not produce a validated model to gate."""
-
-
-def job_overrides(overrides: Sequence[str]) -> list[str]:
-    """A job's own overrides, as Hydra gives them to its task (``hydra.overrides.task``),
-    without Hydra's own (``hydra/launcher=...``, ``hydra.launcher.n_jobs=...``) and the
-    sweep's (``sweep.metric=...``, and the ones the sweep adds for its jobs)."""
-    return [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/", "sweep."))]
 
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -87,115 +72,14 @@ def multirun_flag(argv: Sequence[str]) -> tuple[bool, list[str]]:
     return found, rest
 
 
-# --- one job (runs in a Hydra launcher's worker) ---------------------------------------
-
-
-@hydra.main(config_path=str(contracts.CONF_DIR), config_name=contracts.CONFIG_NAME, version_base="1.3")
-def hydra_job(cfg: DictConfig) -> dict:
-    """Hydra's task function: run one job, never raise (a failing job fails alone)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    overrides = job_overrides(HydraConfig.get().overrides.task)
-    return run_job(cfg, overrides)
-
-
-def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
-    """The pipeline for one job's overrides as a nested run of the sweep run; its result."""
-    import mlflow
-
-    from pipeline import cache
-    from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
-
-    # Inherited from `mlflow run` in a launcher's worker, where it names the sweep run.
-    os.environ.pop("MLFLOW_RUN_ID", None)
-    contracts.configure_logging()
-    contracts.configure_tracking()
-    sweep_run = mlflow.get_run(os.environ[SWEEP_RUN_ENV])
-    register = cfg.sweep.candidates == Candidates.register
-    # The job's steps see its overrides plus these: no gate, and registration as configured.
-    step_overrides = [*overrides, "gate.enabled=false", f"registry.register={str(register).lower()}"]
-    job_cfg = OmegaConf.merge(
-        cfg, {"gate": {"enabled": False}, "registry": {"register": register}}
-    )
-    # Ended explicitly, not by a `with` block: run in the sweep's own process (Hydra's
-    # basic launcher), ending it there would end the sweep run too.
-    job_run = mlflow.start_run(
-        experiment_id=sweep_run.info.experiment_id,
-        run_name=" ".join(overrides) or "defaults",
-        parent_run_id=sweep_run.info.run_id,
-        nested=True,
-    )
-    status, message = "FAILED", "the job stopped before its pipeline finished"
-    try:
-        log_config(job_cfg, step_overrides, step=JOB_STEP)
-        mlflow.set_tags({"sweep.overrides": " ".join(overrides), "sweep.run_id": sweep_run.info.run_id})
-        summary = PipelineSummary(run_id=job_run.info.run_id)
-        error = ""
-        try:
-            ctx = PipelineContext.create(job_cfg, step_overrides, cache.parse_force(os.environ.get(SWEEP_FORCE_ENV, "")), sweep_run)
-            run_pipeline(ctx, summary)
-        except Exception as err:  # anything a job raises fails that job alone
-            error = f"{type(err).__name__}: {err}"
-            log.exception("job %s failed", " ".join(overrides))
-        outputs = {key: value for step in summary.steps for key, value in step.outputs.items()}
-        evaluate_run = next((s.run_id for s in summary.steps if s.step == "evaluate" and s.run_id), None)
-        if evaluate_run:
-            scores = mlflow.get_run(evaluate_run).data.metrics
-            mlflow.log_metrics({name: scores[name] for name in METRICS if name in scores})
-        if outputs:
-            record_outputs(outputs)
-        status = "FINISHED" if summary.succeeded and not error else "FAILED"
-        message = error or ("" if status == "FINISHED" else summary.outcome)
-        mlflow.set_tags({contracts.ERROR_TAG: message[:4000], "pipeline.outcome": summary.outcome})
-        print(summary.render(), flush=True)
-    finally:
-        mlflow.end_run(status)
-    return {"run_id": job_run.info.run_id, "status": status, "error": message}
-
-
-# --- the sweep (runs in the process that started it) ----------------------------------
-
-
-def uncomposable_message(overrides: Sequence[str], err: Exception) -> str:
-    """Hydra's message for a job it cannot compose, on one line, with its "+key=value"
-    hint replaced: adding the key would only fail later, at fit time."""
-    first_line = str(err).strip().splitlines()[0]
-    if first_line.startswith("Could not override"):
-        return f"cannot compose the config: {first_line} That key does not exist with {' '.join(overrides)}."
-    return f"cannot compose the config: {' '.join(str(err).split())}"
-
-
-def record_uncomposable(sweep_run, overrides: Sequence[str], err: Exception) -> None:
-    """A FAILED job run for a combination Hydra cannot compose, carrying Hydra's message."""
-    from mlflow import MlflowClient
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-
-    client = MlflowClient()
-    message = uncomposable_message(overrides, err)
-    run = client.create_run(
-        sweep_run.info.experiment_id,
-        tags={
-            MLFLOW_PARENT_RUN_ID: sweep_run.info.run_id,
-            MLFLOW_RUN_NAME: " ".join(overrides),
-            contracts.STEP_TAG: JOB_STEP,
-            "sweep.overrides": " ".join(overrides),
-            "sweep.run_id": sweep_run.info.run_id,
-            contracts.ERROR_TAG: message[:4000],
-            "pipeline.outcome": "not run: its config cannot be composed",
-        },
-    )
-    client.set_terminated(run.info.run_id, "FAILED")
-    log.error("job %s: %s", " ".join(overrides), message)
-
-
 def launch(arguments: Sequence[str]) -> None:
-    """Run Hydra's multirun over ``arguments`` with ``hydra_job`` as the task function."""
+    """Run Hydra's multirun over ``arguments`` with ``sweep_job.hydra_job`` as the task function."""
     from hydra.core.global_hydra import GlobalHydra
 
     argv = sys.argv
     sys.argv = [argv[0], "--multirun", *arguments]
     try:
-        hydra_job()
+        sweep_job.hydra_job()
     except SystemExit as exit_:  # Hydra exits 1 when the sweep itself breaks
         if exit_.code:
             raise SweepError(f"Hydra's multirun failed (exit {exit_.code}); see the log above") from None
@@ -212,7 +96,7 @@ def jobs_table(sweep_run_id: str, expected: Sequence[Sequence[str]]):
     runs = mlflow.search_runs(
         experiment_ids=[mlflow.get_run(sweep_run_id).info.experiment_id],
         filter_string=(
-            f"tags.`mlflow.parentRunId` = '{sweep_run_id}' and tags.`{contracts.STEP_TAG}` = '{JOB_STEP}'"
+            f"tags.`mlflow.parentRunId` = '{sweep_run_id}' and tags.`{contracts.STEP_TAG}` = '{sweep_job.JOB_STEP}'"
         ),
         output_format="list",
     )
@@ -280,14 +164,14 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
     from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
 
     jobs = [job for batch in expand(arguments) for job in batch]
-    expected = [job_overrides(job) for job in jobs]
+    expected = [sweep_job.job_overrides(job) for job in jobs]
     check_settings(jobs)
     errors = compose_errors(arguments, compose_config)
     missing = [err for _, err in errors if isinstance(err, MissingConfigException)]
     if missing:  # a misspelt config option is a typo in the command, not a bad combination
         raise SweepError(" ".join(str(missing[0]).split()))
-    bad = {" ".join(job_overrides(job)) for job, _ in errors}
-    good = [job for job in jobs if " ".join(job_overrides(job)) not in bad]
+    bad = {" ".join(sweep_job.job_overrides(job)) for job, _ in errors}
+    good = [job for job in jobs if " ".join(sweep_job.job_overrides(job)) not in bad]
     # The sweep's own settings (sweep.metric, ...) and the gated metrics, as the jobs' configs have them.
     first = compose_config(good[0]) if good else None
     metric = first.sweep.metric.value if first is not None else None
@@ -298,11 +182,11 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
             {contracts.STEP_TAG: SWEEP_STEP, "sweep.overrides": " ".join(arguments), "sweep.jobs": str(len(expected))}
         )
         for job, err in errors:
-            record_uncomposable(sweep_run, job_overrides(job), err)
+            sweep_job.record_uncomposable(sweep_run, sweep_job.job_overrides(job), err)
         if good:
             try:
-                launch([*arguments, f"+hydra.job.env_set.{SWEEP_RUN_ENV}={run_id}",
-                        f"+hydra.job.env_set.{SWEEP_FORCE_ENV}='{force}'"])
+                launch([*arguments, f"+hydra.job.env_set.{sweep_job.SWEEP_RUN_ENV}={run_id}",
+                        f"+hydra.job.env_set.{sweep_job.SWEEP_FORCE_ENV}='{force}'"])
             except SweepError as err:
                 log.error("%s", err)
                 mlflow.set_tags({contracts.ERROR_TAG: str(err), "pipeline.outcome": f"sweep failed: {err}"})

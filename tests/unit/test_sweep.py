@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException
 from core.config import Metric, compose_config
 from core.metrics import HOLDOUT_METRICS
 from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
-from pipeline import sweep
+from pipeline import sweep, sweep_job
 
 
 def test_expansion_is_hydras_cartesian_product():
@@ -32,7 +32,7 @@ def test_combinations_that_cannot_be_composed_are_named_with_hydras_message():
         ["model=random_forest", "model.C=0.5"], ["model=no_such_model", "model.C=0.5"]
     ]
     job, err = errors[0]
-    assert sweep.uncomposable_message(job, err) == (
+    assert sweep_job.uncomposable_message(job, err) == (
         "cannot compose the config: Could not override 'model.C'. "
         "That key does not exist with model=random_forest model.C=0.5."
     )
@@ -55,10 +55,10 @@ def test_multirun_flag(argv, expected):
 
 
 def test_the_sweeps_own_overrides_are_not_part_of_a_job():
-    assert sweep.job_overrides(["model=knn", "sweep.metric=f1_macro", "sweep.candidates=none"]) == ["model=knn"]
+    assert sweep_job.job_overrides(["model=knn", "sweep.metric=f1_macro", "sweep.candidates=none"]) == ["model=knn"]
     # Hydra's own overrides configure the launcher, not the job (Hydra keeps them apart too).
-    assert sweep.job_overrides(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.C=1",
-                                f"+hydra.job.env_set.{sweep.SWEEP_RUN_ENV}=abc"]) == ["model.C=1"]
+    assert sweep_job.job_overrides(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.C=1",
+                                f"+hydra.job.env_set.{sweep_job.SWEEP_RUN_ENV}=abc"]) == ["model.C=1"]
 
 
 def test_the_sweeps_run_and_force_are_not_user_config():

@@ -48,9 +48,10 @@ class DataConfig:
     path: Optional[str] = None  # the file data=file reads
     features: Optional[list[str]] = None  # None: every column except the target
     target: str = "target"
-    test_size: float = 0.2
+    test_size: float = 0.2  # fraction of rows held out, strictly between 0 and 1
     random_state: int = 0
     stratify: bool = True
+    max_duplicate_share: float = 0.9  # more repeated rows than this share: refused
 
 
 @dataclass
@@ -132,6 +133,25 @@ def describe_error(err: Exception) -> str:
     return message
 
 
+# Ranges the types cannot say: (key, test, what it must be).
+RANGES = (
+    ("data.test_size", lambda v: 0 < v < 1, "a fraction strictly between 0 and 1"),
+    ("data.max_duplicate_share", lambda v: 0 <= v <= 1, "a share between 0 and 1"),
+    ("validation.atol", lambda v: v >= 0, "zero or more"),
+)
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Refuse values of the right type but out of range, as Hydra refuses a wrong type."""
+    from hydra.errors import ConfigCompositionException
+    from omegaconf import OmegaConf
+
+    for key, ok, expected in RANGES:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not ok(value):
+            raise ConfigCompositionException(f"{key}={value} is out of range: it must be {expected}")
+
+
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """Compose ``conf/config.yaml`` with Hydra overrides.
 
@@ -139,7 +159,9 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     unknown key or a malformed override; they name the offending override.
     """
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=CONFIG_NAME, overrides=list(overrides))
+        cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
+    check_ranges(cfg)
+    return cfg
 
 
 def flatten(cfg: Mapping, prefix: str = "") -> dict[str, object]:

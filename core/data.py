@@ -10,15 +10,19 @@ data digest that the step cache and the lineage record). Two sources:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from core import tabular
 from core.contracts import PROJECT_DIR
 from core.errors import StepError
+
+log = logging.getLogger(__name__)
 
 
 class DataError(StepError, ValueError):
@@ -79,6 +83,33 @@ def feature_list(frame: pd.DataFrame, features: Sequence[str] | None, target: st
     return list(features)
 
 
+def index_columns(frame: pd.DataFrame, target: str) -> list[str]:
+    """Columns that are a saved row index, not a feature: pandas' ``Unnamed: 0``
+    (``to_csv`` without ``index=False``), or integers equal to 0..n-1 or 1..n."""
+    found = []
+    for column in frame.columns:
+        if column == target:
+            continue
+        values = frame[column]
+        if str(column).startswith("Unnamed: "):
+            found.append(column)
+        elif pd.api.types.is_integer_dtype(values) and len(values) > 2:
+            start = int(values.iloc[0])
+            if start in (0, 1) and (values.to_numpy() == np.arange(start, start + len(values))).all():
+                found.append(column)
+    return found
+
+
+def looks_continuous(labels: pd.Series) -> bool:
+    """A float target with fractional values and many distinct ones: a regression
+    target, not class labels."""
+    if not pd.api.types.is_float_dtype(labels):
+        return False
+    values = labels.dropna()
+    fractional = (values % 1 != 0).any()
+    return bool(fractional and values.nunique() > max(20, len(values) // 10))
+
+
 def validate_frame(
     frame: pd.DataFrame,
     features: Sequence[str],
@@ -86,8 +117,13 @@ def validate_frame(
     test_size: float,
     stratify: bool,
     source: str,
+    max_duplicate_share: float = 0.9,
 ) -> None:
-    """Fail with a ``DataError`` naming ``source`` and the problem, before any training."""
+    """Fail with a ``DataError`` naming ``source`` and the problem, before any training.
+
+    Feature columns may hold numbers, booleans or text, with missing values: the
+    estimator decides what it accepts (``steps.train`` says so when it does not).
+    """
     if frame.empty:
         raise DataError(f"Data {source} is empty: no rows")
     missing = [column for column in [*features, target] if column not in frame.columns]
@@ -95,17 +131,35 @@ def validate_frame(
         raise DataError(f"Data {source} lacks column(s) {missing}; it has {list(frame.columns)}")
     if not features:
         raise DataError(f"Data {source} has no feature columns besides the target {target!r}")
-    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
-    if non_numeric:
-        raise DataError(f"Data {source}: feature column(s) {non_numeric} are not numeric")
-    nulls = frame[[*features, target]].isna()
-    if nulls.to_numpy().any():
-        counts = {column: int(n) for column, n in nulls.sum().items() if n}
-        first_row = int(nulls.any(axis=1).to_numpy().argmax())
+    dates = [c for c in features if pd.api.types.is_datetime64_any_dtype(frame[c])]
+    if dates:
         raise DataError(
-            f"Data {source} has missing values: {counts} (first at row {first_row})"
+            f"Data {source}: feature column(s) {dates} hold dates or times; derive numbers "
+            "from them (a year, a day of the week) or leave them out with data.features"
         )
-    counts = frame[target].value_counts()
+    labels = frame[target]
+    if labels.isna().any():
+        row = int(labels.isna().to_numpy().argmax())
+        raise DataError(
+            f"Data {source}: target {target!r} has {int(labels.isna().sum())} missing value(s) "
+            f"(first at row {row}); drop those rows or choose another target"
+        )
+    if looks_continuous(labels):
+        raise DataError(
+            f"Data {source}: target {target!r} looks continuous ({labels.nunique()} distinct "
+            f"float values, e.g. {_plain(labels.iloc[0])!r}); a classifier needs class labels"
+        )
+    duplicated = int(frame[[*features, target]].duplicated().sum())
+    if duplicated:
+        share = duplicated / len(frame)
+        message = (
+            f"Data {source}: {duplicated} of {len(frame)} rows ({share:.0%}) repeat an earlier row; "
+            "repeated rows can land in both the training split and the holdout"
+        )
+        if share > max_duplicate_share:
+            raise DataError(f"{message} (more than data.max_duplicate_share={max_duplicate_share})")
+        log.warning("%s", message)
+    counts = labels.value_counts()
     if len(counts) < 2:
         raise DataError(
             f"Data {source}: target {target!r} has a single class {counts.index.tolist()}; "
@@ -123,6 +177,25 @@ def validate_frame(
             f"Data {source}: a stratified holdout of {n_test} row(s) (test_size={test_size}) "
             f"cannot hold all {len(counts)} classes"
         )
+
+
+def fit_hint(features: pd.DataFrame, error: Exception) -> str:
+    """Why an estimator may have refused these features, for its fit error: text columns
+    it cannot encode, or missing values it does not accept (the first row and column)."""
+    text = [c for c in features.columns
+            if not (pd.api.types.is_numeric_dtype(features[c]) or pd.api.types.is_bool_dtype(features[c]))]
+    nulls = features.isna()
+    message = str(error)
+    if text and ("string" in message or "could not convert" in message):
+        return (f"; feature column(s) {text} hold text, which this estimator cannot take as is: "
+                "use a model config that encodes them (model=tabular_logistic_regression)")
+    if nulls.to_numpy().any() and ("NaN" in message or "missing" in message):
+        row, column = np.argwhere(nulls.to_numpy())[0]
+        return (f"; the data has missing values (first at row {features.index[row]}, column "
+                f"{features.columns[column]!r}), which this estimator does not accept: use a model "
+                "config that imputes them (model=tabular_logistic_regression) or accepts them "
+                "(model=hist_gradient_boosting)")
+    return ""
 
 
 def _plain(value):
@@ -143,9 +216,16 @@ def prepare_data(data_cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, list
         if isinstance(err.__cause__, DataError):  # Hydra wraps it; the cause names the file
             raise err.__cause__ from None
         raise
+    if data_cfg.features is None:  # every column but the target: leave out a saved row index
+        dropped = index_columns(frame, data_cfg.target)
+        if dropped:
+            log.warning("Data %s: column(s) %s look like a saved row index, not a feature; "
+                        "left out (list data.features to keep them)", source, dropped)
+            frame = frame.drop(columns=dropped)
     features = feature_list(frame, data_cfg.features, data_cfg.target)
     validate_frame(
-        frame, features, data_cfg.target, data_cfg.test_size, data_cfg.stratify, source
+        frame, features, data_cfg.target, data_cfg.test_size, data_cfg.stratify, source,
+        data_cfg.max_duplicate_share,
     )
     frame = frame[[*features, data_cfg.target]]
     train, holdout = train_test_split(

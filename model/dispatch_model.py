@@ -33,6 +33,7 @@ DEFAULT_PREDICT_METHOD = "predict_proba"
 PREDICT_METHOD_PARAM = "predict_method"
 ESTIMATOR_ARTIFACT_KEY = "estimator"
 DIGEST_CONFIG_KEY = "estimator_sha256"
+NULLABLE_CONFIG_KEY = "nullable_features"  # columns where the estimator accepts missing values
 
 
 def sha256_file(path: str | Path) -> str:
@@ -116,34 +117,43 @@ def _allows_nan(estimator) -> bool:
         return True
 
 
-def check_input(model_input, estimator_name: str, allow_nan: bool) -> None:
-    """Reject empty input and NaN/infinite values with ``INVALID_PARAMETER_VALUE``, naming
-    the row and column.
+def check_input(model_input, estimator_name: str, nullable) -> pd.DataFrame:
+    """The input as the estimator takes it, or ``INVALID_PARAMETER_VALUE`` naming the row
+    and column: no rows, an infinite number, or a missing value (NaN, null) in a column
+    where the estimator accepts none. ``nullable``: the columns that may hold missing
+    values (``True``: all of them). A missing text value becomes NaN, as pandas reads it.
 
-    Without this, scikit-learn's ValueError reaches the scoring server as an
-    opaque error with a stack trace.
+    Without this, scikit-learn's ValueError reaches the scoring server as an opaque
+    error with a stack trace, or, worse, a NaN is scored without a word.
     """
     if len(model_input) == 0:
         raise MlflowException(
             "Input has no rows; send at least one row.", error_code=INVALID_PARAMETER_VALUE
         )
     if not hasattr(model_input, "columns"):
-        return
-    try:
-        values = np.asarray(model_input, dtype=np.float64)  # no copy for float64 columns
-    except (TypeError, ValueError):  # nullable dtypes holding pd.NA
-        values = model_input.to_numpy(dtype=np.float64, na_value=np.nan)
-    if np.isfinite(values).all():
-        return
-    bad = np.isinf(values) if allow_nan else ~np.isfinite(values)
-    if bad.any():
-        row, column = np.argwhere(bad)[0]
-        kind = "a missing value (NaN)" if np.isnan(values[row, column]) else "an infinite value"
-        raise MlflowException(
-            f"Input row {model_input.index[row]} has {kind} in column {model_input.columns[column]!r}; "
-            f"{estimator_name} does not accept it.",
-            error_code=INVALID_PARAMETER_VALUE,
-        )
+        return model_input
+    missing = model_input.isna()
+    for position, column in enumerate(model_input.columns):
+        values = model_input[column]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            infinite = np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan))
+            if infinite.any():
+                raise MlflowException(
+                    f"Input row {model_input.index[infinite.argmax()]} has an infinite value in column "
+                    f"{column!r}; {estimator_name} does not accept it.",
+                    error_code=INVALID_PARAMETER_VALUE,
+                )
+        holes = missing.iloc[:, position].to_numpy()
+        if holes.any():
+            if nullable is not True and column not in nullable:
+                raise MlflowException(
+                    f"Input row {model_input.index[holes.argmax()]} has a missing value in column "
+                    f"{column!r}; {estimator_name} does not accept one there.",
+                    error_code=INVALID_PARAMETER_VALUE,
+                )
+            if values.dtype == object:
+                model_input = model_input.assign(**{column: values.where(~holes, np.nan)})
+    return model_input
 
 
 class DynamicDispatchModel(mlflow.pyfunc.PythonModel):
@@ -158,7 +168,9 @@ class DynamicDispatchModel(mlflow.pyfunc.PythonModel):
         self.classes_ = getattr(self.estimator, "classes_", None)
         names = getattr(self.estimator, "feature_names_in_", None)
         self.feature_names_ = None if names is None else list(names)
-        self.allow_nan_ = _allows_nan(self.estimator)
+        # Recorded by package_pyfunc (asked of the fitted estimator); older models: its tag.
+        recorded = (context.model_config or {}).get(NULLABLE_CONFIG_KEY)
+        self.nullable_ = set(recorded) if recorded is not None else (_allows_nan(self.estimator) or set())
 
     # Annotated with a type MLflow infers no schema from (the model has an explicit
     # signature); without any annotation MLflow warns at every load to add one.
@@ -172,7 +184,7 @@ class DynamicDispatchModel(mlflow.pyfunc.PythonModel):
             # Same columns, same order as at fit time; schema enforcement has
             # already rejected inputs missing any of them.
             model_input = model_input[self.feature_names_]
-        check_input(model_input, type(self.estimator).__name__, self.allow_nan_)
+        model_input = check_input(model_input, type(self.estimator).__name__, self.nullable_)
         return getattr(self.estimator, method)(model_input)
 
 

@@ -52,21 +52,35 @@ class ScoringError(ValueError):
     """The input cannot be scored; the message names the file, row and column."""
 
 
-def check_chunk(chunk: pd.DataFrame, features: Sequence[str], source: Path) -> pd.DataFrame:
-    """The feature columns as float64; errors name the file, row and column."""
-    missing = [column for column in features if column not in chunk.columns]
+NUMERIC_TYPES = {"double", "float", "long", "integer"}
+
+
+def check_chunk(chunk: pd.DataFrame, types: dict[str, str], source: Path) -> pd.DataFrame:
+    """The feature columns, numbers parsed as the model's signature types them (``types``:
+    column -> MLflow type); a value that is not a number in a numeric column, or not a
+    whole number in an integer one, is an error naming the file, row and column. Text
+    and boolean columns are passed on for the model's schema check."""
+    missing = [column for column in types if column not in chunk.columns]
     if missing:
         raise ScoringError(f"{source}: missing feature column(s) {missing}; it has {list(chunk.columns)}")
     out = {}
-    for column in features:
-        values = pd.to_numeric(chunk[column], errors="coerce")
-        bad = values.isna() & chunk[column].notna()
+    for column, kind in types.items():
+        values = chunk[column]
+        if kind not in NUMERIC_TYPES:
+            out[column] = values
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = numbers.isna() & values.notna()
+        if kind in ("long", "integer"):
+            bad |= numbers.notna() & (numbers % 1 != 0)
         if bad.any():
             row = bad.idxmax()
-            raise ScoringError(
-                f"{source}: row {row}, column {column!r}: {chunk.at[row, column]!r} is not a number"
-            )
-        out[column] = values.astype(np.float64)
+            expected = "a whole number" if kind in ("long", "integer") else "a number"
+            raise ScoringError(f"{source}: row {row}, column {column!r}: {chunk.at[row, column]!r} is not {expected}")
+        if kind in ("long", "integer") and numbers.notna().all():
+            out[column] = numbers.astype(np.int64)
+        else:
+            out[column] = numbers.astype(np.float64)
     return pd.DataFrame(out, index=chunk.index)
 
 
@@ -94,7 +108,9 @@ def score_file(
         raise ScoringError(f"predict_method {method!r} is not one of {', '.join(PREDICT_METHODS)}")
     if input_path.resolve() == output_path.resolve():
         raise ScoringError(f"--output {output_path} would overwrite the input")
-    features = model.metadata.get_input_schema().input_names()
+    schema = model.metadata.get_input_schema()
+    types = {spec.name: spec.type.name for spec in schema.inputs}
+    features = list(types)
     metadata = model.metadata.metadata or {}
     classes = metadata.get("classes", [])
     offered = offered_methods(metadata)
@@ -112,7 +128,7 @@ def score_file(
             absent = [c for c in ids if c not in chunk.columns]
             if absent:
                 raise ScoringError(f"{input_path}: id column(s) {absent} not found")
-            result = model.predict(check_chunk(chunk, features, input_path), params={PREDICT_METHOD_PARAM: method})
+            result = model.predict(check_chunk(chunk, types, input_path), params={PREDICT_METHOD_PARAM: method})
             out = pd.concat(
                 [chunk[list(ids)].reset_index(drop=True), prediction_columns(result, method, classes)], axis=1
             )

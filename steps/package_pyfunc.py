@@ -33,10 +33,12 @@ import pandas as pd
 
 from core import contracts
 from core.errors import StepError
+from core.features import input_schema, nullable_columns
 from model import dispatch_model
 from model.dispatch_model import (
     DIGEST_CONFIG_KEY,
     ESTIMATOR_ARTIFACT_KEY,
+    NULLABLE_CONFIG_KEY,
     PREDICT_METHOD_PARAM,
     available_methods,
     default_method,
@@ -56,14 +58,16 @@ log = logging.getLogger(__name__)
 MODEL_CODE_PATH = Path(dispatch_model.__file__)
 
 
-def model_signature(estimator, example: pd.DataFrame):
-    """Column-based input schema, the default method's output, and the ``predict_method``
-    param whose default is that method (``predict`` for an estimator without probabilities)."""
-    from mlflow.models import infer_signature
+def model_signature(estimator, features: pd.DataFrame):
+    """The input schema with each feature's real type (``core.features.input_schema``), the
+    default method's output, and the ``predict_method`` param whose default is that
+    method (``predict`` for an estimator without probabilities)."""
+    from mlflow.models import ModelSignature, infer_signature
 
     method = default_method(estimator)
-    output = getattr(estimator, method)(example)
-    return infer_signature(example, output, params={PREDICT_METHOD_PARAM: method})
+    example = features.head(5)
+    inferred = infer_signature(example, getattr(estimator, method)(example), params={PREDICT_METHOD_PARAM: method})
+    return ModelSignature(input_schema(features), inferred.outputs, inferred.params)
 
 
 def model_metadata(estimator, features: Sequence[str]) -> dict:
@@ -79,19 +83,24 @@ def model_metadata(estimator, features: Sequence[str]) -> dict:
     }
 
 
-def log_dispatch_model(estimator_path: str, digest: str, estimator, example: pd.DataFrame):
-    """Log the dynamic-dispatch pyfunc in the active run; return its ``ModelInfo``."""
+def log_dispatch_model(estimator_path: str, digest: str, estimator, features: pd.DataFrame):
+    """Log the dynamic-dispatch pyfunc in the active run; return its ``ModelInfo``.
+
+    ``features`` (the holdout's feature columns) give the signature's column types and
+    the columns in which the estimator accepts missing values (asked of the estimator).
+    """
     import mlflow
 
+    nullable = nullable_columns(estimator, features)
     return mlflow.pyfunc.log_model(
         name=contracts.LOGGED_MODEL_NAME,
         python_model=str(MODEL_CODE_PATH),
         artifacts={ESTIMATOR_ARTIFACT_KEY: estimator_path},
-        model_config={DIGEST_CONFIG_KEY: digest},
-        signature=model_signature(estimator, example),
-        input_example=example,
+        model_config={DIGEST_CONFIG_KEY: digest, NULLABLE_CONFIG_KEY: nullable},
+        signature=model_signature(estimator, features),
+        input_example=features.head(5),
         pip_requirements=pinned_requirements(MODEL_PACKAGES),
-        metadata=model_metadata(estimator, example.columns),
+        metadata=model_metadata(estimator, features.columns) | {"nullable_features": nullable},
     )
 
 
@@ -127,11 +136,8 @@ def run(
     estimator = load_verified_estimator(estimator_path, joblib_sha256)
     example_path = mlflow.artifacts.download_artifacts(artifact_uri=example_uri)
     frame = pd.read_parquet(example_path)
-    # Declared as double: integer columns in a file would otherwise give a long
-    # schema that rejects float requests; every feature is numeric (train checks).
-    example = frame[feature_columns(estimator, frame, example_uri)].head(5).astype("float64")
-
-    model_info = log_dispatch_model(estimator_path, joblib_sha256, estimator, example)
+    features = frame[feature_columns(estimator, frame, example_uri)]
+    model_info = log_dispatch_model(estimator_path, joblib_sha256, estimator, features)
     outputs = {"pyfunc_model_uri": model_info.model_uri}
     if cfg.registry.register:
         run_id = mlflow.active_run().info.run_id

@@ -57,12 +57,12 @@ def fit_estimator(
     try:
         return estimator.fit(train[list(features)], train[target])
     except (ValueError, TypeError) as err:
-        raise FitError(f"cannot fit {type(estimator).__name__} from config 'model': {err}") from err
+        hint = data.fit_hint(train[list(features)], err)
+        raise FitError(f"cannot fit {type(estimator).__name__} from config 'model': {err}{hint}") from err
 
 
 # MLflow infers a schema by checking every value in Python (about a minute per
-# million rows). The data was validated (numeric features, no missing values),
-# so a sample of rows gives the same schema.
+# million rows); a sample of rows gives the same column types.
 SCHEMA_SAMPLE_ROWS = 1000
 
 

@@ -108,9 +108,12 @@ def test_unknown_override_fails_before_training(project_env, tmp_path):
 
 
 def test_failed_validation_fails_the_pipeline_and_moves_no_alias(champion, project_env, tmp_path):
-    # A tolerance no model can meet: the probability checks fail. train, serialize and
-    # package_pyfunc come from the cache, so evaluate re-validates the champion, version 1.
-    result = mlflow_run(project_env, tmp_path, "validation.atol=-1")
+    # The champion's joblib file damaged in the store: the model refuses to load it. A
+    # config only evaluate reads changes, so train, serialize and package_pyfunc come
+    # from the cache and evaluate re-validates the champion, version 1.
+    for stored in (tmp_path / "artifacts").rglob("artifacts/estimator.joblib"):
+        stored.write_bytes(stored.read_bytes() + b"tampered")
+    result = mlflow_run(project_env, tmp_path, "validation.atol=1e-12")
     assert result.returncode != 0
     assert "validation: failed" in result.stdout
     runs = {name: [r for r in found if r.info.run_id != champion.get(f"{name}_run_id")]
@@ -120,7 +123,7 @@ def test_failed_validation_fails_the_pipeline_and_moves_no_alias(champion, proje
     assert parent.data.tags["pipeline.step.package_pyfunc.status"] == "CACHED"
     (evaluate_run,) = runs["evaluate"]
     assert evaluate_run.info.status == "FAILED"
-    assert "predict_proba_matches_reference" in evaluate_run.data.tags[contracts.ERROR_TAG]
+    assert "load_model (MlflowException: Refusing to load" in evaluate_run.data.tags[contracts.ERROR_TAG]
     client = MlflowClient()
     version = client.get_model_version("iris-classifier", "1")
     assert version.tags[contracts.VALIDATION_STATUS_TAG] == "failed"

@@ -169,7 +169,7 @@ BAD_REQUESTS = {
     ),
     "missing value": (
         {"dataframe_records": [{FEATURES[0]: 1.4, FEATURES[1]: None}]},
-        "missing value (NaN) in column 'petal width (cm)'",
+        "missing value in column 'petal width (cm)'; LogisticRegression does not accept one there",
     ),
     "no rows": ({"dataframe_split": {"columns": FEATURES, "data": []}}, "no rows"),
     "empty records": ({"dataframe_records": []}, "missing inputs"),

@@ -55,7 +55,7 @@ def test_id_columns_can_be_chosen(model_and_estimator, tmp_path):
     [
         (lambda f: f.drop(columns=["petal width (cm)"]), "missing feature column(s) ['petal width (cm)']"),
         (lambda f: f.astype({"petal length (cm)": object}).assign(**{"petal length (cm)": lambda d: d["petal length (cm)"].where(d.index != 257, "long")}), "row 257, column 'petal length (cm)': 'long' is not a number"),
-        (lambda f: f.assign(**{"petal width (cm)": lambda d: d["petal width (cm)"].where(d.index != 333)}), "row 333 has a missing value (NaN) in column 'petal width (cm)'"),
+        (lambda f: f.assign(**{"petal width (cm)": lambda d: d["petal width (cm)"].where(d.index != 333)}), "row 333 has a missing value in column 'petal width (cm)'; LogisticRegression does not accept one there"),
     ],
 )
 def test_bad_rows_fail_naming_row_and_column_and_leave_no_output(model_and_estimator, tmp_path, mutate, message):

@@ -95,12 +95,21 @@ def bad(frame_or_text, tmp_path, name="bad.csv"):
         (lambda t: bad("a,target\n", t), "bad.csv is empty"),
         (lambda t: bad(pd.DataFrame({"a": [1.0, 2.0]}), t), "lacks column(s) ['target']"),
         (
-            lambda t: bad(pd.DataFrame({"a": ["x", "y"] * 5, "target": [0, 1] * 5}), t),
-            "feature column(s) ['a'] are not numeric",
+            lambda t: bad(pd.DataFrame({"a": np.arange(10.0), "target": [0, 1, None, 1, 0] * 2}), t),
+            "target 'target' has 2 missing value(s) (first at row 2)",
+        ),
+        (  # a regression target
+            lambda t: bad(pd.DataFrame({"a": np.arange(60.0), "target": np.linspace(0, 1.111, 60)}), t),
+            "target 'target' looks continuous (60 distinct float values, e.g. 0.0)",
+        ),
+        (  # 3 distinct rows repeated 20 times: the holdout would be the training set
+            lambda t: bad(pd.DataFrame({"a": [1.0, 2.0, 3.0] * 20, "target": [0, 1, 1] * 20}), t),
+            "57 of 60 rows (95%) repeat an earlier row",
         ),
         (
-            lambda t: bad(pd.DataFrame({"a": [1.0, None] * 5, "target": [0, 1] * 5}), t),
-            "missing values: {'a': 5} (first at row 1)",
+            lambda t: bad(pd.DataFrame({"a": np.arange(10.0), "d": pd.date_range("2026-01-01", periods=10),
+                                        "target": [0, 1] * 5}), t, "x.parquet"),
+            "feature column(s) ['d'] hold dates or times",
         ),
         (
             lambda t: bad(pd.DataFrame({"a": np.arange(10.0), "target": [0] * 10}), t),
@@ -137,3 +146,46 @@ def test_batch_generator_creates_and_grows_a_file(tmp_path):
     assert list(grown.columns) == list(data.load_iris_frame().columns)
     assert not list(tmp_path.glob(".*.tmp"))
     data.prepare_data(file_cfg(path))  # a generated batch passes validation
+
+
+def test_text_and_missing_features_pass_the_data_check(tmp_path):
+    """The estimator decides what it accepts (a tabular config encodes and imputes)."""
+    frame = pd.DataFrame({"n": [1.0, None, 3.0, 4.0] * 5, "t": ["x", "y", None, "x"] * 5,
+                          "k": [5, 3, 8, 1] * 5, "target": ["a", "b"] * 10})
+    train_rows, holdout, features = data.prepare_data(file_cfg(write(frame, tmp_path / "mixed.csv")))
+    assert features == ["n", "t", "k"] and len(train_rows) + len(holdout) == 20
+
+
+def test_a_saved_row_index_is_left_out_with_a_warning(tmp_path, caplog):
+    frame = data.load_iris_frame()
+    frame.to_csv(tmp_path / "indexed.csv")  # pandas writes the index as "Unnamed: 0"
+    frame.insert(0, "row", range(1, 151))
+    _, _, from_pandas = data.prepare_data(file_cfg(tmp_path / "indexed.csv"))
+    _, _, numbered = data.prepare_data(file_cfg(write(frame, tmp_path / "numbered.csv")))
+    assert "Unnamed: 0" not in from_pandas and "row" not in numbered
+    assert "['Unnamed: 0'] look like a saved row index" in caplog.text
+    kept = file_cfg(tmp_path / "numbered.csv", "data.features=[row,'petal width (cm)']")
+    assert data.prepare_data(kept)[2] == ["row", "petal width (cm)"]  # listed: kept
+
+
+def test_a_few_repeated_rows_are_reported_not_refused(tmp_path, caplog):
+    frame = pd.concat([data.load_iris_frame(), data.load_iris_frame().head(15)])
+    data.prepare_data(file_cfg(write(frame, tmp_path / "repeats.csv")))
+    assert "16 of 165 rows (10%) repeat an earlier row" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("data.test_size=1.5", "data.test_size=1.5 is out of range"),
+     ("data.test_size=0", "data.test_size=0.0 is out of range"),
+     ("data.test_size=-0.1", "data.test_size=-0.1 is out of range"),
+     ("data.random_state=abc", "could not be converted to Integer"),
+     ("data.max_duplicate_share=2", "data.max_duplicate_share=2.0 is out of range")],
+)
+def test_split_settings_are_checked_when_the_config_is_composed(override, message, capsys):
+    from pipeline import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main.main([override])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

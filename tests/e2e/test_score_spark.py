@@ -79,3 +79,35 @@ def test_method_the_model_does_not_offer_is_refused_before_spark_runs(spark, tmp
         score_spark.score_dataframe(spark, frame, info.model_uri, "predict_proba")
     scored = score_spark.score_dataframe(spark, frame, info.model_uri, "predict").toPandas()
     assert scored["prediction"].notna().all() and len(scored) == 5
+
+
+def test_a_table_with_text_and_gaps_scores_as_in_process(spark, tmp_path):
+    """The penguins table (text columns, gaps, a text target) with a tabular pipeline."""
+    from pathlib import Path
+
+    import palmerpenguins
+    from hydra.utils import instantiate
+
+    from core.config import compose_config
+    from steps import package_pyfunc, serialize, train
+
+    raw = pd.read_csv(Path(palmerpenguins.__file__).parent / "data" / "penguins.csv")
+    features = [c for c in raw.columns if c != "species"]
+    estimator = train.fit_estimator(
+        instantiate(compose_config(["model=tabular_logistic_regression"]).model), raw, features, "species"
+    )
+    path = tmp_path / "estimator.joblib"
+    digest = serialize.serialize_estimator(estimator, path)
+    with mlflow.start_run():
+        info = package_pyfunc.log_dispatch_model(str(path), digest, estimator, raw[features])
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    plain = raw.astype(object).where(raw.notna(), None)  # Spark takes None for a gap
+    sdf = spark.createDataFrame(plain.astype({c: float for c in features if raw[c].dtype == float}))
+    for method in ("predict", "predict_proba"):
+        scored = score_spark.score_dataframe(spark, sdf, info.model_uri, method).toPandas()
+        expected = model.predict(raw[features], params={"predict_method": method})
+        if method == "predict":
+            assert scored["prediction"].tolist() == list(expected)
+        else:
+            columns = ["proba_Adelie", "proba_Chinstrap", "proba_Gentoo"]
+            np.testing.assert_allclose(scored[columns].to_numpy(), expected, rtol=0, atol=1e-12)

@@ -16,13 +16,16 @@ from mlflow import MlflowClient
 
 from core import contracts
 from pipeline import graph
+from tests.support.factories import venv_env
 from tests.support.helpers import free_port, stop, wait_for_http, wait_until
 
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 MODEL = "iris-classifier"
+# The module's tests share one server; each has its own experiment and registered model.
+pytestmark = [pytest.mark.xdist_group("tracking-server")]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def postgres_database():
     psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (requirements-dev.txt)")
     try:
@@ -44,8 +47,9 @@ def postgres_database():
     admin.close()
 
 
-@pytest.fixture
-def tracking_server(postgres_database, tmp_path, project_env):
+@pytest.fixture(scope="module")
+def tracking_server(postgres_database, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("tracking-server")
     port = free_port()
     log = open(tmp_path / "server.log", "w")
     process = subprocess.Popen(
@@ -54,40 +58,43 @@ def tracking_server(postgres_database, tmp_path, project_env):
          "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
         # No job runner: the pipeline uses none, and its consumer processes poll and
         # import MLflow (seven of them, a core and a half busy on a 2-core machine).
-        env={**project_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env=venv_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
     )
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(process, f"{uri}/health", tmp_path / "server.log", timeout=300)
-        mlflow.set_tracking_uri(uri)
-        yield uri
+        yield uri, tmp_path
     finally:
-        mlflow.set_tracking_uri(None)
         stop(process)
         log.close()
 
 
-def server_env(project_env, uri, tmp_path):
-    env = {**project_env, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(contracts.PROJECT_DIR)}
-    env.pop("MLFLOW_EXPERIMENT_NAME", None)  # the server's Default experiment
-    return env
+def server_env(project_env, uri, experiment):
+    """The test's environment pointed at the server, in an experiment of its own (created
+    here, before any pipeline starts: concurrent pipelines must not race to create it)."""
+    MlflowClient(tracking_uri=uri).create_experiment(experiment)
+    return {**project_env, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(contracts.PROJECT_DIR),
+            "MLFLOW_EXPERIMENT_NAME": experiment}
 
 
 def test_pipeline_over_http_with_proxied_artifacts(tracking_server, project_env, tmp_path):
-    env = server_env(project_env, tracking_server, tmp_path)
+    uri, server_dir = tracking_server
+    name = "iris-over-http"
+    env = server_env(project_env, uri, "over-http")
     result = subprocess.run(
-        [sys.executable, "-m", "ops.retrain", "--wait", "60"], env=env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=900,
+        [sys.executable, "-m", "ops.retrain", "--wait", "60", f"registry.model_name={name}"], env=env,
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "promoted version 1 to champion" in result.stdout
-    client = MlflowClient(tracking_uri=tracking_server)
-    champion = client.get_model_version_by_alias(MODEL, "champion")
+    client = MlflowClient(tracking_uri=uri)
+    champion = client.get_model_version_by_alias(name, "champion")
     run = client.get_run(champion.tags["lineage.train_run_id"])
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
-    assert (tmp_path / "server-artifacts").is_dir()
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    assert (server_dir / "server-artifacts").is_dir()
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     assert model.predict(
         __import__("pandas").DataFrame({"petal length (cm)": [1.4], "petal width (cm)": [0.2]}),
         params={"predict_method": "predict"},
@@ -95,7 +102,8 @@ def test_pipeline_over_http_with_proxied_artifacts(tracking_server, project_env,
 
 
 def test_four_pipelines_at_once(tracking_server, project_env, tmp_path):
-    env = server_env(project_env, tracking_server, tmp_path)
+    uri, _ = tracking_server
+    env = server_env(project_env, uri, "four-at-once")
     options = ["model.C=0.5", "model.C=1.0", "model.C=2.0", "model.C=4.0"]
     processes = [
         subprocess.Popen([sys.executable, "-m", "pipeline.main", option], env=env, cwd=contracts.PROJECT_DIR,
@@ -105,8 +113,9 @@ def test_four_pipelines_at_once(tracking_server, project_env, tmp_path):
     outputs = [p.communicate(timeout=1200)[0] for p in processes]
     assert [p.returncode for p in processes] == [0] * 4, "\n".join(o[-1500:] for o in outputs)
 
-    client = MlflowClient(tracking_uri=tracking_server)
-    runs = client.search_runs(experiment_ids=["0"], max_results=1000)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("four-at-once").experiment_id
+    runs = client.search_runs(experiment_ids=[experiment], max_results=1000)
     by_step = {}
     for run in runs:
         by_step.setdefault(run.data.tags.get(contracts.STEP_TAG), []).append(run)

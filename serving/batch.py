@@ -12,12 +12,16 @@ Writes ``--output`` (CSV or Parquet, by extension), one row per input row in the
 input's order: the id columns, then ``prediction`` for ``predict``, or one column
 per class label, ``proba_<label>`` / ``log_proba_<label>``, in the model's class
 order. The file is written under a temporary name and renamed at the end: a
-failure (a missing column, a non-numeric or missing value, named by row and
-column) leaves no partial output.
+failure (a missing column, a value that is not a number in a number column, a
+gap the model does not accept, named by row and column) leaves no partial output.
+
+Rows outside the training data's contract (a value beyond the training range, a
+category never seen, a gap where training had none; ``core.contract``) are scored
+and reported on stderr, per column and check, with the first such row.
 
 Run: ``python -m serving.batch --input in.csv --output out.parquet`` or
 ``mlflow run . -e score -P input=/abs/in.csv -P output=/abs/out.csv`` (then the
-MLflow run records the parameters and the number of rows scored).
+MLflow run records the parameters, the number of rows scored and ``drift.json``).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import contracts
+from core import contract, contracts
 from core.tabular import AtomicWriter, TableError, count_rows, iter_chunks
 from model.dispatch_model import (
     DEFAULT_PREDICT_METHOD,
@@ -100,8 +104,13 @@ def score_file(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     id_columns: Sequence[str] | None = None,
     progress: bool | None = None,
+    drift: list | None = None,
 ) -> int:
-    """Score ``input_path`` chunk by chunk into ``output_path``; return the number of rows."""
+    """Score ``input_path`` chunk by chunk into ``output_path``; return the number of rows.
+
+    With ``drift`` (a list), each chunk is checked against the training data's contract
+    kept in the model's metadata (``core.contract``) and what falls outside is appended
+    as a report per chunk; nothing is refused for it."""
     from tqdm import tqdm
 
     if method not in PREDICT_METHODS:
@@ -119,6 +128,8 @@ def score_file(
             f"predict_method {method!r} is not offered by this model "
             f"({metadata.get('estimator', 'its estimator')} offers {', '.join(offered)})"
         )
+    data_contract = metadata.get("data_contract")
+    checker = contract.load_contract(data_contract) if drift is not None and data_contract else None
     rows = 0
     with AtomicWriter(output_path) as writer, tqdm(
         total=count_rows(input_path), unit="rows", disable=None if progress is None else not progress
@@ -128,7 +139,10 @@ def score_file(
             absent = [c for c in ids if c not in chunk.columns]
             if absent:
                 raise ScoringError(f"{input_path}: id column(s) {absent} not found")
-            result = model.predict(check_chunk(chunk, types, input_path), params={PREDICT_METHOD_PARAM: method})
+            features_chunk = check_chunk(chunk, types, input_path)
+            if checker is not None:
+                drift.append(contract.drift(checker, features_chunk))
+            result = model.predict(features_chunk, params={PREDICT_METHOD_PARAM: method})
             out = pd.concat(
                 [chunk[list(ids)].reset_index(drop=True), prediction_columns(result, method, classes)], axis=1
             )
@@ -169,15 +183,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     in_project_run = "MLFLOW_RUN_ID" in os.environ
     try:
         model = mlflow.pyfunc.load_model(args.model_uri)
+        drift: list = []
         with mlflow.start_run() if in_project_run else contextlib.nullcontext():
             rows = score_file(
                 model, args.input, args.output, args.predict_method, args.chunk_size, id_columns,
-                progress=False if args.no_progress else None,
+                progress=False if args.no_progress else None, drift=drift,
             )
+            report = contract.combine(drift)
+            for line in contract.describe(report):
+                print(f"score: outside the training data's contract: {line}", file=sys.stderr)
             if in_project_run:
                 mlflow.log_params({"model_uri": args.model_uri, "input": str(args.input),
                                    "output": str(args.output), "predict_method": args.predict_method})
                 mlflow.log_metric("rows_scored", rows)
+                if len(report):
+                    mlflow.log_table(report.astype({"example": str, "first_row": str}), "drift.json")
     except (ScoringError, TableError, MlflowException) as err:
         print(f"score: error: {getattr(err, 'message', err)}", file=sys.stderr)
         sys.exit(1)

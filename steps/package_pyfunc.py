@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from core import contracts
+from core.contract import CONTRACT_ARTIFACT
 from core.errors import StepError
 from core.features import input_schema, nullable_columns
 from model import dispatch_model
@@ -83,15 +84,22 @@ def model_metadata(estimator, features: Sequence[str]) -> dict:
     }
 
 
-def log_dispatch_model(estimator_path: str, digest: str, estimator, features: pd.DataFrame):
+def log_dispatch_model(
+    estimator_path: str, digest: str, estimator, features: pd.DataFrame, data_contract: str | None = None
+):
     """Log the dynamic-dispatch pyfunc in the active run; return its ``ModelInfo``.
 
     ``features`` (the holdout's feature columns) give the signature's column types and
     the columns in which the estimator accepts missing values (asked of the estimator).
+    ``data_contract``: the training data's contract (YAML), kept in the model's metadata
+    so that every consumer can check new data against it.
     """
     import mlflow
 
     nullable = nullable_columns(estimator, features)
+    metadata = model_metadata(estimator, features.columns) | {"nullable_features": nullable}
+    if data_contract:
+        metadata["data_contract"] = data_contract
     return mlflow.pyfunc.log_model(
         name=contracts.LOGGED_MODEL_NAME,
         python_model=str(MODEL_CODE_PATH),
@@ -100,8 +108,21 @@ def log_dispatch_model(estimator_path: str, digest: str, estimator, features: pd
         signature=model_signature(estimator, features),
         input_example=features.head(5),
         pip_requirements=pinned_requirements(MODEL_PACKAGES),
-        metadata=model_metadata(estimator, features.columns) | {"nullable_features": nullable},
+        metadata=metadata,
     )
+
+
+def training_contract(example_uri: str) -> str | None:
+    """The data contract ``train`` logged in the run that also logged ``example_uri``
+    (``runs:/<train run>/...``); None, with a warning, when there is none."""
+    import mlflow
+
+    run_id = example_uri.removeprefix("runs:/").split("/", 1)[0] if example_uri.startswith("runs:/") else None
+    try:
+        return mlflow.artifacts.load_text(f"runs:/{run_id}/{CONTRACT_ARTIFACT}") if run_id else None
+    except Exception as err:  # noqa: BLE001 - an older train run, or another source
+        log.warning("no data contract for %s: %s", example_uri, err)
+        return None
 
 
 def feature_columns(estimator, frame: pd.DataFrame, source: str) -> list[str]:
@@ -137,7 +158,9 @@ def run(
     example_path = mlflow.artifacts.download_artifacts(artifact_uri=example_uri)
     frame = pd.read_parquet(example_path)
     features = frame[feature_columns(estimator, frame, example_uri)]
-    model_info = log_dispatch_model(estimator_path, joblib_sha256, estimator, features)
+    model_info = log_dispatch_model(
+        estimator_path, joblib_sha256, estimator, features, training_contract(example_uri)
+    )
     outputs = {"pyfunc_model_uri": model_info.model_uri}
     if cfg.registry.register:
         run_id = mlflow.active_run().info.run_id

@@ -27,7 +27,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from sklearn.base import BaseEstimator
 
-from core import contracts, data
+from core import contract, contracts, data
 from core.config import flatten
 from core.errors import StepError
 from pipeline.lineage import MODEL_PACKAGES, pinned_requirements
@@ -155,6 +155,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
             mlflow.log_artifact(str(path), artifact_path=str(Path(artifact).parent))
     log_dataset(dataset_input(train, "train", target), "training")
     log_dataset(dataset_input(holdout, "holdout", target), "testing")
+    log_contract(train[features])
 
     estimator = fit_estimator(instantiate(cfg.model), train, features, target)
     sample = train[features].head(SCHEMA_SAMPLE_ROWS)
@@ -174,6 +175,17 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
     }
     record_outputs(outputs)
     return outputs
+
+
+def log_contract(features: pd.DataFrame) -> None:
+    """Log the training data's contract (``core.contract``) for consumers to check new data
+    against. A contract that cannot be inferred is a warning: it reports, it decides nothing."""
+    import mlflow
+
+    try:
+        mlflow.log_text(contract.contract_yaml(features), contract.CONTRACT_ARTIFACT)
+    except Exception as err:  # noqa: BLE001 - pandera cannot describe some dtypes
+        log.warning("no data contract logged: %s: %s", type(err).__name__, err)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

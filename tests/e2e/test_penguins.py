@@ -84,6 +84,11 @@ def test_penguins_raw_csv_is_promoted_served_and_scored(project_env, tmp_path, t
     finally:
         stop(server)
 
+    # The raw table, and two rows beyond what training saw: reported, scored all the same.
+    odd = raw.head(2).assign(body_mass_g=[99999.0, 3500.0], island=["Biscoe", "Atlantis"])
+    source = tmp_path / "penguins-and-two-odd-rows.csv"
+    pd.concat([raw, odd], ignore_index=True).to_csv(source, index=False)
+    raw = pd.read_csv(source)
     out = tmp_path / "scored.csv"
     scored = subprocess.run(
         [sys.executable, "-m", "serving.batch", "--no-progress", "--input", str(source), "--output", str(out),
@@ -92,6 +97,9 @@ def test_penguins_raw_csv_is_promoted_served_and_scored(project_env, tmp_path, t
         timeout=300,
     )
     assert scored.returncode == 0, scored.stderr[-3000:]
+    assert ("outside the training data's contract: column 'body_mass_g': 1 row(s) fail "
+            "less_than_or_equal_to(6300.0) (first: row 344, value 99999.0)") in scored.stderr
+    assert "column 'island': 1 row(s) fail isin(['Biscoe', 'Dream', 'Torgersen']) (first: row 345" in scored.stderr
     table = pd.read_csv(out)
     assert len(table) == len(raw)  # rows with gaps included
     features = [c for c in raw.columns if c != "species"]

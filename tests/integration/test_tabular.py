@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from core import data
+from core import contract, data
 from core.config import compose_config
 from steps import evaluate, train
 from tests.support.factories import run_chain
@@ -70,6 +70,10 @@ def test_a_tabular_pipeline_takes_text_booleans_and_missing_values_end_to_end(tm
     types = {spec.name: spec.type.name for spec in model.metadata.get_input_schema().inputs}
     assert types == {"count": "long", "size": "double", "colour": "string", "flag": "boolean"}
     assert model.metadata.metadata["nullable_features"] == ["count", "size", "colour", "flag"]
+    # The training data's contract, logged by train and kept in the model for consumers.
+    logged = mlflow.artifacts.load_text(f"runs:/{outputs['holdout_uri'].split('/')[1]}/{contract.CONTRACT_ARTIFACT}")
+    assert model.metadata.metadata["data_contract"] == logged
+    assert "- blue" in logged and "size:" in logged
     request = pd.DataFrame({"count": [40, 3], "size": [np.nan, 9.5], "colour": [None, "purple"],
                             "flag": [True, False]})
     reference = mlflow.sklearn.load_model(outputs["model_uri"])

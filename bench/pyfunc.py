@@ -29,16 +29,15 @@ def build_model(tmp: Path):
     import mlflow
 
     from core import data
-    from core.config import compose_config
+    from core.config import build_estimator, compose_config
     from steps import package_pyfunc, serialize, train
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
     mlflow.set_experiment("bench")
     cfg = compose_config([])
-    from hydra.utils import instantiate
 
     train_rows, holdout, features = data.prepare_data(cfg.data)
-    estimator = train.fit_estimator(instantiate(cfg.model), train_rows, features, cfg.data.target)
+    estimator = train.fit_estimator(build_estimator(cfg.model), train_rows, features, cfg.data.target)
     path = tmp / "estimator.joblib"
     digest = serialize.serialize_estimator(estimator, path)
     with mlflow.start_run():

@@ -120,11 +120,22 @@ def split_overrides(args: Sequence[str]) -> list[str]:
     return overrides
 
 
+def build_estimator(model_cfg):
+    """The estimator ``model`` configures, built by ``hydra.utils.instantiate`` with every
+    list and mapping converted to plain Python (scikit-learn, and the skops format MLflow
+    saves it in, do not know OmegaConf containers)."""
+    from hydra.utils import instantiate
+
+    return instantiate(model_cfg, _convert_="all")
+
+
 def describe_error(err: Exception) -> str:
     """A Hydra or OmegaConf error on one line, with the cause Hydra keeps apart:
     ``Error merging override sweep.metric=recall: Invalid value 'recall', expected
     one of [accuracy, f1_macro, roc_auc_ovr, log_loss]``."""
     message = " ".join(str(err).split())
+    # Hydra suggests "+key=value" for a key that does not exist; the schema refuses those too.
+    message = re.sub(r"\s*To append to your config use \+\S+", "", message)
     cause = err.__cause__
     if cause is not None:
         detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
@@ -142,10 +153,31 @@ RANGES = (
 
 
 def check_ranges(cfg: DictConfig) -> None:
-    """Refuse values of the right type but out of range, as Hydra refuses a wrong type."""
+    """Refuse values of the right type but out of range, and keys the schema does not have
+    (added with ``+key=value``), as Hydra refuses a wrong type."""
+    import dataclasses
+
     from hydra.errors import ConfigCompositionException
     from omegaconf import OmegaConf
 
+    def unknown(node, path):
+        kind = OmegaConf.get_type(node)
+        if dataclasses.is_dataclass(kind):
+            fields = {f.name for f in dataclasses.fields(kind)}
+            for key in node:
+                if key not in fields:
+                    yield f"{path}{key}"
+                elif OmegaConf.is_dict(node[key]):
+                    yield from unknown(node[key], f"{path}{key}.")
+        elif OmegaConf.is_dict(node):
+            for key in node:
+                if OmegaConf.is_dict(node[key]):
+                    yield from unknown(node[key], f"{path}{key}.")
+
+    for section in ("data", "registry", "gate", "validation", "sweep"):
+        extra = list(unknown(cfg[section], f"{section}.")) if section in cfg else []
+        if extra:
+            raise ConfigCompositionException(f"{', '.join(extra)}: no such setting (see core/config.py)")
     for key, ok, expected in RANGES:
         value = OmegaConf.select(cfg, key)
         if value is not None and not ok(value):

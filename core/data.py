@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from core import tabular
 from core.contracts import PROJECT_DIR
 from core.errors import StepError
+from core.features import plain_gaps
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def index_columns(frame: pd.DataFrame, target: str) -> list[str]:
         values = frame[column]
         if str(column).startswith("Unnamed: "):
             found.append(column)
-        elif pd.api.types.is_integer_dtype(values) and len(values) > 2:
+        elif pd.api.types.is_integer_dtype(values) and len(values) > 2 and not values.isna().any():
             start = int(values.iloc[0])
             if start in (0, 1) and (values.to_numpy() == np.arange(start, start + len(values))).all():
                 found.append(column)
@@ -165,7 +166,7 @@ def validate_frame(
             f"Data {source}: target {target!r} has a single class {counts.index.tolist()}; "
             "a classifier needs at least two"
         )
-    n_test = int(-(-len(frame) * test_size // 1)) if test_size < 1 else int(test_size)
+    n_test = int(-(-len(frame) * test_size // 1))  # as train_test_split rounds a fraction
     smallest = _plain(counts.idxmin())
     if counts.min() < 2:
         raise DataError(
@@ -216,6 +217,7 @@ def prepare_data(data_cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, list
         if isinstance(err.__cause__, DataError):  # Hydra wraps it; the cause names the file
             raise err.__cause__ from None
         raise
+    frame = plain_gaps(frame)
     if data_cfg.features is None:  # every column but the target: leave out a saved row index
         dropped = index_columns(frame, data_cfg.target)
         if dropped:

@@ -22,6 +22,23 @@ def column_type(values: pd.Series) -> str:
     return _TYPES.get(kind, "string")
 
 
+def plain_gaps(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns of pandas' nullable types (``Int64``, ``boolean``, ``string``: a gap is
+    ``pd.NA``, which scikit-learn cannot compare) as it takes them: numbers as float64
+    with NaN, text and booleans as objects with NaN. Other columns are left as they are.
+    (The model file does the same to requests: ``model/dispatch_model.check_input``.)"""
+    changed = {}
+    for name in frame.columns:
+        values = frame[name]
+        if not pd.api.types.is_extension_array_dtype(values.dtype) or not values.isna().any():
+            continue
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            changed[name] = values.astype(np.float64)
+        else:
+            changed[name] = values.astype(object).where(values.notna(), np.nan)
+    return frame.assign(**changed) if changed else frame
+
+
 def input_schema(frame: pd.DataFrame):
     """A column-based MLflow schema with each column's real type, every column required
     (present in each request; its values may still be missing where the model allows)."""
@@ -32,17 +49,21 @@ def input_schema(frame: pd.DataFrame):
 
 def nullable_columns(estimator, features: pd.DataFrame) -> list[str]:
     """The feature columns in which the fitted ``estimator`` accepts a missing value, found
-    by asking it: one row of ``features`` with that column's value missing is predicted.
+    by asking it: a complete row it predicts is predicted again with that column's value
+    missing. Integer columns are left out: MLflow's schema refuses a gap in a ``long``
+    column before the model sees it.
 
     More exact than scikit-learn's ``allow_nan`` tag, which a ``Pipeline`` takes from its
     last step (a ``SimpleImputer`` in front of a ``LogisticRegression`` says False).
     """
-    row = features.head(1)
+    row = _predictable_row(estimator, features)
+    if row is None:
+        return []
     accepted = []
     for column in features.columns:
-        probe = row.copy()
-        probe[column] = probe[column].astype(float if column_type(row[column]) in ("long", "boolean")
-                                            else probe[column].dtype)
+        if column_type(features[column]) == "long":
+            continue
+        probe = row.astype({column: object if column_type(row[column]) != "double" else np.float64})
         probe.loc[probe.index[0], column] = np.nan
         try:
             estimator.predict(probe)
@@ -50,3 +71,16 @@ def nullable_columns(estimator, features: pd.DataFrame) -> list[str]:
             continue
         accepted.append(column)
     return accepted
+
+
+def _predictable_row(estimator, features: pd.DataFrame, tries: int = 20) -> pd.DataFrame | None:
+    """The first of the first ``tries`` rows without a gap that ``estimator`` predicts."""
+    complete = features[features.notna().all(axis=1)].head(tries)
+    for position in range(len(complete)):
+        row = complete.iloc[[position]]
+        try:
+            estimator.predict(row)
+        except Exception:  # noqa: BLE001 - try the next row
+            continue
+        return row
+    return None

@@ -42,7 +42,6 @@ def holdout_metrics(labels, predicted, proba, classes: Sequence) -> dict[str, fl
     return {name: float(value) for name, value in result.items()}
 
 
-
 def holdout_outputs(model, features: pd.DataFrame, name: str, labels: pd.Series, classes: Sequence):
     """The pyfunc's own labels and (if it offers them) probabilities on the holdout, with metrics."""
     predicted = call(model, features, "predict")

@@ -6,7 +6,7 @@ a reader never sees half of it (a temporary name beside it, renamed at the end).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -50,15 +50,19 @@ def count_rows(path: Path) -> int | None:
     return None
 
 
-def iter_chunks(path: Path, chunk_size: int, role: str = "File") -> Iterator[pd.DataFrame]:
-    """The file's rows in order, ``chunk_size`` at a time, indexed by row number."""
+def iter_chunks(
+    path: Path, chunk_size: int, role: str = "File", text_columns: Sequence[str] = ()
+) -> Iterator[pd.DataFrame]:
+    """The file's rows in order, ``chunk_size`` at a time, indexed by row number.
+    ``text_columns`` are read from a CSV as text, whatever a chunk's values look like
+    (``"01"`` stays ``"01"``; a chunk where the column is empty is not made numbers)."""
     kind = file_format(path, role)
     if not path.is_file():
         raise TableError(f"{role} {path} does not exist")
     start = 0
     try:
         if kind == "csv":
-            chunks = pd.read_csv(path, chunksize=chunk_size)
+            chunks = pd.read_csv(path, chunksize=chunk_size, dtype={c: "str" for c in text_columns})
         else:
             import pyarrow.parquet as pq
 

@@ -8,7 +8,9 @@ from this module.
 
 Contract with ``package_pyfunc``:
 - artifact ``estimator``: a joblib file holding a fitted scikit-learn estimator;
-- model config ``estimator_sha256``: that file's SHA-256, recorded at serialize time.
+- model config ``estimator_sha256``: that file's SHA-256, recorded at serialize time;
+- model config ``nullable_features``: the columns in which the estimator accepts a
+  missing value (older models without it: scikit-learn's ``allow_nan`` tag).
 
 ``predict(model_input, params={"predict_method": m})`` calls the estimator's
 ``predict``, ``predict_proba`` or ``predict_log_proba``, whichever it really has
@@ -121,7 +123,9 @@ def check_input(model_input, estimator_name: str, nullable) -> pd.DataFrame:
     """The input as the estimator takes it, or ``INVALID_PARAMETER_VALUE`` naming the row
     and column: no rows, an infinite number, or a missing value (NaN, null) in a column
     where the estimator accepts none. ``nullable``: the columns that may hold missing
-    values (``True``: all of them). A missing text value becomes NaN, as pandas reads it.
+    values (``True``: all of them). A gap becomes NaN whatever the column's type
+    (``None``, or ``pd.NA`` in pandas' nullable ``string``, ``boolean`` and ``Int64``
+    types, which scikit-learn cannot compare), as pandas reads a gap from a CSV.
 
     Without this, scikit-learn's ValueError reaches the scoring server as an opaque
     error with a stack trace, or, worse, a NaN is scored without a word.
@@ -145,14 +149,18 @@ def check_input(model_input, estimator_name: str, nullable) -> pd.DataFrame:
                 )
         holes = missing.iloc[:, position].to_numpy()
         if holes.any():
-            if nullable is not True and column not in nullable:
+            if nullable is not True and column not in (nullable or ()):
                 raise MlflowException(
                     f"Input row {model_input.index[holes.argmax()]} has a missing value in column "
                     f"{column!r}; {estimator_name} does not accept one there.",
                     error_code=INVALID_PARAMETER_VALUE,
                 )
-            if values.dtype == object:
-                model_input = model_input.assign(**{column: values.where(~holes, np.nan)})
+            if values.dtype == object or pd.api.types.is_extension_array_dtype(values.dtype):
+                if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+                    filled = values.astype(np.float64)  # Int64/Float64 with pd.NA
+                else:
+                    filled = values.astype(object).where(~holes, np.nan)
+                model_input = model_input.assign(**{column: filled})
     return model_input
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from core import contracts
-from core.config import compose_config, describe_error, split_overrides
+from core.config import build_estimator, compose_config, describe_error, split_overrides
 from model.dispatch_model import PREDICT_METHOD_PARAM, PREDICT_METHODS
 from pipeline.lineage import git_state
 
@@ -39,7 +39,6 @@ class ReproductionError(RuntimeError):
 def reproduce(name: str, model_version: str) -> dict[str, bool]:
     """Refit from lineage; return {method: identical} for the three predict methods."""
     import mlflow
-    from hydra.utils import instantiate
     from mlflow import MlflowClient
 
     tags = MlflowClient().get_model_version(name, model_version).tags
@@ -67,7 +66,7 @@ def reproduce(name: str, model_version: str) -> dict[str, bool]:
     holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{run_uri}/{contracts.HOLDOUT_ARTIFACT}"))
     target = cfg.data.target
     features = [column for column in train.columns if column != target]
-    rebuilt = instantiate(cfg.model).fit(train[features], train[target])
+    rebuilt = build_estimator(cfg.model).fit(train[features], train[target])
     registered = mlflow.pyfunc.load_model(f"models:/{name}/{model_version}")
     results = {}
     for method in PREDICT_METHODS:

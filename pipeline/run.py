@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from core import contracts
+from core.config import build_estimator
 from core.registry import alias_version, parse_registered_uri
 from pipeline import cache, graph
 from pipeline.lineage import git_state, package_versions
@@ -234,9 +235,7 @@ def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experimen
 
 def _check_model_config(cfg: DictConfig) -> None:
     """Build the estimator once, so a bad _target_ or argument fails before training."""
-    from hydra.utils import instantiate
-
-    instantiate(cfg.model)
+    build_estimator(cfg.model)
 
 
 def _step_error(run_id: str | None) -> str:

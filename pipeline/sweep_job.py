@@ -15,10 +15,11 @@ import os
 from collections.abc import Sequence
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from core import contracts
-from core.config import Candidates
+from core.config import Candidates, check_ranges, describe_error
 from core.metrics import HOLDOUT_METRICS
 from pipeline.step import log_config, record_outputs
 
@@ -37,13 +38,21 @@ def job_overrides(overrides: Sequence[str]) -> list[str]:
     return [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/", "sweep."))]
 
 
-
 @hydra.main(config_path=str(contracts.CONF_DIR), config_name=contracts.CONFIG_NAME, version_base="1.3")
 def hydra_job(cfg: DictConfig) -> dict:
     """Hydra's task function: run one job, never raise (a failing job fails alone)."""
     from hydra.core.hydra_config import HydraConfig
 
-    overrides = job_overrides(HydraConfig.get().overrides.task)
+    return checked_job(cfg, job_overrides(HydraConfig.get().overrides.task))
+
+
+def checked_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
+    """:func:`run_job`, unless the config fails the project's checks (Hydra composed it
+    without them): the sweep has already recorded that job as not composable."""
+    try:
+        check_ranges(cfg)
+    except HydraException as err:
+        return {"run_id": "", "status": "FAILED", "error": describe_error(err)}
     return run_job(cfg, overrides)
 
 

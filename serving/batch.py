@@ -60,16 +60,22 @@ NUMERIC_TYPES = {"double", "float", "long", "integer"}
 
 
 def check_chunk(chunk: pd.DataFrame, types: dict[str, str], source: Path) -> pd.DataFrame:
-    """The feature columns, numbers parsed as the model's signature types them (``types``:
-    column -> MLflow type); a value that is not a number in a numeric column, or not a
-    whole number in an integer one, is an error naming the file, row and column. Text
-    and boolean columns are passed on for the model's schema check."""
+    """The feature columns as the model's signature types them (``types``: column -> MLflow
+    type): numbers parsed, text as text, booleans as booleans, a gap as a gap. A value
+    that is not a number in a numeric column, not a whole number in an integer one, or
+    not true/false in a boolean one is an error naming the file, row and column."""
     missing = [column for column in types if column not in chunk.columns]
     if missing:
         raise ScoringError(f"{source}: missing feature column(s) {missing}; it has {list(chunk.columns)}")
     out = {}
     for column, kind in types.items():
         values = chunk[column]
+        if kind == "string":
+            out[column] = values.astype("str")  # pandas' text type: a gap stays NaN
+            continue
+        if kind == "boolean":
+            out[column] = booleans(values, column, source)
+            continue
         if kind not in NUMERIC_TYPES:
             out[column] = values
             continue
@@ -86,6 +92,23 @@ def check_chunk(chunk: pd.DataFrame, types: dict[str, str], source: Path) -> pd.
         else:
             out[column] = numbers.astype(np.float64)
     return pd.DataFrame(out, index=chunk.index)
+
+
+TRUTH = {"true": True, "false": False, "1": True, "0": False}
+
+
+def booleans(values: pd.Series, column: str, source: Path) -> pd.Series:
+    """A boolean column as objects (``True``/``False``, ``None`` for a gap), from booleans
+    or from text as a CSV holds it (true/false, 1/0, any case)."""
+    if pd.api.types.is_bool_dtype(values) and not values.isna().any():
+        return values
+    parsed = values.map(lambda v: v if isinstance(v, (bool, np.bool_)) or pd.isna(v)
+                        else TRUTH.get(str(v).strip().lower().removesuffix(".0"), "bad"))
+    bad = parsed.map(lambda v: isinstance(v, str))
+    if bad.any():
+        row = bad.idxmax()
+        raise ScoringError(f"{source}: row {row}, column {column!r}: {values.at[row]!r} is not true or false")
+    return parsed.astype(object).where(parsed.notna(), None)
 
 
 def prediction_columns(result: np.ndarray, method: str, classes: Sequence) -> pd.DataFrame:
@@ -134,7 +157,8 @@ def score_file(
     with AtomicWriter(output_path) as writer, tqdm(
         total=count_rows(input_path), unit="rows", disable=None if progress is None else not progress
     ) as bar:
-        for chunk in iter_chunks(input_path, chunk_size, role="Input file"):
+        text = [name for name, kind in types.items() if kind == "string"]
+        for chunk in iter_chunks(input_path, chunk_size, role="Input file", text_columns=text):
             ids = id_columns if id_columns is not None else [c for c in chunk.columns if c not in features]
             absent = [c for c in ids if c not in chunk.columns]
             if absent:

@@ -84,7 +84,11 @@ def validate(model_uri: str, reference, features: pd.DataFrame, atol: float):
         model = mlflow.pyfunc.load_model(model_uri)
     except Exception as err:  # noqa: BLE001 - any load failure is a failed check
         return None, [Check("load_model", False, f"{type(err).__name__}: {err}")]
-    return model, validate_predictions(model, reference, features, atol)
+    try:
+        return model, validate_predictions(model, reference, features, atol)
+    except Exception as err:  # noqa: BLE001 - a check that cannot run fails: fail closed
+        log.exception("validation could not run")
+        return model, [Check("validate_predictions", False, f"{type(err).__name__}: {err}")]
 
 
 def champion_scorer(name: str, version: str, features, labels, classes, scored: list):

@@ -4,14 +4,17 @@ Reads:
 - ``--joblib-uri`` and ``--joblib-sha256``: the file ``serialize`` wrote and its
   digest; the file is refused if its digest differs;
 - ``--example-uri``: a Parquet data file (the holdout) whose feature columns
-  give the input example and the column-based signature;
+  give the input example and the signature's column types (``core.features``);
+  the data contract ``train`` logged in the same run (``core.contract``);
 - the Hydra config (``registry.model_name``, ``registry.register``).
 
 Writes: a pyfunc model named ``model`` logged from ``model/dispatch_model.py``
-(models from code) with artifact ``estimator``, model config ``estimator_sha256``,
-the ``predict_method`` param in its signature, metadata ``predict_methods``
-(the methods the estimator really has), ``default_predict_method``, ``classes``
-and ``feature_names``, and pinned pip requirements; registered as a new version of
+(models from code) with artifact ``estimator``, model config ``estimator_sha256``
+and ``nullable_features`` (the columns where the fitted estimator accepts a gap,
+asked of it), the ``predict_method`` param in its signature, metadata
+``predict_methods`` (the methods the estimator really has),
+``default_predict_method``, ``classes``, ``feature_names``, ``nullable_features``
+and ``data_contract``, and pinned pip requirements; registered as a new version of
 ``registry.model_name`` tagged ``validation_status=pending`` unless
 ``registry.register`` is false (sweep jobs whose candidates are not registered).
 

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from sklearn.base import BaseEstimator
 
 from core import contract, contracts, data
-from core.config import flatten
+from core.config import build_estimator, flatten
 from core.errors import StepError
 from pipeline.lineage import MODEL_PACKAGES, pinned_requirements
 from pipeline.step import (
@@ -118,7 +118,6 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
     fails the step instead of training on rows the lineage does not describe.
     """
     import mlflow
-    from hydra.utils import instantiate
     from mlflow.models import infer_signature
 
     log_config(cfg, overrides, step="train")
@@ -157,7 +156,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
     log_dataset(dataset_input(holdout, "holdout", target), "testing")
     log_contract(train[features])
 
-    estimator = fit_estimator(instantiate(cfg.model), train, features, target)
+    estimator = fit_estimator(build_estimator(cfg.model), train, features, target)
     sample = train[features].head(SCHEMA_SAMPLE_ROWS)
     model_info = mlflow.sklearn.log_model(
         estimator,

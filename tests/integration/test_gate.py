@@ -205,3 +205,17 @@ def test_a_registry_read_that_fails_after_the_gate_only_dims_the_summary(champio
         run_pipeline(PipelineContext.create(cfg, [], frozenset(), mlflow.get_run(parent.info.run_id)), summary)
     assert [step.status for step in summary.steps] == ["CACHED"] * 4 and summary.succeeded
     assert summary.champion_version == "unknown (the registry could not be read)"
+
+
+def test_a_validation_that_cannot_run_fails_closed(champion, cfg, monkeypatch):
+    """A check that raises (not only a model that will not load) fails validation: the
+    champion being re-validated is tagged failed and loses its alias."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("shapes (30, 3) and (30, 2) differ")
+
+    monkeypatch.setattr(evaluate, "validate_predictions", broken)
+    outputs = {k: champion[k] for k in ("registered_model_uri", "model_uri", "holdout_uri")}
+    with pytest.raises(validation.ValidationFailed, match="validate_predictions .RuntimeError: shapes"):
+        reevaluate(outputs, cfg)
+    version = MlflowClient().get_model_version("iris-classifier", champion["registered_model_version"])
+    assert version.tags[contracts.VALIDATION_STATUS_TAG] == "failed" and version.aliases == []

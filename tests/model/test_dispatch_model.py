@@ -198,3 +198,18 @@ def test_infinite_value_and_empty_input_are_rejected(packaged):
     with pytest.raises(MlflowException, match="no rows") as err:
         model.predict(features.head(0))
     assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_gaps_of_every_pandas_type_become_nan_for_the_estimator():
+    from model.dispatch_model import check_input
+
+    request = pd.DataFrame({
+        "s": pd.array(["a", None], dtype="string"), "b": pd.array([True, None], dtype="boolean"),
+        "i": pd.array([1, None], dtype="Int64"), "o": ["x", None], "f": [1.0, np.nan],
+    })
+    plain = check_input(request, "Estimator", True)
+    assert plain["i"].dtype == np.float64 and plain["s"].dtype == object and plain["b"].dtype == object
+    assert plain.isna().sum().tolist() == [1, 1, 1, 1, 1]
+    assert all(value is not pd.NA for column in plain for value in plain[column])
+    with pytest.raises(MlflowException, match=r"row 1 has a missing value in column 'b'; Estimator"):
+        check_input(request, "Estimator", {"s", "i", "o", "f"})

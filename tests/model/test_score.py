@@ -100,3 +100,45 @@ def test_method_the_model_does_not_offer_is_refused_before_reading(tmp_path, cfg
         score.score_file(model, tmp_path / "in.csv", tmp_path / "out.csv", "predict_proba")
     assert not (tmp_path / "out.csv").exists()
     assert score.score_file(model, tmp_path / "in.csv", tmp_path / "out.csv", "predict") == 10
+
+
+@pytest.fixture
+def tabular_model(tmp_path):
+    """A tabular pipeline on text codes with leading zeros, booleans and numbers with gaps."""
+    from hydra.utils import instantiate
+
+    from core.config import compose_config
+    from steps import package_pyfunc, serialize, train
+
+    frame = pd.DataFrame({"code": ["01", "02", "10", None] * 10, "flag": [True, False] * 20,
+                          "size": [1.0, np.nan, 3.0, 4.5] * 10, "label": ["a", "b", "b", "a"] * 10})
+    features = ["code", "flag", "size"]
+    estimator = train.fit_estimator(
+        instantiate(compose_config(["model=tabular_logistic_regression"]).model), frame, features, "label")
+    path = tmp_path / "estimator.joblib"
+    digest = serialize.serialize_estimator(estimator, path)
+    with mlflow.start_run():
+        info = package_pyfunc.log_dispatch_model(str(path), digest, estimator, frame[features])
+    return mlflow.pyfunc.load_model(info.model_uri), estimator
+
+
+def test_text_and_boolean_columns_keep_their_type_in_every_chunk(tabular_model, tmp_path):
+    model, estimator = tabular_model
+    rows_ = pd.DataFrame({"code": ["01", None, None, "10", "02"], "flag": [True, False, True, None, False],
+                          "size": [1.0, 2.0, np.nan, 4.0, 5.0]})
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    rows_.to_csv(source, index=False)  # rows 1-2: a chunk whose text column is empty
+    score.score_file(model, source, out, "predict_proba", chunk_size=2)
+    # A gap is NaN to the estimator, whatever the column's type (None would be a category).
+    expected = estimator.predict_proba(rows_.astype({"flag": object}).where(rows_.notna(), np.nan))
+    np.testing.assert_allclose(pd.read_csv(out).to_numpy(), expected, atol=1e-9)
+    assert pd.read_csv(source, dtype={"code": "str"})["code"].iloc[0] == "01"  # not the number 1
+
+
+def test_a_value_that_is_not_true_or_false_is_named(tabular_model, tmp_path):
+    model, _ = tabular_model
+    source = tmp_path / "in.csv"
+    pd.DataFrame({"code": ["01", "02"], "flag": ["true", "maybe"], "size": [1.0, 2.0]}).to_csv(source, index=False)
+    with pytest.raises(score.ScoringError, match=r"row 1, column 'flag': 'maybe' is not true or false"):
+        score.score_file(model, source, tmp_path / "out.csv", "predict")
+    assert not (tmp_path / "out.csv").exists()

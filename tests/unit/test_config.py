@@ -162,6 +162,8 @@ def test_parse_step_args_exits_2_with_hydra_message(capsys):
         ("sweep.candidates=some", "Invalid value 'some', expected one of [register, none]"),
         ("gate.keep_method=false", "Could not override 'gate.keep_method'"),
         ("gate.metrics.accuracy.tolerence=0.1", "Could not override 'gate.metrics.accuracy.tolerence'"),
+        ("+gate.keep_method=false", "gate.keep_method: no such setting"),  # "+" adds no setting either
+        ("+data.test_sise=0.5", "data.test_sise: no such setting"),
     ],
 )
 def test_a_mistyped_or_misspelt_setting_fails_at_compose_time(capsys, override, message):
@@ -171,7 +173,8 @@ def test_a_mistyped_or_misspelt_setting_fails_at_compose_time(capsys, override, 
     with pytest.raises(SystemExit) as exit_info:
         parse_step_args(step_parser("test"), [override])
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and "To append to your config use" not in err
 
 
 def test_the_schema_types_every_section_but_the_model():

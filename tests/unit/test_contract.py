@@ -48,3 +48,18 @@ def test_reports_of_chunks_add_up():
                                                   "island": ["Dream", "Dream"]}, index=[5, 6]))
     (row,) = contract.combine([first, contract.drift_columns(), second]).itertuples()
     assert (row.column, row.rows, row.first_row, row.example) == ("mass", 3, 0, 1.0)
+
+
+def test_nullable_columns_are_asked_of_a_row_the_estimator_predicts():
+    """A gap in the first row, or a row it refuses, does not hide what the estimator takes."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    from core.features import nullable_columns
+
+    frame = pd.DataFrame({"a": [np.nan, 1.0, 2.0, 3.0] * 10, "b": [0.5, 1.5, 2.5, 3.5] * 10,
+                          "n": [1, 2, 3, 4] * 10})
+    labels = [0, 1] * 20
+    assert nullable_columns(HistGradientBoostingClassifier().fit(frame, labels), frame) == ["a", "b"]
+    complete = frame.fillna(0.0)
+    assert nullable_columns(LogisticRegression().fit(complete, labels), frame) == []

@@ -189,3 +189,17 @@ def test_split_settings_are_checked_when_the_config_is_composed(override, messag
         main.main([override])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_pandas_nullable_types_from_parquet_are_taken_as_numpy_gaps(tmp_path):
+    """Int64/boolean/string columns hold pd.NA, which scikit-learn cannot compare."""
+    frame = pd.DataFrame({
+        "n": pd.array([None, 2, 3, 4] * 5, dtype="Int64"),  # a gap first: no index check trips on it
+        "b": pd.array([True, None, False, True] * 5, dtype="boolean"),
+        "s": pd.array(["x", "y", None, "x"] * 5, dtype="string"),
+        "target": ["a", "b"] * 10,
+    })
+    train_rows, holdout, _ = data.prepare_data(file_cfg(write(frame, tmp_path / "nullable.parquet")))
+    both = pd.concat([train_rows, holdout])
+    assert both["n"].dtype == np.float64 and both["b"].dtype == object and both["s"].dtype == object
+    assert both["s"].isna().sum() == 5 and not any(v is pd.NA for column in both for v in both[column])

@@ -20,7 +20,6 @@ GATE = OmegaConf.create(
 CHAMPION = {"accuracy": 0.95, "log_loss": 0.20}
 
 
-
 def test_first_version_passes_without_a_champion():
     passed, reason, thresholds = gate.decide({"accuracy": 0.5, "log_loss": 2.0}, None, GATE)
     assert passed and "first validated version" in reason and thresholds == {}
@@ -44,7 +43,6 @@ def test_labels_only_gate_passes_a_model_without_probabilities():
 def test_metric_the_champion_lacks_is_named_as_not_compared():
     passed, reason, _ = gate.decide({"accuracy": 0.95, "log_loss": 0.9}, {"accuracy": 0.95}, GATE)
     assert passed and "not compared with the champion, which has none: log_loss" in reason
-
 
 
 @pytest.mark.parametrize(

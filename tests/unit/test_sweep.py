@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from hydra.errors import ConfigCompositionException
 
+from core import contracts
 from core.config import Metric, compose_config
 from core.metrics import HOLDOUT_METRICS
 from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
@@ -59,6 +60,17 @@ def test_the_sweeps_own_overrides_are_not_part_of_a_job():
     # Hydra's own overrides configure the launcher, not the job (Hydra keeps them apart too).
     assert sweep_job.job_overrides(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.C=1",
                                 f"+hydra.job.env_set.{sweep_job.SWEEP_RUN_ENV}=abc"]) == ["model.C=1"]
+
+
+def test_a_job_out_of_range_is_not_run_twice(monkeypatch):
+    """The sweep records it as not composable; the launched job then starts nothing."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(contracts.CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=contracts.CONFIG_NAME, overrides=["data.test_size=1.5"])  # no project checks
+    monkeypatch.setattr(sweep_job, "run_job", lambda *args: pytest.fail("an out-of-range job ran"))
+    result = sweep_job.checked_job(cfg, ["data.test_size=1.5"])
+    assert result["status"] == "FAILED" and "data.test_size=1.5 is out of range" in result["error"]
 
 
 def test_the_sweeps_run_and_force_are_not_user_config():

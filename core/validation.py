@@ -49,6 +49,56 @@ def model_methods(model) -> list[str]:
     return offered_methods(getattr(getattr(model, "metadata", None), "metadata", None))
 
 
+UNSEEN_CATEGORY = "__unseen_in_training__"
+
+
+def edge_rows(features: pd.DataFrame, nullable) -> pd.DataFrame:
+    """Rows the holdout may not hold, made from its first row: one per column where the
+    model accepts a gap (``nullable``), with that gap, and one per text column with a
+    category never seen in training."""
+    base = features.head(1)
+    rows = []
+    for column in features.columns:
+        values = features[column]
+        text = not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values))
+        if column in nullable:
+            rows.append(base.astype({column: object if text else np.float64}).assign(**{column: np.nan}))
+        if text:
+            rows.append(base.assign(**{column: UNSEEN_CATEGORY}))
+    if not rows:
+        return base.iloc[:0]
+    frame = pd.concat(rows, ignore_index=True)
+    return frame.astype({c: object for c in frame.columns if frame[c].dtype != features[c].dtype})
+
+
+def validate_edge_rows(model, reference, features: pd.DataFrame, methods, atol: float) -> list[Check]:
+    """Each method on :func:`edge_rows`: equal to the native estimator's, gaps and unseen
+    categories included (one check; none when the model takes neither)."""
+    nullable = set((getattr(getattr(model, "metadata", None), "metadata", None) or {}).get("nullable_features", []))
+    rows = edge_rows(features, nullable)
+    if rows.empty:
+        return []
+    native = rows.where(rows.notna(), np.nan)  # a gap is NaN to the estimator, as the model makes it
+    problems = []
+    for method in methods:
+        try:
+            got = call(model, rows, method)
+            expected = np.asarray(getattr(reference, method)(native))
+        except Exception as err:  # noqa: BLE001 - a refusal here is a failed check
+            problems.append(f"{method}: {type(err).__name__}: {err}")
+            continue
+        if method == "predict":
+            same = np.array_equal(got, expected)
+        else:
+            finite = np.isfinite(expected)
+            same = np.array_equal(finite, np.isfinite(got)) and bool(
+                np.all(np.abs(got[finite] - expected[finite]) <= atol))
+        if not same:
+            problems.append(f"{method} differs from the estimator")
+    detail = "; ".join(problems) or f"{len(rows)} row(s) with a gap or an unseen category agree"
+    return [Check("gaps_and_unseen_categories_match_reference", not problems, detail)]
+
+
 def validate_predictions(model, reference, features: pd.DataFrame, atol: float) -> list[Check]:
     """Compare the pyfunc ``model`` with the native ``reference`` estimator on ``features``.
 
@@ -128,6 +178,8 @@ def validate_predictions(model, reference, features: pd.DataFrame, atol: float) 
                 f"max |diff| where finite {diff:.3g}; non-finite cells agree: {same_support}",
             )
         )
+
+    checks += validate_edge_rows(model, reference, features, expected_methods, atol)
 
     for method in [m for m in PREDICT_METHODS if m not in expected_methods] + [UNSUPPORTED_METHOD_PROBE]:
         name = "unsupported_method_rejected" if method == UNSUPPORTED_METHOD_PROBE else f"{method}_rejected"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from core import contract, data
+from core import contract, data, validation
 from core.config import compose_config
 from steps import evaluate, train
 from tests.support.factories import run_chain
@@ -85,6 +85,11 @@ def test_a_tabular_pipeline_takes_text_booleans_and_missing_values_end_to_end(tm
         np.testing.assert_allclose(model.predict(request, params={"predict_method": method}),
                                    getattr(reference, method)(request), atol=1e-9)
     assert list(model.predict(request, params={"predict_method": "predict"})) == ["high", "low"]
+    # Validation itself tried a gap in each column that takes one and an unseen category.
+    holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(outputs["holdout_uri"]))
+    checks = {c.name: c for c in validation.validate_predictions(model, reference, holdout[list(types)], 1e-9)}
+    edge = checks["gaps_and_unseen_categories_match_reference"]
+    assert edge.passed and edge.detail == "4 row(s) with a gap or an unseen category agree"
 
 
 def test_missing_values_follow_the_estimator(tmp_path):
@@ -136,3 +141,13 @@ def test_hist_gradient_boosting_takes_text_columns_natively_once_named(tmp_path)
     request = pd.DataFrame({"count": [40, 3], "size": [np.nan, 9.5], "colour": [None, "purple"]})
     reference = mlflow.sklearn.load_model(outputs["model_uri"])
     np.testing.assert_allclose(model.predict(request), reference.predict_proba(request.fillna(np.nan)), atol=1e-9)
+
+
+def test_edge_rows_hold_a_gap_per_nullable_column_and_an_unseen_category_per_text_column():
+    features = mixed().drop(columns=["label"]).dropna().head(3)
+    rows = validation.edge_rows(features, {"size", "colour"})
+    assert len(rows) == 3
+    assert rows["size"].isna().tolist() == [True, False, False]
+    colours = rows["colour"].tolist()
+    assert (colours[0], colours[2]) == (features["colour"].iloc[0], validation.UNSEEN_CATEGORY)
+    assert rows["colour"].isna().tolist() == [False, True, False]

@@ -183,12 +183,15 @@ def test_a_few_repeated_rows_are_reported_not_refused(tmp_path, caplog):
      ("data.max_duplicate_share=2", "data.max_duplicate_share=2.0 is out of range")],
 )
 def test_split_settings_are_checked_when_the_config_is_composed(override, message, capsys):
+    import mlflow
+
     from pipeline import main
 
     with pytest.raises(SystemExit) as exit_info:
         main.main([override])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []  # before any run
 
 
 def test_pandas_nullable_types_from_parquet_are_taken_as_numpy_gaps(tmp_path):

@@ -19,6 +19,8 @@ def column_type(values: pd.Series) -> str:
         return "long"
     if kind is None and pd.api.types.is_float_dtype(values):
         return "double"
+    if kind == "O" and pd.api.types.infer_dtype(values, skipna=True) == "boolean":
+        return "boolean"  # booleans with gaps, as objects
     return _TYPES.get(kind, "string")
 
 

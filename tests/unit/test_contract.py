@@ -63,3 +63,15 @@ def test_nullable_columns_are_asked_of_a_row_the_estimator_predicts():
     assert nullable_columns(HistGradientBoostingClassifier().fit(frame, labels), frame) == ["a", "b"]
     complete = frame.fillna(0.0)
     assert nullable_columns(LogisticRegression().fit(complete, labels), frame) == []
+
+
+def test_column_types_come_from_the_data():
+    from core.features import column_type, input_schema
+
+    frame = pd.DataFrame({
+        "i": [1, 2], "f": [1.5, np.nan], "b": [True, False], "s": ["x", None],
+        "nb": pd.Series([True, None], dtype=object), "ni": pd.array([1, None], dtype="Int64"),
+    })
+    assert {name: column_type(frame[name]) for name in frame} == {
+        "i": "long", "f": "double", "b": "boolean", "s": "string", "nb": "boolean", "ni": "long"}
+    assert all(spec.required for spec in input_schema(frame).inputs)

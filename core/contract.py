@@ -17,6 +17,7 @@ from __future__ import annotations
 import pandas as pd
 
 CONTRACT_ARTIFACT = "data/contract.yaml"
+METADATA_KEY = "data_contract"  # where a packaged model keeps it (MLmodel metadata)
 MAX_CATEGORIES = 50  # text columns with more distinct values get no list of allowed values
 
 

@@ -23,11 +23,12 @@ import html
 import io
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from core.metrics import ModelOutputs
 
 REPORT_DIR = "report"
 CALIBRATION_BINS = 5
@@ -39,16 +40,6 @@ CAPTIONS = {
     "calibration_curves.png": "Calibration curves (one-vs-rest)",
     "metrics_comparison.png": "Metrics: new version vs champion",
 }
-
-
-@dataclass(frozen=True)
-class ModelOutputs:
-    """One model's outputs on the holdout, and the metrics computed from them."""
-
-    name: str  # shown in legends, e.g. "version 3 (new)"
-    predicted: np.ndarray
-    proba: np.ndarray | None  # None: the model offers no predict_proba
-    metrics: Mapping[str, float]
 
 
 def _figure(panels: int, width: float = 4.2, height: float = 3.8):

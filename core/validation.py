@@ -18,6 +18,7 @@ import pandas as pd
 
 from core.errors import StepError
 from model.dispatch_model import (
+    NULLABLE_CONFIG_KEY,
     PREDICT_METHOD_PARAM,
     PREDICT_METHODS,
     available_methods,
@@ -74,7 +75,7 @@ def edge_rows(features: pd.DataFrame, nullable) -> pd.DataFrame:
 def validate_edge_rows(model, reference, features: pd.DataFrame, methods, atol: float) -> list[Check]:
     """Each method on :func:`edge_rows`: equal to the native estimator's, gaps and unseen
     categories included (one check; none when the model takes neither)."""
-    nullable = set((getattr(getattr(model, "metadata", None), "metadata", None) or {}).get("nullable_features", []))
+    nullable = set((getattr(getattr(model, "metadata", None), "metadata", None) or {}).get(NULLABLE_CONFIG_KEY, []))
     rows = edge_rows(features, nullable)
     if rows.empty:
         return []

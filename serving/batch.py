@@ -151,7 +151,7 @@ def score_file(
             f"predict_method {method!r} is not offered by this model "
             f"({metadata.get('estimator', 'its estimator')} offers {', '.join(offered)})"
         )
-    data_contract = metadata.get("data_contract")
+    data_contract = metadata.get(contract.METADATA_KEY)
     checker = contract.load_contract(data_contract) if drift is not None and data_contract else None
     rows = 0
     with AtomicWriter(output_path) as writer, tqdm(

@@ -36,6 +36,7 @@ import pandas as pd
 
 from core import contracts
 from core.contract import CONTRACT_ARTIFACT
+from core.contract import METADATA_KEY as CONTRACT_METADATA_KEY
 from core.errors import StepError
 from core.features import input_schema, nullable_columns
 from model import dispatch_model
@@ -100,9 +101,9 @@ def log_dispatch_model(
     import mlflow
 
     nullable = nullable_columns(estimator, features)
-    metadata = model_metadata(estimator, features.columns) | {"nullable_features": nullable}
+    metadata = model_metadata(estimator, features.columns) | {NULLABLE_CONFIG_KEY: nullable}
     if data_contract:
-        metadata["data_contract"] = data_contract
+        metadata[CONTRACT_METADATA_KEY] = data_contract
     return mlflow.pyfunc.log_model(
         name=contracts.LOGGED_MODEL_NAME,
         python_model=str(MODEL_CODE_PATH),

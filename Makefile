@@ -45,7 +45,9 @@ $(TEST_STAMP): requirements.txt requirements-dev.txt | $(BIN)/uv
 	$(UV_INSTALL) -r requirements-dev.txt
 	touch $(STAMP) $@
 
+# The store is checked first: `mlflow run` alone retries a server that is down for minutes.
 run: $(STAMP)
+	@$(BIN)/python -m core.tracking
 	$(BIN)/mlflow run . --env-manager local -P hydra_options="$(HYDRA_OPTIONS)" -P force="$(FORCE)"
 
 # The command for schedulers: locked, cached, exit 0/1, 69 (server down), 75 (lock busy).

@@ -11,6 +11,7 @@ by its ``_target_`` accepts.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -144,12 +145,30 @@ def describe_error(err: Exception) -> str:
     return message
 
 
-# Ranges the types cannot say: (key, test, what it must be).
+# Ranges the types cannot say: (key, test, what it must be). ``*`` stands for each key
+# of a mapping (each gated metric). NaN fails every test, as it fails every comparison.
 RANGES = (
     ("data.test_size", lambda v: 0 < v < 1, "a fraction strictly between 0 and 1"),
     ("data.max_duplicate_share", lambda v: 0 <= v <= 1, "a share between 0 and 1"),
-    ("validation.atol", lambda v: v >= 0, "zero or more"),
+    # What scikit-learn accepts as a seed.
+    ("data.random_state", lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1"),
+    ("validation.atol", lambda v: 0 <= v < math.inf, "a finite number, zero or more"),
+    ("gate.metrics.*.tolerance", lambda v: 0 <= v < math.inf, "a finite number, zero or more"),
+    ("gate.metrics.*.threshold", lambda v: math.isfinite(v), "a finite number, or null for none"),
 )
+
+
+def _selected(cfg: DictConfig, pattern: str):
+    """(key, value) for each key ``pattern`` names; ``*`` expands to every key of that mapping."""
+    from omegaconf import OmegaConf
+
+    head, star, tail = pattern.partition(".*.")
+    if not star:
+        yield pattern, OmegaConf.select(cfg, pattern)
+        return
+    node = OmegaConf.select(cfg, head)
+    for key in node or ():
+        yield from _selected(cfg, f"{head}.{key}.{tail}")
 
 
 def check_ranges(cfg: DictConfig) -> None:
@@ -178,10 +197,10 @@ def check_ranges(cfg: DictConfig) -> None:
         extra = list(unknown(cfg[section], f"{section}.")) if section in cfg else []
         if extra:
             raise ConfigCompositionException(f"{', '.join(extra)}: no such setting (see core/config.py)")
-    for key, ok, expected in RANGES:
-        value = OmegaConf.select(cfg, key)
-        if value is not None and not ok(value):
-            raise ConfigCompositionException(f"{key}={value} is out of range: it must be {expected}")
+    for pattern, ok, expected in RANGES:
+        for key, value in _selected(cfg, pattern):
+            if value is not None and not ok(value):
+                raise ConfigCompositionException(f"{key}={value} is out of range: it must be {expected}")
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:

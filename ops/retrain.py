@@ -5,7 +5,7 @@
     make retrain HYDRA_OPTIONS="-m model=logistic_regression,random_forest"   (a sweep)
 
 1. Checks that the tracking store answers (an ``http(s)://`` server within
-   ``--connect-timeout`` seconds); creates a new SQLite store once, under a file
+   ``--connect-timeout`` seconds, a SQLite file that can be opened; ``core.tracking``); creates a new SQLite store once, under a file
    lock, so that pipelines started together do not race to create its tables
    (its artifacts go to ``mlruns/`` beside the database).
 2. Takes the pipeline lock for this tracking store (see ``pipeline.locks``),
@@ -18,7 +18,7 @@
 
 Exit status: 0 the pipeline finished (promoted, kept the champion, or nothing
 changed; its summary says which); 1 the pipeline failed; 2 bad arguments;
-69 the tracking server is unreachable; 75 another run holds the lock.
+69 the tracking store is unreachable or cannot be opened; 75 another run holds the lock.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ import argparse
 import logging
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,31 +34,13 @@ from hydra.errors import HydraException
 
 from core import contracts
 from core.config import compose_config, describe_error, split_overrides
+from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from pipeline.locks import LockBusy, file_lock, lock_path
 
 log = logging.getLogger(__name__)
 
 EXIT_FAILED = 1
-EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE
 EXIT_LOCKED = 75  # sysexits EX_TEMPFAIL: try again later
-
-
-def check_server(tracking_uri: str, timeout: float) -> None:
-    """Raise ``ConnectionError`` if an HTTP tracking server does not answer ``/health``."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    url = tracking_uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            if response.status == 200:
-                return
-            problem = f"HTTP {response.status}"
-    except (urllib.error.URLError, OSError) as err:
-        problem = getattr(err, "reason", err)
-    raise ConnectionError(
-        f"tracking server {tracking_uri} is unreachable ({problem}); checked {url} "
-        f"with a {timeout:g} s timeout"
-    )
 
 
 def ensure_sqlite_store(tracking_uri: str) -> None:
@@ -126,9 +106,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
     try:
-        check_server(tracking_uri, args.connect_timeout)
+        check_store(tracking_uri, args.connect_timeout)
         ensure_sqlite_store(tracking_uri)
-    except ConnectionError as err:
+    except StoreUnavailable as err:
         print(f"retrain: {err}", file=sys.stderr)
         sys.exit(EXIT_UNAVAILABLE)
     try:

@@ -18,7 +18,8 @@ Writes, on the parent run: ``config.yaml`` (resolved config), ``summary.json``
 registered version; the validation and gate outcome), tags
 ``pipeline.step.<step>.cache``/``.reason``/``.run_id``, ``registered_model_version``,
 ``validation_status`` and ``pipeline.outcome``; on a newly registered version,
-the ``lineage.*`` tags. Prints the summary; exits non-zero if a step failed.
+the ``lineage.*`` tags. Prints the summary; exits non-zero if a step failed (69, before any run, if the tracking
+store cannot be reached or opened: ``core.tracking``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from core import contracts
+from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from pipeline import cache, sweep
 from pipeline.lineage import git_state
 from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
@@ -61,7 +63,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ValueError, DataError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     contracts.configure_logging()
-    contracts.configure_tracking()
+    try:
+        check_store(contracts.configure_tracking())
+    except StoreUnavailable as err:
+        print(f"{parser.prog}: {err}", file=sys.stderr)
+        sys.exit(EXIT_UNAVAILABLE)
 
     with mlflow.start_run() as parent:
         log_config(cfg, args.overrides, step="main")

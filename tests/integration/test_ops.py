@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core import contracts
+from core import contracts, tracking
 from core.config import compose_config, split_overrides
 from ops import retrain
 from pipeline import locks
@@ -65,10 +65,10 @@ def test_lock_is_per_tracking_store():
 
 def test_check_server_accepts_a_healthy_server_and_names_a_sick_one(health_server):
     uri, state = health_server
-    retrain.check_server(uri, timeout=5)
+    tracking.check_server(uri, timeout=5)
     state["status"] = 503
     with pytest.raises(ConnectionError, match=rf"tracking server {uri} is unreachable"):
-        retrain.check_server(uri, timeout=5)
+        tracking.check_server(uri, timeout=5)
 
 
 @pytest.fixture
@@ -87,8 +87,48 @@ def test_check_server_times_out_on_a_silent_host(silent_server):
 
     started = time.monotonic()
     with pytest.raises(ConnectionError, match="unreachable .*timed out.* with a 1 s timeout"):
-        retrain.check_server(silent_server, timeout=1)
+        tracking.check_server(silent_server, timeout=1)
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("make_uri", [
+    lambda tmp: "sqlite:////proc/nope/mlflow.db",  # a directory that cannot be made
+    lambda tmp: f"sqlite:///{(tmp / 'not-a-db').with_suffix('.db')}",  # a file that is no database
+])
+def test_a_store_that_cannot_be_opened_is_one_line_and_exit_69(make_uri, tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    from pipeline import main as pipeline
+
+    (tmp_path / "not-a-db.db").write_bytes(b"these are not the tables you are looking for" * 100)
+    uri = make_uri(tmp_path)
+    with pytest.raises(tracking.StoreUnavailable, match=rf"tracking store {re.escape(uri)} cannot be opened: "):
+        tracking.check_store(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for command in (retrain.main, pipeline.main):
+        with pytest.raises(SystemExit) as exit_info:
+            command([])
+        assert exit_info.value.code == tracking.EXIT_UNAVAILABLE
+        err = capsys.readouterr().err
+        assert "cannot be opened" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not Path("/proc/nope").exists()
+    mlflow.set_tracking_uri(None)
+
+
+def test_make_run_against_a_server_that_is_down_fails_fast_in_one_line(silent_server, project_env):
+    """`mlflow run` alone would retry for minutes; `make run` checks the store first."""
+    import subprocess
+    import time
+
+    started = time.monotonic()
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(contracts.PROJECT_DIR), "run"],
+        capture_output=True, text=True, timeout=120, env={**project_env, "MLFLOW_TRACKING_URI": silent_server},
+    )
+    assert result.returncode != 0
+    assert time.monotonic() - started < 60
+    assert f"tracking server {silent_server} is unreachable" in result.stderr
+    assert "Traceback" not in result.stderr and "mlflow run" not in result.stdout
 
 
 def test_serve_drops_mlflows_echo_of_the_request_data():

@@ -180,9 +180,18 @@ def test_a_few_repeated_rows_are_reported_not_refused(tmp_path, caplog):
      ("data.test_size=0", "data.test_size=0.0 is out of range"),
      ("data.test_size=-0.1", "data.test_size=-0.1 is out of range"),
      ("data.random_state=abc", "could not be converted to Integer"),
-     ("data.max_duplicate_share=2", "data.max_duplicate_share=2.0 is out of range")],
+     ("data.max_duplicate_share=2", "data.max_duplicate_share=2.0 is out of range"),
+     ("data.random_state=-1", "data.random_state=-1 is out of range"),
+     ("data.random_state=4294967296", "data.random_state=4294967296 is out of range"),
+     ("validation.atol=-1", "validation.atol=-1.0 is out of range: it must be a finite number, zero or more"),
+     ("validation.atol=nan", "validation.atol=nan is out of range"),
+     ("gate.metrics.accuracy.tolerance=abc", "'abc' of type 'str' could not be converted to Float"),
+     ("gate.metrics.accuracy.tolerance=-0.1", "gate.metrics.accuracy.tolerance=-0.1 is out of range"),
+     ("gate.metrics.log_loss.tolerance=inf", "gate.metrics.log_loss.tolerance=inf is out of range"),
+     ("gate.metrics.accuracy.threshold=nan", "gate.metrics.accuracy.threshold=nan is out of range")],
 )
-def test_split_settings_are_checked_when_the_config_is_composed(override, message, capsys):
+def test_settings_are_checked_when_the_config_is_composed(override, message, capsys):
+    """Types and ranges fail before any run, with exit 2: nothing is half-done."""
     import mlflow
 
     from pipeline import main

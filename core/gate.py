@@ -5,8 +5,9 @@ against a ``MetricThreshold`` at the champion's value plus or minus its toleranc
 (and the metric's absolute ``threshold``, if set). The first validated version
 passes when it meets the absolute thresholds. With ``gate.keep_methods``, a
 version offering fewer prediction methods than the champion is not promoted. A
-version an operator rolled back is never re-promoted; a champion that cannot be
-scored is kept, as the gate cannot compare.
+version an operator rolled back is never re-promoted. A champion that cannot be
+loaded or scored is broken, not the incumbent: the new version is judged as if
+there were none (its absolute thresholds), and replaces it when it passes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class GateDecision:
     champion_metrics: dict[str, float] | None = None
     thresholds: dict[str, dict] = field(default_factory=dict)
     kept_as: str = "challenger"  # the outcome when not promoted: challenger, or rolled_back
+    champion_broken: str | None = None  # why the champion could not be loaded or scored
 
     @property
     def outcome(self) -> str:
@@ -136,12 +138,11 @@ def judge(
         return GateDecision(passed, reason, None, None, thresholds)
     champion = score_champion()
     if champion.metrics is None:
-        return GateDecision(
-            False,
-            f"champion version {champion_version} could not be scored on this holdout "
-            f"({champion.error}); kept it, as the gate cannot compare",
-            champion_version,
-        )
+        # Keeping it would keep it forever: every later version would be a challenger.
+        passed, reason, thresholds = decide(candidate_metrics, None, gate_cfg.metrics)
+        broken = f"champion version {champion_version} is broken: it could not be loaded or scored ({champion.error})"
+        reason = f"{broken}; {'replaced by' if passed else 'not replaced by'} version {model_version}: {reason}"
+        return GateDecision(passed, reason, champion_version, None, thresholds, champion_broken=champion.error)
     lost = [m for m in champion.methods if m not in candidate_methods]
     if gate_cfg.keep_methods and lost:
         reason = (

@@ -65,7 +65,8 @@ def apply_decision(
         if decision.outcome == "challenger":  # a rolled-back version is no challenger
             client.set_registered_model_alias(name, aliases.challenger, model_version)
         return decision.champion_version
-    if decision.champion_version and decision.champion_version != model_version:
+    # A broken champion is no version to roll back to.
+    if decision.champion_version and decision.champion_version != model_version and not decision.champion_broken:
         client.set_registered_model_alias(name, aliases.previous_champion, decision.champion_version)
     client.set_registered_model_alias(name, aliases.champion, model_version)
     challenger = alias_version(client, name, aliases.challenger)

@@ -45,6 +45,7 @@ class PipelineSummary:
     validation_status: str = "not run"
     gate_outcome: str | None = None
     champion_version: str | None = None
+    broken_champion_version: str | None = None  # the champion the gate found it could not load
 
     @property
     def succeeded(self) -> bool:
@@ -61,13 +62,15 @@ class PipelineSummary:
             return "failed before " + (f"step {self.steps[-1].step} finished" if self.steps else "any step ran")
         if all(s.status == "CACHED" for s in self.steps):
             return f"nothing changed: every step cached; champion is version {self.champion_version}"
+        broken = self.broken_champion_version
         if self.gate_outcome == "promoted":
-            return f"promoted version {self.registered_model_version} to champion"
+            replaced = f", replacing version {broken}, which is broken (see its tags)" if broken else ""
+            return f"promoted version {self.registered_model_version} to champion{replaced}"
         if self.gate_outcome == "not gated":
             version = self.registered_model_version
             return f"validated {f'version {version}' if version else 'the model (not registered)'}; not gated"
         return (
-            f"kept champion version {self.champion_version}; "
+            f"kept champion version {self.champion_version}{', which is broken' if broken else ''}; "
             f"version {self.registered_model_version} is {self.gate_outcome}"
         )
 
@@ -170,6 +173,7 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
         _record_step(result)
         keys[step] = key.key
     summary.gate_outcome = outputs.get("gate_outcome")
+    summary.broken_champion_version = outputs.get("broken_champion_version")
     # Read the alias now rather than trusting a cached evaluate: a rollback may have moved it.
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException

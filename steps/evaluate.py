@@ -26,11 +26,14 @@ the champion's overlaid, a metrics comparison, and ``report.html``; see
 thresholds); then the aliases. A failed validation moves no alias to the version
 (and removes any it held: fail closed) and ends the run with a non-zero exit; a
 version kept as challenger is not a failure. A version an operator rolled back
-is never re-promoted; a champion that cannot be scored on the new holdout is
-kept (the gate cannot compare).
+is never re-promoted. A champion that cannot be loaded or scored is broken: it is
+tagged ``validation_status=broken`` with ``validation.broken_reason``, and the
+version replaces it if it meets the gate's absolute thresholds (a store that cannot
+be reached is no broken champion: the step fails and no alias moves).
 
 Outputs (run tags ``pipeline.output.*``): ``validation_status``, ``gate_outcome``
-(``promoted``/``challenger``, or ``not gated``), ``champion_version`` (after the decision).
+(``promoted``/``challenger``, or ``not gated``), ``champion_version`` (after the decision),
+and ``broken_champion_version`` when the champion it replaced (or kept) was broken.
 
 With ``gate.enabled=false`` (sweep jobs) the model is validated, scored and
 reported on, and no alias moves; ``--model-uri`` may then be an unregistered
@@ -91,9 +94,29 @@ def validate(model_uri: str, reference, features: pd.DataFrame, atol: float):
         return model, [Check("validate_predictions", False, f"{type(err).__name__}: {err}")]
 
 
+def unreachable(err: BaseException) -> bool:
+    """Whether ``err`` says the store could not be reached (a connection refused or timed
+    out, an HTTP error after MLflow's retries) rather than that the model is broken."""
+    import requests
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                            ConnectionError, TimeoutError)):
+            return True
+        if str(getattr(err, "message", "")).startswith("API request to "):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def champion_scorer(name: str, version: str, features, labels, classes, scored: list):
     """A callable for ``core.gate.judge``: load the champion, score it on the holdout and
-    log its metrics as ``champion_*``; its outputs are appended to ``scored`` for the report."""
+    log its metrics as ``champion_*``; its outputs are appended to ``scored`` for the report.
+
+    A champion that cannot be loaded or scored is broken (``ChampionScore.error``), except
+    when the store could not be reached: that fails the step, and no alias moves."""
     import mlflow
 
     def score() -> ChampionScore:
@@ -101,14 +124,31 @@ def champion_scorer(name: str, version: str, features, labels, classes, scored: 
         try:
             model = mlflow.pyfunc.load_model(uri)
             outputs = holdout_outputs(model, features, f"version {version} (champion)", labels, classes)
-        except Exception as err:  # noqa: BLE001 - the gate cannot compare, so it does not promote
+        except Exception as err:  # noqa: BLE001 - anything else: the champion is broken
+            if unreachable(err):
+                raise
             log.warning("champion %s could not be scored: %s: %s", uri, type(err).__name__, err)
-            return ChampionScore(version, error=f"{type(err).__name__}: {err}")
+            return ChampionScore(version, error=f"{type(err).__name__}: {err}"[:1000])
         mlflow.log_metrics({f"champion_{k}": v for k, v in outputs.metrics.items()})
         scored.append(outputs)
         return ChampionScore(version, dict(outputs.metrics), model_methods(model))
 
     return score
+
+
+def record_broken(client, name: str, version: str, error: str) -> None:
+    """Mark version ``version`` broken (tags ``validation_status=broken`` and its reason), so
+    that people, ``ops.rollback`` and the next runs see why it stopped being the champion."""
+    import mlflow
+
+    tags = {
+        contracts.VALIDATION_STATUS_TAG: "broken",
+        "validation.broken_reason": f"could not be loaded or scored as champion: {error}"[:5000],
+        "validation.broken_run_id": mlflow.active_run().info.run_id,
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    log.error("champion version %s of %s is broken: %s", version, name, error)
 
 
 def record_safely(log_artifacts) -> None:
@@ -204,6 +244,8 @@ def run(
             champion_version,
             champion_scorer(name, champion_version, features, labels, classes, champion_outputs),
         )
+        if decision.champion_broken:  # recorded on it before any alias moves
+            record_broken(client, name, decision.champion_version, decision.champion_broken)
         champion_version = apply_decision(
             client, name, model_version, decision, decision_tags(decision, candidate_metrics), Aliases.of(cfg)
         )
@@ -222,6 +264,8 @@ def run(
         "gate_outcome": decision.outcome,
         "champion_version": champion_version or "",
     }
+    if decision.champion_broken:
+        outputs["broken_champion_version"] = decision.champion_version
     record_outputs(outputs)
     return outputs
 

@@ -4,6 +4,7 @@ rollback, a champion that cannot be scored, and a registry that fails (fail clos
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -120,15 +121,56 @@ def test_reevaluating_the_champion_keeps_it_or_fails_closed(champion):
     assert tags[contracts.VALIDATION_STATUS_TAG] == "failed"
 
 
-def test_champion_that_cannot_be_scored_is_kept(champion, tmp_path):
+def stored_estimator(version: str) -> Path:
+    """The joblib file of registered ``version`` as it lies in the test's artifact store."""
+    client = MlflowClient()
+    source = client.get_model_version("iris-classifier", version).source  # models:/m-...
+    model = client.get_logged_model(source.removeprefix("models:/"))
+    (stored,) = Path(model.artifact_location.removeprefix("file://")).rglob("estimator.joblib")
+    return stored
+
+
+def test_a_broken_champion_is_replaced_not_kept_forever(champion):
+    client = MlflowClient()
     v1 = champion["registered_model_version"]
-    (stored,) = [p for p in (tmp_path / "artifacts").rglob("artifacts/estimator.joblib")]
-    stored.write_bytes(stored.read_bytes() + b"tampered")
-    v2, result, _ = promote_cycle([])
-    assert result["gate_outcome"] == "challenger"
-    assert aliases() == {"champion": v1, "challenger": v2}
-    reason = MlflowClient().get_model_version("iris-classifier", v2).tags["gate.reason"]
-    assert "could not be scored" in reason and "Refusing to load" in reason
+    v2, _, _ = promote_cycle(["model.C=2.0"])  # v2 champion, v1 previous champion
+    assert aliases() == {"champion": v2, "previous_champion": v1}
+    stored = stored_estimator(v2)
+    stored.write_bytes(stored.read_bytes() + b"damaged")
+
+    v3, result, _ = promote_cycle([])
+    assert result == {"validation_status": "passed", "gate_outcome": "promoted", "champion_version": v3,
+                      "broken_champion_version": v2}
+    # Not a version to roll back to: previous_champion stays on the healthy one.
+    assert aliases() == {"champion": v3, "previous_champion": v1}
+    broken = client.get_model_version("iris-classifier", v2).tags
+    assert broken[contracts.VALIDATION_STATUS_TAG] == "broken"
+    assert "Refusing to load" in broken["validation.broken_reason"]
+    reason = client.get_model_version("iris-classifier", v3).tags["gate.reason"]
+    assert reason.startswith(f"champion version {v2} is broken: it could not be loaded or scored")
+    assert f"replaced by version {v3}: no champion yet" in reason
+
+
+def test_a_champion_the_store_cannot_deliver_is_not_called_broken(champion, monkeypatch):
+    """A connection that fails is no broken champion: the step fails and nothing moves."""
+    import requests
+
+    v1 = champion["registered_model_version"]
+    real_load = mlflow.pyfunc.load_model
+
+    def load(uri, *args, **kwargs):
+        if uri == f"models:/iris-classifier/{v1}":
+            try:
+                raise requests.exceptions.ConnectionError("connection refused")
+            except requests.exceptions.ConnectionError:
+                raise MlflowException("API request to http://store/artifacts failed with exception") from None
+        return real_load(uri, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", load)
+    with pytest.raises(MlflowException, match="API request to"):
+        promote_cycle(["model.C=2.0"])
+    assert aliases() == {"champion": v1}
+    assert MlflowClient().get_model_version("iris-classifier", v1).tags[contracts.VALIDATION_STATUS_TAG] == "passed"
 
 
 def test_rollback_without_previous_champion_changes_nothing(champion, capsys):

@@ -120,10 +120,18 @@ def test_judge_revalidates_the_champion_itself_without_scoring_it():
     assert (decision.outcome, decision.reason, calls) == ("promoted", "already the champion; re-validated", 0)
 
 
-def test_judge_keeps_a_champion_it_cannot_score():
-    decision, _ = judged(score=gate.ChampionScore("1", error="OSError: truncated joblib file"))
-    assert decision.outcome == "challenger" and decision.champion_version == "1"
-    assert "could not be scored" in decision.reason and "truncated joblib file" in decision.reason
+def test_judge_replaces_a_champion_it_cannot_score_when_the_version_passes_alone():
+    broken = gate.ChampionScore("1", error="OSError: truncated joblib file")
+    decision, _ = judged(score=broken)
+    assert (decision.outcome, decision.champion_version) == ("promoted", "1")
+    assert decision.champion_broken == "OSError: truncated joblib file"
+    assert decision.reason.startswith("champion version 1 is broken: it could not be loaded or scored "
+                                      "(OSError: truncated joblib file); replaced by version 2: ")
+    # Judged on its absolute thresholds alone, as a first version is: one it misses is not promoted.
+    strict = OmegaConf.create({"metrics": OmegaConf.merge(GATE, {"accuracy": {"threshold": 0.99}}), "keep_methods": True})
+    refused = gate.judge(strict, "2", {"accuracy": 0.96, "log_loss": 0.19}, ALL_METHODS, None, "1", Scorer(broken))
+    assert refused.outcome == "challenger" and refused.champion_broken
+    assert "not replaced by version 2" in refused.reason and "accuracy" in refused.reason
 
 
 def test_judge_refuses_a_version_offering_fewer_methods_unless_allowed():

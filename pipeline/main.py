@@ -25,6 +25,7 @@ store cannot be reached or opened: ``core.tracking``).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -34,13 +35,14 @@ from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from pipeline import cache, sweep
 from pipeline.lineage import git_state
 from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
-from pipeline.step import log_config, parse_step_args, step_parser
+from pipeline.step import die_with_parent, log_config, parse_step_args, step_parser
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     import mlflow
+    from mlflow.environment_variables import MLFLOW_RUN_ID
 
     from core.data import DataError, data_digest
 
@@ -55,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sweep.main(argv)
         return
     args, cfg = parse_step_args(parser, argv)
+    if os.environ.get(MLFLOW_RUN_ID.name):  # started by `mlflow run`: it dies with that command
+        die_with_parent()
     try:
         force = cache.parse_force(args.force)
         if cfg.gate.enabled and not cfg.registry.register:

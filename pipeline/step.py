@@ -1,16 +1,27 @@
 """How a step process runs: its arguments (MLproject parameters and Hydra
-overrides), its MLflow run, and the outputs it hands to the next step.
+overrides), its MLflow run, its life tied to the pipeline's, and the outputs it
+hands to the next step.
 
 The driver (``pipeline.run``) starts each step with ``mlflow run``; the step
 publishes each output as run tag ``pipeline.output.<name>`` (:func:`record_outputs`)
 and the driver reads them back (:func:`read_outputs`).
+
+A step process dies with the process that started it (:func:`die_with_parent`):
+killing a pipeline, even with ``kill -9``, leaves no orphaned step that goes on to
+promote a version. A step that changes the registry also checks, just before it
+does, that its pipeline is still alive (:func:`check_pipeline_alive`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import logging
-from collections.abc import Mapping, Sequence
+import os
+import signal
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -57,11 +68,75 @@ def log_config(cfg: DictConfig, overrides: Sequence[str], step: str) -> None:
     mlflow.set_tags({OVERRIDES_TAG: " ".join(overrides), STEP_TAG: step})
 
 
+# Set by the driver for the steps it starts: its process id.
+DRIVER_PID_ENV = "PIPELINE_DRIVER_PID"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class ParentDied(BaseException):
+    """The process that started this one has ended. A ``BaseException``, like
+    ``KeyboardInterrupt``, so that no ``except Exception`` in a step mistakes it for
+    a failed check and acts on it."""
+
+
+def _parent_died(signum, frame) -> None:
+    raise ParentDied(f"the process that started this one has ended (signal {signal.Signals(signum).name})")
+
+
+def die_with_parent() -> None:
+    """Have the kernel send this process SIGTERM when its parent dies (Linux
+    ``PR_SET_PDEATHSIG``), and turn SIGTERM into :class:`ParentDied`, so that the
+    MLflow run ends FAILED with a reason. ``mlflow run`` starts an entry point with
+    ``bash -c``, which execs it: the parent is the process that called ``mlflow run``.
+    Elsewhere than Linux only the SIGTERM handler is installed."""
+    signal.signal(signal.SIGTERM, _parent_died)
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("could not ask to die with the parent process: errno %d", ctypes.get_errno())
+    driver = os.environ.get(DRIVER_PID_ENV)
+    if os.getppid() != parent or (driver and parent != int(driver)):  # it died before prctl took effect
+        raise ParentDied("the process that started this one ended before it began")
+
+
+def check_pipeline_alive() -> None:
+    """Raise :class:`ParentDied` unless the pipeline that started this step is alive: its
+    driver is still this process's parent and its MLflow run (tag ``mlflow.parentRunId``)
+    is still RUNNING. A step started on its own (no driver) has nothing to check."""
+    import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    driver = os.environ.get(DRIVER_PID_ENV)
+    if driver and os.getppid() != int(driver):
+        raise ParentDied(f"the pipeline's driver (pid {driver}) has ended; this step was orphaned")
+    active = mlflow.active_run()
+    parent_id = active and mlflow.get_run(active.info.run_id).data.tags.get(MLFLOW_PARENT_RUN_ID)
+    if driver and parent_id:
+        status = mlflow.get_run(parent_id).info.status
+        if status != "RUNNING":
+            raise ParentDied(f"the pipeline's run {parent_id} is {status}, no longer RUNNING")
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT until the block ends, so that a change of several registry
+    writes (tags, then aliases) is made whole or not at all."""
+    deferred = {signal.SIGTERM, signal.SIGINT}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def run_in_mlflow_run(body) -> None:
     """Run ``body()`` inside ``mlflow.start_run()`` (which resumes the run ``mlflow run`` made).
 
-    A failure ends the process with exit status 1 and the run FAILED, its message
-    recorded as tag ``pipeline.error`` for ``main``'s summary. A :class:`StepError`,
+    The process dies with its parent (:func:`die_with_parent`). A failure ends the
+    process with exit status 1 and the run FAILED, its message recorded as tag
+    ``pipeline.error`` for ``main``'s summary. A :class:`StepError`,
     or an ``MlflowException`` refusing an input (a URI that does not exist, a bad
     parameter, a joblib file whose digest differs: ``INVALID_STATE``), is logged as
     one line; any other error with its traceback.
@@ -78,7 +153,12 @@ def run_in_mlflow_run(body) -> None:
     refusals = {ErrorCode.Name(code) for code in (INVALID_PARAMETER_VALUE, INVALID_STATE, RESOURCE_DOES_NOT_EXIST)}
     with mlflow.start_run():
         try:
+            die_with_parent()
             body()
+        except ParentDied as err:
+            log.error("stopped: %s", err)
+            mlflow.set_tag(ERROR_TAG, f"stopped: {err}")
+            raise SystemExit(1) from err
         except Exception as err:
             message = getattr(err, "message", None) or str(err)
             if isinstance(err, StepError) or (isinstance(err, MlflowException) and err.error_code in refusals):

@@ -29,7 +29,9 @@ version kept as challenger is not a failure. A version an operator rolled back
 is never re-promoted. A champion that cannot be loaded or scored is broken: it is
 tagged ``validation_status=broken`` with ``validation.broken_reason``, and the
 version replaces it if it meets the gate's absolute thresholds (a store that cannot
-be reached is no broken champion: the step fails and no alias moves).
+be reached is no broken champion: the step fails and no alias moves). Run by the
+driver, it moves an alias only while that pipeline is alive (``pipeline.step``):
+a step orphaned by a killed pipeline stops, and the next run evaluates again.
 
 Outputs (run tags ``pipeline.output.*``): ``validation_status``, ``gate_outcome``
 (``promoted``/``challenger``, or ``not gated``), ``champion_version`` (after the decision),
@@ -66,10 +68,12 @@ from core.report import log_report
 from core.validation import Check, ValidationFailed, model_methods, validate_predictions
 from pipeline.locks import file_lock, lock_path
 from pipeline.step import (
+    check_pipeline_alive,
     log_config,
     parse_step_args,
     record_outputs,
     run_in_mlflow_run,
+    signals_deferred,
     step_parser,
 )
 
@@ -244,11 +248,15 @@ def run(
             champion_version,
             champion_scorer(name, champion_version, features, labels, classes, champion_outputs),
         )
-        if decision.champion_broken:  # recorded on it before any alias moves
-            record_broken(client, name, decision.champion_version, decision.champion_broken)
-        champion_version = apply_decision(
-            client, name, model_version, decision, decision_tags(decision, candidate_metrics), Aliases.of(cfg)
-        )
+        # Only a live pipeline decides: an orphaned step (its driver killed) moves nothing.
+        # From the check on, a stop signal waits until the decision is recorded whole.
+        with signals_deferred():
+            check_pipeline_alive()
+            if decision.champion_broken:  # recorded on it before any alias moves
+                record_broken(client, name, decision.champion_version, decision.champion_broken)
+            champion_version = apply_decision(
+                client, name, model_version, decision, decision_tags(decision, candidate_metrics), Aliases.of(cfg)
+            )
     log.info("gate: version %s %s (%s)", model_version, decision.outcome, decision.reason)
     # The decision is made and on the registry (the aliases have moved): failing to
     # log its record or report from here on is a warning, not a failed step.

@@ -6,12 +6,13 @@ import logging
 
 import mlflow
 import pytest
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 
 from core import contracts
 from core.errors import StepError
-from pipeline.step import run_in_mlflow_run
+from pipeline.step import DRIVER_PID_ENV, ParentDied, check_pipeline_alive, run_in_mlflow_run
 
 
 def fail_with(error):
@@ -67,3 +68,21 @@ def test_anything_else_keeps_its_traceback_and_is_recorded(error, caplog):
     record, tags = ended(fail_with(error), caplog)
     assert record.exc_info is not None and record.exc_info[1] is error
     assert tags[contracts.ERROR_TAG].startswith(type(error).__name__ + ": ")
+
+
+def test_a_step_checks_its_pipeline_is_alive_before_it_changes_the_registry(monkeypatch):
+    """The second guard, for a step whose parent-death signal could not be set (not Linux):
+    the driver must still be its parent, and the pipeline's run still RUNNING."""
+    import os
+
+    with mlflow.start_run() as pipeline:
+        with mlflow.start_run(nested=True):
+            monkeypatch.setenv(DRIVER_PID_ENV, str(os.getppid()))
+            check_pipeline_alive()  # alive: nothing raised
+            monkeypatch.setenv(DRIVER_PID_ENV, str(os.getpid()))  # not this process's parent
+            with pytest.raises(ParentDied, match=r"driver \(pid \d+\) has ended; this step was orphaned"):
+                check_pipeline_alive()
+            monkeypatch.setenv(DRIVER_PID_ENV, str(os.getppid()))
+            MlflowClient().set_terminated(pipeline.info.run_id, "FAILED")
+            with pytest.raises(ParentDied, match=f"run {pipeline.info.run_id} is FAILED, no longer RUNNING"):
+                check_pipeline_alive()

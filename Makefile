@@ -22,6 +22,7 @@ HYDRA_OPTIONS ?=
 FORCE ?=
 WAIT ?= 600
 VERSION ?=
+REASON ?=
 PYTEST_ARGS ?=
 
 # Empty: the champion of the default registered model (core/contracts.py).
@@ -29,7 +30,7 @@ MODEL_NAME ?=
 MODEL_URI = $(if $(MODEL_NAME),--model-uri "models:/$(MODEL_NAME)@champion")
 PORT ?=
 
-.PHONY: setup run retrain rollback reproduce batch serve score bench bench-big test test-fast test-stress ui clean
+.PHONY: setup run retrain rollback promote reproduce batch serve score bench bench-big test test-fast test-stress ui clean
 
 setup: $(STAMP)
 
@@ -54,8 +55,14 @@ run: $(STAMP)
 retrain: $(STAMP)
 	$(BIN)/python -m ops.retrain --wait $(WAIT) --force "$(FORCE)" "$(HYDRA_OPTIONS)"
 
+# champion <-> previous_champion; a second rollback undoes the first.
 rollback: $(STAMP)
 	$(BIN)/python -m ops.rollback "$(HYDRA_OPTIONS)"
+
+# A validated version to champion past the gate (the only way back for a rolled-back one).
+promote: $(STAMP)
+	@test -n "$(VERSION)" -a -n "$(REASON)" || { echo 'usage: make promote VERSION=<registered version> REASON="why"'; exit 2; }
+	$(BIN)/python -m ops.promote "$(VERSION)" --reason "$(REASON)" "$(HYDRA_OPTIONS)"
 
 reproduce: $(STAMP)
 	@test -n "$(VERSION)" || { echo "usage: make reproduce VERSION=<registered version>"; exit 2; }

@@ -1,4 +1,4 @@
-"""The Model Registry: version URIs, reading aliases (failing closed) and moving them."""
+"""The Model Registry: version URIs, reading versions and aliases (failing closed) and moving them."""
 
 from __future__ import annotations
 
@@ -38,17 +38,28 @@ def alias_version(client, name: str, alias: str):
     after retries) is raised, so no caller mistakes "could not read the champion"
     for "there is no champion" and promotes past the gate.
     """
+    model = _unless_missing(lambda: client.get_registered_model(name))
+    version = None if model is None else model.aliases.get(alias)
+    return None if version is None else client.get_model_version(name, str(version))
+
+
+def find_version(client, name: str, model_version: str):
+    """Version ``model_version`` of registered model ``name``; None only when the registry
+    says there is no such version (or model). Any other error is raised (fail closed)."""
+    return _unless_missing(lambda: client.get_model_version(name, model_version))
+
+
+def _unless_missing(read):
+    """``read()``, or None when the registry answers that the thing read does not exist."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
     try:
-        model = client.get_registered_model(name)
+        return read()
     except MlflowException as err:
         if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             return None
         raise
-    version = model.aliases.get(alias)
-    return None if version is None else client.get_model_version(name, str(version))
 
 
 def apply_decision(

@@ -1,2 +1,2 @@
-"""Operator commands around the pipeline: scheduled retraining, rollback,
-reproduction of a registered version, and generating a new data batch."""
+"""Operator commands around the pipeline: scheduled retraining, rollback and promotion
+by hand, reproduction of a registered version, and generating a new data batch."""

@@ -14,7 +14,9 @@
    steps as its children with ``gate.enabled=false`` (it moves no alias) and
    ``registry.register`` from ``sweep.candidates``. A job that fails, fails alone.
 4. The sweep run logs the table of jobs (``sweep/jobs.json``, a table in the
-   MLflow UI, and printed), picks the best validated job by ``sweep.metric``, and
+   MLflow UI, and printed; column ``excluded`` says why a job cannot win), picks
+   the best job by ``sweep.metric`` among those the gate could promote
+   (``pipeline.sweep_winner``), and
    runs the pipeline once more for that job's overrides with the gate on: train
    and serialize are reused from the job (step cache), the model is registered
    if it was not yet, and ``evaluate`` decides whether it becomes champion. Only
@@ -22,8 +24,8 @@
    are tagged ``sweep.outcome=candidate``.
 
 Exit status: 0 when the best job's model went through the gate (promoted or
-kept as challenger), 1 when no job produced a validated model or the gate
-failed, 2 for malformed overrides, a config option that does not exist
+kept as challenger), 1 when no job produced a model the gate could promote or
+the gate failed, 2 for malformed overrides, a config option that does not exist
 (``model=logistic_regresion``) or an unknown ``sweep.metric``/``sweep.candidates``.
 """
 
@@ -38,13 +40,12 @@ from core.config import compose_config, describe_error, split_overrides
 from core.metrics import HOLDOUT_METRICS
 from pipeline import sweep_job
 from pipeline.step import step_parser
+from pipeline.sweep_winner import GateNeeds, best_job, exclusions, gate_needs, methods_offered
 
 log = logging.getLogger(__name__)
 
 SWEEP_STEP = "sweep"
 JOBS_TABLE_ARTIFACT = "sweep/jobs.json"
-# A job's holdout metrics (evaluate's) and whether greater is better; ties are broken in this order.
-METRICS = HOLDOUT_METRICS
 
 
 class SweepError(RuntimeError):
@@ -112,9 +113,10 @@ def jobs_table(sweep_run_id: str, expected: Sequence[Sequence[str]]):
                 "job": number,
                 "overrides": shown,
                 "status": run.info.status if run else "NOT RUN",
-                **{name: (run.data.metrics.get(name, float("nan")) if run else float("nan")) for name in METRICS},
+                **{name: (run.data.metrics.get(name, float("nan")) if run else float("nan")) for name in HOLDOUT_METRICS},
                 "validation": tags.get(contracts.OUTPUT_TAG_PREFIX + "validation_status", ""),
                 "registered_version": tags.get(contracts.OUTPUT_TAG_PREFIX + "registered_model_version", ""),
+                "methods": methods_offered(tags.get(contracts.OUTPUT_TAG_PREFIX + "pyfunc_model_uri", "")),
                 "run_id": run.info.run_id if run else "",
                 "error": tags.get(contracts.ERROR_TAG, "" if run else "the launcher did not run it"),
             }
@@ -133,24 +135,6 @@ def check_settings(jobs: Sequence[Sequence[str]]) -> None:
             compose_config(settings)
         except HydraException as err:
             raise SweepError(describe_error(err)) from None
-
-
-def best_job(table, metric: str, gated: Sequence[str] = ()):
-    """The row of the best job by ``metric`` (in its own direction), or None.
-
-    Only validated jobs with every ``gated`` metric can win (a model without
-    probabilities has no ``log_loss``, so a gate on it could never promote it);
-    ties go to the better value of the other metrics, then to the first job.
-    """
-    eligible = table[(table["status"] == "FINISHED") & (table["validation"] == "passed")]
-    eligible = eligible.dropna(subset=[metric, *gated])
-    if eligible.empty:
-        return None
-    order = [metric, *[name for name in METRICS if name != metric]]
-    ranked = eligible.sort_values(
-        [*order, "job"], ascending=[*(not METRICS[name] for name in order), True], na_position="last", kind="stable"
-    )
-    return ranked.iloc[0]
 
 
 def run_sweep(arguments: Sequence[str], force: str = "") -> int:
@@ -193,6 +177,9 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
                 mlflow.end_run("FAILED")
                 return 1
         table = jobs_table(run_id, expected)
+        # What the gate will ask of the winner whatever its metrics (the first job's gate config).
+        needs = GateNeeds() if first is None else gate_needs(MlflowClient(), first, list(table["registered_version"]))
+        table["excluded"] = exclusions(table, needs, metric)
         mlflow.log_table(table, JOBS_TABLE_ARTIFACT)
         with _display_options():
             print(f"sweep run {run_id}: {len(table)} job{'s' if len(table) != 1 else ''}\n"
@@ -200,13 +187,12 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
         failed = int((table["status"] != "FINISHED").sum())
         mlflow.log_metrics({"jobs": len(table), "jobs_failed": failed})
 
-        gated = list(first.gate.metrics) if first is not None else []
-        best = best_job(table, metric, gated) if metric else None
+        best = best_job(table, metric, needs) if metric else None
         if best is None:
-            outcome = "no job produced a validated model" + (
-                f" with every gated metric ({', '.join(gated)})" if gated else ""
+            outcome = "no job the gate could promote: " + "; ".join(
+                f"job {row.job}: {row.excluded}" for row in table.itertuples() if row.excluded
             )
-            mlflow.set_tag("pipeline.outcome", outcome)
+            mlflow.set_tag("pipeline.outcome", outcome[:4000])
             log.error("sweep: %s; nothing was gated", outcome)
             mlflow.end_run("FAILED")
             return 1

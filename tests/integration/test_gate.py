@@ -88,8 +88,8 @@ def test_gate_promotes_refuses_and_rollback_swaps(champion):
     assert better["gate_outcome"] == "promoted"
     assert aliases() == {"champion": v3, "previous_champion": v1, "challenger": v2}
 
-    old, new = rollback.rollback(client, "iris-classifier", "champion", "previous_champion")
-    assert (old, new) == (v3, v1)
+    done = rollback.rollback(client, "iris-classifier", "champion", "previous_champion")
+    assert (done.old, done.new, done.undone) == (v3, v1, False)
     assert aliases() == {"champion": v1, "previous_champion": v3, "challenger": v2}
     assert client.get_model_version("iris-classifier", v3).tags["gate.outcome"] == "rolled_back"
 

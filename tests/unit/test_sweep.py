@@ -11,7 +11,7 @@ from core import contracts
 from core.config import Metric, compose_config
 from core.metrics import HOLDOUT_METRICS
 from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
-from pipeline import sweep, sweep_job
+from pipeline import sweep, sweep_job, sweep_winner
 
 
 def test_expansion_is_hydras_cartesian_product():
@@ -83,8 +83,11 @@ def test_the_sweeps_run_and_force_are_not_user_config():
 
 def table(rows):
     base = {"status": "FINISHED", "validation": "passed", "accuracy": 0.9, "f1_macro": 0.9,
-            "roc_auc_ovr": 0.99, "log_loss": 0.1}
+            "roc_auc_ovr": 0.99, "log_loss": 0.1, "registered_version": "", "methods": ", ".join(ALL_METHODS)}
     return pd.DataFrame([{**base, "job": number, **row} for number, row in enumerate(rows)])
+
+
+ALL_METHODS = ["predict", "predict_proba", "predict_log_proba"]
 
 
 def test_best_job_is_the_best_validated_one():
@@ -95,29 +98,69 @@ def test_best_job_is_the_best_validated_one():
         {"accuracy": 0.96},
         {"accuracy": 0.90},
     ])
-    assert sweep.best_job(jobs, "accuracy")["job"] == 3
+    assert sweep_winner.best_job(jobs, "accuracy")["job"] == 3
 
 
 def test_each_metric_has_its_own_direction():
     jobs = table([{"log_loss": 0.3}, {"log_loss": 0.2}, {"log_loss": 0.5}])
-    assert sweep.best_job(jobs, "log_loss")["job"] == 1  # smaller is better
+    assert sweep_winner.best_job(jobs, "log_loss")["job"] == 1  # smaller is better
 
 
 def test_ties_go_to_the_better_other_metrics_then_the_first_job():
     jobs = table([{"accuracy": 1.0, "log_loss": 0.14}, {"accuracy": 1.0, "log_loss": 0.02}, {"accuracy": 1.0}])
-    assert sweep.best_job(jobs, "accuracy")["job"] == 1
-    assert sweep.best_job(table([{}, {}]), "accuracy")["job"] == 0
+    assert sweep_winner.best_job(jobs, "accuracy")["job"] == 1
+    assert sweep_winner.best_job(table([{}, {}]), "accuracy")["job"] == 0
 
 
 def test_a_job_without_a_gated_metric_cannot_win():
     # An SVC has no log_loss: with log_loss gated it could never be promoted.
     jobs = table([{"accuracy": 1.0, "log_loss": None}, {"accuracy": 0.97}])
-    assert sweep.best_job(jobs, "accuracy", gated=["accuracy", "log_loss"])["job"] == 1
-    assert sweep.best_job(jobs, "accuracy", gated=["accuracy"])["job"] == 0
+    gated = sweep_winner.GateNeeds(gated=("accuracy", "log_loss"))
+    assert sweep_winner.best_job(jobs, "accuracy", gated)["job"] == 1
+    assert sweep_winner.best_job(jobs, "accuracy", sweep_winner.GateNeeds(gated=("accuracy",)))["job"] == 0
+    assert sweep_winner.exclusions(jobs, gated) == ["no log_loss, which the gate compares", ""]
+
+
+# The default sweep model=logistic_regression,knn on iris, as its jobs recorded it:
+# a tie on accuracy, kNN better on log loss, and kNN without predict_log_proba.
+LOGISTIC_AND_KNN = [
+    {"overrides": "model=logistic_regression", "accuracy": 1.0, "f1_macro": 1.0, "roc_auc_ovr": 1.0,
+     "log_loss": 0.14005276995674823, "methods": "predict, predict_proba, predict_log_proba"},
+    {"overrides": "model=knn", "accuracy": 1.0, "f1_macro": 1.0, "roc_auc_ovr": 1.0,
+     "log_loss": 0.017027520792199904, "methods": "predict, predict_proba"},
+]
+
+
+def test_a_job_offering_fewer_methods_than_the_champion_cannot_win():
+    """The gate (gate.keep_methods) would keep kNN as challenger, as the logistic-regression
+    champion's clients would lose predict_log_proba: the logistic job wins instead."""
+    jobs = table(LOGISTIC_AND_KNN)
+    needs = sweep_winner.GateNeeds(("accuracy", "log_loss"), "1", tuple(ALL_METHODS))
+    assert sweep_winner.best_job(jobs, "accuracy", needs)["overrides"] == "model=logistic_regression"
+    assert sweep_winner.exclusions(jobs, needs) == [
+        "", "no predict_log_proba, which the champion (version 1) offers (gate.keep_methods)"]
+    # No champion yet, or gate.keep_methods=false: nothing to keep, and the tie goes to kNN's log loss.
+    assert sweep_winner.best_job(jobs, "accuracy", sweep_winner.GateNeeds(("accuracy", "log_loss")))[
+        "overrides"] == "model=knn"
+
+
+def test_a_job_whose_version_was_rolled_back_cannot_win():
+    """A job whose steps are all cached reuses its registered version; if an operator rolled
+    that version back, the gate would never promote it."""
+    jobs = table([{"accuracy": 1.0, "registered_version": "3"}, {"accuracy": 0.97, "registered_version": "4"}])
+    needs = sweep_winner.GateNeeds(rolled_back=frozenset({"3"}))
+    assert sweep_winner.best_job(jobs, "accuracy", needs)["job"] == 1
+    assert sweep_winner.exclusions(jobs, needs)[0] == "version 3 was rolled back"
 
 
 def test_no_eligible_job():
-    assert sweep.best_job(table([{"status": "FAILED"}]), "accuracy") is None
+    assert sweep_winner.best_job(table([{"status": "FAILED"}]), "accuracy") is None
+    unranked = table([{"roc_auc_ovr": None}])
+    assert sweep_winner.best_job(unranked, "roc_auc_ovr") is None
+    assert sweep_winner.exclusions(unranked, sweep_winner.GateNeeds(), "roc_auc_ovr") == [
+        "no roc_auc_ovr, which the sweep ranks by (sweep.metric)"]
+    jobs = table(LOGISTIC_AND_KNN[1:])
+    assert sweep_winner.best_job(jobs, "accuracy", sweep_winner.GateNeeds(champion_methods=tuple(ALL_METHODS))) is None
 
 
 def test_every_metric_a_sweep_can_rank_by_is_a_holdout_metric():

@@ -7,10 +7,8 @@ sweep's gated rerun (``pipeline/sweep.py``); it imports neither.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from core.config import build_estimator
 from core.registry import alias_version, parse_registered_uri
 from pipeline import cache, graph
 from pipeline.lineage import git_state, package_versions
-from pipeline.step import DRIVER_PID_ENV, read_outputs
+from pipeline.step import driver_pid_in_env, read_outputs
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +222,7 @@ def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experimen
             log.error("cannot build the estimator from config 'model': %s", err)
             raise StepNotStarted(f"cannot build the estimator from config 'model': {err}") from err
     try:
-        with _driver_pid_in_env():
+        with driver_pid_in_env():
             submitted = mlflow.projects.run(
                 uri=str(contracts.PROJECT_DIR),
                 entry_point=step,
@@ -238,22 +236,6 @@ def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experimen
         run_id = _last_child_run_id(step)
         log.error("step %s failed (run %s): %s", step, run_id, err)
         return run_id
-
-
-@contextlib.contextmanager
-def _driver_pid_in_env():
-    """This process's id in the environment of the step it starts (``mlflow.projects.run``
-    passes on ``os.environ``): the step checks that it is still its parent before it changes
-    the registry. Removed afterwards, so that nothing else in this process inherits it."""
-    previous = os.environ.get(DRIVER_PID_ENV)
-    os.environ[DRIVER_PID_ENV] = str(os.getpid())
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(DRIVER_PID_ENV, None)
-        else:
-            os.environ[DRIVER_PID_ENV] = previous
 
 
 def _check_model_config(cfg: DictConfig) -> None:

@@ -101,6 +101,22 @@ def die_with_parent() -> None:
         raise ParentDied("the process that started this one ended before it began")
 
 
+@contextlib.contextmanager
+def driver_pid_in_env() -> Iterator[None]:
+    """This process's id in the environment of the step it starts (``mlflow.projects.run``
+    passes on ``os.environ``): the step checks that it is still its parent before it changes
+    the registry. Removed afterwards, so that nothing else in this process inherits it."""
+    previous = os.environ.get(DRIVER_PID_ENV)
+    os.environ[DRIVER_PID_ENV] = str(os.getpid())
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(DRIVER_PID_ENV, None)
+        else:
+            os.environ[DRIVER_PID_ENV] = previous
+
+
 def check_pipeline_alive() -> None:
     """Raise :class:`ParentDied` unless the pipeline that started this step is alive: its
     driver is still this process's parent and its MLflow run (tag ``mlflow.parentRunId``)

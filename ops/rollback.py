@@ -24,7 +24,8 @@ before the first rollback. Only one step back is kept (there is one
 
 Under the gate lock (``pipeline.locks``), as ``evaluate``, waiting at most
 ``--wait`` seconds. Exit status: 0 done; 1, changing nothing, when there is no
-previous champion, or it was rolled back in favour of another version than the
+previous champion, it is not validated (``validation_status`` other than ``passed``,
+e.g. ``broken``), or it was rolled back in favour of another version than the
 champion (``ops.promote`` can promote it explicitly); 2 bad arguments; 75 the
 gate lock stayed busy.
 """
@@ -99,6 +100,13 @@ def rollback(client, name: str, champion_alias: str, previous_alias: str) -> Rol
         raise RollbackError(f"Registered model {name!r} has no {missing!r} alias; nothing to roll back")
     old, new = str(champion.version), str(previous.version)
     tags = previous.tags
+    status = tags.get(contracts.VALIDATION_STATUS_TAG)
+    if status != "passed":  # e.g. broken: the gate found it could not be loaded
+        raise RollbackError(
+            f"{name} version {new} ({previous_alias}) is {contracts.VALIDATION_STATUS_TAG}={status}"
+            + (f" ({tags['validation.broken_reason'][:300]})" if "validation.broken_reason" in tags else "")
+            + "; a rollback makes only a validated version champion"
+        )
     undo = tags.get(OUTCOME_TAG) == ROLLED_BACK and tags.get(TO_VERSION_TAG) == old
     if tags.get(OUTCOME_TAG) == ROLLED_BACK and not undo:
         to = tags.get(TO_VERSION_TAG)

@@ -95,6 +95,20 @@ def test_rollback_never_makes_a_version_rolled_back_for_another_champion(version
     assert state() == before
 
 
+def test_rollback_refuses_a_previous_champion_that_is_broken(versions, capsys):
+    client = MlflowClient()
+    client.set_model_version_tag(NAME, "1", contracts.VALIDATION_STATUS_TAG, "broken")
+    client.set_model_version_tag(NAME, "1", "validation.broken_reason", "could not be loaded: Refusing to load")
+    before = state()
+    with pytest.raises(SystemExit) as exit_info:
+        rollback.main([])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"rollback: {NAME} version 1 (previous_champion) is validation_status=broken "
+                   "(could not be loaded: Refusing to load); a rollback makes only a validated version champion")
+    assert state() == before
+
+
 def test_promote_brings_back_a_rolled_back_version(versions, capsys):
     rollback.main([])
     capsys.readouterr()

@@ -2,7 +2,7 @@
 
 Reads:
 - ``--model-uri``: the registered version, ``models:/<name>/<version>``, loaded
-  with ``mlflow.pyfunc.load_model``;
+  with ``mlflow.pyfunc.load_model`` once its files are checked (``core.integrity``);
 - ``--reference-model-uri``: the native ``mlflow.sklearn`` model from ``train``;
 - ``--holdout-uri``: the Parquet holdout ``train`` logged;
 - the Hydra config (``data.target``, ``validation.atol``, ``registry``, ``gate``).
@@ -56,6 +56,7 @@ import pandas as pd
 from core import contracts
 from core.errors import StepError
 from core.gate import ROLLED_BACK, ChampionScore, decision_tags, describe_bounds, judge
+from core.integrity import load_verified
 from core.metrics import holdout_outputs
 from core.registry import (
     Aliases,
@@ -85,10 +86,8 @@ GATE_LOCK_WAIT = 600  # seconds; a gate decision takes a second or two
 def validate(model_uri: str, reference, features: pd.DataFrame, atol: float):
     """Load ``model_uri`` and check it against ``reference``: (model or None, checks).
     A model that cannot even load fails validation; it is not promoted."""
-    import mlflow
-
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        model = load_verified(model_uri)
     except Exception as err:  # noqa: BLE001 - any load failure is a failed check
         return None, [Check("load_model", False, f"{type(err).__name__}: {err}")]
     try:
@@ -126,7 +125,7 @@ def champion_scorer(name: str, version: str, features, labels, classes, scored: 
     def score() -> ChampionScore:
         uri = f"models:/{name}/{version}"
         try:
-            model = mlflow.pyfunc.load_model(uri)
+            model = load_verified(uri)
             outputs = holdout_outputs(model, features, f"version {version} (champion)", labels, classes)
         except Exception as err:  # noqa: BLE001 - anything else: the champion is broken
             if unreachable(err):

@@ -14,7 +14,9 @@ and ``nullable_features`` (the columns where the fitted estimator accepts a gap,
 asked of it), the ``predict_method`` param in its signature, metadata
 ``predict_methods`` (the methods the estimator really has),
 ``default_predict_method``, ``classes``, ``feature_names``, ``nullable_features``
-and ``data_contract``, and pinned pip requirements; registered as a new version of
+and ``data_contract``, and pinned pip requirements; the digest of all its files as
+its tag ``model.files_sha256`` in the tracking store (``core.integrity``: consumers
+load it only if its files still match); registered as a new version of
 ``registry.model_name`` tagged ``validation_status=pending`` unless
 ``registry.register`` is false (sweep jobs whose candidates are not registered).
 
@@ -39,6 +41,7 @@ from core.contract import CONTRACT_ARTIFACT
 from core.contract import METADATA_KEY as CONTRACT_METADATA_KEY
 from core.errors import StepError
 from core.features import input_schema, nullable_columns
+from core.integrity import record_files_digest
 from model import dispatch_model
 from model.dispatch_model import (
     DIGEST_CONFIG_KEY,
@@ -104,7 +107,7 @@ def log_dispatch_model(
     metadata = model_metadata(estimator, features.columns) | {NULLABLE_CONFIG_KEY: nullable}
     if data_contract:
         metadata[CONTRACT_METADATA_KEY] = data_contract
-    return mlflow.pyfunc.log_model(
+    model_info = mlflow.pyfunc.log_model(
         name=contracts.LOGGED_MODEL_NAME,
         python_model=str(MODEL_CODE_PATH),
         artifacts={ESTIMATOR_ARTIFACT_KEY: estimator_path},
@@ -114,6 +117,8 @@ def log_dispatch_model(
         pip_requirements=pinned_requirements(MODEL_PACKAGES),
         metadata=metadata,
     )
+    record_files_digest(model_info.model_id)  # what every consumer checks before loading it
+    return model_info
 
 
 def training_contract(example_uri: str) -> str | None:

@@ -1,0 +1,95 @@
+"""Tamper-proof loading (core/integrity.py): a model whose files were replaced in the
+artifact store, even together with the digest MLmodel keeps of them, is refused before
+any of its code runs; the record it is checked against lives in the tracking store."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from core import integrity
+from model.dispatch_model import DIGEST_CONFIG_KEY
+
+NAME = "iris-classifier"
+
+
+class Payload:
+    """A pickle that creates a file when it is loaded: proof that code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def stored_model_dir(version: str) -> Path:
+    """Version ``version``'s directory in the test's artifact store."""
+    client = MlflowClient()
+    model = client.get_logged_model(client.get_model_version(NAME, version).source.removeprefix("models:/"))
+    return Path(model.artifact_location.removeprefix("file://"))
+
+
+def replace_estimator_and_its_digest(model_dir: Path, marker: Path) -> None:
+    joblib_file = model_dir / "artifacts" / "estimator.joblib"
+    joblib_file.write_bytes(pickle.dumps(Payload(marker)))
+    mlmodel = model_dir / "MLmodel"
+    fields = yaml.safe_load(mlmodel.read_text())
+    fields["flavors"]["python_function"]["config"][DIGEST_CONFIG_KEY] = hashlib.sha256(
+        joblib_file.read_bytes()).hexdigest()
+    mlmodel.write_text(yaml.safe_dump(fields))
+
+
+def test_a_replaced_estimator_and_digest_are_refused_and_nothing_runs(champion, tmp_path):
+    v1 = champion["registered_model_version"]
+    model = integrity.load_verified(f"models:/{NAME}@champion")  # intact: loads
+    assert model.metadata.metadata["estimator"] == "LogisticRegression"
+
+    marker = tmp_path / "code-ran"
+    replace_estimator_and_its_digest(stored_model_dir(v1), marker)
+    for uri in (f"models:/{NAME}@champion", f"models:/{NAME}/{v1}", champion["pyfunc_model_uri"]):
+        with pytest.raises(integrity.UntrustedModel, match=r"refusing to load .*: its files in the artifact store "
+                                                            r"differ from those package_pyfunc logged"):
+            integrity.load_verified(uri)
+    assert not marker.exists()
+    # What the check prevents: MLflow alone finds the digest in MLmodel consistent and unpickles.
+    mlflow.pyfunc.load_model(f"models:/{NAME}/{v1}")
+    assert marker.exists()
+
+
+def test_replaced_model_code_is_refused_before_it_runs(champion, tmp_path):
+    marker = tmp_path / "code-ran"
+    (code,) = stored_model_dir(champion["registered_model_version"]).glob("*.py")
+    code.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n" + code.read_text())
+    with pytest.raises(integrity.UntrustedModel):
+        integrity.load_verified(f"models:/{NAME}@champion")
+    assert not marker.exists()
+
+
+def test_a_model_without_a_record_or_not_in_the_registry_is_refused(champion, tmp_path):
+    client = MlflowClient()
+    model_id = champion["pyfunc_model_uri"].removeprefix("models:/")
+    client.delete_logged_model_tag(model_id, integrity.FILES_DIGEST_TAG)
+    with pytest.raises(integrity.UntrustedModel, match=f"logged model {model_id} has no record of its files"):
+        integrity.load_verified(champion["pyfunc_model_uri"])
+    with pytest.raises(integrity.UntrustedModel, match="only models:/ URIs"):
+        integrity.load_verified(str(tmp_path))
+
+
+def test_moving_the_artifact_store_keeps_the_record_valid(tmp_path):
+    """MLmodel's artifact_path says where the model is stored; a store moved elsewhere
+    (or copied, as these tests' stores are) rewrites it, and nothing else."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "MLmodel").write_text(yaml.safe_dump({"artifact_path": "file:///a/b", "flavors": {}}))
+    before = integrity.directory_digest(model_dir)
+    (model_dir / "MLmodel").write_text(yaml.safe_dump({"artifact_path": "file:///c/d", "flavors": {}}))
+    assert integrity.directory_digest(model_dir) == before
+    (model_dir / "MLmodel").write_text(yaml.safe_dump({"artifact_path": "file:///c/d", "flavors": {"x": 1}}))
+    assert integrity.directory_digest(model_dir) != before

@@ -87,14 +87,18 @@ def default_method(estimator) -> str:
 
 
 def resolve_predict_method(estimator, params: dict | None) -> str:
-    """The estimator method named by ``params['predict_method']`` (default: :func:`default_method`).
+    """The estimator method named by ``params['predict_method']`` (default: :func:`default_method`,
+    when the param is absent or null).
 
     Raises ``MlflowException(INVALID_PARAMETER_VALUE)``, which the scoring server
-    turns into an HTTP 400 carrying this message, for an unsupported name or a
-    method the estimator does not have.
+    turns into an HTTP 400 carrying this message, for an unsupported name (the
+    empty string included: taking it as the default would hide a client's bug)
+    or a method the estimator does not have.
     """
-    method = (params or {}).get(PREDICT_METHOD_PARAM) or default_method(estimator)
-    if method not in PREDICT_METHODS:
+    method = (params or {}).get(PREDICT_METHOD_PARAM)
+    if method is None:  # not sent (JSON null included): the default
+        method = default_method(estimator)
+    if method not in PREDICT_METHODS:  # "" included: an empty name is a mistake, not the default
         raise MlflowException(
             f"Unsupported {PREDICT_METHOD_PARAM} {method!r}; allowed values are "
             f"{', '.join(PREDICT_METHODS)}.",
@@ -164,6 +168,67 @@ def check_input(model_input, estimator_name: str, nullable) -> pd.DataFrame:
     return model_input
 
 
+def _numeric_columns(model_input: pd.DataFrame):
+    for column in model_input.columns:
+        values = model_input[column]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            yield column, values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def value_beyond_float32(model_input, estimator_name: str) -> MlflowException | None:
+    """``INVALID_PARAMETER_VALUE`` naming the first row and column whose value is finite
+    but beyond float32's range, or None. Tree estimators (random forests, decision
+    trees) compute in float32 and refuse such a value with a ValueError that names
+    neither; :meth:`DynamicDispatchModel.predict` asks this when one is raised."""
+    if not hasattr(model_input, "columns"):
+        return None
+    limit = float(np.finfo(np.float32).max)
+    for column, values in _numeric_columns(model_input):
+        beyond = np.abs(values) > limit
+        if beyond.any():
+            position = int(beyond.argmax())
+            return MlflowException(
+                f"Input row {model_input.index[position]} has the value {values[position]:g} in column "
+                f"{column!r}, beyond the float32 range (magnitude up to {limit:.4g}) in which "
+                f"{estimator_name} computes.",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
+    return None
+
+
+def check_output(output, model_input, method: str, estimator_name: str):
+    """``output``, unless it holds NaN or an infinity: then ``INVALID_PARAMETER_VALUE``
+    naming the first input row that produced one. Inputs far beyond the training
+    range overflow an estimator's arithmetic (1e308 into a logistic regression gives
+    NaN probabilities); scored silently, they would reach clients as numbers no JSON
+    parser accepts. ``-inf`` from ``predict_log_proba`` is the log of a probability
+    that is exactly 0 and is kept.
+    """
+    values = np.asarray(output)
+    if not np.issubdtype(values.dtype, np.floating):
+        return output  # labels
+    bad = np.isnan(values) | (values == np.inf)
+    if method != "predict_log_proba":
+        bad |= values == -np.inf
+    if not bad.any():
+        return output
+    position = int(bad.reshape(len(values), -1).any(axis=1).argmax())
+    label = model_input.index[position] if hasattr(model_input, "index") else position
+    produced = values.ravel()[bad.ravel().argmax()]
+    largest = ""
+    if hasattr(model_input, "columns"):
+        row = {column: column_values[position] for column, column_values in _numeric_columns(model_input)}
+        if row:
+            column = max(row, key=lambda name: abs(np.nan_to_num(row[name])))
+            largest = f" (its largest value: {row[column]:g} in column {column!r})"
+    raise MlflowException(
+        f"Input row {label} gives {produced} from {estimator_name}.{method}, which JSON cannot carry: "
+        f"its values overflow the estimator's arithmetic{largest}; send values in the range "
+        "the model was trained on.",
+        error_code=INVALID_PARAMETER_VALUE,
+    )
+
+
 class DynamicDispatchModel(mlflow.pyfunc.PythonModel):
     """Wraps a joblib-serialized estimator and dispatches on ``predict_method``."""
 
@@ -192,8 +257,16 @@ class DynamicDispatchModel(mlflow.pyfunc.PythonModel):
             # Same columns, same order as at fit time; schema enforcement has
             # already rejected inputs missing any of them.
             model_input = model_input[self.feature_names_]
-        model_input = check_input(model_input, type(self.estimator).__name__, self.nullable_)
-        return getattr(self.estimator, method)(model_input)
+        name = type(self.estimator).__name__
+        model_input = check_input(model_input, name, self.nullable_)
+        try:
+            output = getattr(self.estimator, method)(model_input)
+        except ValueError as err:
+            refusal = value_beyond_float32(model_input, name)
+            if refusal is None:
+                raise
+            raise refusal from err
+        return check_output(output, model_input, method, name)
 
 
 # Registers the model object for "models from code"; MLflow reads it when it

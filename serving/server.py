@@ -5,71 +5,154 @@
 The app is MLflow's own (``mlflow.pyfunc.scoring_server.init``, the FastAPI app
 that ``mlflow models serve --env-manager local`` runs under uvicorn): the same
 ``/invocations``, ``/ping``, ``/health`` and ``/version``, the same request
-formats and errors, with two differences in 4xx answers: they never carry a
-stack trace (MLflow attaches its traceback, ``stack_trace``, to a CSV body it
-cannot parse, before the model sees it; here it goes to the server's log), and
-their message does not echo the request's data back (MLflow prefixes the
-model's error with ``Failed to predict data '<the whole input>'``).
+formats (``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs``,
+CSV). One middleware (:func:`guarded`) in front of it:
+
+- checks each ``POST /invocations`` before MLflow parses it and refuses what MLflow
+  would answer with a 500, answer by quoting the whole body back, or misread
+  (:mod:`serving.request_checks` lists what);
+- rewrites every answer of 400 and above into MLflow's JSON shape
+  (``{"error_code": ..., "message": ...}``; MLflow's 415s and 504 are plain text),
+  without a stack trace (MLflow attaches its traceback, ``stack_trace``, to a CSV
+  body it cannot parse; here it goes to the server's log), without MLflow's echoes
+  of the request's data (``Failed to predict data '<the whole input>'``, ``Failed
+  to enforce schema of data '<the whole input>'``), its message cut to
+  ``MAX_MESSAGE_CHARS``;
+- answers an exception that escapes MLflow's app with a 500 in the same shape,
+  the traceback in the log;
+- keeps prediction answers strict JSON: Python's ``json`` writes ``-Infinity``,
+  which strict parsers reject, for the log of a zero probability
+  (``predict_log_proba`` of a tree model, say); it is sent as the most negative
+  double, :data:`LOG_ZERO` (``exp`` of it is 0.0). The model itself refuses inputs
+  whose outputs would be NaN or infinite otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import re
+import sys
 from collections.abc import Sequence
 
 from core import contracts
+from serving.request_checks import JSON_TYPE, Refused, capped, check_request, numeric_columns
 
 log = logging.getLogger("serving.server")
 
+MAX_LOGGED_TRACE_CHARS = 20_000  # its last line may quote a value megabytes long
+LOG_ZERO = -sys.float_info.max  # how log(0) = -inf is sent
 
+# MLflow's echoes of the request's data in its messages.
 ECHO_PREFIX = "Failed to predict data '"
 ECHO_END = ". \nError: "
+SCHEMA_ECHO = re.compile(r"Failed to enforce schema of data .*? with schema '(?P<schema>\[.*?\])'\. Error: ",
+                         re.DOTALL)
+# MLflow appends a note about its 1.x request format to every "which input field?" error.
+PROTOCOL_NOTE = re.compile(r"\s*IMPORTANT: The MLflow Model scoring protocol has changed.*", re.DOTALL)
 
 
 def client_message(message: str) -> str:
-    """MLflow's message without its echo of the input data, when it has one."""
+    """MLflow's message without the data it echoes: its ``Failed to predict data '<input>'``
+    prefix, the ``of data '<input>'`` of a schema error, and its note on the 1.x protocol."""
     if message.startswith(ECHO_PREFIX) and ECHO_END in message:
-        return message.rpartition(ECHO_END)[2]
-    return message
+        message = message.rpartition(ECHO_END)[2]
+    message = SCHEMA_ECHO.sub(r"The input does not match the model's schema \g<schema>: ", message, count=1)
+    return PROTOCOL_NOTE.sub("", message)
 
 
-def without_client_stack_traces(app):
-    """Add to MLflow's scoring ``app`` a middleware that moves ``stack_trace`` out of
-    every 4xx JSON answer into the server log, and drops the data echo from its message."""
-    from fastapi import Request
-    from fastapi.responses import Response
+def error_body(error_code: str, message: str) -> bytes:
+    return json.dumps({"error_code": error_code, "message": capped(message)}).encode()
 
-    @app.middleware("http")
-    async def strip_stack_trace(request: Request, call_next):
-        response = await call_next(request)
-        media_type = response.headers.get("content-type", "")
-        if not (400 <= response.status_code < 500 and media_type.startswith("application/json")):
-            return response
-        body = b"".join([chunk async for chunk in response.body_iterator])
+
+def _strict_constant(name: str) -> float:
+    if name == "-Infinity":
+        return LOG_ZERO
+    raise ValueError(f"the model returned {name}, which JSON cannot carry")
+
+
+def strict_predictions(body: bytes) -> bytes:
+    """A prediction answer as strict JSON: ``-Infinity`` (a log of 0) becomes :data:`LOG_ZERO`;
+    ``NaN`` or ``Infinity`` raise ValueError (the model refuses inputs that produce them)."""
+    if b"Infinity" not in body and b"NaN" not in body:  # the common case: nothing to parse
+        return body
+    return json.dumps(json.loads(body, parse_constant=_strict_constant), allow_nan=False).encode()
+
+
+def error_answer(status: int, body: bytes, media_type: str, where: str) -> bytes:
+    """An answer of 400 or above as ``{"error_code", "message", ...}``: MLflow's JSON without
+    ``stack_trace`` (logged instead) and without data echoes, or a plain-text answer wrapped."""
+    from mlflow.exceptions import HTTP_STATUS_TO_ERROR_CODE
+
+    default_code = HTTP_STATUS_TO_ERROR_CODE.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+    payload = None
+    if media_type.startswith(JSON_TYPE):
         try:
             payload = json.loads(body)
         except ValueError:
             payload = None
-        if isinstance(payload, dict):
-            if "stack_trace" in payload:
-                log.warning("%s %s -> %d: %s\n%s", request.method, request.url.path, response.status_code,
-                            payload.get("message", ""), payload.pop("stack_trace"))
-            if isinstance(payload.get("message"), str):
-                payload["message"] = client_message(payload["message"])
-            body = json.dumps(payload).encode()
-        return Response(content=body, status_code=response.status_code, media_type="application/json")
+    if not isinstance(payload, dict):
+        text = body.decode("utf-8", "replace").strip() or f"HTTP {status}"
+        return error_body(default_code, client_message(text))
+    if "stack_trace" in payload:
+        log.warning("%s -> %d: %s\n%s", where, status, capped(str(payload.get("message", ""))),
+                    capped(str(payload.pop("stack_trace")), MAX_LOGGED_TRACE_CHARS))
+    message = payload.get("message", payload.get("detail", f"HTTP {status}"))
+    payload["message"] = capped(client_message(message if isinstance(message, str) else json.dumps(message)))
+    payload.pop("detail", None)
+    payload.setdefault("error_code", default_code)
+    return json.dumps(payload).encode()
+
+
+def guarded(app, input_schema):
+    """Put in front of MLflow's scoring ``app`` the checks and rewrites the module docstring lists;
+    ``input_schema``: the model's, whose numeric columns refuse booleans."""
+    from fastapi import Request
+    from fastapi.responses import Response
+
+    numeric = numeric_columns(input_schema)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        where = f"{request.method} {request.url.path}"
+        scoring = request.url.path == "/invocations" and request.method == "POST"
+        if scoring:
+            body = await request.body()  # Starlette hands the same body on to MLflow
+            try:
+                # Off the event loop, as MLflow parses: a large body takes a while.
+                await asyncio.to_thread(check_request, request.headers, body, numeric)
+            except Refused as refusal:
+                log.info("%s -> %d: %s", where, refusal.status, capped(refusal.message, 200))
+                return Response(error_body(refusal.error_code, refusal.message), refusal.status,
+                                media_type=JSON_TYPE)
+        try:
+            response = await call_next(request)
+            if response.status_code < 400 and not scoring:
+                return response
+            content = b"".join([chunk async for chunk in response.body_iterator])
+            media_type = response.headers.get("content-type", "")
+            if response.status_code >= 400:
+                content = error_answer(response.status_code, content, media_type, where)
+            elif media_type.startswith(JSON_TYPE):
+                content = strict_predictions(content)
+        except Exception:
+            log.exception("%s failed", where)
+            return Response(error_body("INTERNAL_ERROR", "The server failed on this request; its log has "
+                                       "the details."), 500, media_type=JSON_TYPE)
+        return Response(content=content, status_code=response.status_code, media_type=JSON_TYPE)
 
     return app
 
 
 def build_app(model_uri: str):
-    """Load ``model_uri`` and return MLflow's scoring app for it, without client stack traces."""
+    """Load ``model_uri`` and return MLflow's scoring app for it, guarded (:func:`guarded`)."""
     import mlflow
     from mlflow.pyfunc import scoring_server
 
-    return without_client_stack_traces(scoring_server.init(mlflow.pyfunc.load_model(model_uri)))
+    model = mlflow.pyfunc.load_model(model_uri)
+    return guarded(scoring_server.init(model), model.metadata.get_input_schema())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -11,9 +11,17 @@ Reads:
 Writes ``--output`` (CSV or Parquet, by extension), one row per input row in the
 input's order: the id columns, then ``prediction`` for ``predict``, or one column
 per class label, ``proba_<label>`` / ``log_proba_<label>``, in the model's class
-order. The file is written under a temporary name and renamed at the end: a
-failure (a missing column, a value that is not a number in a number column, a
-gap the model does not accept, named by row and column) leaves no partial output.
+order. Id columns are copied as the input holds them: a CSV's text as it is
+(``007`` stays ``007``), a Parquet file's columns in their own type. An input
+column named like an output column is refused, not renamed: leave it out with
+``--id-columns``.
+
+The file is written under a temporary name and renamed at the end. Every refusal
+(a missing or colliding column, a value that is not a number in a number column,
+a value the model refuses, a file that is not UTF-8, a bad ``--chunk-size`` or
+``--output``) is one line on stderr naming the file, row and column or the
+parameter, and exit 1; it leaves no partial output, and an existing output file
+as it was.
 
 Rows outside the training data's contract (a value beyond the training range, a
 category never seen, a gap where training had none; ``core.contract``) are scored
@@ -31,14 +39,17 @@ import contextlib
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from core import contract, contracts
-from core.tabular import AtomicWriter, TableError, count_rows, iter_chunks
+from core.errors import StepError
+from core.tabular import AtomicWriter, columns, count_rows, iter_chunks
 from model.dispatch_model import (
     DEFAULT_PREDICT_METHOD,
     PREDICT_METHOD_PARAM,
@@ -52,7 +63,7 @@ DEFAULT_CHUNK_SIZE = 100_000
 COLUMN_PREFIX = {"predict_proba": "proba_", "predict_log_proba": "log_proba_"}
 
 
-class ScoringError(ValueError):
+class ScoringError(StepError, ValueError):
     """The input cannot be scored; the message names the file, row and column."""
 
 
@@ -80,18 +91,35 @@ def check_chunk(chunk: pd.DataFrame, types: dict[str, str], source: Path) -> pd.
             out[column] = values
             continue
         numbers = pd.to_numeric(values, errors="coerce")
-        bad = numbers.isna() & values.notna()
+        bad = (numbers.isna() & values.notna()) | truth_values(values)
         if kind in ("long", "integer"):
-            bad |= numbers.notna() & (numbers % 1 != 0)
+            bad |= numbers.notna() & ((numbers % 1 != 0) | (numbers.abs() >= 2**63))
         if bad.any():
             row = bad.idxmax()
-            expected = "a whole number" if kind in ("long", "integer") else "a number"
-            raise ScoringError(f"{source}: row {row}, column {column!r}: {chunk.at[row, column]!r} is not {expected}")
+            expected = "a whole number (64 bits)" if kind in ("long", "integer") else "a number"
+            raise ScoringError(
+                f"{source}: row {row}, column {column!r}: {shown(chunk.at[row, column])} is not {expected}"
+            )
         if kind in ("long", "integer") and numbers.notna().all():
             out[column] = numbers.astype(np.int64)
         else:
             out[column] = numbers.astype(np.float64)
     return pd.DataFrame(out, index=chunk.index)
+
+
+def shown(value) -> str:
+    """A value as a message shows it: ``1e+308``, not ``np.float64(1e+308)``."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def truth_values(values: pd.Series) -> pd.Series:
+    """Where ``values`` holds a boolean: pandas would take it as 1 or 0 in a number
+    column, but a Parquet boolean column there is a mistaken column, not a number."""
+    if pd.api.types.is_bool_dtype(values):
+        return values.notna()
+    if values.dtype == object:
+        return values.map(lambda v: isinstance(v, (bool, np.bool_))).astype(bool)
+    return pd.Series(False, index=values.index)
 
 
 TRUTH = {"true": True, "false": False, "1": True, "0": False}
@@ -107,16 +135,90 @@ def booleans(values: pd.Series, column: str, source: Path) -> pd.Series:
     bad = parsed.map(lambda v: isinstance(v, str))
     if bad.any():
         row = bad.idxmax()
-        raise ScoringError(f"{source}: row {row}, column {column!r}: {values.at[row]!r} is not true or false")
+        raise ScoringError(
+            f"{source}: row {row}, column {column!r}: {shown(values.at[row])} is not true or false"
+        )
     return parsed.astype(object).where(parsed.notna(), None)
 
 
-def prediction_columns(result: np.ndarray, method: str, classes: Sequence) -> pd.DataFrame:
-    """Name the model's output: ``prediction``, or one column per class label."""
+def output_columns(method: str, classes: Sequence) -> list[str]:
+    """The names of the model's output columns: ``prediction``, or one per class label."""
     if method == "predict":
-        return pd.DataFrame({"prediction": np.asarray(result)})
-    prefix = COLUMN_PREFIX[method]
-    return pd.DataFrame(np.asarray(result), columns=[f"{prefix}{label}" for label in classes])
+        return ["prediction"]
+    return [f"{COLUMN_PREFIX[method]}{label}" for label in classes]
+
+
+def prediction_columns(result: np.ndarray, method: str, classes: Sequence) -> pd.DataFrame:
+    """Name the model's output (:func:`output_columns`)."""
+    result = np.asarray(result)
+    return pd.DataFrame(result.reshape(len(result), -1), columns=output_columns(method, classes))
+
+
+def copied_columns(
+    header: Sequence[str], features: Sequence[str], names: Sequence[str], id_columns: Sequence[str] | None,
+    source: Path,
+) -> list[str]:
+    """The input columns copied to the output (``id_columns``, default every column that
+    is not a feature), checked against the input's ``header`` and the output column
+    ``names``: a copied column named like an output column would make two columns of
+    one name, which readers of the output take one of, or rename, without a word."""
+    duplicated = sorted(name for name, count in Counter(header).items() if count > 1)
+    if duplicated:
+        raise ScoringError(f"{source}: column(s) {duplicated} appear more than once")
+    if id_columns is None:
+        ids = [c for c in header if c not in features]
+    else:
+        ids = list(dict.fromkeys(id_columns))  # a column named twice is copied once
+    absent = [c for c in ids if c not in header]
+    if absent:
+        raise ScoringError(f"{source}: id column(s) {absent} not found; it has {list(header)}")
+    for name in ids:
+        if name in names:
+            raise ScoringError(
+                f"{source}: input column {name!r} would be copied beside the output column of that name; "
+                "rename it, or leave it out with --id-columns"
+            )
+    return ids
+
+
+def predict_chunk(model, features: pd.DataFrame, method: str, source: Path):
+    """The model's output for one chunk. A refusal names the file: the model's own message
+    (``INVALID_PARAMETER_VALUE``, naming the row and column), or, for a ValueError the
+    estimator raised itself (scikit-learn's input checks, such as a value beyond float32
+    for a tree), the first row it refuses, found by halving the chunk."""
+    params = {PREDICT_METHOD_PARAM: method}
+    try:
+        return model.predict(features, params=params)
+    except MlflowException as err:
+        raise ScoringError(f"{source}: {err.message}") from err
+    except ValueError as err:
+        estimator = (model.metadata.metadata or {}).get("estimator", "the model")
+        where = refused_rows(model, features, params)
+        raise ScoringError(f"{source}: {where}: {estimator} refused it: {err}") from err
+
+
+def refused_rows(model, features: pd.DataFrame, params: dict) -> str:
+    """``row N``: the first row the model refuses on its own, found by halving ``features``
+    (predicting about as many rows again, only once a chunk has failed); the chunk's
+    ``rows A to B`` if no single row is refused (a refusal of the rows together)."""
+
+    def refuses(part: pd.DataFrame) -> bool:
+        try:
+            model.predict(part, params=params)
+        except (ValueError, MlflowException):
+            return True
+        return False
+
+    low, high = 0, len(features)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if refuses(features.iloc[low:middle]):
+            high = middle
+        else:
+            low = middle
+    if refuses(features.iloc[low:low + 1]):
+        return f"row {features.index[low]}"
+    return f"rows {features.index[0]} to {features.index[-1]}"
 
 
 def score_file(
@@ -131,6 +233,10 @@ def score_file(
 ) -> int:
     """Score ``input_path`` chunk by chunk into ``output_path``; return the number of rows.
 
+    Everything that can be checked before reading rows is (the method, ``chunk_size``,
+    the input's columns against the model's and the output's), so that such a
+    mistake fails at once, however large the file.
+
     With ``drift`` (a list), each chunk is checked against the training data's contract
     kept in the model's metadata (``core.contract``) and what falls outside is appended
     as a report per chunk; nothing is refused for it."""
@@ -138,6 +244,8 @@ def score_file(
 
     if method not in PREDICT_METHODS:
         raise ScoringError(f"predict_method {method!r} is not one of {', '.join(PREDICT_METHODS)}")
+    if chunk_size < 1:
+        raise ScoringError(f"--chunk-size must be at least 1 row, got {chunk_size}")
     if input_path.resolve() == output_path.resolve():
         raise ScoringError(f"--output {output_path} would overwrite the input")
     schema = model.metadata.get_input_schema()
@@ -151,31 +259,41 @@ def score_file(
             f"predict_method {method!r} is not offered by this model "
             f"({metadata.get('estimator', 'its estimator')} offers {', '.join(offered)})"
         )
+    ids = copied_columns(
+        columns(input_path, "Input file"), features, output_columns(method, classes), id_columns, input_path
+    )
     data_contract = metadata.get(contract.METADATA_KEY)
     checker = contract.load_contract(data_contract) if drift is not None and data_contract else None
+    text = [name for name, kind in types.items() if kind == "string"]
+    chunks = iter_chunks(input_path, chunk_size, role="Input file", text_columns=text,
+                         kept_columns=[c for c in ids if c not in features])
     rows = 0
     with AtomicWriter(output_path) as writer, tqdm(
-        total=count_rows(input_path), unit="rows", disable=None if progress is None else not progress
+        total=count_rows(input_path, "Input file"), unit="rows",
+        disable=None if progress is None else not progress,
     ) as bar:
-        text = [name for name, kind in types.items() if kind == "string"]
-        for chunk in iter_chunks(input_path, chunk_size, role="Input file", text_columns=text):
-            ids = id_columns if id_columns is not None else [c for c in chunk.columns if c not in features]
-            absent = [c for c in ids if c not in chunk.columns]
-            if absent:
-                raise ScoringError(f"{input_path}: id column(s) {absent} not found")
+        for chunk in chunks:
+            if chunk.empty:  # a CSV with a header only
+                continue
             features_chunk = check_chunk(chunk, types, input_path)
             if checker is not None:
                 drift.append(contract.drift(checker, features_chunk))
-            result = model.predict(features_chunk, params={PREDICT_METHOD_PARAM: method})
+            result = predict_chunk(model, features_chunk, method, input_path)
             out = pd.concat(
-                [chunk[list(ids)].reset_index(drop=True), prediction_columns(result, method, classes)], axis=1
+                [chunk[ids].reset_index(drop=True), prediction_columns(result, method, classes)], axis=1
             )
             writer.write(out)
             rows += len(chunk)
             bar.update(len(chunk))
-    if rows == 0:
-        raise ScoringError(f"Input file {input_path} has no rows")
+        if rows == 0:  # raised inside the block: an existing output stays as it was
+            raise ScoringError(f"Input file {input_path} has no rows")
     return rows
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line (scikit-learn's and pandas' messages span several): a
+    scheduler's log or a shell shows the error line as one."""
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,7 +315,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     args = build_parser().parse_args(argv)
     args.model_uri = args.model_uri or contracts.CHAMPION_URI
@@ -222,8 +339,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 mlflow.log_metric("rows_scored", rows)
                 if len(report):
                     mlflow.log_table(report.astype({"example": str, "first_row": str}), "drift.json")
-    except (ScoringError, TableError, MlflowException) as err:
-        print(f"score: error: {getattr(err, 'message', err)}", file=sys.stderr)
+    except (StepError, MlflowException) as err:
+        print(f"score: error: {one_line(getattr(err, 'message', err))}", file=sys.stderr)
         sys.exit(1)
     print(f"{args.output}: {rows} rows scored with {args.predict_method} by {args.model_uri}")
 

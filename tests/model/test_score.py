@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from core.tabular import TableError
+from core import contracts
+from core.tabular import AtomicWriter, TableError
 from serving import batch as score
-from tests.support.factories import FEATURES, package, rows
+from tests.support.factories import FEATURES, package, rows, venv_env
 
 
 @pytest.fixture
@@ -41,13 +48,15 @@ def test_output_matches_the_estimator_in_input_order(model_and_estimator, tmp_pa
         np.testing.assert_allclose(result[columns].to_numpy(), expected, rtol=0, atol=1e-12)
 
 
-def test_id_columns_can_be_chosen(model_and_estimator, tmp_path):
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_id_columns_can_be_chosen(model_and_estimator, tmp_path, suffix):
     model, _, _ = model_and_estimator
     source = tmp_path / "in.csv"
     rows(10).to_csv(source, index=False)
-    out = tmp_path / "out.csv"
-    score.score_file(model, source, out, "predict", id_columns=["id"])
-    assert list(pd.read_csv(out).columns) == ["id", "prediction"]
+    out = tmp_path / f"out{suffix}"
+    score.score_file(model, source, out, "predict", id_columns=["id", "note", "id"])  # one named twice
+    header = out.read_text().splitlines()[0].split(",") if suffix == ".csv" else pq.read_schema(out).names
+    assert header == ["id", "note", "prediction"]
 
 
 @pytest.mark.parametrize(
@@ -142,3 +151,207 @@ def test_a_value_that_is_not_true_or_false_is_named(tabular_model, tmp_path):
     with pytest.raises(score.ScoringError, match=r"row 1, column 'flag': 'maybe' is not true or false"):
         score.score_file(model, source, tmp_path / "out.csv", "predict")
     assert not (tmp_path / "out.csv").exists()
+
+
+# Refusals through the command line: exit 1, one line on stderr, nothing half-written.
+
+
+def refused(argv: list[str], capsys) -> str:
+    """The single stderr line of ``score.main(argv)``, asserting that it exits 1 with it
+    (an exception escaping instead would be a traceback for the user)."""
+    with pytest.raises(SystemExit) as exit_info:
+        score.main([*argv, "--no-progress"])
+    assert exit_info.value.code == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("score: error: "), lines
+    return lines[0]
+
+
+def assert_nothing_written(folder, output, before: bytes | None = None) -> None:
+    """No temporary file left under ``folder``; ``output`` absent, or still holding ``before``."""
+    assert list(folder.rglob("*.partial")) == []
+    if before is None:
+        assert not output.exists()
+    else:
+        assert output.read_bytes() == before
+
+
+@pytest.fixture
+def scoring_files(tmp_path):
+    """An input CSV of 40 rows and an existing output file that a refused run must not touch."""
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    rows(40).to_csv(source, index=False)
+    out.write_text("an earlier result\n")
+    return source, out
+
+
+@pytest.mark.parametrize("where", ["a directory", "under a file"])
+def test_an_output_path_that_cannot_be_a_file_is_refused(
+    model_and_estimator, scoring_files, tmp_path, capsys, where
+):
+    _, _, model_uri = model_and_estimator
+    source, _ = scoring_files
+    if where == "a directory":
+        output = tmp_path / "scored.csv"
+        output.mkdir()
+        expected = f"Output file {output} is a directory"
+    else:
+        (tmp_path / "plain").write_text("a file\n")
+        output = tmp_path / "plain" / "scored.csv"
+        expected = f"Output file {output}: its directory cannot be made"
+    line = refused(["--input", str(source), "--output", str(output), "--model-uri", model_uri], capsys)
+    assert expected in line
+    assert list(tmp_path.rglob("*.partial")) == []
+    if where == "a directory":
+        assert list(output.iterdir()) == []
+    else:
+        assert (tmp_path / "plain").read_text() == "a file\n"
+
+
+@pytest.mark.parametrize("size", [0, -5])
+def test_a_chunk_size_below_one_is_refused(model_and_estimator, scoring_files, tmp_path, capsys, size):
+    _, _, model_uri = model_and_estimator
+    source, out = scoring_files
+    line = refused(["--input", str(source), "--output", str(out), "--model-uri", model_uri,
+                    "--chunk-size", str(size)], capsys)
+    assert f"--chunk-size must be at least 1 row, got {size}" in line
+    assert_nothing_written(tmp_path, out, b"an earlier result\n")
+
+
+@pytest.fixture
+def forest_uri(tmp_path, cfg):
+    """A random forest: scikit-learn's trees take float32, so a float64 above ~3.4e38 is refused."""
+    info, _, _ = package(RandomForestClassifier(n_estimators=5, random_state=0), tmp_path, cfg)
+    return info.model_uri
+
+
+def test_a_value_the_forest_refuses_is_named_by_file_and_row(forest_uri, scoring_files, tmp_path, capsys):
+    source, out = scoring_files
+    frame = rows(60)
+    frame.loc[37, FEATURES[0]] = 1e39
+    frame.to_csv(source, index=False)
+    line = refused(["--input", str(source), "--output", str(out), "--model-uri", forest_uri,
+                    "--chunk-size", "25"], capsys)
+    assert f"{source}: " in line and "row 37" in line
+    assert_nothing_written(tmp_path, out, b"an earlier result\n")
+
+
+@pytest.mark.parametrize(
+    ("where", "line_number"),
+    [("header", 1), ("body", 23)],  # the header is line 1, row 0 line 2
+)
+def test_a_csv_that_is_not_utf8_is_refused_naming_the_line(
+    model_and_estimator, scoring_files, tmp_path, capsys, where, line_number
+):
+    _, _, model_uri = model_and_estimator
+    source, out = scoring_files
+    frame = rows(40)
+    if where == "header":
+        frame = frame.rename(columns={"note": "remarqu\u00e9e"})
+    else:
+        frame.loc[21, "note"] = "caf\u00e9"
+    source.write_bytes(frame.to_csv(index=False).encode("latin-1"))
+    line = refused(["--input", str(source), "--output", str(out), "--model-uri", model_uri,
+                    "--chunk-size", "10"], capsys)  # the body's error comes after two chunks were written
+    assert f"Input file {source} is not UTF-8 text: line {line_number} has the byte 0xe9" in line
+    assert_nothing_written(tmp_path, out, b"an earlier result\n")
+
+
+@pytest.mark.parametrize(
+    ("column", "method"),
+    [("prediction", "predict"), ("proba_0", "predict_proba"), ("log_proba_2", "predict_log_proba")],
+)
+def test_an_input_column_named_like_an_output_column_is_refused(
+    model_and_estimator, scoring_files, tmp_path, capsys, column, method
+):
+    _, _, model_uri = model_and_estimator
+    source, out = scoring_files
+    rows(40).assign(**{column: 1.0}).to_csv(source, index=False)
+    argv = ["--input", str(source), "--output", str(out), "--model-uri", model_uri, "--predict-method", method]
+    line = refused(argv, capsys)
+    assert f"input column {column!r} would be copied beside the output column of that name" in line
+    assert_nothing_written(tmp_path, out, b"an earlier result\n")
+    score.main([*argv, "--id-columns", "id", "--no-progress"])  # leaving it out of the copied columns
+    result = pd.read_csv(out)
+    assert result.columns.tolist()[0] == "id" and result.columns.tolist().count(column) == 1
+
+
+def test_a_parquet_file_with_a_repeated_column_name_is_refused(
+    model_and_estimator, scoring_files, tmp_path, capsys
+):
+    _, _, model_uri = model_and_estimator
+    _, out = scoring_files
+    frame = rows(5)
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(frame[c]) for c in [*FEATURES, "id", "id"]],
+                                        names=[*FEATURES, "id", "id"]), source)
+    line = refused(["--input", str(source), "--output", str(out), "--model-uri", model_uri], capsys)
+    assert f"{source}: column(s) ['id'] appear more than once" in line
+    assert_nothing_written(tmp_path, out, b"an earlier result\n")
+
+
+# Pass-through (id) columns are copied as the input holds them, whatever each chunk looks like.
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_id_columns_from_a_csv_are_copied_as_its_text(model_and_estimator, tmp_path, suffix):
+    model, _, _ = model_and_estimator
+    frame = rows(30)
+    ids = ["007"] + [str(i) for i in range(1, 10)] + [f"a{i}" for i in range(10, 30)]  # numbers, then text
+    frame["id"] = ids
+    source, out = tmp_path / "in.csv", tmp_path / f"out{suffix}"
+    frame.to_csv(source, index=False)
+    assert score.score_file(model, source, out, "predict", chunk_size=10) == 30
+    if suffix == ".parquet":
+        assert pq.read_table(out).column("id").to_pylist() == ids
+    else:
+        assert pd.read_csv(out, dtype={"id": str})["id"].tolist() == ids
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_id_columns_from_parquet_keep_their_type_in_every_chunk(model_and_estimator, tmp_path, suffix):
+    """Integers with a gap in one chunk only, and a text column that is empty in the first
+    chunk, in a file without pandas' metadata (as Spark and most tools write it)."""
+    model, _, _ = model_and_estimator
+    frame = rows(30)
+    frame["id"] = pd.array([None if i == 15 else i for i in range(30)], dtype="Int64")
+    frame["note"] = pd.array([None] * 10 + [f"r{i}" for i in range(10, 30)], dtype="string")
+    source, out = tmp_path / "in.parquet", tmp_path / f"out{suffix}"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None), source)
+    score.score_file(model, source, out, "predict", chunk_size=10)
+    if suffix == ".parquet":
+        table = pq.read_table(out)
+        assert table.schema.field("id").type == pa.int64()
+        assert table.column("id").to_pylist() == [None if i == 15 else i for i in range(30)]
+        assert table.column("note").to_pylist() == [None] * 10 + [f"r{i}" for i in range(10, 30)]
+    else:
+        written = pd.read_csv(out, dtype=str, keep_default_na=False)
+        assert written["id"].tolist() == ["" if i == 15 else str(i) for i in range(30)]  # never "16.0"
+
+
+def test_a_parquet_writer_refuses_a_chunk_of_another_type_naming_row_and_column(tmp_path):
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"an earlier result")
+    with pytest.raises(TableError) as err, AtomicWriter(out) as writer:
+        writer.write(pd.DataFrame({"id": [1, 2], "label": ["a", "b"]}))
+        writer.write(pd.DataFrame({"id": [3, "x"], "label": ["c", "d"]}))
+    assert str(err.value).startswith(f"Output file {out}: row 3, column 'id': 'x' is not int64")
+    assert_nothing_written(tmp_path, out, b"an earlier result")
+
+
+def test_the_command_prints_no_traceback(model_and_estimator, scoring_files, tmp_path):
+    """The real process: what a user or a scheduler sees is the one line and exit 1."""
+    _, _, model_uri = model_and_estimator
+    source, out = scoring_files
+    source.write_bytes(b"petal length (cm),petal width (cm)\n1.0,caf\xe9\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.batch", "--input", str(source), "--output", str(out),
+         "--model-uri", model_uri],
+        cwd=contracts.PROJECT_DIR, env=venv_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"score: error: Input file {source} is not UTF-8 text: line 2 has the byte 0xe9 (byte 42 of the file); "
+        "save it as UTF-8"
+    ]

@@ -27,6 +27,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_STATE
+
 from core.digests import files_digest
 
 FILES_DIGEST_TAG = "model.files_sha256"
@@ -34,8 +37,13 @@ FILES_DIGEST_TAG = "model.files_sha256"
 DOWNLOAD_ONLY_FILES = frozenset({"registered_model_meta"})
 
 
-class UntrustedModel(Exception):
-    """The model's files do not match the record of them (or there is no record)."""
+class UntrustedModel(MlflowException):
+    """The model's files do not match the record of them (or there is no record). An
+    ``MlflowException`` (``INVALID_STATE``, as the dispatch model's own digest check), so
+    every command that reports MLflow's refusals in one line reports this one too."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_STATE)
 
 
 def _content(path: Path) -> bytes:

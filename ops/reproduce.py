@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from core import contracts
 from core.config import build_estimator, compose_config, describe_error, split_overrides
+from core.integrity import load_verified
 from model.dispatch_model import PREDICT_METHOD_PARAM, PREDICT_METHODS
 from pipeline.lineage import git_state
 
@@ -67,7 +68,7 @@ def reproduce(name: str, model_version: str) -> dict[str, bool]:
     target = cfg.data.target
     features = [column for column in train.columns if column != target]
     rebuilt = build_estimator(cfg.model).fit(train[features], train[target])
-    registered = mlflow.pyfunc.load_model(f"models:/{name}/{model_version}")
+    registered = load_verified(f"models:/{name}/{model_version}")
     results = {}
     for method in PREDICT_METHODS:
         if not hasattr(rebuilt, method):

@@ -49,6 +49,7 @@ from mlflow.exceptions import MlflowException
 
 from core import contract, contracts
 from core.errors import StepError
+from core.integrity import load_verified
 from core.tabular import AtomicWriter, columns, count_rows, iter_chunks
 from model.dispatch_model import (
     DEFAULT_PREDICT_METHOD,
@@ -56,89 +57,12 @@ from model.dispatch_model import (
     PREDICT_METHODS,
     offered_methods,
 )
+from serving.chunk_types import ScoringError, check_chunk
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 100_000
 COLUMN_PREFIX = {"predict_proba": "proba_", "predict_log_proba": "log_proba_"}
-
-
-class ScoringError(StepError, ValueError):
-    """The input cannot be scored; the message names the file, row and column."""
-
-
-NUMERIC_TYPES = {"double", "float", "long", "integer"}
-
-
-def check_chunk(chunk: pd.DataFrame, types: dict[str, str], source: Path) -> pd.DataFrame:
-    """The feature columns as the model's signature types them (``types``: column -> MLflow
-    type): numbers parsed, text as text, booleans as booleans, a gap as a gap. A value
-    that is not a number in a numeric column, not a whole number in an integer one, or
-    not true/false in a boolean one is an error naming the file, row and column."""
-    missing = [column for column in types if column not in chunk.columns]
-    if missing:
-        raise ScoringError(f"{source}: missing feature column(s) {missing}; it has {list(chunk.columns)}")
-    out = {}
-    for column, kind in types.items():
-        values = chunk[column]
-        if kind == "string":
-            out[column] = values.astype("str")  # pandas' text type: a gap stays NaN
-            continue
-        if kind == "boolean":
-            out[column] = booleans(values, column, source)
-            continue
-        if kind not in NUMERIC_TYPES:
-            out[column] = values
-            continue
-        numbers = pd.to_numeric(values, errors="coerce")
-        bad = (numbers.isna() & values.notna()) | truth_values(values)
-        if kind in ("long", "integer"):
-            bad |= numbers.notna() & ((numbers % 1 != 0) | (numbers.abs() >= 2**63))
-        if bad.any():
-            row = bad.idxmax()
-            expected = "a whole number (64 bits)" if kind in ("long", "integer") else "a number"
-            raise ScoringError(
-                f"{source}: row {row}, column {column!r}: {shown(chunk.at[row, column])} is not {expected}"
-            )
-        if kind in ("long", "integer") and numbers.notna().all():
-            out[column] = numbers.astype(np.int64)
-        else:
-            out[column] = numbers.astype(np.float64)
-    return pd.DataFrame(out, index=chunk.index)
-
-
-def shown(value) -> str:
-    """A value as a message shows it: ``1e+308``, not ``np.float64(1e+308)``."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
-
-
-def truth_values(values: pd.Series) -> pd.Series:
-    """Where ``values`` holds a boolean: pandas would take it as 1 or 0 in a number
-    column, but a Parquet boolean column there is a mistaken column, not a number."""
-    if pd.api.types.is_bool_dtype(values):
-        return values.notna()
-    if values.dtype == object:
-        return values.map(lambda v: isinstance(v, (bool, np.bool_))).astype(bool)
-    return pd.Series(False, index=values.index)
-
-
-TRUTH = {"true": True, "false": False, "1": True, "0": False}
-
-
-def booleans(values: pd.Series, column: str, source: Path) -> pd.Series:
-    """A boolean column as objects (``True``/``False``, ``None`` for a gap), from booleans
-    or from text as a CSV holds it (true/false, 1/0, any case)."""
-    if pd.api.types.is_bool_dtype(values) and not values.isna().any():
-        return values
-    parsed = values.map(lambda v: v if isinstance(v, (bool, np.bool_)) or pd.isna(v)
-                        else TRUTH.get(str(v).strip().lower().removesuffix(".0"), "bad"))
-    bad = parsed.map(lambda v: isinstance(v, str))
-    if bad.any():
-        row = bad.idxmax()
-        raise ScoringError(
-            f"{source}: row {row}, column {column!r}: {shown(values.at[row])} is not true or false"
-        )
-    return parsed.astype(object).where(parsed.notna(), None)
 
 
 def output_columns(method: str, classes: Sequence) -> list[str]:
@@ -323,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     id_columns = None if args.id_columns in (None, "") else [c.strip() for c in args.id_columns.split(",")]
     in_project_run = "MLFLOW_RUN_ID" in os.environ
     try:
-        model = mlflow.pyfunc.load_model(args.model_uri)
+        model = load_verified(args.model_uri)  # its files checked first: core.integrity
         drift: list = []
         with mlflow.start_run() if in_project_run else contextlib.nullcontext():
             rows = score_file(

@@ -38,6 +38,7 @@ import sys
 from collections.abc import Sequence
 
 from core import contracts
+from core.integrity import load_verified
 from serving.request_checks import JSON_TYPE, Refused, capped, check_request, numeric_columns
 
 log = logging.getLogger("serving.server")
@@ -148,10 +149,9 @@ def guarded(app, input_schema):
 
 def build_app(model_uri: str):
     """Load ``model_uri`` and return MLflow's scoring app for it, guarded (:func:`guarded`)."""
-    import mlflow
     from mlflow.pyfunc import scoring_server
 
-    model = mlflow.pyfunc.load_model(model_uri)
+    model = load_verified(model_uri)  # its files checked first: core.integrity
     return guarded(scoring_server.init(model), model.metadata.get_input_schema())
 
 

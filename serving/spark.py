@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from core.integrity import verified_copy
 from model.dispatch_model import (
     DEFAULT_PREDICT_METHOD,
     PREDICT_METHOD_PARAM,
@@ -60,13 +61,15 @@ def score_dataframe(spark, frame, model_uri: str, method: str = DEFAULT_PREDICT_
     missing = [f for f in features if f not in frame.columns]
     if missing:
         raise ValueError(f"Spark DataFrame lacks feature column(s) {missing}; it has {frame.columns}")
-    udf = mlflow.pyfunc.spark_udf(
-        spark,
-        model_uri,
-        result_type=label_type(classes) if method == "predict" else "array<double>",
-        env_manager="local",
-        params={PREDICT_METHOD_PARAM: method},
-    )
+    # spark_udf copies the model it is given for the executors: a verified copy (core.integrity).
+    with verified_copy(model_uri) as local:
+        udf = mlflow.pyfunc.spark_udf(
+            spark,
+            str(local),
+            result_type=label_type(classes) if method == "predict" else "array<double>",
+            env_manager="local",
+            params={PREDICT_METHOD_PARAM: method},
+        )
     scored = frame.withColumn(RESULT_COLUMN, udf(*[F.col(f"`{f}`") for f in features]))
     kept = [F.col(f"`{c}`") for c in frame.columns]
     if method == "predict":

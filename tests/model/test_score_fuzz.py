@@ -42,7 +42,7 @@ FEATURES = {"forest": ["petal length (cm)", "petal width (cm)"],
 @pytest.fixture
 def models(tmp_path, cfg, monkeypatch):
     """(URI, loaded model) of each of :data:`MODELS`, packaged once for all
-    examples; ``mlflow.pyfunc.load_model`` answers those URIs with the loaded models,
+    examples; batch scoring's loader answers those URIs with the loaded models,
     as loading them again for each example would take most of the test's time."""
     from hydra.utils import instantiate
 
@@ -64,8 +64,10 @@ def models(tmp_path, cfg, monkeypatch):
         info = package_pyfunc.log_dispatch_model(str(tmp_path / "tabular.joblib"), digest, fitted,
                                                  frame[["code", "flag", "size"]])
     built["tabular"] = info.model_uri
-    loaded = {uri: mlflow.pyfunc.load_model(uri) for uri in built.values()}
-    monkeypatch.setattr(mlflow.pyfunc, "load_model", loaded.__getitem__)
+    from serving import batch
+
+    loaded = {uri: batch.load_verified(uri) for uri in built.values()}
+    monkeypatch.setattr(batch, "load_verified", loaded.__getitem__)
     return {name: (uri, loaded[uri]) for name, uri in built.items()}
 
 

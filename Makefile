@@ -72,7 +72,8 @@ reproduce: $(STAMP)
 batch: $(STAMP)
 	$(BIN)/python -m ops.make_batch data/batch.csv $(if $(ROWS),--append $(ROWS) --seed $$(date +%s))
 
-# The champion behind MLflow's scoring app on loopback (serving/server.py: no stack traces in 4xx answers).
+# The champion behind MLflow's scoring app on loopback (serving/server.py: its files checked first; every
+# bad request a short JSON 4xx, no stack traces, no echo of the body).
 serve: $(STAMP)
 	$(BIN)/python -m serving.server $(MODEL_URI) --host 127.0.0.1 --port $(or $(PORT),5001)
 

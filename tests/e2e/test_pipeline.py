@@ -108,7 +108,7 @@ def test_unknown_override_fails_before_training(project_env, tmp_path):
 
 
 def test_failed_validation_fails_the_pipeline_and_moves_no_alias(champion, project_env, tmp_path):
-    # The champion's joblib file damaged in the store: the model refuses to load it. A
+    # The champion's joblib file damaged in the store: its files no longer match their record. A
     # config only evaluate reads changes, so train, serialize and package_pyfunc come
     # from the cache and evaluate re-validates the champion, version 1.
     for stored in (tmp_path / "artifacts").rglob("artifacts/estimator.joblib"):
@@ -123,7 +123,8 @@ def test_failed_validation_fails_the_pipeline_and_moves_no_alias(champion, proje
     assert parent.data.tags["pipeline.step.package_pyfunc.status"] == "CACHED"
     (evaluate_run,) = runs["evaluate"]
     assert evaluate_run.info.status == "FAILED"
-    assert "load_model (MlflowException: Refusing to load" in evaluate_run.data.tags[contracts.ERROR_TAG]
+    assert ("load_model (UntrustedModel: refusing to load models:/iris-classifier/1: its files in the "
+            "artifact store differ") in evaluate_run.data.tags[contracts.ERROR_TAG]
     client = MlflowClient()
     version = client.get_model_version("iris-classifier", "1")
     assert version.tags[contracts.VALIDATION_STATUS_TAG] == "failed"

@@ -156,17 +156,17 @@ def test_a_champion_the_store_cannot_deliver_is_not_called_broken(champion, monk
     import requests
 
     v1 = champion["registered_model_version"]
-    real_load = mlflow.pyfunc.load_model
+    real_load = evaluate.load_verified
 
-    def load(uri, *args, **kwargs):
+    def load(uri):
         if uri == f"models:/iris-classifier/{v1}":
             try:
                 raise requests.exceptions.ConnectionError("connection refused")
             except requests.exceptions.ConnectionError:
                 raise MlflowException("API request to http://store/artifacts failed with exception") from None
-        return real_load(uri, *args, **kwargs)
+        return real_load(uri)
 
-    monkeypatch.setattr(mlflow.pyfunc, "load_model", load)
+    monkeypatch.setattr(evaluate, "load_verified", load)
     with pytest.raises(MlflowException, match="API request to"):
         promote_cycle(["model.C=2.0"])
     assert aliases() == {"champion": v1}

@@ -121,6 +121,27 @@ def split_overrides(args: Sequence[str]) -> list[str]:
     return overrides
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def multirun_flag(argv: Sequence[str]) -> tuple[bool, list[str]]:
+    """(whether ``argv`` asks for a sweep, ``argv`` without the flag).
+
+    The flag is ``-m``/``--multirun`` as an argument of its own, or at the start
+    of one: ``mlflow run -P hydra_options="-m a=1,2"`` passes ``-m a=1,2`` as one.
+    """
+    found, rest = False, []
+    for arg in argv:
+        head, _, tail = arg.partition(" ")
+        if head in MULTIRUN_FLAGS:
+            found = True
+            if tail.strip():
+                rest.append(tail.strip())
+        else:
+            rest.append(arg)
+    return found, rest
+
+
 def build_estimator(model_cfg):
     """The estimator ``model`` configures, built by ``hydra.utils.instantiate`` with every
     list and mapping converted to plain Python (scikit-learn, and the skops format MLflow

@@ -33,9 +33,10 @@ from pathlib import Path
 from hydra.errors import HydraException
 
 from core import contracts
-from core.config import compose_config, describe_error, split_overrides
+from core.config import compose_config, describe_error, multirun_flag, split_overrides
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from pipeline.locks import LockBusy, file_lock, lock_path
+from pipeline.step import run_as_process
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     from hydra_plugins.pipeline_sweeper.pipeline_sweeper import expand
-    from pipeline.sweep import multirun_flag
 
     parser = build_parser()
     multirun, rest = multirun_flag(sys.argv[1:] if argv is None else argv)
@@ -124,4 +124,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_as_process(main)

@@ -31,11 +31,12 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from core import contracts
+from core.config import multirun_flag
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
-from pipeline import cache, sweep
+from pipeline import cache
 from pipeline.lineage import git_state
 from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
-from pipeline.step import die_with_parent, log_config, parse_step_args, step_parser
+from pipeline.step import die_with_parent, log_config, parse_step_args, run_as_process, step_parser
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="rerun these steps even when cached: 'all' or names, comma-separated",
     )
     argv = list(sys.argv[1:] if argv is None else argv)
-    if sweep.multirun_flag(argv)[0]:  # -m/--multirun: one pipeline per combination
+    if multirun_flag(argv)[0]:  # -m/--multirun: one pipeline per combination
+        from pipeline import sweep  # only here: it imports scikit-learn's metrics
+
         sweep.main(argv)
         return
     args, cfg = parse_step_args(parser, argv)
@@ -106,4 +109,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_as_process(main)

@@ -36,7 +36,7 @@ import sys
 from collections.abc import Sequence
 
 from core import contracts
-from core.config import compose_config, describe_error, split_overrides
+from core.config import compose_config, describe_error, multirun_flag, split_overrides
 from core.metrics import HOLDOUT_METRICS
 from pipeline import sweep_job
 from pipeline.step import step_parser
@@ -50,27 +50,6 @@ JOBS_TABLE_ARTIFACT = "sweep/jobs.json"
 
 class SweepError(RuntimeError):
     """The sweep could not produce a validated model to gate."""
-
-
-MULTIRUN_FLAGS = ("-m", "--multirun")
-
-
-def multirun_flag(argv: Sequence[str]) -> tuple[bool, list[str]]:
-    """(whether ``argv`` asks for a sweep, ``argv`` without the flag).
-
-    The flag is ``-m``/``--multirun`` as an argument of its own, or at the start
-    of one: ``mlflow run -P hydra_options="-m a=1,2"`` passes ``-m a=1,2`` as one.
-    """
-    found, rest = False, []
-    for arg in argv:
-        head, _, tail = arg.partition(" ")
-        if head in MULTIRUN_FLAGS:
-            found = True
-            if tail.strip():
-                rest.append(tail.strip())
-        else:
-            rest.append(arg)
-    return found, rest
 
 
 def launch(arguments: Sequence[str]) -> None:

@@ -73,6 +73,7 @@ from pipeline.step import (
     log_config,
     parse_step_args,
     record_outputs,
+    run_as_process,
     run_in_mlflow_run,
     signals_deferred,
     step_parser,
@@ -294,4 +295,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_as_process(main)

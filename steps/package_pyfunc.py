@@ -57,6 +57,7 @@ from pipeline.step import (
     log_config,
     parse_step_args,
     record_outputs,
+    run_as_process,
     run_in_mlflow_run,
     step_parser,
 )
@@ -214,4 +215,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_as_process(main)

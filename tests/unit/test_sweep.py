@@ -8,10 +8,10 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from core import contracts
-from core.config import Metric, compose_config
+from core.config import Metric, compose_config, multirun_flag
 from core.metrics import HOLDOUT_METRICS
 from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
-from pipeline import sweep, sweep_job, sweep_winner
+from pipeline import sweep_job, sweep_winner
 
 
 def test_expansion_is_hydras_cartesian_product():
@@ -52,7 +52,7 @@ def test_combinations_that_cannot_be_composed_are_named_with_hydras_message():
     ],
 )
 def test_multirun_flag(argv, expected):
-    assert sweep.multirun_flag(argv) == expected
+    assert multirun_flag(argv) == expected
 
 
 def test_the_sweeps_own_overrides_are_not_part_of_a_job():

@@ -140,6 +140,8 @@ def check_input(model_input, estimator_name: str, nullable) -> pd.DataFrame:
         )
     if not hasattr(model_input, "columns"):
         return model_input
+    if _all_finite_floats(model_input):  # the common case, checked in one pass
+        return model_input
     missing = model_input.isna()
     for position, column in enumerate(model_input.columns):
         values = model_input[column]
@@ -166,6 +168,14 @@ def check_input(model_input, estimator_name: str, nullable) -> pd.DataFrame:
                     filled = values.astype(object).where(~holes, np.nan)
                 model_input = model_input.assign(**{column: filled})
     return model_input
+
+
+def _all_finite_floats(model_input: pd.DataFrame) -> bool:
+    """Whether every column is a NumPy float column without NaN or infinity: nothing for
+    :func:`check_input` to refuse or convert, found in one pass over the values."""
+    if not all(dtype.kind == "f" and isinstance(dtype, np.dtype) for dtype in model_input.dtypes):
+        return False
+    return bool(np.isfinite(model_input.to_numpy()).all())
 
 
 def _numeric_columns(model_input: pd.DataFrame):

@@ -167,9 +167,6 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
         skops_trusted_types=skops_trusted_types(estimator),
         # Pinned here rather than inferred, which would import the model in a subprocess.
         pip_requirements=pinned_requirements(MODEL_PACKAGES),
-        # MLflow would load the model it just saved to predict on the example: the
-        # estimator is right here, and evaluate validates every method against it.
-        validate_serving_input=False,
     )
     run_id = mlflow.active_run().info.run_id
     outputs = {

@@ -107,8 +107,8 @@ class Front:
         from starlette.datastructures import Headers
 
         if self.secret is None:
-            return self._refused(403, f"webhooks are not enabled on this server: start it with {webhook.SECRET_ENV} "
-                                      "or --webhook-secret-file")
+            return self._refused(403, "webhooks are not enabled on this server: start it with "
+                                      f"{webhook.SECRET_ENV} or --webhook-secret-file")
         body = await read_body(receive, MAX_WEBHOOK_BYTES)
         if body is None:
             return self._refused(413, f"the body is larger than {MAX_WEBHOOK_BYTES} bytes")

@@ -199,11 +199,9 @@ ENVIRONMENT = {"model_uri": "SERVING_MODEL_URI", "poll_interval": "SERVING_POLL_
                "webhook_secret_file": webhook.SECRET_FILE_ENV}
 
 
-def build_front(options: Options) -> Front:
-    """The app for ``options``: its first version loaded and checked now (raises if it
-    cannot be served: ``MlflowException``, ``ModelCheckFailed``; ``ValueError`` or
-    ``OSError`` for a webhook secret that cannot be read)."""
-    secret = webhook.read_secret(options.webhook_secret_file)
+def build_front(options: Options, secret: str | None) -> Front:
+    """The app for ``options`` (webhooks signed with ``secret``, if any): its first version
+    loaded and checked now (``MlflowException`` or ``ModelCheckFailed`` if it cannot be served)."""
     follower = Follower(options.model_uri, scoring_app, options.poll_interval, shared=Shared.from_env())
     follower.start_serving()
     return Front(follower, secret)
@@ -219,7 +217,7 @@ def create_app() -> Front:
     contracts.configure_tracking()
     options = Options.from_env()
     try:
-        return build_front(options)
+        return build_front(options, webhook.read_secret(options.webhook_secret_file))
     except (MlflowException, ModelCheckFailed, ValueError, OSError) as err:
         log.error("cannot serve %s: %s", options.model_uri, getattr(err, "message", None) or err)
         sys.exit(STARTUP_FAILURE)
@@ -236,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help=f"seconds between reads of the alias (default {DEFAULT_POLL_INTERVAL:g}; 0: only "
                              "when a webhook calls)")
     parser.add_argument("--webhook-secret-file",
-                        help=f"accept MLflow webhooks signed with the secret in this file (or ${webhook.SECRET_ENV})")
+                        help="accept MLflow webhooks signed with the secret in this file "
+                             f"(or ${webhook.SECRET_ENV})")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     args = parser.parse_args(argv)
     if args.poll_interval < 0 or args.workers < 1:
@@ -244,12 +243,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     contracts.configure_logging()
     contracts.configure_tracking()
     options = Options(args.model_uri, args.poll_interval, args.webhook_secret_file)
-    try:  # here, once, even with several workers: a model that cannot be served fails with one line
-        front = build_front(options)
-    except (MlflowException, ModelCheckFailed) as err:
-        parser.exit(1, f"serve: cannot load {args.model_uri}: {getattr(err, 'message', None) or err}\n")
+    try:
+        secret = webhook.read_secret(args.webhook_secret_file)
     except (ValueError, OSError) as err:
         parser.exit(2, f"serve: the webhook secret cannot be read: {err}\n")
+    try:  # here, once, even with several workers: a model that cannot be served fails with one line
+        front = build_front(options, secret)
+    except (MlflowException, ModelCheckFailed) as err:
+        parser.exit(1, f"serve: cannot load {args.model_uri}: {getattr(err, 'message', None) or err}\n")
     if args.workers == 1:
         uvicorn.run(front, host=args.host, port=args.port)
         return

@@ -84,7 +84,8 @@ def score_dataframe(spark, frame, model_uri: str, method: str = DEFAULT_PREDICT_
     prefix = COLUMN_PREFIX[method]
     return scored.select(
         *kept,
-        *[F.col(RESULT_COLUMN)[i].alias(f"{prefix}{label}", metadata=provenance) for i, label in enumerate(classes)],
+        *[F.col(RESULT_COLUMN)[i].alias(f"{prefix}{label}", metadata=provenance)
+          for i, label in enumerate(classes)],
     )
 
 

@@ -139,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", help=f"the scoring server's webhook URL, ending in {PATH}")
-    parser.add_argument("--secret-file", help=f"file holding the secret (default: ${SECRET_FILE_ENV}, ${SECRET_ENV})")
+    parser.add_argument("--secret-file",
+                        help=f"file holding the secret (default: ${SECRET_FILE_ENV}, then ${SECRET_ENV})")
     parser.add_argument("--name", help="the webhook's name in the registry (default: serving-<host>-<port>)")
     args = parser.parse_args(argv)
     secret = read_secret(args.secret_file)

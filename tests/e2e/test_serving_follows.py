@@ -108,6 +108,10 @@ def every_worker(base: str, condition, count: int = 1) -> dict | None:
     return found if len(workers) >= count and all(condition(worker) for worker in workers) else None
 
 
+def refused_version(worker: dict) -> str | None:
+    return (worker["last_refused"] or {}).get("version")
+
+
 def seconds_since(moved_at_wall: float, iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp() - moved_at_wall
 
@@ -167,6 +171,7 @@ def test_a_promotion_and_a_rollback_reach_every_server_without_a_failed_request(
             bodies.setdefault((answer.version, answer.method), set()).add(answer.text)
         assert all(len(found) == 1 for found in bodies.values()), {k: len(v) for k, v in bodies.items()}
         assert bodies[(old, "predict_proba")] != bodies[(new, "predict_proba")]
+    print(f"seconds from each alias move to the new version: {switches}")  # shown with -s, or on failure
     for took in switches:
         loaded = max(seconds for key, seconds in took.items() if key.startswith("load "))
         assert took["pushed"] <= WEBHOOK_BOUND, took
@@ -196,7 +201,7 @@ def test_a_tampered_champion_is_not_served(stack, tmp_path, cfg):
         http.set_registered_model_alias(NAME, "champion", version)
         for base in (stack.polled, stack.pushed):
             report = wait_until(
-                lambda _, base=base: every_worker(base, lambda w: (w["last_refused"] or {}).get("version") == version),
+                lambda _, base=base: every_worker(base, lambda w: refused_version(w) == version),
                 WAIT, f"{base}: version {version} refused", transient=(requests.RequestException,))
             assert report["served"]["version"] == served
             assert "differ from those package_pyfunc logged" in report["last_refused"]["error"]
@@ -215,7 +220,8 @@ def test_webhooks_unsigned_or_badly_signed_are_refused_and_change_nothing(stack)
                        "data": {"name": NAME, "alias": "champion", "version": "1"}}).encode()
     url = f"{stack.pushed}{webhook.PATH}"
     stamp = str(int(time.time()))
-    headers = {"Content-Type": "application/json", webhook.DELIVERY_ID_HEADER: "d-1", webhook.TIMESTAMP_HEADER: stamp}
+    headers = {"Content-Type": "application/json", webhook.DELIVERY_ID_HEADER: "d-1",
+               webhook.TIMESTAMP_HEADER: stamp}
     unsigned = requests.post(url, data=body, headers=headers, timeout=30)
     assert unsigned.status_code == 401 and unsigned.json()["error_code"] == "UNAUTHENTICATED"
     forged = headers | {webhook.SIGNATURE_HEADER: webhook.signature("a guess", "d-1", stamp, body)}

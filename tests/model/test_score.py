@@ -367,7 +367,8 @@ def test_a_parquet_output_records_the_version_that_scored_it(model_and_estimator
         out = tmp_path / f"out{suffix}"
         score.main(["--input", str(source), "--output", str(out), "--model-uri", "models:/scored-by@champion",
                     "--predict-method", "predict", "--no-progress"])
-        assert f"rows scored with predict by models:/scored-by@champion (version {version})" in capsys.readouterr().out
+        printed = capsys.readouterr().out
+        assert f"rows scored with predict by models:/scored-by@champion (version {version})" in printed
     metadata = {k.decode(): v.decode() for k, v in pq.read_schema(tmp_path / "out.parquet").metadata.items()}
     assert metadata == {contracts.SCORED_BY_URI_KEY: f"models:/scored-by/{version}",
                         contracts.SCORED_BY_ID_KEY: model_uri.removeprefix("models:/"),

@@ -45,7 +45,8 @@ class Load(threading.Thread):
                 if self._stop_event.is_set() or time.monotonic() > deadline:
                     return
                 method = METHODS[count % len(METHODS)]
-                body = {"dataframe_split": {"columns": FEATURES, "data": ROWS}, "params": {"predict_method": method}}
+                body = {"dataframe_split": {"columns": FEATURES, "data": ROWS},
+                        "params": {"predict_method": method}}
                 started = time.monotonic()
                 try:
                     response = session.post(f"{self.base}/invocations", json=body, timeout=30)

@@ -29,6 +29,8 @@ PYTEST_ARGS ?=
 MODEL_NAME ?=
 MODEL_URI = $(if $(MODEL_NAME),--model-uri "models:/$(MODEL_NAME)@champion")
 PORT ?=
+POLL ?=
+WORKERS ?=
 
 .PHONY: setup run retrain rollback promote reproduce batch serve score bench bench-big test test-fast test-stress ui clean
 
@@ -73,9 +75,11 @@ batch: $(STAMP)
 	$(BIN)/python -m ops.make_batch data/batch.csv $(if $(ROWS),--append $(ROWS) --seed $$(date +%s))
 
 # The champion behind MLflow's scoring app on loopback (serving/server.py: its files checked first; every
-# bad request a short JSON 4xx, no stack traces, no echo of the body).
+# bad request a short JSON 4xx, no stack traces, no echo of the body). It follows the alias: a new
+# champion is loaded, checked and swapped in while it answers (POLL=seconds, default 10; WORKERS=N).
 serve: $(STAMP)
-	$(BIN)/python -m serving.server $(MODEL_URI) --host 127.0.0.1 --port $(or $(PORT),5001)
+	$(BIN)/python -m serving.server $(MODEL_URI) --host 127.0.0.1 --port $(or $(PORT),5001) \
+	  $(if $(POLL),--poll-interval $(POLL)) $(if $(WORKERS),--workers $(WORKERS))
 
 # Batch scoring: make score INPUT=in.csv OUTPUT=out.parquet [METHOD=predict]
 score: $(STAMP)
@@ -87,6 +91,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.pyfunc
 	$(BIN)/python -m bench.rest
 	$(BIN)/python -m bench.cache
+	$(BIN)/python -m bench.swap
 
 # The 1,000,000-row pipeline and batch-scoring comparison (several minutes, ~1 GB of temp files).
 bench-big: $(STAMP)

@@ -35,6 +35,14 @@ VALIDATION_STATUS_TAG = "validation_status"
 DATA_DIGEST_TAG = "data.digest"
 DATA_ROWS_TAG = "data.rows"
 
+# What batch and Spark scoring record of the model that scored (Parquet metadata, Spark
+# column metadata, tags of the `score` run): the exact model URI, the logged model's id and,
+# for a registered version, its name and version.
+SCORED_BY_URI_KEY = "model_uri"
+SCORED_BY_ID_KEY = "model_id"
+SCORED_BY_NAME_KEY = "model_name"
+SCORED_BY_VERSION_KEY = "model_version"
+
 # The registered model and alias consumers call when given no URI (conf/registry).
 MODEL_NAME = "iris-classifier"
 CHAMPION_ALIAS = "champion"

@@ -38,9 +38,17 @@ def alias_version(client, name: str, alias: str):
     after retries) is raised, so no caller mistakes "could not read the champion"
     for "there is no champion" and promotes past the gate.
     """
+    version = alias_target(client, name, alias)
+    return None if version is None else client.get_model_version(name, version)
+
+
+def alias_target(client, name: str, alias: str) -> str | None:
+    """The version number ``alias`` points at on registered model ``name`` (one registry
+    read); None only when the registry says there is no such model or alias. Any other
+    error is raised (fail closed), as in :func:`alias_version`."""
     model = _unless_missing(lambda: client.get_registered_model(name))
     version = None if model is None else model.aliases.get(alias)
-    return None if version is None else client.get_model_version(name, str(version))
+    return None if version is None else str(version)
 
 
 def find_version(client, name: str, model_version: str):

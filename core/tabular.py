@@ -156,11 +156,14 @@ class AtomicWriter:
     converted to it (integers with a gap become integers with a null, as they were
     meant), and a value that does not fit is a :class:`TableError` naming the row and
     column. The file carries no pandas metadata: readers get plain column types.
+    ``metadata`` (text keys and values) goes into a Parquet file's key-value metadata;
+    a CSV file has no place for it.
     """
 
-    def __init__(self, path: Path, role: str = "Output file"):
+    def __init__(self, path: Path, role: str = "Output file", metadata: dict[str, str] | None = None):
         self.path = path
         self.role = role
+        self.metadata = metadata or {}
         self.format = file_format(path, role)
         self.tmp = path.with_name(f".{path.name}.partial")
         self._parquet = None
@@ -190,7 +193,8 @@ class AtomicWriter:
         if self._parquet is None:
             self._schema = table.schema.remove_metadata()
             table = table.replace_schema_metadata(None)
-            self._parquet = pq.ParquetWriter(self.tmp, self._schema)
+            schema = self._schema.with_metadata(self.metadata) if self.metadata else self._schema
+            self._parquet = pq.ParquetWriter(self.tmp, schema)
         self._parquet.write_table(table)
 
     def _misfit(self, frame: pd.DataFrame) -> str | None:

@@ -14,7 +14,10 @@ per class label, ``proba_<label>`` / ``log_proba_<label>``, in the model's class
 order. Id columns are copied as the input holds them: a CSV's text as it is
 (``007`` stays ``007``), a Parquet file's columns in their own type. An input
 column named like an output column is refused, not renamed: leave it out with
-``--id-columns``.
+``--id-columns``. A Parquet output records the model that scored it in its
+key-value metadata: ``model_uri`` (exactly that model: an alias is read once),
+``model_id`` and, for a registered version, ``model_name`` and ``model_version``;
+the ``score`` run has the same as tags. A CSV output has no place for them.
 
 The file is written under a temporary name and renamed at the end. Every refusal
 (a missing or colliding column, a value that is not a number in a number column,
@@ -49,7 +52,7 @@ from mlflow.exceptions import MlflowException
 
 from core import contract, contracts
 from core.errors import StepError
-from core.integrity import load_verified
+from core.integrity import load_verified, resolve
 from core.tabular import AtomicWriter, columns, count_rows, iter_chunks
 from model.dispatch_model import (
     DEFAULT_PREDICT_METHOD,
@@ -154,6 +157,7 @@ def score_file(
     id_columns: Sequence[str] | None = None,
     progress: bool | None = None,
     drift: list | None = None,
+    provenance: dict[str, str] | None = None,
 ) -> int:
     """Score ``input_path`` chunk by chunk into ``output_path``; return the number of rows.
 
@@ -163,7 +167,8 @@ def score_file(
 
     With ``drift`` (a list), each chunk is checked against the training data's contract
     kept in the model's metadata (``core.contract``) and what falls outside is appended
-    as a report per chunk; nothing is refused for it."""
+    as a report per chunk; nothing is refused for it. ``provenance`` (:func:`scored_by`) goes
+    into a Parquet output's metadata."""
     from tqdm import tqdm
 
     if method not in PREDICT_METHODS:
@@ -192,7 +197,7 @@ def score_file(
     chunks = iter_chunks(input_path, chunk_size, role="Input file", text_columns=text,
                          kept_columns=[c for c in ids if c not in features])
     rows = 0
-    with AtomicWriter(output_path) as writer, tqdm(
+    with AtomicWriter(output_path, metadata=provenance) as writer, tqdm(
         total=count_rows(input_path, "Input file"), unit="rows",
         disable=None if progress is None else not progress,
     ) as bar:
@@ -212,6 +217,17 @@ def score_file(
         if rows == 0:  # raised inside the block: an existing output stays as it was
             raise ScoringError(f"Input file {input_path} has no rows")
     return rows
+
+
+def scored_by(model_uri: str) -> tuple[str, dict[str, str]]:
+    """(URI of exactly the model ``model_uri`` names now, what an output records of it): an
+    alias is read once here, so the version recorded is the version that scores."""
+    exact, version, model_id = resolve(model_uri)
+    found = {contracts.SCORED_BY_URI_KEY: exact, contracts.SCORED_BY_ID_KEY: model_id}
+    if version is not None:
+        found[contracts.SCORED_BY_NAME_KEY] = exact.removeprefix("models:/").rpartition("/")[0]
+        found[contracts.SCORED_BY_VERSION_KEY] = version
+    return exact, found
 
 
 def one_line(message: str) -> str:
@@ -247,12 +263,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     id_columns = None if args.id_columns in (None, "") else [c.strip() for c in args.id_columns.split(",")]
     in_project_run = "MLFLOW_RUN_ID" in os.environ
     try:
-        model = load_verified(args.model_uri)  # its files checked first: core.integrity
+        exact, provenance = scored_by(args.model_uri)
+        model = load_verified(exact)  # its files checked first: core.integrity
         drift: list = []
         with mlflow.start_run() if in_project_run else contextlib.nullcontext():
             rows = score_file(
                 model, args.input, args.output, args.predict_method, args.chunk_size, id_columns,
-                progress=False if args.no_progress else None, drift=drift,
+                progress=False if args.no_progress else None, drift=drift, provenance=provenance,
             )
             report = contract.combine(drift)
             for line in contract.describe(report):
@@ -261,12 +278,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                 mlflow.log_params({"model_uri": args.model_uri, "input": str(args.input),
                                    "output": str(args.output), "predict_method": args.predict_method})
                 mlflow.log_metric("rows_scored", rows)
+                mlflow.set_tags(provenance)
                 if len(report):
                     mlflow.log_table(report.astype({"example": str, "first_row": str}), "drift.json")
     except (StepError, MlflowException) as err:
         print(f"score: error: {one_line(getattr(err, 'message', err))}", file=sys.stderr)
         sys.exit(1)
-    print(f"{args.output}: {rows} rows scored with {args.predict_method} by {args.model_uri}")
+    version = provenance.get(contracts.SCORED_BY_VERSION_KEY)
+    print(f"{args.output}: {rows} rows scored with {args.predict_method} by {args.model_uri}"
+          + (f" (version {version})" if version else ""))
 
 
 if __name__ == "__main__":

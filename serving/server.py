@@ -1,6 +1,17 @@
-"""``make serve``: MLflow's scoring server for a registered model, on loopback.
+"""``make serve``: MLflow's scoring server for a registered model, on loopback, following its alias.
 
     python -m serving.server [--model-uri models:/iris-classifier@champion] [--host 127.0.0.1] [--port 5001]
+                             [--poll-interval 10] [--webhook-secret-file FILE] [--workers 1]
+    uvicorn --factory serving.server:create_app --workers 4   # configured by SERVING_* variables
+
+A server started on an alias (the default, ``models:/iris-classifier@champion``)
+serves whatever version the alias points at: it reads the alias every
+``--poll-interval`` seconds (and at once on a signed MLflow webhook, ``POST
+/webhooks/mlflow``), loads and checks a new version in the background and swaps it
+in between requests (:mod:`serving.follower`; the app in front, ``/status`` and the
+``X-Model-Name`` / ``X-Model-Version`` headers: :mod:`serving.front`). A version URI
+(``models:/iris-classifier/3``) is pinned and never polled. With ``--workers N``,
+each uvicorn worker loads and follows the alias by itself.
 
 The app is MLflow's own (``mlflow.pyfunc.scoring_server.init``, the FastAPI app
 that ``mlflow models serve --env-manager local`` runs under uvicorn): the same
@@ -33,13 +44,22 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mlflow.exceptions import MlflowException
 
 from core import contracts
-from core.integrity import load_verified
+from serving import webhook
+from serving.follower import DEFAULT_POLL_INTERVAL, Follower
+from serving.front import Front
+from serving.model_check import ModelCheckFailed
 from serving.request_checks import JSON_TYPE, Refused, capped, check_request, numeric_columns
+from serving.workers import SHARED_DIR_ENV, Shared
 
 log = logging.getLogger("serving.server")
 
@@ -147,30 +167,98 @@ def guarded(app, input_schema):
     return app
 
 
-def build_app(model_uri: str):
-    """Load ``model_uri`` and return MLflow's scoring app for it, guarded (:func:`guarded`)."""
+def scoring_app(model):
+    """MLflow's scoring app answering with ``model`` (loaded and verified), guarded (:func:`guarded`)."""
     from mlflow.pyfunc import scoring_server
 
-    model = load_verified(model_uri)  # its files checked first: core.integrity
     return guarded(scoring_server.init(model), model.metadata.get_input_schema())
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a server (each worker of it) serves and how it follows it; passed to uvicorn's
+    workers as the ``SERVING_*`` environment variables of :data:`ENVIRONMENT`."""
+
+    model_uri: str = contracts.CHAMPION_URI
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    webhook_secret_file: str | None = None
+
+    def to_env(self) -> dict[str, str]:
+        values = {"model_uri": self.model_uri, "poll_interval": str(self.poll_interval),
+                  "webhook_secret_file": self.webhook_secret_file}
+        return {ENVIRONMENT[key]: value for key, value in values.items() if value is not None}
+
+    @classmethod
+    def from_env(cls) -> Options:
+        model_uri = os.environ.get(ENVIRONMENT["model_uri"]) or contracts.CHAMPION_URI
+        interval = float(os.environ.get(ENVIRONMENT["poll_interval"]) or DEFAULT_POLL_INTERVAL)
+        return cls(model_uri, interval, os.environ.get(ENVIRONMENT["webhook_secret_file"]) or None)
+
+
+ENVIRONMENT = {"model_uri": "SERVING_MODEL_URI", "poll_interval": "SERVING_POLL_INTERVAL",
+               "webhook_secret_file": webhook.SECRET_FILE_ENV}
+
+
+def build_front(options: Options, secret: str | None) -> Front:
+    """The app for ``options`` (webhooks signed with ``secret``, if any): its first version
+    loaded and checked now (``MlflowException`` or ``ModelCheckFailed`` if it cannot be served)."""
+    follower = Follower(options.model_uri, scoring_app, options.poll_interval, shared=Shared.from_env())
+    follower.start_serving()
+    return Front(follower, secret)
+
+
+def create_app() -> Front:
+    """The app factory each uvicorn worker calls, configured by ``SERVING_*`` (:class:`Options`).
+    A model that cannot be served stops the worker with uvicorn's start-up failure status,
+    which stops the whole server rather than restarting the worker again and again."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    contracts.configure_logging()
+    contracts.configure_tracking()
+    options = Options.from_env()
+    try:
+        return build_front(options, webhook.read_secret(options.webhook_secret_file))
+    except (MlflowException, ModelCheckFailed, ValueError, OSError) as err:
+        log.error("cannot serve %s: %s", options.model_uri, getattr(err, "message", None) or err)
+        sys.exit(STARTUP_FAILURE)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn
-    from mlflow.exceptions import MlflowException
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-uri", default=contracts.CHAMPION_URI, help=f"default {contracts.CHAMPION_URI}")
     parser.add_argument("--host", default="127.0.0.1", help="default loopback only")
     parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("--poll-interval", type=float, default=DEFAULT_POLL_INTERVAL,
+                        help=f"seconds between reads of the alias (default {DEFAULT_POLL_INTERVAL:g}; 0: only "
+                             "when a webhook calls)")
+    parser.add_argument("--webhook-secret-file",
+                        help="accept MLflow webhooks signed with the secret in this file "
+                             f"(or ${webhook.SECRET_ENV})")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     args = parser.parse_args(argv)
+    if args.poll_interval < 0 or args.workers < 1:
+        parser.error("--poll-interval must be 0 or more and --workers at least 1")
     contracts.configure_logging()
     contracts.configure_tracking()
+    options = Options(args.model_uri, args.poll_interval, args.webhook_secret_file)
     try:
-        app = build_app(args.model_uri)
-    except MlflowException as err:
-        parser.exit(1, f"serve: cannot load {args.model_uri}: {err.message}\n")
-    uvicorn.run(app, host=args.host, port=args.port)
+        secret = webhook.read_secret(args.webhook_secret_file)
+    except (ValueError, OSError) as err:
+        parser.exit(2, f"serve: the webhook secret cannot be read: {err}\n")
+    try:  # here, once, even with several workers: a model that cannot be served fails with one line
+        front = build_front(options, secret)
+    except (MlflowException, ModelCheckFailed) as err:
+        parser.exit(1, f"serve: cannot load {args.model_uri}: {getattr(err, 'message', None) or err}\n")
+    if args.workers == 1:
+        uvicorn.run(front, host=args.host, port=args.port)
+        return
+    del front  # each worker loads its own
+    with tempfile.TemporaryDirectory(prefix="serving-workers-") as shared:
+        os.environ.update(options.to_env() | {SHARED_DIR_ENV: shared})
+        uvicorn.run("serving.server:create_app", factory=True, host=args.host, port=args.port,
+                    workers=args.workers)
 
 
 if __name__ == "__main__":

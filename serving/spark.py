@@ -11,6 +11,12 @@ only the first class), expanded into ``proba_<label>`` / ``log_proba_<label>``
 columns in the model's class order; labels come back as ``long``, ``double``
 or ``string`` to match the classes. Other input columns are kept.
 
+Each prediction column carries, as Spark column metadata, the model that computed it
+(``serving.batch.scored_by``: ``model_uri``, ``model_id``, and ``model_name`` and
+``model_version`` for a registered version; an alias is read once, before scoring):
+``scored.schema["prediction"].metadata["model_version"]``. Spark keeps column
+metadata in the Parquet files it writes and reads it back.
+
 Needs ``pyspark`` and Java (not installed by ``requirements.txt``; see
 ``requirements-dev.txt``).
 """
@@ -29,7 +35,7 @@ from model.dispatch_model import (
     PREDICT_METHODS,
     offered_methods,
 )
-from serving.batch import COLUMN_PREFIX
+from serving.batch import COLUMN_PREFIX, scored_by
 
 RESULT_COLUMN = "__prediction"
 
@@ -52,7 +58,8 @@ def score_dataframe(spark, frame, model_uri: str, method: str = DEFAULT_PREDICT_
 
     if method not in PREDICT_METHODS:
         raise ValueError(f"predict_method {method!r} is not one of {', '.join(PREDICT_METHODS)}")
-    info = mlflow.models.get_model_info(model_uri)
+    exact, provenance = scored_by(model_uri)  # the version recorded is the version that scores
+    info = mlflow.models.get_model_info(exact)
     features = info.signature.inputs.input_names()
     classes = (info.metadata or {}).get("classes", [])
     offered = offered_methods(info.metadata)
@@ -62,7 +69,7 @@ def score_dataframe(spark, frame, model_uri: str, method: str = DEFAULT_PREDICT_
     if missing:
         raise ValueError(f"Spark DataFrame lacks feature column(s) {missing}; it has {frame.columns}")
     # spark_udf copies the model it is given for the executors: a verified copy (core.integrity).
-    with verified_copy(model_uri) as local:
+    with verified_copy(exact) as local:
         udf = mlflow.pyfunc.spark_udf(
             spark,
             str(local),
@@ -73,11 +80,12 @@ def score_dataframe(spark, frame, model_uri: str, method: str = DEFAULT_PREDICT_
     scored = frame.withColumn(RESULT_COLUMN, udf(*[F.col(f"`{f}`") for f in features]))
     kept = [F.col(f"`{c}`") for c in frame.columns]
     if method == "predict":
-        return scored.select(*kept, F.col(RESULT_COLUMN).alias("prediction"))
+        return scored.select(*kept, F.col(RESULT_COLUMN).alias("prediction", metadata=provenance))
     prefix = COLUMN_PREFIX[method]
     return scored.select(
         *kept,
-        *[F.col(RESULT_COLUMN)[i].alias(f"{prefix}{label}") for i, label in enumerate(classes)],
+        *[F.col(RESULT_COLUMN)[i].alias(f"{prefix}{label}", metadata=provenance)
+          for i, label in enumerate(classes)],
     )
 
 

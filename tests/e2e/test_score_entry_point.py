@@ -22,7 +22,10 @@ def model_and_estimator(tmp_path, cfg):
 
 
 def test_score_entry_point_through_mlflow_run(model_and_estimator, tmp_path, project_env):
-    _, estimator, model_uri = model_and_estimator
+    _, estimator, logged_uri = model_and_estimator
+    version = str(mlflow.register_model(logged_uri, contracts.MODEL_NAME).version)
+    mlflow.MlflowClient().set_registered_model_alias(contracts.MODEL_NAME, contracts.CHAMPION_ALIAS, version)
+    model_uri = contracts.CHAMPION_URI
     source, out = tmp_path / "in.parquet", tmp_path / "out.csv"
     frame = rows(50)
     frame.to_parquet(source)
@@ -36,3 +39,5 @@ def test_score_entry_point_through_mlflow_run(model_and_estimator, tmp_path, pro
     np.testing.assert_array_equal(pd.read_csv(out)["prediction"], estimator.predict(frame[FEATURES]))
     (run,) = mlflow.search_runs(filter_string="tags.`mlflow.project.entryPoint` = 'score'", output_format="list")
     assert run.data.metrics["rows_scored"] == 50
+    assert run.data.tags[contracts.SCORED_BY_VERSION_KEY] == version  # the version the alias named when it ran
+    assert run.data.tags[contracts.SCORED_BY_URI_KEY] == f"models:/{contracts.MODEL_NAME}/{version}"

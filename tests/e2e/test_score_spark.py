@@ -111,3 +111,20 @@ def test_a_table_with_text_and_gaps_scores_as_in_process(spark, tmp_path):
         else:
             columns = ["proba_Adelie", "proba_Chinstrap", "proba_Gentoo"]
             np.testing.assert_allclose(scored[columns].to_numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_prediction_columns_record_the_version_that_computed_them(spark, tmp_path, cfg):
+    from core import contracts
+
+    info, _, _ = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
+    version = str(mlflow.register_model(info.model_uri, "spark-scored").version)
+    mlflow.MlflowClient().set_registered_model_alias("spark-scored", "champion", version)
+    frame = spark.createDataFrame(rows(5))
+    scored = score_spark.score_dataframe(spark, frame, "models:/spark-scored@champion", "predict_proba")
+    scored.write.parquet(str(tmp_path / "scored"))
+    written = spark.read.parquet(str(tmp_path / "scored"))  # Spark keeps column metadata in its files
+    for column in ("proba_0", "proba_2"):
+        metadata = written.schema[column].metadata
+        assert metadata[contracts.SCORED_BY_VERSION_KEY] == version, metadata
+        assert metadata[contracts.SCORED_BY_URI_KEY] == f"models:/spark-scored/{version}"
+    assert written.schema["note"].metadata == {}

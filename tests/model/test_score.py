@@ -355,3 +355,22 @@ def test_the_command_prints_no_traceback(model_and_estimator, scoring_files, tmp
         f"score: error: Input file {source} is not UTF-8 text: line 2 has the byte 0xe9 (byte 42 of the file); "
         "save it as UTF-8"
     ]
+
+
+def test_a_parquet_output_records_the_version_that_scored_it(model_and_estimator, tmp_path, capsys):
+    _, _, model_uri = model_and_estimator
+    version = mlflow.register_model(model_uri, "scored-by").version
+    mlflow.MlflowClient().set_registered_model_alias("scored-by", "champion", version)
+    source = tmp_path / "in.csv"
+    rows(20).to_csv(source, index=False)
+    for suffix in (".parquet", ".csv"):
+        out = tmp_path / f"out{suffix}"
+        score.main(["--input", str(source), "--output", str(out), "--model-uri", "models:/scored-by@champion",
+                    "--predict-method", "predict", "--no-progress"])
+        printed = capsys.readouterr().out
+        assert f"rows scored with predict by models:/scored-by@champion (version {version})" in printed
+    metadata = {k.decode(): v.decode() for k, v in pq.read_schema(tmp_path / "out.parquet").metadata.items()}
+    assert metadata == {contracts.SCORED_BY_URI_KEY: f"models:/scored-by/{version}",
+                        contracts.SCORED_BY_ID_KEY: model_uri.removeprefix("models:/"),
+                        contracts.SCORED_BY_NAME_KEY: "scored-by", contracts.SCORED_BY_VERSION_KEY: str(version)}
+    assert pd.read_csv(tmp_path / "out.csv").columns.tolist() == ["id", "note", "prediction"]  # CSV: no room

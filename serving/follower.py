@@ -1,0 +1,289 @@
+"""Following an alias: which model version ``make serve`` answers with, and moving to the
+version the alias points at without a failed or delayed request.
+
+A server started on ``models:/<name>@<alias>`` serves that alias, not the version it
+pointed at when the server started. A background thread reads the alias every
+``poll_interval`` seconds (one registry read, on SQLite or an ``http://`` tracking
+server), or at once when woken (:meth:`Follower.wake`: a signed MLflow webhook, see
+:mod:`serving.webhook`). When the alias points at another version, that thread:
+
+1. loads exactly that version, ``models:/<name>/<version>``, through
+   ``core.integrity.load_verified`` (its files checked against their record);
+2. checks it (:func:`serving.model_check.check_model`: each method it offers on its
+   logged input example);
+3. builds its scoring app and swaps it in: one assignment of :attr:`Follower.current`,
+   which each request reads once when it starts. A request in flight finishes on the
+   version it started on; no request waits for a load, and while 1 to 3 run (in slices,
+   :func:`gently`) the requests answered meanwhile keep their pace.
+
+A version that fails 1 or 2 is not swapped in: the server keeps answering with the
+version it has, logs why, reports it (:meth:`Follower.status`), and tries that version
+again only when the alias moves again (away and back counts). A registry that cannot be
+read is reported too, and read again at the next poll. A server started on anything
+else (``models:/<name>/3``, ``models:/m-<id>``) is pinned: nothing is polled, ever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+from mlflow.exceptions import MlflowException
+
+from core.integrity import load_verified, resolve
+from core.registry import alias_target
+from serving.model_check import ModelCheckFailed, check_model
+from serving.workers import WAKE_CHECK_SECONDS, Shared
+
+log = logging.getLogger("serving.follower")
+
+DEFAULT_POLL_INTERVAL = 10.0  # seconds
+# Loading a version is about 0.1 s of Python (YAML, MLflow's loader, the check) holding the
+# GIL against the requests answered meanwhile, which then take about twice as long. So a
+# swap's load runs a third of the time (LOAD_SLICE on, LOAD_PAUSE off): requests keep
+# their pace and the swap takes about 0.8 s instead of 0.2 s (bench/swap.py).
+LOAD_SLICE = 0.001  # seconds
+LOAD_PAUSE = 0.002
+NAME_HEADER = "X-Model-Name"
+VERSION_HEADER = "X-Model-Version"
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def header_value(text: str) -> bytes:
+    """``text`` as an HTTP header value: as it is if printable ASCII, else percent-encoded."""
+    return (text if text.isascii() and text.isprintable() else quote(text)).encode("ascii")
+
+
+def parse_alias(model_uri: str) -> tuple[str, str] | None:
+    """(registered model name, alias) of ``models:/<name>@<alias>``; None for any other URI."""
+    body = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else ""
+    name, at, alias = body.rpartition("@")
+    return (name, alias) if at and name and alias and "/" not in body else None
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded, checked model version and the scoring app that answers with it."""
+
+    name: str  # the registered model's name; a logged model's id when it is not registered
+    version: str | None  # None for a logged model that is not a registered version
+    uri: str  # exactly this model: models:/<name>/<version> or models:/m-<id>
+    model_id: str
+    app: Any  # the ASGI app answering with this model
+    loaded_at: float
+    load_seconds: float
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """What every answer produced by this model carries: its name and version."""
+        found = [(NAME_HEADER.lower().encode(), header_value(self.name))]
+        if self.version is not None:
+            found.append((VERSION_HEADER.lower().encode(), header_value(self.version)))
+        return found
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "uri": self.uri, "model_id": self.model_id,
+                "loaded_at": iso(self.loaded_at), "load_seconds": round(self.load_seconds, 3)}
+
+
+def load_served(model_uri: str, build_app: Callable[[Any], Any]) -> Served:
+    """Load ``model_uri`` verified (``core.integrity``), check it (``serving.model_check``)
+    and build its app with ``build_app(model)``. Raises what the load or the check raised."""
+    started = time.monotonic()
+    exact, version, model_id = resolve(model_uri)  # an alias is read once: what is checked is what is served
+    model = load_verified(exact)
+    check_model(model)
+    name = exact.removeprefix("models:/").rpartition("/")[0] if version is not None else model_id
+    return Served(name, version, exact, model_id, build_app(model), time.time(), time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def gently(running: float = LOAD_SLICE, pause: float = LOAD_PAUSE):
+    """Run the block (in this thread) about ``running / (running + pause)`` of the time: a
+    profile hook, called on each function call and return, sleeps ``pause`` (which releases
+    the GIL) once ``running`` seconds have passed since the last sleep."""
+    last = time.perf_counter()
+
+    def hook(frame, event, arg):
+        nonlocal last
+        if time.perf_counter() - last >= running:
+            time.sleep(pause)
+            last = time.perf_counter()
+
+    sys.setprofile(hook)
+    try:
+        yield
+    finally:
+        sys.setprofile(None)
+
+
+def read_alias(name: str, alias: str) -> str | None:
+    from mlflow import MlflowClient
+
+    return alias_target(MlflowClient(), name, alias)
+
+
+class Follower:
+    """The version a server answers with, and the thread that moves it (module docstring)."""
+
+    def __init__(self, model_uri: str, build_app: Callable[[Any], Any],
+                 poll_interval: float = DEFAULT_POLL_INTERVAL,
+                 read: Callable[[str, str], str | None] = read_alias,
+                 load: Callable[[str, Callable], Served] = load_served, shared: Shared | None = None):
+        self.model_uri = model_uri
+        self.target = parse_alias(model_uri)  # None: pinned
+        self.poll_interval = poll_interval
+        self._build_app, self._read, self._load = build_app, read, load
+        self.shared = shared  # the other workers of this server, if any (serving.workers)
+        self.current: Served | None = None
+        self.last_seen: str | None = None  # the alias's version at the last check that read it
+        self.last_check: dict | None = None
+        self.last_refused: dict | None = None
+        self._checking = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start_serving(self) -> Served:
+        """Load and check the first version (an alias read now); raise if it cannot be served."""
+        uri = self.model_uri
+        if self.target is not None:
+            name, alias = self.target
+            self.last_seen = self._read(name, alias)
+            if self.last_seen is None:
+                raise MlflowException(f"registered model {name!r} has no alias {alias!r}")
+            uri = f"models:/{name}/{self.last_seen}"
+        self.current = self._load(uri, self._build_app)
+        self._outcome("start", self.current.version, "loaded")
+        log.info("serving %s version %s (%s), loaded and checked in %.2f s", self.current.name,
+                 self.current.version, self.current.uri, self.current.load_seconds)
+        return self.current
+
+    def check(self, trigger: str = "poll") -> str:
+        """Read the alias once and, if it moved, load, check and swap in its version.
+        Returns the outcome: ``pinned``, ``unreadable``, ``no_alias``, ``current``,
+        ``not_retried`` (the version refused before), ``swapped`` or ``refused``."""
+        if self.target is None:
+            return "pinned"
+        name, alias = self.target
+        with self._checking:
+            try:
+                version = self._read(name, alias)
+            except Exception as err:  # the registry is down or failing: keep serving, read again later
+                log.warning("cannot read alias %s of %s: %s; still serving version %s", alias, name, err,
+                            self.current.version)
+                return self._outcome(trigger, None, "unreadable", f"cannot read the alias: {err}")
+            if version is None:
+                self.last_seen = None  # the alias set again later is a move, even to a refused version
+                return self._outcome(trigger, None, "no_alias", f"registered model {name!r} has no alias "
+                                     f"{alias!r}; still serving version {self.current.version}")
+            if version == self.current.version:
+                self.last_seen = version
+                return self._outcome(trigger, version, "current")
+            if version == self.last_seen:
+                error = (self.last_refused or {}).get("error", "refused before")
+                return self._outcome(trigger, version, "not_retried", f"version {version} was refused and "
+                                     f"is tried again only when the alias moves again: {error}")
+            self.last_seen = version
+            return self._swap(trigger, name, version)
+
+    def _swap(self, trigger: str, name: str, version: str) -> str:
+        old = self.current
+        try:
+            with gently():  # the requests answered meanwhile keep their pace
+                new = self._load(f"models:/{name}/{version}", self._build_app)
+        except (MlflowException, ModelCheckFailed) as err:
+            return self._refuse(trigger, version, getattr(err, "message", None) or str(err))
+        except Exception as err:  # a load that fails in any other way refuses the version just the same
+            log.exception("loading version %s of %s failed", version, name)
+            return self._refuse(trigger, version, f"{type(err).__name__}: {err}")
+        self.current = new  # the swap: requests that start from now on get the new version
+        log.info("now serving %s version %s (was version %s): loaded and checked in %.2f s",
+                 name, version, old.version, new.load_seconds)
+        return self._outcome(trigger, version, "swapped")
+
+    def _refuse(self, trigger: str, version: str, error: str) -> str:
+        log.error("version %s of %s is not served: %s; still serving version %s", version,
+                  self.target[0], error, self.current.version)
+        self.last_refused = {"version": version, "at": iso(time.time()), "error": error}
+        return self._outcome(trigger, version, "refused", error)
+
+    def _record(self, trigger: str, version: str | None, outcome: str, error: str | None = None) -> dict:
+        return {"at": iso(time.time()), "trigger": trigger, "alias_version": version, "outcome": outcome,
+                "error": error}
+
+    def _outcome(self, trigger: str, version: str | None, outcome: str, error: str | None = None) -> str:
+        self.last_check = self._record(trigger, version, outcome, error)
+        if self.shared is not None:
+            self.shared.publish(self.worker_status())
+        return outcome
+
+    def status(self) -> dict:
+        """What ``GET /status`` answers: what is served, what is followed, the last check."""
+        return {
+            "model_uri": self.model_uri,
+            "alias": self.target[1] if self.target else None,
+            "following": self.target is not None,
+            "poll_interval_seconds": self.poll_interval if self.target else None,
+        } | self.worker_status()
+
+    def worker_status(self) -> dict:
+        """This worker's part of :meth:`status`: its pid, version and last check."""
+        return {"pid": os.getpid(), "served": self.current.describe() if self.current else None,
+                "last_check": self.last_check, "last_refused": self.last_refused}
+
+    def wake(self) -> None:
+        """Read the alias now rather than at the next poll (a webhook said it moved), in
+        every worker of this server."""
+        if self.shared is not None:
+            self.shared.signal_wake()
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start following (nothing to do for a pinned model)."""
+        if self.target is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="alias-follower", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.shared is not None:
+            self.shared.leave()
+
+    def _run(self) -> None:
+        mark = self.shared.wake_mark() if self.shared else ""
+        next_poll = time.monotonic() + self.poll_interval
+        while not self._stop.is_set():
+            # Without other workers, sleep until the next poll or a wake; with them, also look
+            # every WAKE_CHECK_SECONDS for a webhook another worker received.
+            waits = [next_poll - time.monotonic()] if self.poll_interval > 0 else []
+            waits += [WAKE_CHECK_SECONDS] if self.shared else []
+            woken = self._wake.wait(max(0.0, min(waits)) if waits else None)
+            if self._stop.is_set():
+                return
+            if self.shared is not None and (seen := self.shared.wake_mark()) != mark:
+                mark, woken = seen, True
+            if not woken and (self.poll_interval <= 0 or time.monotonic() < next_poll):
+                continue
+            self._wake.clear()  # a wake from now on is answered by another check after this one
+            try:
+                self.check("webhook" if woken else "poll")
+            except Exception:  # a bug here must not stop the following: logged, and the next poll runs
+                log.exception("checking alias %s of %s failed", self.target[1], self.target[0])
+            next_poll = time.monotonic() + self.poll_interval

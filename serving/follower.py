@@ -155,6 +155,7 @@ class Follower:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._wake_mark = ""  # the shared wake file's content when following started
 
     def start_serving(self) -> Served:
         """Load and check the first version (an alias read now); raise if it cannot be served."""
@@ -255,6 +256,9 @@ class Follower:
         """Start following (nothing to do for a pinned model)."""
         if self.target is None or self._thread is not None:
             return
+        # Read here, not in the thread, which may start late: a wake another worker signals
+        # in between would otherwise be taken for the state before it, and missed.
+        self._wake_mark = self.shared.wake_mark() if self.shared else ""
         self._thread = threading.Thread(target=self._run, name="alias-follower", daemon=True)
         self._thread.start()
 
@@ -267,7 +271,7 @@ class Follower:
             self.shared.leave()
 
     def _run(self) -> None:
-        mark = self.shared.wake_mark() if self.shared else ""
+        mark = self._wake_mark
         next_poll = time.monotonic() + self.poll_interval
         while not self._stop.is_set():
             # Without other workers, sleep until the next poll or a wake; with them, also look

@@ -33,13 +33,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve(model_uri: str, env: dict, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(command: list[str], env: dict, log: Path, what: str) -> tuple[subprocess.Popen, str]:
+    """Start a scoring server, ``command`` followed by ``--port N``, on a free port; return the
+    process and its base URL once ``/ping`` answers (a ``RuntimeError`` with its log if never)."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-    )
+    process = subprocess.Popen([*command, str(port)], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
@@ -48,7 +46,13 @@ def serve(model_uri: str, env: dict, log: Path) -> tuple[subprocess.Popen, str]:
         except requests.ConnectionError:
             time.sleep(0.5)
     process.kill()
-    raise RuntimeError(f"{model_uri} did not start: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"{what} did not start: {log.read_text()[-2000:]}")
+
+
+def serve(model_uri: str, env: dict, log: Path) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+               "-h", "127.0.0.1", "-w", "1", "-p"]
+    return start_server(command, env, log, model_uri)
 
 
 def measure(session: requests.Session, base: str, body: dict, n: int) -> list[float]:

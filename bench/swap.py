@@ -30,7 +30,7 @@ from pathlib import Path
 
 import requests
 
-from bench.rest import free_port
+from bench.rest import start_server
 
 NAME = "bench-swap"
 SECRET = "bench"
@@ -61,21 +61,9 @@ def build_versions(tmp: Path) -> list[str]:
 
 
 def serve(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--model-uri", f"models:/{NAME}@champion", "--port", str(port),
-         "--poll-interval", "0"],
-        env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            if requests.get(f"{base}/ping", timeout=1).status_code == 200:
-                return process, base
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"the server did not start: {log.read_text()[-2000:]}")
+    command = [sys.executable, "-m", "serving.server", "--model-uri", f"models:/{NAME}@champion",
+               "--poll-interval", "0", "--port"]
+    return start_server(command, env, log, "the server")
 
 
 def call_webhook(session: requests.Session, base: str, version: str) -> None:

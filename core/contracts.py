@@ -32,6 +32,9 @@ ERROR_TAG = "pipeline.error"
 STEP_TAG = "pipeline.step"
 
 VALIDATION_STATUS_TAG = "validation_status"
+# On a champion the gate found it could not load or score (validation_status=broken): why, and which run.
+BROKEN_REASON_TAG = "validation.broken_reason"
+BROKEN_RUN_TAG = "validation.broken_run_id"
 DATA_DIGEST_TAG = "data.digest"
 DATA_ROWS_TAG = "data.rows"
 

@@ -104,7 +104,7 @@ def rollback(client, name: str, champion_alias: str, previous_alias: str) -> Rol
     if status != "passed":  # e.g. broken: the gate found it could not be loaded
         raise RollbackError(
             f"{name} version {new} ({previous_alias}) is {contracts.VALIDATION_STATUS_TAG}={status}"
-            + (f" ({tags['validation.broken_reason'][:300]})" if "validation.broken_reason" in tags else "")
+            + (f" ({tags[contracts.BROKEN_REASON_TAG][:300]})" if contracts.BROKEN_REASON_TAG in tags else "")
             + "; a rollback makes only a validated version champion"
         )
     undo = tags.get(OUTCOME_TAG) == ROLLED_BACK and tags.get(TO_VERSION_TAG) == old

@@ -147,8 +147,8 @@ def record_broken(client, name: str, version: str, error: str) -> None:
 
     tags = {
         contracts.VALIDATION_STATUS_TAG: "broken",
-        "validation.broken_reason": f"could not be loaded or scored as champion: {error}"[:5000],
-        "validation.broken_run_id": mlflow.active_run().info.run_id,
+        contracts.BROKEN_REASON_TAG: f"could not be loaded or scored as champion: {error}"[:5000],
+        contracts.BROKEN_RUN_TAG: mlflow.active_run().info.run_id,
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)

@@ -48,14 +48,17 @@ $(TEST_STAMP): requirements.txt requirements-dev.txt | $(BIN)/uv
 	$(UV_INSTALL) -r requirements-dev.txt
 	touch $(STAMP) $@
 
-# The store is checked first: `mlflow run` alone retries a server that is down for minutes.
+# The store is checked first (`mlflow run` alone retries a server that is down for minutes),
+# and the experiment the config names (experiment.name) created: `mlflow run` puts the runs there.
 run: $(STAMP)
-	@$(BIN)/python -m core.tracking
-	$(BIN)/mlflow run . --env-manager local -P hydra_options="$(HYDRA_OPTIONS)" -P force="$(FORCE)"
+	@experiment="$$($(BIN)/python -m core.tracking "$(HYDRA_OPTIONS)")" && \
+	echo "mlflow run . --env-manager local --experiment-name \"$$experiment\" -P hydra_options=\"$(HYDRA_OPTIONS)\" -P force=\"$(FORCE)\"" && \
+	$(BIN)/mlflow run . --env-manager local --experiment-name "$$experiment" -P hydra_options="$(HYDRA_OPTIONS)" -P force="$(FORCE)"
 
 # The command for schedulers: locked, cached, exit 0/1, 69 (server down), 75 (lock busy).
+# Its runs are tagged pipeline.trigger=schedule; TRIGGER=manual when a person runs it.
 retrain: $(STAMP)
-	$(BIN)/python -m ops.retrain --wait $(WAIT) --force "$(FORCE)" "$(HYDRA_OPTIONS)"
+	$(BIN)/python -m ops.retrain --wait $(WAIT) --force "$(FORCE)" --trigger $(or $(TRIGGER),schedule) "$(HYDRA_OPTIONS)"
 
 # champion <-> previous_champion; a second rollback undoes the first.
 rollback: $(STAMP)

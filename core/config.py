@@ -90,7 +90,13 @@ class SweepConfig:
 
 
 @dataclass
+class ExperimentConfig:
+    name: str = MISSING  # the MLflow experiment every run of the pipeline goes to; created if missing
+
+
+@dataclass
 class Config:
+    experiment: ExperimentConfig = MISSING
     data: DataConfig = MISSING
     model: Any = MISSING
     registry: RegistryConfig = MISSING
@@ -169,6 +175,7 @@ def describe_error(err: Exception) -> str:
 # Ranges the types cannot say: (key, test, what it must be). ``*`` stands for each key
 # of a mapping (each gated metric). NaN fails every test, as it fails every comparison.
 RANGES = (
+    ("experiment.name", lambda v: bool(v.strip()), "a name, not empty"),
     ("data.test_size", lambda v: 0 < v < 1, "a fraction strictly between 0 and 1"),
     ("data.max_duplicate_share", lambda v: 0 <= v <= 1, "a share between 0 and 1"),
     # What scikit-learn accepts as a seed.
@@ -214,7 +221,7 @@ def check_ranges(cfg: DictConfig) -> None:
                 if OmegaConf.is_dict(node[key]):
                     yield from unknown(node[key], f"{path}{key}.")
 
-    for section in ("data", "registry", "gate", "validation", "sweep"):
+    for section in ("experiment", "data", "registry", "gate", "validation", "sweep"):
         extra = list(unknown(cfg[section], f"{section}.")) if section in cfg else []
         if extra:
             raise ConfigCompositionException(f"{', '.join(extra)}: no such setting (see core/config.py)")
@@ -234,6 +241,21 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
         cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
     check_ranges(cfg)
     return cfg
+
+
+EXPERIMENT_KEY = "experiment.name"
+
+
+def experiment_name(overrides: Sequence[str]) -> str:
+    """The experiment ``conf/`` names with these overrides (a sweep's included: only
+    ``experiment.name`` is read, and it cannot be swept: a sweep's runs share one experiment)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([o for o in overrides if o not in MULTIRUN_FLAGS])
+    chosen = [o for o in parsed if o.key_or_group == EXPERIMENT_KEY]
+    if any(o.is_sweep_override() for o in chosen):
+        raise ValueError(f"{EXPERIMENT_KEY} cannot be swept: the runs of a sweep share one experiment")
+    return compose_config([o.input_line for o in chosen]).experiment.name
 
 
 def flatten(cfg: Mapping, prefix: str = "") -> dict[str, object]:

@@ -31,6 +31,17 @@ OVERRIDES_TAG = "pipeline.hydra_overrides"
 ERROR_TAG = "pipeline.error"
 STEP_TAG = "pipeline.step"
 
+# What a person filters the runs table by (the MLflow UI's search box):
+# ``tags.`pipeline.outcome` = 'promoted'``. The outcome is one word
+# (promoted, challenger, rolled_back, not_gated, unchanged, failed), the detail a sentence.
+OUTCOME_TAG = "pipeline.outcome"
+OUTCOME_DETAIL_TAG = "pipeline.outcome_detail"
+MODEL_CLASS_TAG = "pipeline.model"  # the estimator's class, e.g. LogisticRegression
+TRIGGER_TAG = "pipeline.trigger"  # manual, schedule or sweep
+# Set by whatever starts a pipeline for it (ops.retrain: schedule); unset: manual.
+TRIGGER_ENV = "PIPELINE_TRIGGER"
+TRIGGERS = ("manual", "schedule", "sweep")
+
 VALIDATION_STATUS_TAG = "validation_status"
 # On a champion the gate found it could not load or score (validation_status=broken): why, and which run.
 BROKEN_REASON_TAG = "validation.broken_reason"
@@ -45,6 +56,15 @@ SCORED_BY_URI_KEY = "model_uri"
 SCORED_BY_ID_KEY = "model_id"
 SCORED_BY_NAME_KEY = "model_name"
 SCORED_BY_VERSION_KEY = "model_version"
+
+# Pages of the MLflow UI, for links in descriptions (Markdown, relative to the UI's address).
+def ui_run_page(experiment_id: str, run_id: str, artifact: str | None = None) -> str:
+    return f"#/experiments/{experiment_id}/runs/{run_id}" + (f"/artifactPath/{artifact}" if artifact else "")
+
+
+def ui_version_page(name: str, version: str) -> str:
+    return f"#/models/{name}/versions/{version}"
+
 
 # The registered model and alias consumers call when given no URI (conf/registry).
 MODEL_NAME = "iris-classifier"
@@ -65,6 +85,12 @@ def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` tracking URI (absolute or relative path), else None."""
     prefix = "sqlite:///"
     return Path(uri.removeprefix(prefix)) if uri.startswith(prefix) else None
+
+
+def sqlite_artifact_root(db: Path) -> str:
+    """Where a SQLite store's experiments keep their artifacts: ``mlruns/`` beside the
+    database, whatever the working directory of the process that creates them."""
+    return (db.parent / "mlruns").as_uri()
 
 
 def configure_logging() -> None:

@@ -1,4 +1,5 @@
-"""The tracking store before any run: can it be reached and opened? One check for every command.
+"""The tracking store before any run: can it be reached and opened, and which experiment
+do the runs go to? One check for every command.
 
 MLflow's own first request to a server that is down retries for minutes (seven
 retries with exponential back-off) and ends in a traceback; a SQLite path that
@@ -60,22 +61,96 @@ def check_sqlite(tracking_uri: str) -> None:
         raise StoreUnavailable(f"tracking store {tracking_uri} cannot be opened: {reason} ({db})") from None
 
 
+def unreachable(err: BaseException) -> bool:
+    """Whether ``err`` says the store could not be reached (a connection refused or timed
+    out, an HTTP error after MLflow's retries) rather than that the model is broken."""
+    import requests
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                            ConnectionError, TimeoutError)):
+            return True
+        if str(getattr(err, "message", "")).startswith("API request to "):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def check_store(tracking_uri: str, timeout: float = 10.0) -> None:
     """Raise :class:`StoreUnavailable` unless the store at ``tracking_uri`` can be used."""
     check_server(tracking_uri, timeout)
     check_sqlite(tracking_uri)
 
 
-def main() -> None:
-    """``python -m core.tracking``: check the store ``MLFLOW_TRACKING_URI`` names (``make run``
-    does, before ``mlflow run``); exit 0, or 69 with one line."""
+class ExperimentUnusable(ValueError):
+    """The configured experiment exists but is deleted: MLflow cannot start runs in it."""
+
+
+def use_experiment(name: str) -> str:
+    """The id of experiment ``name``, created if missing, made the active one (as
+    ``mlflow.set_experiment``; safe when pipelines started together create it at once)."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            _create_experiment(client, name)
+        except MlflowException as err:  # created by another process in between
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage != "active":
+        raise ExperimentUnusable(
+            f"experiment {name!r} (id {experiment.experiment_id}) is deleted: restore it "
+            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or set "
+            "experiment.name to another name"
+        )
+    mlflow.set_experiment(experiment_id=experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def _create_experiment(client, name: str) -> None:
+    """A new experiment; in a SQLite store its artifacts go beside the database (a server decides for itself)."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    db = contracts.sqlite_path(uri)
+    if db is None:
+        client.create_experiment(name)
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SqlAlchemyStore(uri, default_artifact_root=contracts.sqlite_artifact_root(db)).create_experiment(name)
+
+
+def main(argv=None) -> None:
+    """``python -m core.tracking [OVERRIDES]``, what ``make run`` does before ``mlflow run``:
+    check the store ``MLFLOW_TRACKING_URI`` names, create the experiment the config names
+    with these Hydra overrides, and print its name; exit 0, 2 for a bad override, or 69
+    with one line."""
     import sys
 
+    from core.config import experiment_name, split_overrides
+
     try:
-        check_store(contracts.tracking_uri())
-    except StoreUnavailable as err:
+        name = experiment_name(split_overrides(sys.argv[1:] if argv is None else argv))
+    except Exception as err:  # Hydra's and ours: a bad override, said in one line
+        from core.config import describe_error
+
+        print(f"tracking store check: error: invalid Hydra override: {describe_error(err)}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        check_store(contracts.configure_tracking())
+        use_experiment(name)
+    except (StoreUnavailable, ExperimentUnusable) as err:
         print(f"tracking store check: {err}", file=sys.stderr)
-        sys.exit(EXIT_UNAVAILABLE)
+        sys.exit(EXIT_UNAVAILABLE if isinstance(err, StoreUnavailable) else 2)
+    print(name)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@
 3. Runs the ``main`` entry point in this process (the parent run is created
    here; steps that are not cached run as ``mlflow run`` child runs, with the
    local env manager), so an unchanged run costs one Python start, one import
-   of mlflow and a few queries.
+   of mlflow and a few queries; it makes no run, and is counted on the last
+   pipeline run instead (``pipeline.record``). Runs are tagged
+   ``pipeline.trigger=schedule`` (``--trigger manual`` when a person runs it).
 
 Exit status: 0 the pipeline finished (promoted, kept the champion, or nothing
 changed; its summary says which); 1 the pipeline failed; 2 bad arguments;
@@ -58,7 +60,7 @@ def ensure_sqlite_store(tracking_uri: str) -> None:
     db.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(lock_path(tracking_uri, "init"), wait=300):
         # A new store's Default experiment keeps its artifacts in mlruns/ beside the database.
-        SqlAlchemyStore(tracking_uri, default_artifact_root=(db.parent / "mlruns").as_uri())
+        SqlAlchemyStore(tracking_uri, default_artifact_root=contracts.sqlite_artifact_root(db))
 
 
 def run_pipeline(overrides: Sequence[str], force: str) -> int:
@@ -79,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the lock (default 0)")
     parser.add_argument("--force", default="", help="rerun cached steps: 'all' or names, comma-separated")
     parser.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (default 10)")
+    parser.add_argument("--trigger", choices=("schedule", "manual"), default="schedule",
+                        help="recorded as tag pipeline.trigger on the runs (default schedule)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the pipeline")
     return parser
 
@@ -100,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if multirun:
         overrides = ["-m", *overrides]
     contracts.configure_logging()
+    os.environ[contracts.TRIGGER_ENV] = args.trigger
     tracking_uri = contracts.tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     # Steps are started with `python` and `mlflow` from PATH: this interpreter's.

@@ -13,13 +13,17 @@ runs them. Each step either reuses an earlier FINISHED run with the same cache k
 manager), receiving the previous steps' output URIs as parameters. The same
 overrides go to every step.
 
-Writes, on the parent run: ``config.yaml`` (resolved config), ``summary.json``
+Writes, on the parent run (named ``pipeline <overrides>``, in the experiment
+``experiment.name``): ``config.yaml`` (resolved config), ``summary.json``
 (each step's run id, duration, status, cache hit or miss and why; the
 registered version; the validation and gate outcome), tags
 ``pipeline.step.<step>.cache``/``.reason``/``.run_id``, ``registered_model_version``,
-``validation_status`` and ``pipeline.outcome``; on a newly registered version,
-the ``lineage.*`` tags. Prints the summary; exits non-zero if a step failed (69, before any run, if the tracking
-store cannot be reached or opened: ``core.tracking``).
+``validation_status``, ``pipeline.outcome``/``.outcome_detail``/``.model``/``.trigger``
+and the summary as its description (``pipeline.record``); on a newly registered
+version, the ``lineage.*`` tags. A rerun in which every step is cached and that
+``mlflow run`` did not make a run for starts none: it is counted on the last
+pipeline run instead. Prints the summary; exits non-zero if a step failed (69,
+before any run, if the tracking store cannot be reached or opened: ``core.tracking``).
 """
 
 from __future__ import annotations
@@ -33,10 +37,11 @@ from dataclasses import asdict
 from core import contracts
 from core.config import multirun_flag
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
-from pipeline import cache
+from pipeline import cache, record
 from pipeline.lineage import git_state
-from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
+from pipeline.run import PipelineContext, run_pipeline
 from pipeline.step import die_with_parent, log_config, parse_step_args, run_as_process, step_parser
+from pipeline.summary import PipelineSummary, named
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +49,10 @@ log = logging.getLogger(__name__)
 def main(argv: Sequence[str] | None = None) -> None:
     import mlflow
     from mlflow.environment_variables import MLFLOW_RUN_ID
+    from mlflow.exceptions import MlflowException
 
     from core.data import DataError, data_digest
+    from core.tracking import ExperimentUnusable
 
     parser = step_parser(__doc__)
     parser.add_argument(
@@ -60,12 +67,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         sweep.main(argv)
         return
     args, cfg = parse_step_args(parser, argv)
-    if os.environ.get(MLFLOW_RUN_ID.name):  # started by `mlflow run`: it dies with that command
+    launched = os.environ.get(MLFLOW_RUN_ID.name)  # the run `mlflow run` made for this pipeline
+    if launched:  # started by `mlflow run`: it dies with that command
         die_with_parent()
     try:
         force = cache.parse_force(args.force)
         if cfg.gate.enabled and not cfg.registry.register:
             raise ValueError("registry.register=false needs gate.enabled=false: the gate decides on registered versions")
+        trigger = record.trigger()
         digest = data_digest(cfg.data)
     except (ValueError, DataError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
@@ -75,8 +84,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     except StoreUnavailable as err:
         print(f"{parser.prog}: {err}", file=sys.stderr)
         sys.exit(EXIT_UNAVAILABLE)
+    try:
+        experiment_id = record.experiment_for(cfg.experiment.name, args.overrides, mlflow.get_run(launched) if launched else None)
+    except (ExperimentUnusable, record.WrongExperiment, MlflowException) as err:
+        parser.exit(2, f"{parser.prog}: error: {getattr(err, 'message', err)}\n")
+    name = named("pipeline", args.overrides)
+    ctx = PipelineContext.create(cfg, args.overrides, force, mlflow.get_run(launched) if launched else None, digest)
+    if not launched and not force and _unchanged(ctx, experiment_id, trigger, name):
+        return
 
-    with mlflow.start_run() as parent:
+    with mlflow.start_run(experiment_id=None if launched else experiment_id) as parent:
         log_config(cfg, args.overrides, step="main")
         commit, dirty = git_state()
         mlflow.set_tags(
@@ -84,10 +101,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "lineage.git_commit": commit,
                 "lineage.git_dirty": str(dirty).lower(),
                 contracts.DATA_DIGEST_TAG: digest,
+                **record.start_tags(cfg, name, trigger),
             }
         )
-        ctx = PipelineContext.create(cfg, args.overrides, force, mlflow.get_run(parent.info.run_id), digest)
-        summary = PipelineSummary(run_id=parent.info.run_id)
+        summary = PipelineSummary(run_id=parent.info.run_id, name=name)
         try:
             run_pipeline(ctx, summary)
         finally:
@@ -99,13 +116,29 @@ def main(argv: Sequence[str] | None = None) -> None:
                 {
                     "registered_model_version": summary.registered_model_version or "",
                     contracts.VALIDATION_STATUS_TAG: summary.validation_status,
-                    "pipeline.outcome": summary.outcome,
+                    **record.end_tags(summary, parent.info.experiment_id, cfg.registry.model_name, trigger),
                 }
             )
             print(summary.render(), flush=True)
         if not summary.succeeded:
             log.error("pipeline failed: %s", summary.outcome)
             sys.exit(1)
+
+
+def _unchanged(ctx: PipelineContext, experiment_id: str, trigger: str, name: str) -> bool:
+    """Whether every step is cached; then no run is made and the rerun is counted on the
+    last pipeline run with the same outcome (``pipeline.record``) instead."""
+    plan = PipelineSummary(run_id="", name=name)
+    run_pipeline(ctx, plan, cached_only_in=experiment_id)
+    if not plan.unchanged:
+        return False
+    kept = record.record_unchanged(plan, experiment_id, trigger)
+    if kept is None:
+        return False
+    plan.run_id, plan.name = kept.info.run_id, kept.info.run_name
+    print(f"{plan.render()}\n  no new run: unchanged rerun {int(kept.data.metrics[record.UNCHANGED_METRIC])} "
+          f"counted on that run (metric {record.UNCHANGED_METRIC})", flush=True)
+    return True
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,70 +21,9 @@ from core.registry import alias_version, parse_registered_uri
 from pipeline import cache, graph
 from pipeline.lineage import git_state, package_versions
 from pipeline.step import driver_pid_in_env, read_outputs
+from pipeline.summary import PipelineSummary, StepResult, step_run_name
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StepResult:
-    step: str
-    run_id: str | None = None
-    seconds: float = 0.0
-    status: str = "NOT RUN"  # FINISHED, CACHED, FAILED
-    cache: str = ""  # hit or miss
-    reason: str = ""
-    error: str = ""
-    outputs: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class PipelineSummary:
-    run_id: str
-    steps: list[StepResult] = field(default_factory=list)
-    registered_model_version: str | None = None
-    validation_status: str = "not run"
-    gate_outcome: str | None = None
-    champion_version: str | None = None
-    broken_champion_version: str | None = None  # the champion the gate found it could not load
-
-    @property
-    def succeeded(self) -> bool:
-        return len(self.steps) == len(graph.STEPS) and all(
-            s.status in ("FINISHED", "CACHED") for s in self.steps
-        )
-
-    @property
-    def outcome(self) -> str:
-        failed = [s for s in self.steps if s.status == "FAILED"]
-        if failed:
-            return f"failed at step {failed[0].step}: {failed[0].error}"
-        if not self.succeeded:
-            return "failed before " + (f"step {self.steps[-1].step} finished" if self.steps else "any step ran")
-        if all(s.status == "CACHED" for s in self.steps):
-            return f"nothing changed: every step cached; champion is version {self.champion_version}"
-        broken = self.broken_champion_version
-        if self.gate_outcome == "promoted":
-            replaced = f", replacing version {broken}, which is broken (see its tags)" if broken else ""
-            return f"promoted version {self.registered_model_version} to champion{replaced}"
-        if self.gate_outcome == "not gated":
-            version = self.registered_model_version
-            return f"validated {f'version {version}' if version else 'the model (not registered)'}; not gated"
-        return (
-            f"kept champion version {self.champion_version}{', which is broken' if broken else ''}; "
-            f"version {self.registered_model_version} is {self.gate_outcome}"
-        )
-
-    def render(self) -> str:
-        lines = [f"pipeline run {self.run_id}"]
-        for step in self.steps:
-            lines.append(
-                f"  {step.step:<15} {step.status:<9} {step.seconds:6.1f}s  run {step.run_id or '-'}"
-                f"  {step.cache} ({step.reason})"
-            )
-        lines.append(f"  registered version: {self.registered_model_version or '-'}")
-        lines.append(f"  validation: {self.validation_status}")
-        lines.append(f"  outcome: {self.outcome}")
-        return "\n".join(lines)
 
 
 def env_manager_of(run) -> str:
@@ -95,7 +34,7 @@ def env_manager_of(run) -> str:
     """
     from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_ENV
 
-    return run.data.tags.get(MLFLOW_PROJECT_ENV, "local")
+    return "local" if run is None else run.data.tags.get(MLFLOW_PROJECT_ENV, "local")
 
 
 @dataclass
@@ -110,7 +49,8 @@ class PipelineContext:
     @classmethod
     def create(cls, cfg: DictConfig, overrides: Sequence[str], force: frozenset[str], env_run,
                data_digest: str | None = None) -> "PipelineContext":
-        """The context for one pipeline: steps run under ``env_run``'s env manager; the data
+        """The context for one pipeline: steps run under ``env_run``'s env manager (None: the
+        pipeline was not started by ``mlflow run``, ``local``); the data
         digest is computed here unless given (main computes it before any run starts)."""
         from core.data import data_digest as compute_digest
 
@@ -121,14 +61,17 @@ class PipelineContext:
         )
 
 
-def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
+def run_pipeline(ctx: PipelineContext, summary: PipelineSummary, cached_only_in: str | None = None) -> None:
     """Run or reuse the four steps as child runs of the active run, filling ``summary``.
 
-    Stops at the first failing step; ``summary.succeeded`` then is false.
+    Stops at the first failing step; ``summary.succeeded`` then is false. With
+    ``cached_only_in`` (an experiment id), there is no active run and nothing runs: the
+    steps are looked up in that experiment's cache up to the first miss, which ends the
+    summary (``summary.unchanged`` says whether all four were cached).
     """
     import mlflow
 
-    experiment_id = mlflow.active_run().info.experiment_id
+    experiment_id = cached_only_in or mlflow.active_run().info.experiment_id
     outputs: dict[str, str] = {graph.DATA_DIGEST: ctx.data_digest}
     keys: dict[str, str] = {}
     for step in graph.NAMES:
@@ -140,15 +83,18 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
             key, experiment_id, forced=step in ctx.force,
             still_valid=_decision_still_holds(ctx.cfg) if step == "evaluate" else None,
         )
-        result = StepResult(step=step, cache="hit" if found.hit else "miss", reason=found.reason)
+        result = StepResult(step=step, cache="hit" if found.hit else "miss", reason=found.reason,
+                            name=step_run_name(step, outputs))
         summary.steps.append(result)
         log.info("step %s: cache %s (%s)", step, result.cache, result.reason)
+        if cached_only_in and not found.hit:
+            return
         started = time.monotonic()
         if found.hit:
             result.run_id, result.status = found.hit_run_id, "CACHED"
         else:
             try:
-                result.run_id = _run_step(step, params, ctx, experiment_id)
+                result.run_id = _run_step(step, params, ctx, experiment_id, result.shown)
             except StepNotStarted as err:
                 result.error = str(err)
             result.status = "FINISHED" if result.run_id and _finished(result.run_id) else "FAILED"
@@ -162,6 +108,9 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary) -> None:
             result.error = result.error or _step_error(result.run_id)
             _record_step(result)
             return
+        if cached_only_in:
+            keys[step] = key.key
+            continue
         registered = "registered_model_uri" in outputs
         if step == "package_pyfunc" and result.status == "FINISHED" and registered:
             # Lineage before the cache key: a reused version always carries it.
@@ -210,8 +159,8 @@ class StepNotStarted(RuntimeError):
     """A step was refused before its process started (e.g. its config cannot be built)."""
 
 
-def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experiment_id: str):
-    """Run one step as a child run; return its run id (None if MLflow could not start it)."""
+def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experiment_id: str, run_name: str):
+    """Run one step as a child run named ``run_name``; return its run id (None if MLflow could not start it)."""
     import mlflow
     from mlflow.exceptions import ExecutionException
 
@@ -229,6 +178,7 @@ def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experimen
                 parameters={**params, graph.HYDRA_OPTIONS: " ".join(ctx.overrides)},
                 env_manager=ctx.env_manager,
                 experiment_id=experiment_id,
+                run_name=run_name,
                 synchronous=True,
             )
         return submitted.run_id

@@ -36,9 +36,15 @@ import sys
 from collections.abc import Sequence
 
 from core import contracts
-from core.config import compose_config, describe_error, multirun_flag, split_overrides
+from core.config import (
+    compose_config,
+    describe_error,
+    experiment_name,
+    multirun_flag,
+    split_overrides,
+)
 from core.metrics import HOLDOUT_METRICS
-from pipeline import sweep_job
+from pipeline import record, sweep_job
 from pipeline.step import step_parser
 from pipeline.sweep_winner import GateNeeds, best_job, exclusions, gate_needs, methods_offered
 
@@ -121,11 +127,14 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
     import mlflow
     from hydra.errors import MissingConfigException
     from mlflow import MlflowClient
+    from mlflow.environment_variables import MLFLOW_RUN_ID
 
     from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
     from pipeline import cache
-    from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
+    from pipeline.run import PipelineContext, run_pipeline
+    from pipeline.summary import PipelineSummary, model_class, named
 
+    launched = mlflow.get_run(MLFLOW_RUN_ID.get()) if MLFLOW_RUN_ID.get() else None  # made by `mlflow run`
     jobs = [job for batch in expand(arguments) for job in batch]
     expected = [sweep_job.job_overrides(job) for job in jobs]
     check_settings(jobs)
@@ -139,10 +148,14 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
     first = compose_config(good[0]) if good else None
     metric = first.sweep.metric.value if first is not None else None
 
-    with mlflow.start_run() as sweep_run:
+    experiment_id = record.experiment_for(experiment_name(arguments), arguments, launched)
+    trigger = record.trigger()
+    with mlflow.start_run(experiment_id=None if launched else experiment_id) as sweep_run:
         run_id = sweep_run.info.run_id
         mlflow.set_tags(
-            {contracts.STEP_TAG: SWEEP_STEP, "sweep.overrides": " ".join(arguments), "sweep.jobs": str(len(expected))}
+            {contracts.STEP_TAG: SWEEP_STEP, "sweep.overrides": " ".join(arguments), "sweep.jobs": str(len(expected)),
+             **record.start_tags(first if first is not None else compose_config([]),
+                                 f"sweep {len(expected)} job{'s' if len(expected) != 1 else ''}", trigger)}
         )
         for job, err in errors:
             sweep_job.record_uncomposable(sweep_run, sweep_job.job_overrides(job), err)
@@ -152,7 +165,8 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
                         f"+hydra.job.env_set.{sweep_job.SWEEP_FORCE_ENV}='{force}'"])
             except SweepError as err:
                 log.error("%s", err)
-                mlflow.set_tags({contracts.ERROR_TAG: str(err), "pipeline.outcome": f"sweep failed: {err}"})
+                mlflow.set_tags({contracts.ERROR_TAG: str(err), contracts.OUTCOME_TAG: "failed",
+                                 contracts.OUTCOME_DETAIL_TAG: f"sweep failed: {err}"})
                 mlflow.end_run("FAILED")
                 return 1
         table = jobs_table(run_id, expected)
@@ -171,7 +185,7 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
             outcome = "no job the gate could promote: " + "; ".join(
                 f"job {row.job}: {row.excluded}" for row in table.itertuples() if row.excluded
             )
-            mlflow.set_tag("pipeline.outcome", outcome[:4000])
+            mlflow.set_tags({contracts.OUTCOME_TAG: "failed", contracts.OUTCOME_DETAIL_TAG: outcome[:4000]})
             log.error("sweep: %s; nothing was gated", outcome)
             mlflow.end_run("FAILED")
             return 1
@@ -186,7 +200,7 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
 
         # The best job's pipeline again, gate on: train and serialize come from its cache.
         cfg = compose_config(best_overrides)
-        summary = PipelineSummary(run_id=run_id)
+        summary = PipelineSummary(run_id=run_id, name=f"sweep {len(table)} jobs: best {named('job', best_overrides)}")
         run_pipeline(
             PipelineContext.create(cfg, best_overrides, frozenset(s for s in cache.parse_force(force) if s == "evaluate"),
                                    mlflow.get_run(run_id)),
@@ -206,7 +220,10 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
             {
                 "registered_model_version": summary.registered_model_version or "",
                 contracts.VALIDATION_STATUS_TAG: summary.validation_status,
-                "pipeline.outcome": f"best of {len(table)} jobs ({failed} failed): {summary.outcome}",
+                # The estimator that went through the gate.
+                contracts.MODEL_CLASS_TAG: model_class(cfg.model),
+                **record.end_tags(summary, experiment_id, cfg.registry.model_name, trigger,
+                                  detail=f"best of {len(table)} jobs ({failed} failed): {summary.outcome}"),
             }
         )
         print(summary.render(), flush=True)
@@ -238,12 +255,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         from hydra_plugins.pipeline_sweeper.pipeline_sweeper import expand
 
         expand(overrides)
+        experiment_name(overrides)  # one experiment for the whole sweep
+        record.trigger()
     except (HydraException, ValueError) as err:
         parser.exit(2, f"{parser.prog}: error: invalid sweep: {err}\n")
     contracts.configure_tracking()
+    from core.tracking import ExperimentUnusable
+
     try:
         status = run_sweep(overrides, args.force)
-    except SweepError as err:  # settings refused before any run started
+    except (SweepError, record.WrongExperiment, ExperimentUnusable) as err:  # refused before any run started
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     sys.exit(status)
 

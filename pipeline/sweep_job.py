@@ -21,7 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from core import contracts
 from core.config import Candidates, check_ranges, describe_error
 from core.metrics import HOLDOUT_METRICS
+from pipeline import record
 from pipeline.step import log_config, record_outputs
+from pipeline.summary import named
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,8 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     import mlflow
 
     from pipeline import cache
-    from pipeline.run import PipelineContext, PipelineSummary, run_pipeline
+    from pipeline.run import PipelineContext, run_pipeline
+    from pipeline.summary import PipelineSummary
 
     # Inherited from `mlflow run` in a launcher's worker, where it names the sweep run.
     os.environ.pop("MLFLOW_RUN_ID", None)
@@ -78,15 +81,16 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     # basic launcher), ending it there would end the sweep run too.
     job_run = mlflow.start_run(
         experiment_id=sweep_run.info.experiment_id,
-        run_name=" ".join(overrides) or "defaults",
+        run_name=named("job", overrides),
         parent_run_id=sweep_run.info.run_id,
         nested=True,
     )
     status, message = "FAILED", "the job stopped before its pipeline finished"
     try:
         log_config(job_cfg, step_overrides, step=JOB_STEP)
-        mlflow.set_tags({"sweep.overrides": " ".join(overrides), "sweep.run_id": sweep_run.info.run_id})
-        summary = PipelineSummary(run_id=job_run.info.run_id)
+        mlflow.set_tags({"sweep.overrides": " ".join(overrides), "sweep.run_id": sweep_run.info.run_id,
+                         **record.start_tags(cfg, named("job", overrides), "sweep")})
+        summary = PipelineSummary(run_id=job_run.info.run_id, name=named("job", overrides))
         error = ""
         try:
             ctx = PipelineContext.create(job_cfg, step_overrides, cache.parse_force(os.environ.get(SWEEP_FORCE_ENV, "")), sweep_run)
@@ -103,7 +107,11 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
             record_outputs(outputs)
         status = "FINISHED" if summary.succeeded and not error else "FAILED"
         message = error or ("" if status == "FINISHED" else summary.outcome)
-        mlflow.set_tags({contracts.ERROR_TAG: message[:4000], "pipeline.outcome": summary.outcome})
+        mlflow.set_tags({contracts.ERROR_TAG: message[:4000],
+                         **record.end_tags(summary, sweep_run.info.experiment_id, cfg.registry.model_name, "sweep",
+                                           detail=error or summary.outcome)})
+        if error:
+            mlflow.set_tag(contracts.OUTCOME_TAG, "failed")
         print(summary.render(), flush=True)
     finally:
         mlflow.end_run(status)
@@ -130,12 +138,14 @@ def record_uncomposable(sweep_run, overrides: Sequence[str], err: Exception) -> 
         sweep_run.info.experiment_id,
         tags={
             MLFLOW_PARENT_RUN_ID: sweep_run.info.run_id,
-            MLFLOW_RUN_NAME: " ".join(overrides),
+            MLFLOW_RUN_NAME: named("job", overrides),
+            contracts.TRIGGER_TAG: "sweep",
             contracts.STEP_TAG: JOB_STEP,
             "sweep.overrides": " ".join(overrides),
             "sweep.run_id": sweep_run.info.run_id,
             contracts.ERROR_TAG: message[:4000],
-            "pipeline.outcome": "not run: its config cannot be composed",
+            contracts.OUTCOME_TAG: "failed",
+            contracts.OUTCOME_DETAIL_TAG: "not run: its config cannot be composed",
         },
     )
     client.set_terminated(run.info.run_id, "FAILED")

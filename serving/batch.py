@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from core import contract, contracts
 from core.errors import StepError
@@ -267,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         model = load_verified(exact)  # its files checked first: core.integrity
         drift: list = []
         with mlflow.start_run() if in_project_run else contextlib.nullcontext():
+            if in_project_run:  # its name in the MLflow UI's runs table
+                mlflow.set_tag(MLFLOW_RUN_NAME, f"score {Path(args.input).name}")
             rows = score_file(
                 model, args.input, args.output, args.predict_method, args.chunk_size, id_columns,
                 progress=False if args.no_progress else None, drift=drift, provenance=provenance,

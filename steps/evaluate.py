@@ -23,7 +23,8 @@ for the champion), ``validation_checks_failed``; artifacts ``validation.json``
 the champion's overlaid, a metrics comparison, and ``report.html``; see
 ``core.report``). On the model version: tags ``validation_status`` = ``passed``/``failed``,
 ``validation_run_id`` and ``gate.*`` (outcome, reason, both versions' metrics,
-thresholds); then the aliases. A failed validation moves no alias to the version
+thresholds), and its description (shown on its page in the MLflow UI: the decision,
+each metric against the champion's, a link to the report); then the aliases. A failed validation moves no alias to the version
 (and removes any it held: fail closed) and ends the run with a non-zero exit; a
 version kept as challenger is not a failure. A version an operator rolled back
 is never re-promoted. A champion that cannot be loaded or scored is broken: it is
@@ -55,7 +56,14 @@ import pandas as pd
 
 from core import contracts
 from core.errors import StepError
-from core.gate import ROLLED_BACK, ChampionScore, decision_tags, describe_bounds, judge
+from core.gate import (
+    ROLLED_BACK,
+    ChampionScore,
+    decision_tags,
+    describe_bounds,
+    describe_markdown,
+    judge,
+)
 from core.integrity import load_verified
 from core.metrics import holdout_outputs
 from core.registry import (
@@ -65,7 +73,8 @@ from core.registry import (
     parse_registered_uri,
     remove_aliases,
 )
-from core.report import log_report
+from core.report import REPORT_DIR, log_report
+from core.tracking import unreachable
 from core.validation import Check, ValidationFailed, model_methods, validate_predictions
 from pipeline.locks import file_lock, lock_path
 from pipeline.step import (
@@ -96,23 +105,6 @@ def validate(model_uri: str, reference, features: pd.DataFrame, atol: float):
     except Exception as err:  # noqa: BLE001 - a check that cannot run fails: fail closed
         log.exception("validation could not run")
         return model, [Check("validate_predictions", False, f"{type(err).__name__}: {err}")]
-
-
-def unreachable(err: BaseException) -> bool:
-    """Whether ``err`` says the store could not be reached (a connection refused or timed
-    out, an HTTP error after MLflow's retries) rather than that the model is broken."""
-    import requests
-
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                            ConnectionError, TimeoutError)):
-            return True
-        if str(getattr(err, "message", "")).startswith("API request to "):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
 
 
 def champion_scorer(name: str, version: str, features, labels, classes, scored: list):
@@ -153,6 +145,14 @@ def record_broken(client, name: str, version: str, error: str) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     log.error("champion version %s of %s is broken: %s", version, name, error)
+
+
+def report_page(artifact: str = f"{REPORT_DIR}/report.html") -> str:
+    """This run's artifact ``artifact`` in the MLflow UI (a relative link for descriptions)."""
+    import mlflow
+
+    run = mlflow.active_run().info
+    return contracts.ui_run_page(run.experiment_id, run.run_id, artifact)
 
 
 def record_safely(log_artifacts) -> None:
@@ -212,6 +212,8 @@ def run(
             # Fail closed: a version that fails validation keeps no alias, even one it held before.
             for alias in remove_aliases(client, name, model_version):
                 log.error("removed alias %s from %s, which failed validation", alias, model_uri)
+            client.update_model_version(name, model_version, description="**Failed validation**: " + "; ".join(
+                f"{check.name} ({check.detail})" for check in failed)[:4000] + f" ([checks]({report_page('validation.json')}))")
         record_outputs({"validation_status": "failed"})
         raise ValidationFailed(
             f"{model_uri} failed validation: "
@@ -232,6 +234,12 @@ def run(
             ["Not gated (gate.enabled=false): no alias was moved.", checked],
             candidate, None, labels, classes,
         ))
+        if registered:
+            record_safely(lambda: client.update_model_version(
+                name, model_version,
+                description=f"**Not gated** (gate.enabled=false): validated, no alias moved. "
+                            f"[Evaluation report]({report_page()})",
+            ))
         outputs = {"validation_status": "passed", "gate_outcome": "not gated"}
         record_outputs(outputs)
         return outputs
@@ -266,6 +274,9 @@ def run(
         [f"Gate: {decision.outcome} ({decision.reason}).",
          f"Gate thresholds: {describe_bounds(decision) or 'none applied'}.", checked],
         candidate, champion_outputs[0] if champion_outputs else None, labels, classes,
+    ))
+    record_safely(lambda: client.update_model_version(
+        name, model_version, description=describe_markdown(decision, model_version, candidate_metrics, report_page()),
     ))
     outputs = {
         "validation_status": "passed",

@@ -68,12 +68,13 @@ def test_cache_force_config_and_data_changes(project_env, tmp_path):
 
     again = run_retrain(project_env, tmp_path, *data)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "nothing changed" in again.stdout
-    states = step_states(parent_runs()[0])
-    assert all(status == "CACHED" for status, _ in states.values()), states
+    assert "nothing changed" in again.stdout and "no new run: unchanged rerun 1" in again.stdout
     assert versions() == [1]
-    # No step process started: the cached run added no step runs.
-    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == 4 + 2
+    # No run at all: no step process started and no pipeline run was made; the rerun
+    # is counted on the pipeline run it found unchanged.
+    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == 4 + 1
+    (parent,) = parent_runs()
+    assert parent.data.metrics["unchanged_reruns"] == 1
 
     forced = run_retrain(project_env, tmp_path, "--force", "evaluate", *data)
     assert forced.returncode == 0, forced.stderr[-3000:]
@@ -175,7 +176,8 @@ def test_killed_step_fails_the_run_and_the_next_run_resumes(project_env, tmp_pat
     assert tampered.returncode == 1
     assert "Refusing to load" in tampered.stderr + tampered.stdout
     assert client.get_model_version_by_alias(MODEL, "champion").version == champion.version
-    assert "Refusing to load" in parent_runs()[0].data.tags["pipeline.outcome"]
+    assert parent_runs()[0].data.tags[contracts.OUTCOME_TAG] == "failed"
+    assert "Refusing to load" in parent_runs()[0].data.tags[contracts.OUTCOME_DETAIL_TAG]
     assert all(
         v.tags.get(contracts.VALIDATION_STATUS_TAG) != "passed" or v.version == champion.version
         for v in client.search_model_versions(f"name='{MODEL}'")

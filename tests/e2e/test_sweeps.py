@@ -64,7 +64,7 @@ def test_sweep_through_mlflow_run_then_from_the_scheduler_unchanged(project_env,
     # The table of all jobs, as the UI shows it.
     logged = json.loads(mlflow.artifacts.load_text(f"runs:/{sweep_run.info.run_id}/sweep/jobs.json"))
     assert len(logged["data"]) == 6 and "accuracy" in logged["columns"]
-    assert "best of 6 jobs (4 failed)" in sweep_run.data.tags["pipeline.outcome"]
+    assert "best of 6 jobs (4 failed)" in sweep_run.data.tags[contracts.OUTCOME_DETAIL_TAG]
 
     # Both good models were registered; only the best went through the gate.
     client = MlflowClient()
@@ -100,7 +100,7 @@ def test_sweep_through_mlflow_run_then_from_the_scheduler_unchanged(project_env,
     )
     assert first.info.run_id == sweep_run.info.run_id
     assert {latest.data.tags[f"pipeline.step.{step}.cache"] for step in graph.NAMES} == {"hit"}
-    assert latest.data.tags["pipeline.outcome"].endswith(
+    assert latest.data.tags[contracts.OUTCOME_DETAIL_TAG].endswith(
         "nothing changed: every step cached; champion is version " + latest.data.tags["registered_model_version"])
     rerun = [run for run in children(latest.info.run_id) if run.data.tags.get(contracts.STEP_TAG) == "sweep_job"
              and run.info.status == "FINISHED"]
@@ -131,6 +131,17 @@ def test_sweep_from_python_on_another_launcher_registers_only_the_best(project_e
     assert sorted(run.data.tags["sweep.overrides"] for run in jobs) == ["model=gradient_boosting", "model=knn"]
     assert all(run.info.status == "FINISHED" for run in jobs)
     assert "gradient_boosting" in sweep_run.data.tags["sweep.best_overrides"]
+    # As the MLflow UI shows them: names that say what each run is, tags to filter by.
+    assert sweep_run.info.run_name == "sweep 2 jobs"
+    assert sorted(run.info.run_name for run in jobs) == ["job model=gradient_boosting", "job model=knn"]
+    assert {run.data.tags[contracts.TRIGGER_TAG] for run in jobs} == {"sweep"}
+    assert {run.data.tags[contracts.OUTCOME_TAG] for run in jobs} == {"not_gated"}
+    tags = sweep_run.data.tags
+    assert (tags[contracts.TRIGGER_TAG], tags[contracts.OUTCOME_TAG], tags[contracts.MODEL_CLASS_TAG]) == (
+        "manual", "promoted", "GradientBoostingClassifier")
+    assert "| evaluate v1 | FINISHED |" in tags["mlflow.note.content"]
+    gated = {run.info.run_name for run in children(sweep_run.info.run_id)} - {run.info.run_name for run in jobs}
+    assert "evaluate v1" in gated and gated <= {"train", "serialize", "package_pyfunc", "evaluate v1"}, gated
     (found,) = MlflowClient().search_model_versions("name = 'iris-classifier'")
     version = MlflowClient().get_model_version("iris-classifier", found.version)
     model = mlflow.pyfunc.load_model(f"models:/iris-classifier/{version.version}")

@@ -83,6 +83,15 @@ def test_gate_promotes_refuses_and_rollback_swaps(champion):
     assert json.loads(tags["gate.champion_metrics"])["accuracy"] == 1.0
     assert json.loads(tags["gate.candidate_metrics"])["accuracy"] == 0.5
     assert "accuracy" in tags["gate.reason"] and "gate.thresholds" in tags
+    # Its page in the MLflow UI says the same: the decision, metrics against the champion's,
+    # and a link to the report of the run that decided.
+    description = client.get_model_version("iris-classifier", v2).description
+    assert description.startswith("**Gate: challenger**: ") and tags["gate.reason"].split()[0] in description
+    assert f"| metric | v{v2} | champion v{v1} | bound |" in description and "| accuracy | 0.5 | 1 | >= " in description
+    evaluate_run = mlflow.get_run(tags["validation_run_id"])
+    report = f"#/experiments/{evaluate_run.info.experiment_id}/runs/{evaluate_run.info.run_id}/artifactPath/report/report.html"
+    assert f"[Evaluation report]({report})" in description
+    assert "report.html" in {f.path.split("/")[-1] for f in client.list_artifacts(evaluate_run.info.run_id, "report")}
 
     v3, better, v3_outputs = promote_cycle(["model.C=2.0"])
     assert better["gate_outcome"] == "promoted"

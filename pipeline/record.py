@@ -1,0 +1,116 @@
+"""What the MLflow UI shows of a pipeline: its experiment, the run's name, description and
+the tags a person filters by, and the one record that unchanged reruns leave.
+
+- The experiment is ``experiment.name`` (created if missing). ``mlflow run`` picks the
+  experiment of the run it makes before the project starts (``--experiment-name``,
+  ``MLFLOW_EXPERIMENT_NAME``, else ``Default``); ``make run`` passes the configured one,
+  and a run elsewhere is kept where ``mlflow run`` put it, with a warning, unless the
+  overrides name another experiment: then it is refused.
+- Tags: ``pipeline.outcome`` (one word), ``pipeline.outcome_detail`` (the sentence),
+  ``pipeline.model`` (the estimator's class), ``pipeline.trigger`` (manual, schedule,
+  sweep: ``PIPELINE_TRIGGER``, which ``ops.retrain`` sets to ``schedule``).
+- An unchanged rerun that no ``mlflow run`` made a run for (``ops.retrain``,
+  ``python -m pipeline.main``) starts no run: it counts itself on the last pipeline run
+  that ended with the same evaluate run, as metric ``unchanged_reruns`` (one point per
+  rerun, so its chart is the history of the checks) and tag ``pipeline.last_unchanged``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+from omegaconf import DictConfig
+
+from core import contracts
+from core.config import EXPERIMENT_KEY
+from pipeline.summary import PipelineSummary, model_class
+
+log = logging.getLogger(__name__)
+
+UNCHANGED_METRIC = "unchanged_reruns"
+LAST_UNCHANGED_TAG = "pipeline.last_unchanged"
+EVALUATE_RUN_TAG = "pipeline.step.evaluate.run_id"
+UNCHANGED_NOTE_MARK = "\n\n**Unchanged reruns since:**"
+
+
+class WrongExperiment(ValueError):
+    """``mlflow run`` made the run in another experiment than the overrides name."""
+
+
+def trigger() -> str:
+    """What started this pipeline: ``PIPELINE_TRIGGER``, else ``manual``."""
+    value = os.environ.get(contracts.TRIGGER_ENV) or "manual"
+    if value not in contracts.TRIGGERS:
+        raise ValueError(f"{contracts.TRIGGER_ENV}={value!r}: expected one of {', '.join(contracts.TRIGGERS)}")
+    return value
+
+
+def experiment_for(wanted: str, overrides: Sequence[str], launched_run) -> str:
+    """The id of the experiment the pipeline's runs go to; ``wanted`` is the configured one.
+    ``launched_run`` is the run ``mlflow run`` made for it (None: no such run; ``wanted``
+    is used, created if missing)."""
+    import mlflow
+
+    from core.tracking import use_experiment
+
+    if launched_run is None:
+        return use_experiment(wanted)
+    experiment_id = launched_run.info.experiment_id
+    actual = mlflow.get_experiment(experiment_id).name
+    if actual != wanted:
+        message = (f"mlflow run made this run in experiment {actual!r}, the config names {wanted!r}; "
+                   f"start it with `mlflow run . --experiment-name {wanted!r}` (make run does)")
+        if any(o.lstrip("+").partition("=")[0] == EXPERIMENT_KEY for o in overrides):
+            raise WrongExperiment(message)
+        log.warning("%s; its runs stay in %r", message, actual)
+    return experiment_id
+
+
+def start_tags(cfg: DictConfig, name: str, trigger_: str) -> dict[str, str]:
+    """The tags a pipeline run (or sweep, or job) gets when it starts."""
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+    return {MLFLOW_RUN_NAME: name, contracts.TRIGGER_TAG: trigger_,
+            contracts.MODEL_CLASS_TAG: model_class(cfg.model)}
+
+
+def end_tags(summary: PipelineSummary, experiment_id: str, model_name: str, trigger_: str,
+             detail: str | None = None) -> dict[str, str]:
+    """The outcome tags and the description (``mlflow.note.content``) of a finished pipeline run."""
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+    detail = detail or summary.outcome
+    note = summary.markdown(experiment_id, model_name, trigger_)
+    return {contracts.OUTCOME_TAG: summary.outcome_word, contracts.OUTCOME_DETAIL_TAG: detail[:4000],
+            MLFLOW_RUN_NOTE: note}
+
+
+def record_unchanged(summary: PipelineSummary, experiment_id: str, trigger_: str):
+    """Count an unchanged rerun on the last pipeline run that ended with the same evaluate
+    run, and return that run; None if there is none (the caller then makes a run)."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+    evaluate_run = summary.steps[-1].run_id
+    found = mlflow.search_runs(
+        experiment_ids=[experiment_id], filter_string=f"tags.`{EVALUATE_RUN_TAG}` = '{evaluate_run}'",
+        order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
+    )
+    if not found:
+        return None
+    run = found[0]
+    count = int(run.data.metrics.get(UNCHANGED_METRIC, 0)) + 1
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
+    note = run.data.tags.get(MLFLOW_RUN_NOTE, "").split(UNCHANGED_NOTE_MARK)[0]
+    client = MlflowClient()
+    client.log_metric(run.info.run_id, UNCHANGED_METRIC, count, timestamp=int(now * 1000), step=count)
+    client.set_tag(run.info.run_id, LAST_UNCHANGED_TAG, f"{stamp} ({trigger_})")
+    client.set_tag(run.info.run_id, MLFLOW_RUN_NOTE,
+                   f"{note}{UNCHANGED_NOTE_MARK} {count}, the last at {stamp} ({trigger_}); "
+                   "every step cached, no new run.")
+    return client.get_run(run.info.run_id)

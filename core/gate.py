@@ -182,17 +182,13 @@ def describe_markdown(decision: GateDecision, version: str, candidate_metrics: M
     why, each metric against the champion's and the bound applied, and a link to the report."""
     champion = decision.champion_version
     against = f"champion v{champion}" if champion and champion != version else "champion"
-    lines = [
-        f"**Gate: {decision.outcome.replace('_', ' ')}**: {' '.join(decision.reason.split())}",
-        "",
-        f"| metric | v{version} | {against} | bound |",
-        "|---|---:|---:|---|",
-    ]
+    lines = [f"**Gate: {decision.outcome.replace('_', ' ')}**: {' '.join(decision.reason.split())}", ""]
     champion_metrics = decision.champion_metrics or {}
     for name in sorted(candidate_metrics):
         spec = decision.thresholds.get(name)
-        bound = f"{'>=' if spec['greater_is_better'] else '<='} {spec['threshold']:.4g}" if spec else "-"
-        theirs = f"{champion_metrics[name]:.4g}" if name in champion_metrics else "-"
-        lines.append(f"| {name} | {candidate_metrics[name]:.4g} | {theirs} | {bound} |")
+        compared = [f"{against} {champion_metrics[name]:.4g}"] if name in champion_metrics else []
+        if spec:
+            compared.append(f"bound {'>=' if spec['greater_is_better'] else '<='} {spec['threshold']:.4g}")
+        lines.append(f"- {name}: **{candidate_metrics[name]:.4g}**" + (f" ({'; '.join(compared)})" if compared else ""))
     lines += ["", f"[Evaluation report]({report_link}) (confusion matrices, curves, all checks)"]
     return "\n".join(lines)

@@ -87,7 +87,7 @@ def test_gate_promotes_refuses_and_rollback_swaps(champion):
     # and a link to the report of the run that decided.
     description = client.get_model_version("iris-classifier", v2).description
     assert description.startswith("**Gate: challenger**: ") and tags["gate.reason"].split()[0] in description
-    assert f"| metric | v{v2} | champion v{v1} | bound |" in description and "| accuracy | 0.5 | 1 | >= " in description
+    assert f"- accuracy: **0.5** (champion v{v1} 1; bound >= " in description
     evaluate_run = mlflow.get_run(tags["validation_run_id"])
     report = f"#/experiments/{evaluate_run.info.experiment_id}/runs/{evaluate_run.info.run_id}/artifactPath/report/report.html"
     assert f"[Evaluation report]({report})" in description

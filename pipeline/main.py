@@ -84,12 +84,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     except StoreUnavailable as err:
         print(f"{parser.prog}: {err}", file=sys.stderr)
         sys.exit(EXIT_UNAVAILABLE)
+    launched_run = mlflow.get_run(launched) if launched else None
     try:
-        experiment_id = record.experiment_for(cfg.experiment.name, args.overrides, mlflow.get_run(launched) if launched else None)
+        experiment_id = record.experiment_for(cfg.experiment.name, args.overrides, launched_run)
     except (ExperimentUnusable, record.WrongExperiment, MlflowException) as err:
         parser.exit(2, f"{parser.prog}: error: {getattr(err, 'message', err)}\n")
     name = named("pipeline", args.overrides)
-    ctx = PipelineContext.create(cfg, args.overrides, force, mlflow.get_run(launched) if launched else None, digest)
+    ctx = PipelineContext.create(cfg, args.overrides, force, launched_run, digest)
     if not launched and not force and _unchanged(ctx, experiment_id, trigger, name):
         return
 

@@ -22,6 +22,7 @@ reason names the components that differ from the step's previous finished run.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -101,10 +102,23 @@ def step_key(
 
 def entry_point_definition(step: str) -> dict:
     """The step's entry point in MLproject: its parameters and command."""
-    import yaml
+    return _parsed(CODE_ROOT / "MLproject", "yaml")["entry_points"][step]
 
-    project = yaml.safe_load((CODE_ROOT / "MLproject").read_text())
-    return project["entry_points"][step]
+
+def _parsed(path: Path, kind: str):
+    """``path`` parsed (``yaml``, or ``python``: its AST), once per version of the file in
+    this process: every step's key reads MLproject and the modules the steps share."""
+    stat = path.stat()
+    return _parse(path, kind, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=512)
+def _parse(path: Path, kind: str, mtime_ns: int, size: int):
+    if kind == "yaml":
+        import yaml
+
+        return yaml.safe_load(path.read_text())
+    return ast.parse(path.read_text(), filename=str(path))
 
 
 def step_code_files(step: str) -> list[str]:
@@ -135,7 +149,7 @@ def imported_files(module: str, root: Path | None = None) -> list[str]:
         parts = name.split(".")
         pending.extend(".".join(parts[:depth]) for depth in range(1, len(parts)))
         package = parts if path.endswith("__init__.py") else parts[:-1]
-        for node in ast.walk(ast.parse((root / path).read_text(), filename=path)):
+        for node in ast.walk(_parsed(root / path, "python")):
             if isinstance(node, ast.Import):
                 pending.extend(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom):

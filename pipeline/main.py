@@ -37,7 +37,7 @@ from dataclasses import asdict
 from core import contracts
 from core.config import multirun_flag
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
-from pipeline import cache, record
+from pipeline import cache, record, unchanged
 from pipeline.lineage import git_state
 from pipeline.run import PipelineContext, run_pipeline
 from pipeline.step import die_with_parent, log_config, parse_step_args, run_as_process, step_parser
@@ -128,17 +128,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _unchanged(ctx: PipelineContext, experiment_id: str, trigger: str, name: str) -> bool:
     """Whether every step is cached; then no run is made and the rerun is counted on the
-    last pipeline run with the same outcome (``pipeline.record``) instead."""
-    plan = PipelineSummary(run_id="", name=name)
-    run_pipeline(ctx, plan, cached_only_in=experiment_id)
-    if not plan.unchanged:
+    last pipeline run it repeats instead (``pipeline.unchanged``)."""
+    plan = unchanged.cached_plan(ctx, experiment_id, name)
+    repeated = unchanged.repeated_pipeline(plan, experiment_id)
+    if repeated is None:
         return False
-    kept = record.record_unchanged(plan, experiment_id, trigger)
-    if kept is None:
-        return False
-    plan.run_id, plan.name = kept.info.run_id, kept.info.run_name
-    print(f"{plan.render()}\n  no new run: unchanged rerun {int(kept.data.metrics[record.UNCHANGED_METRIC])} "
-          f"counted on that run (metric {record.UNCHANGED_METRIC})", flush=True)
+    counted = unchanged.count_on(repeated, trigger)
+    plan.run_id, plan.name = counted.info.run_id, counted.info.run_name
+    print(f"{plan.render()}\n{unchanged.counted_message(counted)}", flush=True)
     return True
 
 

@@ -1,5 +1,5 @@
 """What the MLflow UI shows of a pipeline: its experiment, the run's name, description and
-the tags a person filters by, and the one record that unchanged reruns leave.
+the tags a person filters by (unchanged reruns: ``pipeline.unchanged``).
 
 - The experiment is ``experiment.name`` (created if missing). ``mlflow run`` picks the
   experiment of the run it makes before the project starts (``--experiment-name``,
@@ -9,17 +9,12 @@ the tags a person filters by, and the one record that unchanged reruns leave.
 - Tags: ``pipeline.outcome`` (one word), ``pipeline.outcome_detail`` (the sentence),
   ``pipeline.model`` (the estimator's class), ``pipeline.trigger`` (manual, schedule,
   sweep: ``PIPELINE_TRIGGER``, which ``ops.retrain`` sets to ``schedule``).
-- An unchanged rerun that no ``mlflow run`` made a run for (``ops.retrain``,
-  ``python -m pipeline.main``) starts no run: it counts itself on the last pipeline run
-  that ended with the same evaluate run, as metric ``unchanged_reruns`` (one point per
-  rerun, so its chart is the history of the checks) and tag ``pipeline.last_unchanged``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Sequence
 
 from omegaconf import DictConfig
@@ -29,12 +24,6 @@ from core.config import EXPERIMENT_KEY
 from pipeline.summary import PipelineSummary, model_class
 
 log = logging.getLogger(__name__)
-
-UNCHANGED_METRIC = "unchanged_reruns"
-LAST_UNCHANGED_TAG = "pipeline.last_unchanged"
-EVALUATE_RUN_TAG = "pipeline.step.evaluate.run_id"
-UNCHANGED_NOTE_MARK = "\n\n**Unchanged reruns since:**"
-
 
 class WrongExperiment(ValueError):
     """``mlflow run`` made the run in another experiment than the overrides name."""
@@ -86,31 +75,3 @@ def end_tags(summary: PipelineSummary, experiment_id: str, model_name: str, trig
     note = summary.markdown(experiment_id, model_name, trigger_)
     return {contracts.OUTCOME_TAG: summary.outcome_word, contracts.OUTCOME_DETAIL_TAG: detail[:4000],
             MLFLOW_RUN_NOTE: note}
-
-
-def record_unchanged(summary: PipelineSummary, experiment_id: str, trigger_: str):
-    """Count an unchanged rerun on the last pipeline run that ended with the same evaluate
-    run, and return that run; None if there is none (the caller then makes a run)."""
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
-
-    evaluate_run = summary.steps[-1].run_id
-    found = mlflow.search_runs(
-        experiment_ids=[experiment_id], filter_string=f"tags.`{EVALUATE_RUN_TAG}` = '{evaluate_run}'",
-        order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
-    )
-    if not found:
-        return None
-    run = found[0]
-    count = int(run.data.metrics.get(UNCHANGED_METRIC, 0)) + 1
-    now = time.time()
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
-    note = run.data.tags.get(MLFLOW_RUN_NOTE, "").split(UNCHANGED_NOTE_MARK)[0]
-    client = MlflowClient()
-    client.log_metric(run.info.run_id, UNCHANGED_METRIC, count, timestamp=int(now * 1000), step=count)
-    client.set_tag(run.info.run_id, LAST_UNCHANGED_TAG, f"{stamp} ({trigger_})")
-    client.set_tag(run.info.run_id, MLFLOW_RUN_NOTE,
-                   f"{note}{UNCHANGED_NOTE_MARK} {count}, the last at {stamp} ({trigger_}); "
-                   "every step cached, no new run.")
-    return client.get_run(run.info.run_id)

@@ -44,7 +44,7 @@ from core.config import (
     split_overrides,
 )
 from core.metrics import HOLDOUT_METRICS
-from pipeline import record, sweep_job
+from pipeline import record, sweep_job, unchanged
 from pipeline.step import step_parser
 from pipeline.sweep_winner import GateNeeds, best_job, exclusions, gate_needs, methods_offered
 
@@ -150,6 +150,11 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
 
     experiment_id = record.experiment_for(experiment_name(arguments), arguments, launched)
     trigger = record.trigger()
+    if launched is None and not force:  # a scheduled sweep in which nothing changed makes no run
+        repeated = unchanged.repeated_sweep(arguments, bad, good, experiment_id)
+        if repeated is not None:
+            print(unchanged.counted_message(unchanged.count_on(repeated, trigger)).strip(), flush=True)
+            return 0
     with mlflow.start_run(experiment_id=None if launched else experiment_id) as sweep_run:
         run_id = sweep_run.info.run_id
         mlflow.set_tags(

@@ -58,6 +58,14 @@ def checked_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     return run_job(cfg, overrides)
 
 
+def job_config(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, list[str]]:
+    """A job's config and the overrides its steps see: its own plus no gate, and
+    registration as ``sweep.candidates`` says."""
+    register = cfg.sweep.candidates == Candidates.register
+    step_overrides = [*overrides, "gate.enabled=false", f"registry.register={str(register).lower()}"]
+    return OmegaConf.merge(cfg, {"gate": {"enabled": False}, "registry": {"register": register}}), step_overrides
+
+
 def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     """The pipeline for one job's overrides as a nested run of the sweep run; its result."""
     import mlflow
@@ -71,12 +79,7 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     contracts.configure_logging()
     contracts.configure_tracking()
     sweep_run = mlflow.get_run(os.environ[SWEEP_RUN_ENV])
-    register = cfg.sweep.candidates == Candidates.register
-    # The job's steps see its overrides plus these: no gate, and registration as configured.
-    step_overrides = [*overrides, "gate.enabled=false", f"registry.register={str(register).lower()}"]
-    job_cfg = OmegaConf.merge(
-        cfg, {"gate": {"enabled": False}, "registry": {"register": register}}
-    )
+    job_cfg, step_overrides = job_config(cfg, overrides)
     # Ended explicitly, not by a `with` block: run in the sweep's own process (Hydra's
     # basic launcher), ending it there would end the sweep run too.
     job_run = mlflow.start_run(

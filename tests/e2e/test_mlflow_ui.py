@@ -55,7 +55,7 @@ def test_a_pipeline_run_says_what_happened_and_unchanged_reruns_add_no_run(champ
     for tick in (1, 2):
         result = retrain(project_env, tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert f"no new run: unchanged rerun {tick} counted on that run" in result.stdout
+        assert f"no new run: unchanged rerun {tick} counted on run {run.info.run_id} (pipeline;" in result.stdout
     assert len(all_runs()) == before
     history = client.get_metric_history(run.info.run_id, "unchanged_reruns")
     assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 2.0)]

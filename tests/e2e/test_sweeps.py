@@ -115,9 +115,10 @@ def test_sweep_from_python_on_another_launcher_registers_only_the_best(project_e
     """submitit's local executor stands in for a cluster (hydra/launcher=submitit_slurm):
     the same sweep, without code changes; with sweep.candidates=none only the best
     job's model (by log_loss, smaller is better) is registered."""
+    sweep = ["hydra/launcher=submitit_local", "model=knn,gradient_boosting", "sweep.candidates=none",
+             "sweep.metric=log_loss"]
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.main", "-m", "hydra/launcher=submitit_local", "model=knn,gradient_boosting",
-         "sweep.candidates=none", "sweep.metric=log_loss"],
+        [sys.executable, "-m", "pipeline.main", "-m", *sweep],
         cwd=tmp_path, env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
         capture_output=True, text=True, timeout=900,
     )
@@ -142,6 +143,18 @@ def test_sweep_from_python_on_another_launcher_registers_only_the_best(project_e
     assert "| evaluate v1 | FINISHED |" in tags["mlflow.note.content"]
     gated = {run.info.run_name for run in children(sweep_run.info.run_id)} - {run.info.run_name for run in jobs}
     assert "evaluate v1" in gated and gated <= {"train", "serialize", "package_pyfunc", "evaluate v1"}, gated
+
+    # The same sweep from the scheduler, nothing changed: no run at all; counted on the sweep run.
+    before = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
+    again = subprocess.run(
+        [sys.executable, "-m", "ops.retrain", "-m", *sweep],
+        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
+        capture_output=True, text=True, timeout=900,
+    )
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert f"no new run: unchanged rerun 1 counted on run {sweep_run.info.run_id} (sweep 2 jobs;" in again.stdout
+    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == before
+    assert MlflowClient().get_run(sweep_run.info.run_id).data.metrics["unchanged_reruns"] == 1
     (found,) = MlflowClient().search_model_versions("name = 'iris-classifier'")
     version = MlflowClient().get_model_version("iris-classifier", found.version)
     model = mlflow.pyfunc.load_model(f"models:/iris-classifier/{version.version}")

@@ -72,6 +72,6 @@ def end_tags(summary: PipelineSummary, experiment_id: str, model_name: str, trig
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
     detail = detail or summary.outcome
-    note = summary.markdown(experiment_id, model_name, trigger_)
+    note = summary.markdown(experiment_id, model_name, trigger_, headline=detail)
     return {contracts.OUTCOME_TAG: summary.outcome_word, contracts.OUTCOME_DETAIL_TAG: detail[:4000],
             MLFLOW_RUN_NOTE: note}

@@ -140,15 +140,16 @@ class PipelineSummary:
         lines.append(f"  outcome: {self.outcome}")
         return "\n".join(lines)
 
-    def markdown(self, experiment_id: str, model_name: str, trigger: str) -> str:
+    def markdown(self, experiment_id: str, model_name: str, trigger: str, headline: str | None = None) -> str:
         """The summary as the run's description in the MLflow UI, with links to the step
-        runs and the registered version (the UI's own routes)."""
+        runs and the registered version (the UI's own routes); ``headline``: the outcome
+        sentence, when the run's is more than this summary's (a sweep's)."""
         def run_link(run_id: str | None) -> str:
             return f"[{run_id[:8]}]({ui_run_page(experiment_id, run_id)})" if run_id else "-"
 
         version = self.registered_model_version
         lines = [
-            f"**{self.outcome_word.replace('_', ' ')}**: {_escape(self.outcome)}",
+            f"**{self.outcome_word.replace('_', ' ')}**: {_escape(headline or self.outcome)}",
             "",
             "| step | status | cache | why | seconds | run |",
             "|---|---|---|---|---:|---|",

@@ -140,6 +140,7 @@ def test_sweep_from_python_on_another_launcher_registers_only_the_best(project_e
     tags = sweep_run.data.tags
     assert (tags[contracts.TRIGGER_TAG], tags[contracts.OUTCOME_TAG], tags[contracts.MODEL_CLASS_TAG]) == (
         "manual", "promoted", "GradientBoostingClassifier")
+    assert tags["mlflow.note.content"].startswith("**promoted**: best of 2 jobs (0 failed): promoted version 1")
     assert "| evaluate v1 | FINISHED |" in tags["mlflow.note.content"]
     gated = {run.info.run_name for run in children(sweep_run.info.run_id)} - {run.info.run_name for run in jobs}
     assert "evaluate v1" in gated and gated <= {"train", "serialize", "package_pyfunc", "evaluate v1"}, gated

@@ -17,7 +17,9 @@ BODY = json.dumps({"entity": "model_version_alias", "action": "created", "timest
 
 def signed(body: bytes = BODY, secret: str = SECRET, timestamp: float | None = None) -> dict[str, str]:
     """Headers as MLflow's delivery sends them, signed by MLflow's own function."""
-    from mlflow.webhooks.delivery import _generate_hmac_signature  # MLflow's, to prove ours matches it
+    from mlflow.webhooks.delivery import (
+        _generate_hmac_signature,  # MLflow's, to prove ours matches it
+    )
 
     stamp = str(int(time.time() if timestamp is None else timestamp))
     return {webhook.DELIVERY_ID_HEADER: "d-1", webhook.TIMESTAMP_HEADER: stamp,

@@ -2,10 +2,14 @@
 reach running servers under load with no failed request, and a tampered champion is never
 served. One store (a copy of the session's champion store) for the whole module, with:
 
-- a real `mlflow server` on it (SQLite backend store, webhooks to loopback allowed);
-- a server with two workers that polls the SQLite store every second (``polled``);
+- a real `mlflow server` on it (webhooks to loopback allowed);
+- a server with two workers that polls the store itself every second (``polled``);
 - a server that never polls and learns of moves only from MLflow's signed webhooks,
   reading the registry through the `mlflow server` (``pushed``).
+
+The store is a fresh PostgreSQL database holding a copy of the champion store where
+PostgreSQL is reachable (tests/support/postgres.py), else the SQLite file itself (with a
+warning saying why); the test ids name it: ``test_...[postgresql]`` or ``[sqlite]``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import json
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,12 +27,14 @@ from pathlib import Path
 import mlflow
 import pytest
 import requests
+import sqlalchemy
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
 from core import contracts
 from core.registry import alias_target
 from serving import webhook
+from tests.support import postgres
 from tests.support.factories import copy_store, package, venv_env
 from tests.support.helpers import free_port, stop, wait_for_http, wait_until
 from tests.support.load import AliasWatcher, Load
@@ -41,32 +49,54 @@ SLACK = 1.0  # seconds a busy 2-core machine may add to the polled server's poll
 WAIT = 120  # seconds any wait may last before the test fails saying what it waited for
 
 
+def pytest_generate_tests(metafunc):
+    """The store's backend is a module-wide parameter, so that every test id names it."""
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", ["sqlite" if postgres.unavailable() else "postgresql"], scope="module")
+
+
 @dataclass(frozen=True)
 class Stack:
-    sqlite_uri: str
-    tracking_uri: str  # the `mlflow server` on the same store
+    store_uri: str  # the store itself: a postgresql:// database or a sqlite:/// file
+    tracking_uri: str  # the `mlflow server` on that store
     polled: str  # base URLs of the two scoring servers
     pushed: str
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, champion_template):
-    from cryptography.fernet import Fernet
-
+def store(backend, tmp_path_factory, champion_template) -> Iterator[tuple[Path, str]]:
+    """A directory for the module and its store: a copy of the champion store, moved into a
+    fresh PostgreSQL database when ``backend`` says so (its artifact files stay in the directory)."""
     root = tmp_path_factory.mktemp("follows")
     sqlite_uri = copy_store(champion_template, root)
+    if backend == "sqlite":
+        warnings.warn(f"the serving-follows stack runs on SQLite: {postgres.unavailable()}", stacklevel=1)
+        yield root, sqlite_uri
+        return
+    with postgres.fresh_database() as database:
+        assert database, f"PostgreSQL answered when the tests were collected, not now: {postgres.unavailable()}"
+        postgres.copy_sqlite_store(sqlite_uri, database)
+        (root / "mlflow.db").unlink()  # nothing may go on reading or writing the SQLite copy
+        yield root, database
+
+
+@pytest.fixture(scope="module")
+def stack(store):
+    from cryptography.fernet import Fernet
+
+    root, store_uri = store
     ports = {name: free_port() for name in ("tracking", "polled", "pushed")}
     tracking_uri, urls = f"http://127.0.0.1:{ports['tracking']}", {}
     serve = [sys.executable, "-m", "serving.server", "--model-uri", f"models:/{NAME}@champion"]
     commands = {
-        "tracking": ([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", sqlite_uri, "--host",
+        "tracking": ([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri, "--host",
                       "127.0.0.1", "--port", str(ports["tracking"]), "--workers", "1"],
                      # Webhooks to a loopback http:// URL; one key for the secrets it stores.
                      venv_env(MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true", MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
                               MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode(),
                               MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")),
         "polled": (serve + ["--port", str(ports["polled"]), "--poll-interval", str(POLL), "--workers", "2"],
-                   venv_env(MLFLOW_TRACKING_URI=sqlite_uri, PYTHONPATH=str(contracts.PROJECT_DIR))),
+                   venv_env(MLFLOW_TRACKING_URI=store_uri, PYTHONPATH=str(contracts.PROJECT_DIR))),
         "pushed": (serve + ["--port", str(ports["pushed"]), "--poll-interval", "0"],
                    venv_env(MLFLOW_TRACKING_URI=tracking_uri, PYTHONPATH=str(contracts.PROJECT_DIR),
                             **{webhook.SECRET_ENV: SECRET})),
@@ -91,7 +121,7 @@ def stack(tmp_path_factory, champion_template):
         ready("polled")
         ready("pushed")
         webhook.register(f"{urls['pushed']}{webhook.PATH}", SECRET, client=MlflowClient(tracking_uri))
-        yield Stack(sqlite_uri, tracking_uri, urls["polled"], urls["pushed"])
+        yield Stack(store_uri, tracking_uri, urls["polled"], urls["pushed"])
     finally:
         for process in processes.values():
             stop(process)
@@ -134,10 +164,26 @@ def reached(stack: Stack, loads: dict[str, Load], watcher: AliasWatcher, version
     return took
 
 
-def test_a_promotion_and_a_rollback_reach_every_server_without_a_failed_request(stack, project_env, tmp_path):
-    client = MlflowClient(stack.sqlite_uri)
+def test_the_servers_use_the_backend_the_test_id_names(stack, backend):
+    """PostgreSQL wherever it is reachable; and the `mlflow server` writes to the store the
+    polled server reads: the webhook registered through it is a row in that database."""
+    if postgres.unavailable() is None:
+        assert backend == "postgresql"
+    engine = sqlalchemy.create_engine(stack.store_uri)
+    try:
+        assert engine.dialect.name == backend, stack.store_uri
+        with engine.connect() as db:
+            urls = db.execute(sqlalchemy.text("SELECT url FROM webhooks")).scalars().all()
+    finally:
+        engine.dispose()
+    assert urls == [f"{stack.pushed}{webhook.PATH}"]
+
+
+def test_a_promotion_and_a_rollback_reach_every_server_without_a_failed_request(stack, backend, project_env,
+                                                                                 tmp_path):
+    client = MlflowClient(stack.store_uri)
     old = alias_target(client, NAME, "champion")
-    watcher = AliasWatcher(stack.sqlite_uri, NAME)
+    watcher = AliasWatcher(stack.store_uri, NAME)
     loads = {"polled": Load(stack.polled), "pushed": Load(stack.pushed)}
     env = {**project_env, "MLFLOW_TRACKING_URI": stack.tracking_uri, "PYTHONPATH": str(contracts.PROJECT_DIR)}
     watcher.start()
@@ -171,7 +217,7 @@ def test_a_promotion_and_a_rollback_reach_every_server_without_a_failed_request(
             bodies.setdefault((answer.version, answer.method), set()).add(answer.text)
         assert all(len(found) == 1 for found in bodies.values()), {k: len(v) for k, v in bodies.items()}
         assert bodies[(old, "predict_proba")] != bodies[(new, "predict_proba")]
-    print(f"seconds from each alias move to the new version: {switches}")  # shown with -s, or on failure
+    print(f"{backend}: seconds from each alias move to the new version: {switches}")  # shown with -s, or on failure
     for took in switches:
         loaded = max(seconds for key, seconds in took.items() if key.startswith("load "))
         assert took["pushed"] <= WEBHOOK_BOUND, took
@@ -181,9 +227,9 @@ def test_a_promotion_and_a_rollback_reach_every_server_without_a_failed_request(
 
 
 def test_a_tampered_champion_is_not_served(stack, tmp_path, cfg):
-    served = alias_target(MlflowClient(stack.sqlite_uri), NAME, "champion")
+    served = alias_target(MlflowClient(stack.store_uri), NAME, "champion")
     previous_uri = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(stack.sqlite_uri)
+    mlflow.set_tracking_uri(stack.store_uri)
     try:
         info, _, _ = package(LogisticRegression(C=0.05, max_iter=5000), tmp_path, cfg)
         version = str(mlflow.register_model(info.model_uri, NAME).version)

@@ -1,6 +1,6 @@
 """The pipeline against a shared `mlflow server`: PostgreSQL backend store, proxied artifacts.
 
-Needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth, database `test`);
+Needs PostgreSQL at 127.0.0.1:5432 (the machine's service: see tests/support/postgres.py);
 the tests skip, saying so, where it is not running.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 
 import mlflow
 import pytest
@@ -16,10 +15,10 @@ from mlflow import MlflowClient
 
 from core import contracts
 from pipeline import graph
+from tests.support import postgres
 from tests.support.factories import venv_env
-from tests.support.helpers import free_port, stop, wait_for_http, wait_until
+from tests.support.helpers import free_port, stop, wait_for_http
 
-ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 MODEL = "iris-classifier"
 # The module's tests share one server; each has its own experiment and registered model.
 pytestmark = [pytest.mark.xdist_group("tracking-server")]
@@ -27,24 +26,10 @@ pytestmark = [pytest.mark.xdist_group("tracking-server")]
 
 @pytest.fixture(scope="module")
 def postgres_database():
-    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (requirements-dev.txt)")
-    try:
-        # Refused at once where PostgreSQL is not running; a slow answer is waited for.
-        psycopg.connect(f"{ADMIN_DSN} connect_timeout=5").close()
-    except psycopg.OperationalError as err:
-        if "refused" in str(err):
-            pytest.skip(f"PostgreSQL is not running at 127.0.0.1:5432 ({err})")
-    admin = wait_until(
-        lambda timeout: psycopg.connect(f"{ADMIN_DSN} connect_timeout={max(2, int(timeout))}", autocommit=True),
-        120, "PostgreSQL at 127.0.0.1:5432", transient=(psycopg.OperationalError,),
-    )
-    name = f"mlflow_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+    with postgres.fresh_database() as uri:
+        if uri is None:
+            pytest.skip(postgres.unavailable() or f"PostgreSQL at {postgres.ADDRESS} refused a connection")
+        yield uri
 
 
 @pytest.fixture(scope="module")

@@ -39,5 +39,6 @@ def test_score_entry_point_through_mlflow_run(model_and_estimator, tmp_path, pro
     np.testing.assert_array_equal(pd.read_csv(out)["prediction"], estimator.predict(frame[FEATURES]))
     (run,) = mlflow.search_runs(filter_string="tags.`mlflow.project.entryPoint` = 'score'", output_format="list")
     assert run.data.metrics["rows_scored"] == 50
+    assert run.info.run_name == "score in.parquet"  # as the MLflow UI's runs table shows it
     assert run.data.tags[contracts.SCORED_BY_VERSION_KEY] == version  # the version the alias named when it ran
     assert run.data.tags[contracts.SCORED_BY_URI_KEY] == f"models:/{contracts.MODEL_NAME}/{version}"

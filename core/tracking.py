@@ -135,13 +135,13 @@ def main(argv=None) -> None:
     with one line."""
     import sys
 
-    from core.config import experiment_name, split_overrides
+    from hydra.errors import HydraException
+
+    from core.config import describe_error, experiment_name, split_overrides
 
     try:
         name = experiment_name(split_overrides(sys.argv[1:] if argv is None else argv))
-    except Exception as err:  # Hydra's and ours: a bad override, said in one line
-        from core.config import describe_error
-
+    except (HydraException, ValueError) as err:  # a bad override, said in one line
         print(f"tracking store check: error: invalid Hydra override: {describe_error(err)}", file=sys.stderr)
         sys.exit(2)
     try:

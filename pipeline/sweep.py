@@ -132,7 +132,7 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
     from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
     from pipeline import cache
     from pipeline.run import PipelineContext, run_pipeline
-    from pipeline.summary import PipelineSummary, model_class, named
+    from pipeline.summary import PipelineSummary, model_class
 
     launched = mlflow.get_run(MLFLOW_RUN_ID.get()) if MLFLOW_RUN_ID.get() else None  # made by `mlflow run`
     jobs = [job for batch in expand(arguments) for job in batch]
@@ -155,12 +155,12 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
         if repeated is not None:
             print(unchanged.counted_message(unchanged.count_on(repeated, trigger)).strip(), flush=True)
             return 0
+    sweep_name = f"sweep {len(expected)} job{'s' if len(expected) != 1 else ''}"
     with mlflow.start_run(experiment_id=None if launched else experiment_id) as sweep_run:
         run_id = sweep_run.info.run_id
         mlflow.set_tags(
             {contracts.STEP_TAG: SWEEP_STEP, "sweep.overrides": " ".join(arguments), "sweep.jobs": str(len(expected)),
-             **record.start_tags(first if first is not None else compose_config([]),
-                                 f"sweep {len(expected)} job{'s' if len(expected) != 1 else ''}", trigger)}
+             **record.start_tags(first if first is not None else compose_config([]), sweep_name, trigger)}
         )
         for job, err in errors:
             sweep_job.record_uncomposable(sweep_run, sweep_job.job_overrides(job), err)
@@ -205,7 +205,7 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
 
         # The best job's pipeline again, gate on: train and serialize come from its cache.
         cfg = compose_config(best_overrides)
-        summary = PipelineSummary(run_id=run_id, name=f"sweep {len(table)} jobs: best {named('job', best_overrides)}")
+        summary = PipelineSummary(run_id=run_id, name=sweep_name)
         run_pipeline(
             PipelineContext.create(cfg, best_overrides, frozenset(s for s in cache.parse_force(force) if s == "evaluate"),
                                    mlflow.get_run(run_id)),

@@ -103,7 +103,7 @@ bench-big: $(STAMP)
 # Two workers; tests are spread one by one, except those sharing a server or a
 # Spark session (xdist_group). Test order is fixed here, random in test-stress.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test: $(TEST_STAMP)
 	$(PYTEST) -p no:randomly $(PYTEST_ARGS)

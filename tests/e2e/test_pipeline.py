@@ -1,4 +1,9 @@
-"""End to end: the real `mlflow run . --env-manager local` in a temporary tracking store."""
+"""End to end: the real `mlflow run . --env-manager local` in a temporary tracking store.
+
+The default pipeline's `mlflow run` is the one that built the session's champion store
+(tests/support/champion_store.py): its test reads a copy of that store and what the
+command printed, rather than running the same pipeline again.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from sklearn.model_selection import train_test_split
 from core import contracts
 from pipeline import graph
 from pipeline.step import read_outputs
+from tests.support import champion_store
 from tests.support.factories import mlflow_run
 
 STEP_NAMES = list(graph.NAMES)
@@ -30,9 +36,9 @@ def runs_by_entry_point() -> dict[str, list]:
     return grouped
 
 
-def test_pipeline_registers_the_tutorial_model_as_champion(project_env, tmp_path):
-    result = mlflow_run(project_env, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_pipeline_registers_the_tutorial_model_as_champion(champion, champion_template):
+    # `mlflow run .` with the default config exited 0 (champion_store.build checks it).
+    stdout = (champion_template / champion_store.STDOUT).read_text()
 
     runs = runs_by_entry_point()
     (parent,) = runs["main"]
@@ -58,8 +64,8 @@ def test_pipeline_registers_the_tutorial_model_as_champion(project_env, tmp_path
     assert parent.data.tags[contracts.VALIDATION_STATUS_TAG] == "passed"
     assert parent.data.tags["registered_model_version"] == str(version.version)
     for name in STEP_NAMES:
-        assert name in result.stdout
-    assert "validation: passed" in result.stdout
+        assert name in stdout
+    assert "validation: passed" in stdout
 
     # The tutorial, done by hand: same holdout, same predictions.
     iris = load_iris()
@@ -82,8 +88,14 @@ def test_pipeline_registers_the_tutorial_model_as_champion(project_env, tmp_path
     )
 
 
-def test_two_overrides_in_one_option_reach_every_step(project_env, tmp_path):
-    result = mlflow_run(project_env, tmp_path, "model.C=0.5 data.test_size=0.3")
+def test_overrides_in_one_option_reach_every_step_and_a_model_without_probabilities_is_gated_on_labels(
+    project_env, tmp_path
+):
+    """One run for two things: several overrides in one ``-P hydra_options`` (a config
+    group among them) reach every step; and an SVC, which offers ``predict`` only, is
+    validated on labels and kept from champion by the default gate (log_loss)."""
+    overrides = "model=svc model.C=0.5 data.test_size=0.3"
+    result = mlflow_run(project_env, tmp_path, overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = runs_by_entry_point()
     (train_run,) = runs["train"]
@@ -93,8 +105,23 @@ def test_two_overrides_in_one_option_reach_every_step(project_env, tmp_path):
     assert len(pd.read_parquet(mlflow.artifacts.download_artifacts(holdout_uri))) == 45
     for name in ["main", *STEP_NAMES]:
         (run,) = runs[name]
-        assert run.data.tags[contracts.OVERRIDES_TAG] == "model.C=0.5 data.test_size=0.3"
-        assert "C: 0.5" in mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml")
+        assert run.data.tags[contracts.OVERRIDES_TAG] == overrides
+        config = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml")
+        assert "C: 0.5" in config and "sklearn.svm.SVC" in config
+
+    assert "validation: passed" in result.stdout
+    client = MlflowClient()
+    version = client.get_model_version("iris-classifier", "1")
+    assert version.tags[contracts.VALIDATION_STATUS_TAG] == "passed"
+    # The default gate compares log_loss, which an SVC cannot give: not champion.
+    assert version.tags["gate.outcome"] == "challenger"
+    assert "log_loss cannot be computed" in version.tags["gate.reason"]
+    assert version.aliases == ["challenger"]
+    (evaluate_run,) = runs["evaluate"]
+    checks = json.loads(mlflow.artifacts.load_text(f"runs:/{evaluate_run.info.run_id}/validation.json"))
+    names = {check["name"] for check in checks["checks"]}
+    assert {"predict_labels_identical", "predict_proba_rejected", "predict_log_proba_rejected"} <= names
+    assert "predict_proba_matches_reference" not in names
 
 
 def test_unknown_override_fails_before_training(project_env, tmp_path):
@@ -141,21 +168,3 @@ def test_estimator_that_cannot_be_built_fails_before_training(project_env, tmp_p
     assert "NoSuchModel" in result.stdout
     assert "train" not in runs_by_entry_point()
     assert MlflowClient().search_registered_models() == []
-
-
-def test_model_without_probabilities_is_validated_on_predict_and_gated_on_labels(project_env, tmp_path):
-    result = mlflow_run(project_env, tmp_path, "model=svc")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "validation: passed" in result.stdout
-    client = MlflowClient()
-    version = client.get_model_version("iris-classifier", "1")
-    assert version.tags[contracts.VALIDATION_STATUS_TAG] == "passed"
-    # The default gate compares log_loss, which an SVC cannot give: not champion.
-    assert version.tags["gate.outcome"] == "challenger"
-    assert "log_loss cannot be computed" in version.tags["gate.reason"]
-    assert version.aliases == ["challenger"]
-    (evaluate_run,) = runs_by_entry_point()["evaluate"]
-    checks = json.loads(mlflow.artifacts.load_text(f"runs:/{evaluate_run.info.run_id}/validation.json"))
-    names = {check["name"] for check in checks["checks"]}
-    assert {"predict_labels_identical", "predict_proba_rejected", "predict_log_proba_rejected"} <= names
-    assert "predict_proba_matches_reference" not in names

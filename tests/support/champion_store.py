@@ -1,6 +1,8 @@
-"""The session's champion store: a tracking store in which ``python -m pipeline.main`` ran
-with the default config, so that version 1 of ``iris-classifier`` is registered,
-validated and champion, with four real step runs and their cache records.
+"""The session's champion store: a tracking store in which the project ran through
+``mlflow run . --env-manager local`` with the default config, so that version 1 of
+``iris-classifier`` is registered, validated and champion, with four real step runs and
+their cache records. What the command printed is kept beside it (``STDOUT``): the
+end-to-end test of the default pipeline reads this run instead of running its own.
 
 Built once per test session, in the background as soon as a worker sees a test that
 needs it (``python -m tests.support.champion_store DIR``), under a file lock: one process
@@ -22,6 +24,7 @@ from pipeline.locks import file_lock
 
 NAME = "champion-store"
 OUTPUTS = "outputs.json"
+STDOUT = "mlflow-run.out"
 BUILD_TIMEOUT = 1800  # seconds; about 30 on a quiet machine
 
 
@@ -35,22 +38,22 @@ def ensure(shared: Path) -> Path:
 
 
 def build(template: Path) -> None:
-    from tests.support.factories import EXPERIMENT, new_store, pipeline_outputs, venv_env
+    from tests.support.factories import EXPERIMENT, mlflow_run, new_store, pipeline_outputs, venv_env
 
     shutil.rmtree(template, ignore_errors=True)
     template.mkdir(parents=True)
     uri = new_store(None, template)
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.main"], cwd=template, capture_output=True, text=True,
-        timeout=BUILD_TIMEOUT,
-        env=venv_env(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
-                     PIPELINE_LOCK_DIR=str(template / "locks"), PYTHONPATH=str(contracts.PROJECT_DIR)),
+    result = mlflow_run(
+        venv_env(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
+                 PIPELINE_LOCK_DIR=str(template / "locks"), PYTHONPATH=str(contracts.PROJECT_DIR)),
+        template, timeout=BUILD_TIMEOUT,
     )
     if result.returncode != 0 or "promoted version 1 to champion" not in result.stdout:
         raise RuntimeError(
             f"the champion store could not be built (exit {result.returncode}):\n"
             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
+    (template / STDOUT).write_text(result.stdout)
     # Written last and whole (a rename): its presence means the store is complete.
     partial = template / f"{OUTPUTS}.partial"
     partial.write_text(json.dumps(pipeline_outputs(uri)))

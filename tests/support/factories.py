@@ -114,12 +114,12 @@ def package(estimator, tmp_path: Path, cfg):
     return info, fitted, holdout[features]
 
 
-def mlflow_run(env, cwd: Path, hydra_options: str | None = None) -> subprocess.CompletedProcess:
+def mlflow_run(env, cwd: Path, hydra_options: str | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     """The real `mlflow run <project> --env-manager local [-P hydra_options=...]`."""
     command = [sys.executable, "-m", "mlflow", "run", str(contracts.PROJECT_DIR), "--env-manager", "local"]
     if hydra_options is not None:
         command += ["-P", f"hydra_options={hydra_options}"]
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def rows(n: int, seed: int = 0) -> pd.DataFrame:

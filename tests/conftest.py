@@ -120,6 +120,9 @@ def tracking_store(empty_store: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    # mlflow.set_experiment (core.tracking calls it) keeps the experiment id in the
+    # process, where it outlives the test's store and outranks MLFLOW_EXPERIMENT_NAME.
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     mlflow.set_tracking_uri(uri)
     monkeypatch.setenv("PIPELINE_LOCK_DIR", str(tmp_path / "locks"))
     monkeypatch.setenv("PIPELINE_SWEEP_DIR", str(tmp_path / "multirun"))

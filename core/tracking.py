@@ -89,9 +89,9 @@ class ExperimentUnusable(ValueError):
 
 
 def use_experiment(name: str) -> str:
-    """The id of experiment ``name``, created if missing, made the active one (as
-    ``mlflow.set_experiment``; safe when pipelines started together create it at once)."""
-    import mlflow
+    """The id of experiment ``name``, created if missing (safe when pipelines started together
+    create it at once). Not made the process's active experiment (``mlflow.set_experiment``):
+    that would outlive this store in a process that goes on; callers pass the id."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -110,7 +110,6 @@ def use_experiment(name: str) -> str:
             f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or set "
             "experiment.name to another name"
         )
-    mlflow.set_experiment(experiment_id=experiment.experiment_id)
     return experiment.experiment_id
 
 

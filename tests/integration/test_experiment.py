@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -41,6 +42,9 @@ def test_the_experiment_is_created_once_even_when_pipelines_race_to_create_it(mo
     monkeypatch.setattr(MlflowClient, "get_experiment_by_name", not_there_at_first)
     experiment_id = tracking.use_experiment("raced")
     assert real("raced").experiment_id == experiment_id and len(calls) == 2
+    # Not made the process's active experiment: a later run elsewhere goes where it is told.
+    with mlflow.start_run() as run:
+        assert run.info.experiment_id == real(EXPERIMENT).experiment_id
 
 
 def test_a_trigger_not_among_the_known_ones_is_refused(monkeypatch):

@@ -9,6 +9,7 @@ asks for the ``champion`` fixture starts from a copy of the latter.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import mlflow
@@ -121,7 +122,8 @@ def tracking_store(empty_store: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     # mlflow.set_experiment (core.tracking calls it) keeps the experiment id in the
-    # process, where it outlives the test's store and outranks MLFLOW_EXPERIMENT_NAME.
+    # process and in MLFLOW_EXPERIMENT_ID, where it outlives the test's store and
+    # outranks MLFLOW_EXPERIMENT_NAME: neither may reach the next test.
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     mlflow.set_tracking_uri(uri)
     monkeypatch.setenv("PIPELINE_LOCK_DIR", str(tmp_path / "locks"))
@@ -132,6 +134,7 @@ def tracking_store(empty_store: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     while mlflow.active_run():
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 @pytest.fixture

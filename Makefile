@@ -51,8 +51,7 @@ $(TEST_STAMP): requirements.txt requirements-dev.txt | $(BIN)/uv
 # The store is checked first (`mlflow run` alone retries a server that is down for minutes),
 # and the experiment the config names (experiment.name) created: `mlflow run` puts the runs there.
 run: $(STAMP)
-	@experiment="$$($(BIN)/python -m core.tracking "$(HYDRA_OPTIONS)")" && \
-	echo "mlflow run . --env-manager local --experiment-name \"$$experiment\" -P hydra_options=\"$(HYDRA_OPTIONS)\" -P force=\"$(FORCE)\"" && \
+	@experiment="$$($(BIN)/python -m core.tracking "$(HYDRA_OPTIONS)")" && set -x && \
 	$(BIN)/mlflow run . --env-manager local --experiment-name "$$experiment" -P hydra_options="$(HYDRA_OPTIONS)" -P force="$(FORCE)"
 
 # The command for schedulers: locked, cached, exit 0/1, 69 (server down), 75 (lock busy).

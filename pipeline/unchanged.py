@@ -59,15 +59,15 @@ def repeated_sweep(arguments: Sequence[str], uncomposable: set[str], good: Seque
 
     from pipeline import sweep_job
 
-    found = mlflow.search_runs(
+    # Matched here, not in the filter: overrides may hold quotes, which a filter string cannot.
+    finished = mlflow.search_runs(
         experiment_ids=[experiment_id],
-        filter_string=(f"tags.`{contracts.STEP_TAG}` = 'sweep' and tags.`sweep.overrides` = "
-                       f"'{' '.join(arguments)}' and attributes.status = 'FINISHED'"),
-        order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
+        filter_string=f"tags.`{contracts.STEP_TAG}` = 'sweep' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=200, output_format="list",
     )
-    if not found or not found[0].data.tags.get("sweep.best_overrides"):
+    last = next((run for run in finished if run.data.tags.get("sweep.overrides") == " ".join(arguments)), None)
+    if last is None or not last.data.tags.get("sweep.best_overrides"):
         return None
-    last = found[0]
     jobs = mlflow.search_runs(
         experiment_ids=[experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{last.info.run_id}' and tags.`{contracts.STEP_TAG}` = "

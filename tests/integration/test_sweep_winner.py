@@ -59,3 +59,17 @@ def test_the_sweep_picks_the_job_the_gate_can_promote(champion, cfg, tmp_path):
     # A rolled-back version is read as such from the registry.
     MlflowClient().set_model_version_tag("iris-classifier", "1", "gate.outcome", "rolled_back")
     assert sweep_winner.gate_needs(MlflowClient(), cfg, ["1", ""]).rolled_back == {"1"}
+
+
+def test_an_unchanged_sweep_is_looked_up_whatever_quotes_its_overrides_hold():
+    """A sweep's overrides may quote values (registry.model_name='iris x'): finding the sweep
+    it repeats must not put them in a search filter, where the quotes break it."""
+    from pipeline import unchanged
+
+    arguments = ["registry.model_name='iris x'", "model=knn,svc"]
+    experiment_id = mlflow.get_experiment_by_name("tests").experiment_id
+    client = mlflow.MlflowClient()
+    run = client.create_run(experiment_id, tags={"pipeline.step": "sweep", "sweep.overrides": " ".join(arguments)})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    # Found, and not repeated: it never reached the gate (no best job).
+    assert unchanged.repeated_sweep(arguments, set(), [], experiment_id) is None

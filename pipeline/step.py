@@ -80,14 +80,43 @@ class ParentDied(BaseException):
     a failed check and acts on it."""
 
 
+# Code a stop must not cut in half: a call into the tracking store. Raised inside SQLAlchemy
+# while SQLite inserts rows, ParentDied left the write lock to a connection it could not
+# close, and the step could then not even end its run ("database is locked").
+STORE_MODULES = ("sqlalchemy.", "sqlite3.", "mlflow.store.")
+HOLD_SECONDS = 0.02  # how often a held stop looks again whether the store call has returned
+_held_signal: int | None = None
+
+
+def _in_store_call(frame) -> bool:
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(STORE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _parent_died(signum, frame) -> None:
+    """SIGTERM's handler: raise :class:`ParentDied` where the step is, or, inside a store
+    call, hold it (SIGALRM looks again every :data:`HOLD_SECONDS`) until the call returns."""
+    global _held_signal
+    if signum == signal.SIGALRM:
+        if _held_signal is None:
+            return
+        signum = _held_signal
+    if _in_store_call(frame):
+        _held_signal = signum
+        signal.signal(signal.SIGALRM, _parent_died)
+        signal.setitimer(signal.ITIMER_REAL, HOLD_SECONDS)
+        return
+    _held_signal = None
     raise ParentDied(f"the process that started this one has ended (signal {signal.Signals(signum).name})")
 
 
 def die_with_parent() -> None:
     """Have the kernel send this process SIGTERM when its parent dies (Linux
     ``PR_SET_PDEATHSIG``), and turn SIGTERM into :class:`ParentDied`, so that the
-    MLflow run ends FAILED with a reason. ``mlflow run`` starts an entry point with
+    MLflow run ends FAILED with a reason (once any store call under way has returned). ``mlflow run`` starts an entry point with
     ``bash -c``, which execs it: the parent is the process that called ``mlflow run``.
     Elsewhere than Linux only the SIGTERM handler is installed."""
     signal.signal(signal.SIGTERM, _parent_died)
@@ -139,8 +168,9 @@ def check_pipeline_alive() -> None:
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold SIGTERM and SIGINT until the block ends, so that a change of several registry
-    writes (tags, then aliases) is made whole or not at all."""
-    deferred = {signal.SIGTERM, signal.SIGINT}
+    writes (tags, then aliases) is made whole or not at all. SIGALRM too: it brings back
+    a SIGTERM held during a store call (:func:`_parent_died`)."""
+    deferred = {signal.SIGTERM, signal.SIGINT, signal.SIGALRM}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
     try:
         yield

@@ -48,7 +48,7 @@ def test_a_pipeline_killed_during_evaluate_moves_no_alias_and_the_next_run_resum
     # The gate is free now: an orphaned evaluate would take it and promote.
     ended = wait_until(
         lambda _: (run := client.get_run(running.info.run_id)).info.status != "RUNNING" and run or None,
-        timeout=120, what="the orphaned evaluate run to end",
+        timeout=120, what="the orphaned evaluate run to end", log=log,
     )
     assert ended.info.status == "FAILED"
     assert ended.data.tags[contracts.ERROR_TAG].startswith("stopped: the process that started this one has ended")

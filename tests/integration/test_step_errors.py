@@ -86,3 +86,72 @@ def test_a_step_checks_its_pipeline_is_alive_before_it_changes_the_registry(monk
             MlflowClient().set_terminated(pipeline.info.run_id, "FAILED")
             with pytest.raises(ParentDied, match=f"run {pipeline.info.run_id} is FAILED, no longer RUNNING"):
                 check_pipeline_alive()
+
+
+# A step body that gets SIGTERM (what PR_SET_PDEATHSIG sends when the driver dies) in the
+# middle of a store write: while SQLite inserts its second metric row (an adapter for floats
+# runs Python code inside the insert), so the first row is in and the write lock is held.
+TERMINATED_MID_WRITE = """
+import os, signal, sqlite3, time
+import mlflow
+from pipeline.step import run_as_process, run_in_mlflow_run
+
+values = []
+
+def adapt(value):
+    values.append(value)
+    if len(values) == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return value
+
+def body():
+    sqlite3.register_adapter(float, adapt)
+    mlflow.log_metrics({"first": 1.0, "second": 2.0, "third": 3.0})
+    time.sleep(60)
+    raise AssertionError("SIGTERM did not stop the step")
+
+run_as_process(lambda: run_in_mlflow_run(body))
+"""
+
+
+def test_a_step_told_to_stop_inside_a_store_write_finishes_the_write_then_stops(project_env, tmp_path):
+    """The signal is held until the store call returns: raised inside it, it left SQLite's
+    write lock to a half-closed connection, the run could not be ended (``database is
+    locked`` for 20 s, twice) and stayed RUNNING forever."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "step.py"
+    script.write_text(TERMINATED_MID_WRITE)
+    env = {**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "FAILED", done.stderr[-3000:]
+    assert run.data.tags[contracts.ERROR_TAG].startswith("stopped: the process that started this one has ended")
+    assert run.data.metrics == {"first": 1.0, "second": 2.0, "third": 3.0}  # the write under way is whole
+    assert "database is locked" not in done.stderr
+
+
+@pytest.mark.parametrize("arrives", ["SIGTERM", "SIGALRM bringing back a held SIGTERM"])
+def test_a_stop_during_a_registry_change_waits_until_the_change_is_whole(arrives, monkeypatch):
+    import os
+    import signal
+
+    from pipeline import step
+
+    monkeypatch.setattr(step, "_held_signal", signal.SIGTERM if "held" in arrives else None)
+    sent = signal.SIGTERM if arrives == "SIGTERM" else signal.SIGALRM
+    previous = {sig: signal.signal(sig, step._parent_died) for sig in (signal.SIGTERM, signal.SIGALRM)}
+    written = []
+    try:
+        with pytest.raises(ParentDied, match="signal SIGTERM"):
+            with step.signals_deferred():
+                os.kill(os.getpid(), sent)
+                written += ["version tags", "aliases"]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert written == ["version tags", "aliases"]

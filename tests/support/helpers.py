@@ -41,13 +41,14 @@ def wait_until(
     what: str,
     transient: tuple[type[BaseException], ...] = (),
     alive: Callable[[], str | None] = lambda: None,
+    log: Path | None = None,
 ) -> T:
     """Call ``attempt(attempt_timeout)`` until it returns something other than None.
 
     ``attempt_timeout`` starts at one second and doubles (up to 15 s) after each
     attempt, never beyond the overall deadline. Errors of the ``transient`` types
     are retried; ``alive()`` returns why waiting is pointless (a process exited),
-    or None. Fails the test naming ``what`` and the last error seen.
+    or None. Fails the test naming ``what``, the last error seen and the end of ``log``.
     """
     deadline = time.monotonic() + timeout
     attempt_timeout = FIRST_ATTEMPT_TIMEOUT
@@ -68,7 +69,7 @@ def wait_until(
             last = f"{type(err).__name__}: {err}"
         attempt_timeout = min(attempt_timeout * 2, MAX_ATTEMPT_TIMEOUT)
         time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
-    pytest.fail(f"{what}: not within {timeout:g} s (last: {last})")
+    pytest.fail(f"{what}: not within {timeout:g} s (last: {last})" + (f"\n{log_tail(log)}" if log else ""))
 
 
 def wait_for_http(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:

@@ -38,7 +38,13 @@ def ensure(shared: Path) -> Path:
 
 
 def build(template: Path) -> None:
-    from tests.support.factories import EXPERIMENT, mlflow_run, new_store, pipeline_outputs, venv_env
+    from tests.support.factories import (
+        EXPERIMENT,
+        mlflow_run,
+        new_store,
+        pipeline_outputs,
+        venv_env,
+    )
 
     shutil.rmtree(template, ignore_errors=True)
     template.mkdir(parents=True)

@@ -150,8 +150,8 @@ def multirun_flag(argv: Sequence[str]) -> tuple[bool, list[str]]:
 
 def build_estimator(model_cfg):
     """The estimator ``model`` configures, built by ``hydra.utils.instantiate`` with every
-    list and mapping converted to plain Python (scikit-learn, and the skops format MLflow
-    saves it in, do not know OmegaConf containers)."""
+    list and mapping converted to plain Python (scikit-learn does not know OmegaConf
+    containers, and a model holding them would not unpickle without OmegaConf)."""
     from hydra.utils import instantiate
 
     return instantiate(model_cfg, _convert_="all")

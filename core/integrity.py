@@ -4,18 +4,20 @@ A pyfunc model is files in the artifact store (an S3 bucket, a shared directory)
 ``MLmodel``, the joblib estimator (a pickle, which runs code when loaded), and the
 model's own code (``dispatch_model.py``, which MLflow executes at load time).
 Whoever can write there can replace them, and the SHA-256 that ``MLmodel`` keeps
-of the joblib file with them. So ``package_pyfunc`` records a digest of every
-file of the logged model (:func:`record_files_digest`) as a tag of the logged
-model in the tracking store, and every consumer here (``evaluate``, the
-scoring server, batch and Spark scoring, ``ops.reproduce``) downloads the model
-into a private directory, compares, and only then lets MLflow load it
+of the joblib file with them. The same holds for the native ``mlflow.sklearn``
+model ``train`` logs (a pickle). So ``train`` and ``package_pyfunc`` record a
+digest of every file of the model they log (:func:`record_files_digest`) as a
+tag of the logged model in the tracking store, and every consumer here
+(``serialize`` and ``evaluate``, the scoring server, batch and Spark scoring,
+``ops.reproduce``) downloads the model into a private directory, compares, and
+only then lets MLflow load it
 (:func:`load_verified`, :func:`verified_download`): a changed, added or removed
 file is refused before any of its bytes is unpickled or executed.
 
 It protects against writes to the artifact store by someone who cannot write
 the tracking store. It does not protect against someone who can write both (the
 record can then be rewritten too), nor against a model loaded by path without
-this check (``mlflow.pyfunc.load_model`` directly).
+this check (``mlflow.pyfunc.load_model`` or ``mlflow.sklearn.load_model`` directly).
 """
 
 from __future__ import annotations
@@ -121,14 +123,14 @@ def verified_download(model_uri: str, dst: str | Path) -> Path:
     if not expected:
         raise UntrustedModel(
             f"refusing to load {model_uri}: logged model {model_id} has no record of its files "
-            f"(tag {FILES_DIGEST_TAG}, written by package_pyfunc)"
+            f"(tag {FILES_DIGEST_TAG}, written by train and package_pyfunc)"
         )
     local = Path(mlflow.artifacts.download_artifacts(exact, dst_path=str(dst)))
     actual = directory_digest(local)
     if not hmac.compare_digest(actual, expected):
         raise UntrustedModel(
             f"refusing to load {model_uri}: its files in the artifact store differ from those "
-            f"package_pyfunc logged (digest {actual[:12]}..., recorded {expected[:12]}...); "
+            f"recorded when it was logged (digest {actual[:12]}..., recorded {expected[:12]}...); "
             "a file was changed, added or removed after the model was logged"
         )
     return local
@@ -141,10 +143,11 @@ def verified_copy(model_uri: str) -> Iterator[Path]:
         yield verified_download(model_uri, tmp)
 
 
-def load_verified(model_uri: str):
-    """``mlflow.pyfunc.load_model`` of a verified copy of ``model_uri``. The dispatch model
-    reads its estimator into memory at load, so the copy is not needed afterwards."""
+def load_verified(model_uri: str, flavor=None):
+    """``load_model`` of a verified copy of ``model_uri``, by ``flavor`` (a module such as
+    ``mlflow.sklearn``; ``mlflow.pyfunc`` by default). Both flavors used here read the
+    model into memory at load, so the copy is not needed afterwards."""
     import mlflow
 
     with verified_copy(model_uri) as local:
-        return mlflow.pyfunc.load_model(str(local))
+        return (flavor or mlflow.pyfunc).load_model(str(local))

@@ -3,7 +3,8 @@
 Reads:
 - ``--model-uri``: the registered version, ``models:/<name>/<version>``, loaded
   with ``mlflow.pyfunc.load_model`` once its files are checked (``core.integrity``);
-- ``--reference-model-uri``: the native ``mlflow.sklearn`` model from ``train``;
+- ``--reference-model-uri``: the native ``mlflow.sklearn`` model from ``train``, its
+  files checked as well;
 - ``--holdout-uri``: the Parquet holdout ``train`` logged;
 - the Hydra config (``data.target``, ``validation.atol``, ``registry``, ``gate``).
 
@@ -195,7 +196,7 @@ def run(
         client.set_model_version_tag(name, model_version, "validation_run_id", mlflow.active_run().info.run_id)
 
     holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(artifact_uri=holdout_uri))
-    reference = mlflow.sklearn.load_model(reference_model_uri)
+    reference = load_verified(reference_model_uri, flavor=mlflow.sklearn)
     features = holdout[list(reference.feature_names_in_)]
     labels, classes = holdout[cfg.data.target], reference.classes_
 

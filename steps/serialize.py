@@ -1,7 +1,8 @@
 """Step 2, ``serialize``: write the trained estimator with joblib and record its digest.
 
 Reads: ``--model-uri``, the native ``mlflow.sklearn`` model logged by ``train``
-(any MLflow model URI: ``models:/m-…``, ``runs:/<run>/model``).
+(``models:/m-…``), loaded only once its files match the record ``train`` made of
+them (``core.integrity``).
 
 Writes, on its MLflow run: ``estimator/estimator.joblib``, its SHA-256 as
 ``estimator/estimator.joblib.sha256`` (``sha256sum`` format) and as the param
@@ -24,6 +25,7 @@ from pathlib import Path
 import joblib
 
 from core import contracts
+from core.integrity import load_verified
 from model.dispatch_model import DIGEST_CONFIG_KEY, sha256_file
 from pipeline.step import (
     log_config,
@@ -49,7 +51,7 @@ def run(model_uri: str, cfg, overrides: Sequence[str] = ()) -> dict[str, str]:
 
     log_config(cfg, overrides, step="serialize")
     mlflow.log_param("model_uri", model_uri)
-    estimator = mlflow.sklearn.load_model(model_uri)
+    estimator = load_verified(model_uri, flavor=mlflow.sklearn)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / contracts.ESTIMATOR_FILENAME
         digest = serialize_estimator(estimator, path)

@@ -8,7 +8,8 @@ Writes, on its MLflow run:
   tags ``data.digest`` (content hash), ``data.rows`` and ``data.source``;
 - ``data/train.parquet`` and ``data/holdout.parquet``: the exact split, also
   logged as MLflow dataset inputs (contexts ``training`` and ``testing``);
-- the fitted estimator as a native ``mlflow.sklearn`` model named ``model``.
+- the fitted estimator as a native ``mlflow.sklearn`` model named ``model`` (a pickle),
+  the digest of its files as its tag ``model.files_sha256`` (``core.integrity``).
 
 Outputs (run tags ``pipeline.output.*``): ``model_uri`` (``models:/m-…``),
 ``holdout_uri`` (``runs:/<run>/data/holdout.parquet``).
@@ -30,6 +31,7 @@ from sklearn.base import BaseEstimator
 from core import contract, contracts, data
 from core.config import build_estimator, flatten
 from core.errors import StepError
+from core.integrity import record_files_digest
 from pipeline.lineage import MODEL_PACKAGES, pinned_requirements
 from pipeline.step import (
     log_config,
@@ -98,17 +100,43 @@ def log_dataset(dataset, context: str, attempts: int = 3) -> None:
             time.sleep(0.5 * attempt)
 
 
-def skops_trusted_types(estimator) -> list[str]:
-    """The types in ``estimator`` that skops (MLflow's default sklearn format) does
-    not trust by default, e.g. ``sklearn.tree._tree.Tree`` in every tree ensemble.
+class _PickleNotice(logging.Filter):
+    """Drops MLflow's warning that the pickle format needs caution: the native model's
+    files are recorded (``core.integrity``) and checked before anything unpickles them."""
 
-    The estimator was fitted in this process, so the file MLflow writes holds these
-    types and no others; MLflow records the list in the model's MLmodel and passes
-    it back when the model is loaded.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Saving scikit-learn models in the pickle")
+
+
+def log_native_model(estimator, sample: pd.DataFrame):
+    """Log ``estimator`` as a native ``mlflow.sklearn`` model and record its files' digest.
+
+    It is the reference that ``evaluate`` checks the dispatch model against, and the
+    estimator ``serialize`` writes with joblib; both load it only once its files match the
+    record (``core.integrity.load_verified``). It is a pickle, as the joblib file is:
+    MLflow's skops format cost each of the three steps about half a second to import
+    (it scans scikit-learn, down to its test utilities), and protects nothing more here,
+    since the types it trusts are read from the model's own ``MLmodel``.
     """
-    import skops.io
+    import mlflow
+    from mlflow.models import infer_signature
 
-    return skops.io.get_untrusted_types(data=skops.io.dumps(estimator))
+    notice = _PickleNotice()
+    logging.getLogger("mlflow.sklearn").addFilter(notice)
+    try:
+        model_info = mlflow.sklearn.log_model(
+            estimator,
+            name=contracts.LOGGED_MODEL_NAME,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,
+            signature=infer_signature(sample, estimator.predict(sample)),
+            input_example=sample.head(3),
+            # Pinned here rather than inferred, which would import the model in a subprocess.
+            pip_requirements=pinned_requirements(MODEL_PACKAGES),
+        )
+    finally:
+        logging.getLogger("mlflow.sklearn").removeFilter(notice)
+    record_files_digest(model_info.model_id)
+    return model_info
 
 
 def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "") -> dict[str, str]:
@@ -119,7 +147,6 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
     fails the step instead of training on rows the lineage does not describe.
     """
     import mlflow
-    from mlflow.models import infer_signature
 
     log_config(cfg, overrides, step="train")
     mlflow.log_params(
@@ -158,16 +185,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
     log_contract(train[features])
 
     estimator = fit_estimator(build_estimator(cfg.model), train, features, target)
-    sample = train[features].head(SCHEMA_SAMPLE_ROWS)
-    model_info = mlflow.sklearn.log_model(
-        estimator,
-        name=contracts.LOGGED_MODEL_NAME,
-        signature=infer_signature(sample, estimator.predict(sample)),
-        input_example=sample.head(3),
-        skops_trusted_types=skops_trusted_types(estimator),
-        # Pinned here rather than inferred, which would import the model in a subprocess.
-        pip_requirements=pinned_requirements(MODEL_PACKAGES),
-    )
+    model_info = log_native_model(estimator, train[features].head(SCHEMA_SAMPLE_ROWS))
     run_id = mlflow.active_run().info.run_id
     outputs = {
         "model_uri": model_info.model_uri,

@@ -254,7 +254,7 @@ def test_a_tampered_champion_is_not_served(stack, tmp_path, cfg):
                 lambda _, base=base: every_worker(base, lambda w: refused_version(w) == version),
                 WAIT, f"{base}: version {version} refused", transient=(requests.RequestException,))
             assert report["served"]["version"] == served
-            assert "differ from those package_pyfunc logged" in report["last_refused"]["error"]
+            assert "differ from those recorded when it was logged" in report["last_refused"]["error"]
             assert report["last_check"]["alias_version"] == version and report["last_check"]["error"]
     finally:
         http.set_registered_model_alias(NAME, "champion", served)

@@ -61,7 +61,7 @@ def test_a_tampered_champion_is_refused_and_the_served_version_kept(champion, tm
     assert follower.current is served
     status = follower.status()
     assert status["last_refused"]["version"] == version
-    assert "differ from those package_pyfunc logged" in status["last_check"]["error"]
+    assert "differ from those recorded when it was logged" in status["last_check"]["error"]
     assert follower.check() == "not_retried"
 
 

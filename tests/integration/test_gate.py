@@ -167,13 +167,13 @@ def test_a_champion_the_store_cannot_deliver_is_not_called_broken(champion, monk
     v1 = champion["registered_model_version"]
     real_load = evaluate.load_verified
 
-    def load(uri):
+    def load(uri, **flavor):
         if uri == f"models:/iris-classifier/{v1}":
             try:
                 raise requests.exceptions.ConnectionError("connection refused")
             except requests.exceptions.ConnectionError:
                 raise MlflowException("API request to http://store/artifacts failed with exception") from None
-        return real_load(uri)
+        return real_load(uri, **flavor)
 
     monkeypatch.setattr(evaluate, "load_verified", load)
     with pytest.raises(MlflowException, match="API request to"):

@@ -55,7 +55,7 @@ def test_a_replaced_estimator_and_digest_are_refused_and_nothing_runs(champion, 
     replace_estimator_and_its_digest(stored_model_dir(v1), marker)
     for uri in (f"models:/{NAME}@champion", f"models:/{NAME}/{v1}", champion["pyfunc_model_uri"]):
         with pytest.raises(integrity.UntrustedModel, match=r"refusing to load .*: its files in the artifact store "
-                                                            r"differ from those package_pyfunc logged"):
+                                                            r"differ from those recorded when it was logged"):
             integrity.load_verified(uri)
     assert not marker.exists()
     # What the check prevents: MLflow alone finds the digest in MLmodel consistent and unpickles.
@@ -80,6 +80,29 @@ def test_a_model_without_a_record_or_not_in_the_registry_is_refused(champion, tm
         integrity.load_verified(champion["pyfunc_model_uri"])
     with pytest.raises(integrity.UntrustedModel, match="only models:/ URIs"):
         integrity.load_verified(str(tmp_path))
+
+
+@pytest.mark.parametrize("step", ["serialize", "evaluate"])
+def test_a_replaced_native_model_is_refused_before_it_is_unpickled(step, champion, cfg, tmp_path):
+    """``train``'s native model is a pickle: ``serialize`` (which writes it with joblib)
+    and ``evaluate`` (which checks the dispatch model against it) load it only as logged."""
+    from steps import evaluate, serialize
+
+    model_id = champion["model_uri"].removeprefix("models:/")
+    stored = Path(MlflowClient().get_logged_model(model_id).artifact_location.removeprefix("file://"))
+    marker = tmp_path / "code-ran"
+    (stored / "model.pkl").write_bytes(pickle.dumps(Payload(marker)))
+    run = {
+        "serialize": lambda: serialize.run(champion["model_uri"], cfg),
+        "evaluate": lambda: evaluate.run(
+            f"models:/{NAME}/{champion['registered_model_version']}", champion["model_uri"],
+            champion["holdout_uri"], cfg),
+    }[step]
+    with mlflow.start_run(), pytest.raises(integrity.UntrustedModel, match=f"refusing to load models:/{model_id}"):
+        run()
+    assert not marker.exists()
+    mlflow.sklearn.load_model(champion["model_uri"])  # what MLflow alone would have done
+    assert marker.exists()
 
 
 def test_moving_the_artifact_store_keeps_the_record_valid(tmp_path):

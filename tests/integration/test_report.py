@@ -69,7 +69,7 @@ def test_first_version_gets_plots_and_a_page_without_champion(champion):
 
 
 def test_second_version_is_shown_beside_the_champion(champion):
-    # A tree ensemble: its native reference model needs skops trusted types to log and load.
+    # A tree ensemble, whose native reference model holds scikit-learn's Tree objects.
     folder = evaluate_chain(compose_config(["model=random_forest"]))
     assert "metrics_comparison.png" in {p.name for p in folder.iterdir()}
     assert_valid_png(folder / "metrics_comparison.png")

@@ -169,13 +169,23 @@ def check_pipeline_alive() -> None:
 def signals_deferred() -> Iterator[None]:
     """Hold SIGTERM and SIGINT until the block ends, so that a change of several registry
     writes (tags, then aliases) is made whole or not at all. SIGALRM too: it brings back
-    a SIGTERM held during a store call (:func:`_parent_died`)."""
-    deferred = {signal.SIGTERM, signal.SIGINT, signal.SIGALRM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    a SIGTERM held during a store call (:func:`_parent_died`).
+
+    Held by handlers, not by the thread's signal mask: a signal sent to the process goes
+    to any thread that does not block it (MLflow starts threads of its own), and Python
+    then runs its handler in the main thread at once. At the end of the block each held
+    signal is raised again, in this thread, for the handler it had before.
+    """
+    held: list[int] = []
+    deferred = (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum)) for signum in deferred}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)
 
 
 def run_in_mlflow_run(body) -> None:

@@ -122,8 +122,8 @@ def test_relative_imports_and_config_targets_are_part_of_the_code(tmp_path, monk
 def test_code_files_are_the_project_modules_a_step_imports():
     files = cache.step_code_files("serialize")
     assert files == [
-        "core/__init__.py", "core/config.py", "core/contracts.py", "core/errors.py",
-        "model/__init__.py", "model/dispatch_model.py",
+        "core/__init__.py", "core/config.py", "core/contracts.py", "core/digests.py", "core/errors.py",
+        "core/integrity.py", "model/__init__.py", "model/dispatch_model.py",
         "pipeline/__init__.py", "pipeline/step.py", "steps/__init__.py", "steps/serialize.py",
     ]
     assert "core/report.py" in cache.step_code_files("evaluate")

@@ -20,7 +20,7 @@ from core.config import build_estimator
 from core.registry import alias_version, parse_registered_uri
 from pipeline import cache, graph
 from pipeline.lineage import git_state, package_versions
-from pipeline.step import driver_pid_in_env, read_outputs
+from pipeline.step import handed_to_step, read_outputs
 from pipeline.summary import PipelineSummary, StepResult, step_run_name
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experimen
             log.error("cannot build the estimator from config 'model': %s", err)
             raise StepNotStarted(f"cannot build the estimator from config 'model': {err}") from err
     try:
-        with driver_pid_in_env():
+        with handed_to_step(ctx.cfg, ctx.overrides):
             submitted = mlflow.projects.run(
                 uri=str(contracts.PROJECT_DIR),
                 entry_point=step,

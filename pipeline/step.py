@@ -26,7 +26,7 @@ from typing import NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
-from core.config import compose_config, describe_error, split_overrides
+from core.config import HANDED_DOWN_ENV, config_for, describe_error, hand_down, split_overrides
 from core.contracts import CONFIG_ARTIFACT, ERROR_TAG, OUTPUT_TAG_PREFIX, OVERRIDES_TAG, STEP_TAG
 from core.errors import StepError
 
@@ -49,14 +49,19 @@ def step_parser(description: str) -> argparse.ArgumentParser:
 def parse_step_args(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
 ) -> tuple[argparse.Namespace, DictConfig]:
-    """Parse a step's arguments and compose its config, exiting 2 on a bad override."""
-    from hydra.errors import HydraException
-
+    """Parse a step's arguments and compose its config (or take the one its driver handed
+    down), exiting 2 on a bad override."""
     args = parser.parse_args(argv)
     try:
         args.overrides = split_overrides(args.overrides)
-        cfg = compose_config(args.overrides)
-    except (HydraException, ValueError) as err:
+        cfg = config_for(args.overrides)
+    except Exception as err:
+        from hydra.errors import (
+            HydraException,  # only here: a step handed its config never imports Hydra
+        )
+
+        if not isinstance(err, (HydraException, ValueError)):
+            raise
         parser.exit(2, f"{parser.prog}: error: invalid Hydra override: {describe_error(err)}\n")
     return args, cfg
 
@@ -132,19 +137,23 @@ def die_with_parent() -> None:
 
 
 @contextlib.contextmanager
-def driver_pid_in_env() -> Iterator[None]:
-    """This process's id in the environment of the step it starts (``mlflow.projects.run``
-    passes on ``os.environ``): the step checks that it is still its parent before it changes
-    the registry. Removed afterwards, so that nothing else in this process inherits it."""
-    previous = os.environ.get(DRIVER_PID_ENV)
-    os.environ[DRIVER_PID_ENV] = str(os.getpid())
+def handed_to_step(cfg: DictConfig, overrides: Sequence[str]) -> Iterator[None]:
+    """What the driver hands the step it starts, in its environment (``mlflow.projects.run``
+    passes on ``os.environ``): this process's id, which the step checks is still its parent
+    before it changes the registry, and the config composed from ``overrides``, which the
+    step then need not compose again (``core.config.config_for``). Removed afterwards, so
+    that nothing else in this process inherits them."""
+    handed = {DRIVER_PID_ENV: str(os.getpid()), HANDED_DOWN_ENV: hand_down(cfg, overrides)}
+    previous = {name: os.environ.get(name) for name in handed}
+    os.environ.update(handed)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(DRIVER_PID_ENV, None)
-        else:
-            os.environ[DRIVER_PID_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def check_pipeline_alive() -> None:

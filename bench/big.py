@@ -10,7 +10,7 @@
    scorer's peak memory on files of 1/4, 1/2 and all the rows (flat = chunked).
 
 Each measurement runs in its own process; peak memory is its largest
-descendant's maximum resident set size. Targets: pipeline within 1.25x of the
+descendant's maximum resident set size. Targets: pipeline within 2x of the
 plain script; scoring memory flat as the file grows.
 """
 

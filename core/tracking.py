@@ -78,9 +78,19 @@ def unreachable(err: BaseException) -> bool:
     return False
 
 
-def check_store(tracking_uri: str, timeout: float = 10.0) -> None:
-    """Raise :class:`StoreUnavailable` unless the store at ``tracking_uri`` can be used."""
-    check_server(tracking_uri, timeout)
+def connect_timeout() -> float:
+    """Seconds a tracking server has to answer ``/health``: MLflow's own request timeout,
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT``, where it is set; else 10."""
+    try:
+        return float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or 10.0)
+    except ValueError:
+        return 10.0
+
+
+def check_store(tracking_uri: str, timeout: float | None = None) -> None:
+    """Raise :class:`StoreUnavailable` unless the store at ``tracking_uri`` can be used
+    (a server within ``timeout`` seconds, :func:`connect_timeout` by default)."""
+    check_server(tracking_uri, connect_timeout() if timeout is None else timeout)
     check_sqlite(tracking_uri)
 
 

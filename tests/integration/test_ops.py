@@ -115,6 +115,15 @@ def test_a_store_that_cannot_be_opened_is_one_line_and_exit_69(make_uri, tmp_pat
     mlflow.set_tracking_uri(None)
 
 
+@pytest.mark.parametrize("setting, seconds", [(None, 10.0), ("3", 3.0), ("0.5", 0.5), ("soon", 10.0)])
+def test_the_store_check_waits_as_long_as_mlflows_own_requests(setting, seconds, monkeypatch):
+    if setting is None:
+        monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", setting)
+    assert tracking.connect_timeout() == seconds
+
+
 def test_make_run_against_a_server_that_is_down_fails_fast_in_one_line(silent_server, project_env):
     """`mlflow run` alone would retry for minutes; `make run` checks the store first."""
     import subprocess
@@ -123,11 +132,14 @@ def test_make_run_against_a_server_that_is_down_fails_fast_in_one_line(silent_se
     started = time.monotonic()
     result = subprocess.run(
         ["make", "--no-print-directory", "-C", str(contracts.PROJECT_DIR), "run"],
-        capture_output=True, text=True, timeout=120, env={**project_env, "MLFLOW_TRACKING_URI": silent_server},
+        capture_output=True, text=True, timeout=120,
+        # MLflow's request timeout is the check's too (10 s where it is not set).
+        env={**project_env, "MLFLOW_TRACKING_URI": silent_server, "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"},
     )
     assert result.returncode != 0
     assert time.monotonic() - started < 60
     assert f"tracking server {silent_server} is unreachable" in result.stderr
+    assert "with a 2 s timeout" in result.stderr
     assert "Traceback" not in result.stderr and "mlflow run" not in result.stdout
 
 

@@ -56,9 +56,8 @@ def parse_step_args(
         args.overrides = split_overrides(args.overrides)
         cfg = config_for(args.overrides)
     except Exception as err:
-        from hydra.errors import (
-            HydraException,  # only here: a step handed its config never imports Hydra
-        )
+        # Imported only here: a step handed its config never imports Hydra.
+        from hydra.errors import HydraException
 
         if not isinstance(err, (HydraException, ValueError)):
             raise
@@ -121,8 +120,9 @@ def _parent_died(signum, frame) -> None:
 def die_with_parent() -> None:
     """Have the kernel send this process SIGTERM when its parent dies (Linux
     ``PR_SET_PDEATHSIG``), and turn SIGTERM into :class:`ParentDied`, so that the
-    MLflow run ends FAILED with a reason (once any store call under way has returned). ``mlflow run`` starts an entry point with
-    ``bash -c``, which execs it: the parent is the process that called ``mlflow run``.
+    MLflow run ends FAILED with a reason (once any store call under way has returned).
+    ``mlflow run`` starts an entry point with ``bash -c``, which execs it: the parent
+    is the process that called ``mlflow run``.
     Elsewhere than Linux only the SIGTERM handler is installed."""
     signal.signal(signal.SIGTERM, _parent_died)
     if not sys.platform.startswith("linux"):

@@ -35,8 +35,27 @@ def test_run_logs_split_model_and_outputs(cfg):
     assert len(run.data.tags[contracts.DATA_DIGEST_TAG]) == 64
     contexts = sorted(i.tags[0].value for i in run.inputs.dataset_inputs)
     assert contexts == ["testing", "training"]
+    # Each split's dataset digest is that of its rows (train.frame_digest, not MLflow's own).
+    digests = {i.tags[0].value: i.dataset.digest for i in run.inputs.dataset_inputs}
+    assert digests["testing"] == train.frame_digest(holdout)
+    assert digests["training"] != digests["testing"]
     config_text = mlflow.artifacts.load_text(f"runs:/{active.info.run_id}/{contracts.CONFIG_ARTIFACT}")
     assert "newton-cg" in config_text
+
+
+def test_frame_digest_follows_values_index_names_and_types():
+    frame = pd.DataFrame({"a": [0.5, 1.5, 2.5], "b": ["x", "y", None], "y": [0, 1, 0]})
+    digest = train.frame_digest(frame)
+    assert digest == train.frame_digest(frame.copy()) and len(digest) == 16
+    changed = [
+        frame.assign(a=[0.5, 1.5, 2.6]),  # a value
+        frame.set_axis([0, 1, 3]),  # the index: which rows of the source
+        frame.rename(columns={"b": "c"}),  # a column's name
+        frame.astype({"a": "float32"}),  # a column's type
+        frame.head(2),  # a row fewer
+    ]
+    assert len({digest, *map(train.frame_digest, changed)}) == len(changed) + 1
+    assert train.frame_digest(pd.DataFrame({"a": [[1], [2]]})) is None  # MLflow's own digest then
 
 
 def test_dataset_logging_is_retried_after_a_conflict(monkeypatch):

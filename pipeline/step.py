@@ -75,6 +75,7 @@ def log_config(cfg: DictConfig, overrides: Sequence[str], step: str) -> None:
 
 # Set by the driver for the steps it starts: its process id.
 DRIVER_PID_ENV = "PIPELINE_DRIVER_PID"
+HAND_DOWN_LIMIT = 32 * 1024  # characters of config handed to a step in its environment
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -142,8 +143,12 @@ def handed_to_step(cfg: DictConfig, overrides: Sequence[str]) -> Iterator[None]:
     passes on ``os.environ``): this process's id, which the step checks is still its parent
     before it changes the registry, and the config composed from ``overrides``, which the
     step then need not compose again (``core.config.config_for``). Removed afterwards, so
-    that nothing else in this process inherits them."""
+    that nothing else in this process inherits them. A config larger than
+    :data:`HAND_DOWN_LIMIT` (thousands of listed features) is not handed down: Linux
+    refuses an environment string over 128 KiB, and the step composes it itself."""
     handed = {DRIVER_PID_ENV: str(os.getpid()), HANDED_DOWN_ENV: hand_down(cfg, overrides)}
+    if len(handed[HANDED_DOWN_ENV]) > HAND_DOWN_LIMIT:
+        handed[HANDED_DOWN_ENV] = ""
     previous = {name: os.environ.get(name) for name in handed}
     os.environ.update(handed)
     try:

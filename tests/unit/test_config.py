@@ -53,7 +53,7 @@ def test_default_config_is_the_tutorial(cfg):
     estimator = instantiate(cfg.model)
     assert isinstance(estimator, LogisticRegression)
     assert estimator.get_params()["solver"] == "newton-cg"
-    assert estimator.get_params()["max_iter"] == 5000
+    assert estimator.get_params()["max_iter"] == 3000
     assert estimator.get_params()["random_state"] == 0
     assert list(cfg.data.features) == ["petal length (cm)", "petal width (cm)"]
     assert cfg.data.test_size == 0.2 and cfg.data.random_state == 9001
@@ -295,3 +295,21 @@ def test_a_step_handed_its_config_does_not_import_hydra(monkeypatch):
     done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["3", "[]"]
+
+
+def test_the_driver_hands_its_config_down_only_while_it_starts_a_step_and_not_a_huge_one(monkeypatch):
+    import os
+
+    from core.config import HANDED_DOWN_ENV, config_for
+    from pipeline import step
+
+    monkeypatch.delenv(HANDED_DOWN_ENV, raising=False)
+    overrides = ["model.C=4"]
+    with step.handed_to_step(compose_config(overrides), overrides):
+        assert os.environ[step.DRIVER_PID_ENV] == str(os.getpid())
+        assert config_for(overrides).model.C == 4
+    assert HANDED_DOWN_ENV not in os.environ and step.DRIVER_PID_ENV not in os.environ
+    # Over the limit (a table of thousands of listed features): the step composes it itself.
+    monkeypatch.setattr(step, "HAND_DOWN_LIMIT", 100)
+    with step.handed_to_step(compose_config(overrides), overrides):
+        assert os.environ[HANDED_DOWN_ENV] == "" and config_for(overrides).model.C == 4

@@ -103,13 +103,14 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
-
-
-def _register_schema() -> None:
-    """Register :class:`Config` as ``schema`` in Hydra's ConfigStore, before composing."""
+def register_schema() -> None:
+    """Register :class:`Config` as ``schema`` in Hydra's ConfigStore: before Hydra composes
+    ``conf/`` (:func:`compose_config`, and the sweep's ``@hydra.main`` task). Not at import:
+    a step handed its config (:func:`config_for`) never imports Hydra."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
+
 
 # A run of non-space characters and quoted strings (which may contain spaces).
 _OVERRIDE_TOKEN = re.compile(r"""(?:[^\s'"]+|'[^']*'|"[^"]*")+""")
@@ -207,9 +208,8 @@ def check_ranges(cfg: DictConfig) -> None:
     import dataclasses
 
     def refuse(message: str):
-        from hydra.errors import (
-            ConfigCompositionException,  # Hydra's own error, as composing raises
-        )
+        # Hydra's own error, as composing raises; imported only to raise it.
+        from hydra.errors import ConfigCompositionException
 
         raise ConfigCompositionException(message)
 
@@ -245,7 +245,7 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """
     from hydra import compose, initialize_config_dir
 
-    _register_schema()
+    register_schema()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
     check_ranges(cfg)

@@ -19,7 +19,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from core import contracts
-from core.config import Candidates, check_ranges, describe_error
+from core.config import Candidates, check_ranges, describe_error, register_schema
 from core.metrics import HOLDOUT_METRICS
 from pipeline import record
 from pipeline.step import log_config, record_outputs
@@ -38,6 +38,9 @@ def job_overrides(overrides: Sequence[str]) -> list[str]:
     without Hydra's own (``hydra/launcher=...``, ``hydra.launcher.n_jobs=...``) and the
     sweep's (``sweep.metric=...``, and the ones the sweep adds for its jobs)."""
     return [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/", "sweep."))]
+
+
+register_schema()  # conf/config.yaml's defaults start with it
 
 
 @hydra.main(config_path=str(contracts.CONF_DIR), config_name=contracts.CONFIG_NAME, version_base="1.3")

@@ -53,7 +53,7 @@ def test_default_config_is_the_tutorial(cfg):
     estimator = instantiate(cfg.model)
     assert isinstance(estimator, LogisticRegression)
     assert estimator.get_params()["solver"] == "newton-cg"
-    assert estimator.get_params()["max_iter"] == 3000
+    assert estimator.get_params()["max_iter"] == 5000
     assert estimator.get_params()["random_state"] == 0
     assert list(cfg.data.features) == ["petal length (cm)", "petal width (cm)"]
     assert cfg.data.test_size == 0.2 and cfg.data.random_state == 9001

@@ -272,8 +272,11 @@ def config_for(overrides: Sequence[str]) -> DictConfig:
     import json
     import os
 
-    handed = json.loads(os.environ.get(HANDED_DOWN_ENV) or "{}")
-    if not handed or handed.get("overrides") != list(overrides):
+    try:
+        handed = json.loads(os.environ.get(HANDED_DOWN_ENV) or "{}")
+    except ValueError:  # not the driver's: a variable of the same name set for something else
+        handed = None
+    if not isinstance(handed, dict) or handed.get("overrides") != list(overrides) or "config" not in handed:
         return compose_config(overrides)
     cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(handed["config"]))
     OmegaConf.set_struct(cfg, True)

@@ -279,6 +279,10 @@ def test_a_config_handed_down_for_other_overrides_is_not_used(monkeypatch):
     monkeypatch.setenv(HANDED_DOWN_ENV, hand_down(compose_config(["model.C=5"]), ["model.C=5"]))
     assert config_for(["model.C=7"]).model.C == 7
     assert config_for([]).model.C == compose_config([]).model.C
+    # A variable of the same name that the driver did not set: ignored, the step composes.
+    for foreign in ("/etc/pipeline.conf", "[1, 2]", '{"overrides": ["model.C=7"]}'):
+        monkeypatch.setenv(HANDED_DOWN_ENV, foreign)
+        assert config_for(["model.C=7"]).model.C == 7
 
 
 def test_a_step_handed_its_config_does_not_import_hydra(monkeypatch):

@@ -78,13 +78,17 @@ def unreachable(err: BaseException) -> bool:
     return False
 
 
+CONNECT_TIMEOUT = 10.0  # seconds
+
+
 def connect_timeout() -> float:
-    """Seconds a tracking server has to answer ``/health``: MLflow's own request timeout,
-    ``MLFLOW_HTTP_REQUEST_TIMEOUT``, where it is set; else 10."""
+    """Seconds a tracking server has to answer ``/health``: :data:`CONNECT_TIMEOUT`, or
+    MLflow's own request timeout (``MLFLOW_HTTP_REQUEST_TIMEOUT``) where that is shorter.
+    Never longer: ``configure_tracking`` sets MLflow's to 30 s where the user has not."""
     try:
-        return float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or 10.0)
+        return min(CONNECT_TIMEOUT, float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or CONNECT_TIMEOUT))
     except ValueError:
-        return 10.0
+        return CONNECT_TIMEOUT
 
 
 def check_store(tracking_uri: str, timeout: float | None = None) -> None:

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the lock (default 0)")
     parser.add_argument("--force", default="", help="rerun cached steps: 'all' or names, comma-separated")
     parser.add_argument("--connect-timeout", type=float, default=None,
-                        help="seconds (default: MLFLOW_HTTP_REQUEST_TIMEOUT where it is set, else 10)")
+                        help="seconds (default 10, or MLFLOW_HTTP_REQUEST_TIMEOUT where shorter)")
     parser.add_argument("--trigger", choices=("schedule", "manual"), default="schedule",
                         help="recorded as tag pipeline.trigger on the runs (default schedule)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the pipeline")

@@ -9,9 +9,11 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-dev
-# --compile-bytecode: as pip does; without it nothing is ever compiled where
-# PYTHONDONTWRITEBYTECODE is set, and every import compiles from source (~40% more CPU).
-UV_INSTALL := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
+# Bytecode is written as Python does by default, the first time a module is imported:
+# only what runs is compiled, once. PYTHONDONTWRITEBYTECODE, set on some machines, would
+# make every process compile every import again (~40% more CPU).
+export PYTHONDONTWRITEBYTECODE :=
+UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python
 
 # Steps started by `mlflow run` call `python` and `mlflow` from PATH: use the venv's.
 export PATH := $(BIN):$(PATH)

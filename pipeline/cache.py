@@ -121,14 +121,24 @@ def _parse(path: Path, kind: str, mtime_ns: int, size: int):
     return ast.parse(path.read_text(), filename=str(path))
 
 
-def step_code_files(step: str) -> list[str]:
-    """The project files ``step`` runs: the module its MLproject command starts
-    (``python -m <module>``) and every project module it imports."""
+LAUNCHER = "pipeline.launch"  # ``python -m pipeline.launch <module> ...`` runs <module>
+
+
+def step_module(step: str) -> str:
+    """The module ``step`` runs: the one its MLproject command starts (``python -m
+    <module>``), or the one it has :data:`LAUNCHER` run."""
     command = entry_point_definition(step)["command"]
-    found = re.search(r"python -m ([\w.]+)", command)
+    found = re.search(rf"python -m (?:{re.escape(LAUNCHER)} )?([\w.]+)", command)
     if found is None:
         raise ValueError(f"MLproject entry point {step!r} does not start a module (python -m ...): {command}")
-    return imported_files(found.group(1))
+    return found.group(1)
+
+
+def step_code_files(step: str) -> list[str]:
+    """The project files ``step`` runs: its module (:func:`step_module`), the launcher
+    when the command starts one, and every project module they import."""
+    launched = f"python -m {LAUNCHER} " in entry_point_definition(step)["command"]
+    return sorted({*imported_files(step_module(step)), *(imported_files(LAUNCHER) if launched else ())})
 
 
 def imported_files(module: str, root: Path | None = None) -> list[str]:

@@ -21,6 +21,7 @@ from core.registry import alias_version, parse_registered_uri
 from pipeline import cache, graph
 from pipeline.lineage import git_state, package_versions
 from pipeline.step import handed_to_step, read_outputs
+from pipeline.step_server import StepServer
 from pipeline.summary import PipelineSummary, StepResult, step_run_name
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,18 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary, cached_only_in:
     Stops at the first failing step; ``summary.succeeded`` then is false. With
     ``cached_only_in`` (an experiment id), there is no active run and nothing runs: the
     steps are looked up in that experiment's cache up to the first miss, which ends the
-    summary (``summary.unchanged`` says whether all four were cached).
+    summary (``summary.unchanged`` says whether all four were cached). Steps that run
+    are forked from a step server started at the first of them (``pipeline.launch``).
     """
+    server = StepServer([cache.step_module(step) for step in graph.NAMES], str(contracts.PROJECT_DIR))
+    try:
+        _run_steps(ctx, summary, cached_only_in, server)
+    finally:
+        server.close()
+
+
+def _run_steps(ctx: PipelineContext, summary: PipelineSummary, cached_only_in: str | None,
+               server: StepServer) -> None:
     import mlflow
 
     experiment_id = cached_only_in or mlflow.active_run().info.experiment_id
@@ -94,7 +105,7 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary, cached_only_in:
             result.run_id, result.status = found.hit_run_id, "CACHED"
         else:
             try:
-                result.run_id = _run_step(step, params, ctx, experiment_id, result.shown)
+                result.run_id = _run_step(step, params, ctx, experiment_id, result.shown, server)
             except StepNotStarted as err:
                 result.error = str(err)
             result.status = "FINISHED" if result.run_id and _finished(result.run_id) else "FAILED"
@@ -159,11 +170,14 @@ class StepNotStarted(RuntimeError):
     """A step was refused before its process started (e.g. its config cannot be built)."""
 
 
-def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experiment_id: str, run_name: str):
+def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experiment_id: str, run_name: str,
+              server: StepServer):
     """Run one step as a child run named ``run_name``; return its run id (None if MLflow could not start it)."""
     import mlflow
     from mlflow.exceptions import ExecutionException
 
+    if ctx.env_manager == "local":  # steps in this interpreter: a server of it can fork them
+        server.start()  # its imports overlap the estimator's check below
     if step == "train":
         try:
             _check_model_config(ctx.cfg)
@@ -171,7 +185,7 @@ def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experimen
             log.error("cannot build the estimator from config 'model': %s", err)
             raise StepNotStarted(f"cannot build the estimator from config 'model': {err}") from err
     try:
-        with handed_to_step(ctx.cfg, ctx.overrides):
+        with handed_to_step(ctx.cfg, ctx.overrides, server.environ()):
             submitted = mlflow.projects.run(
                 uri=str(contracts.PROJECT_DIR),
                 entry_point=step,

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from core.config import HANDED_DOWN_ENV, config_for, describe_error, hand_down, split_overrides
 from core.contracts import CONFIG_ARTIFACT, ERROR_TAG, OUTPUT_TAG_PREFIX, OVERRIDES_TAG, STEP_TAG
 from core.errors import StepError
+from pipeline.step_server import DRIVER_PID_ENV
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,6 @@ def log_config(cfg: DictConfig, overrides: Sequence[str], step: str) -> None:
     mlflow.set_tags({OVERRIDES_TAG: " ".join(overrides), STEP_TAG: step})
 
 
-# Set by the driver for the steps it starts: its process id.
-DRIVER_PID_ENV = "PIPELINE_DRIVER_PID"
 HAND_DOWN_LIMIT = 32 * 1024  # characters of config handed to a step in its environment
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -138,15 +137,18 @@ def die_with_parent() -> None:
 
 
 @contextlib.contextmanager
-def handed_to_step(cfg: DictConfig, overrides: Sequence[str]) -> Iterator[None]:
+def handed_to_step(cfg: DictConfig, overrides: Sequence[str],
+                   server: Mapping[str, str] | None = None) -> Iterator[None]:
     """What the driver hands the step it starts, in its environment (``mlflow.projects.run``
     passes on ``os.environ``): this process's id, which the step checks is still its parent
-    before it changes the registry, and the config composed from ``overrides``, which the
-    step then need not compose again (``core.config.config_for``). Removed afterwards, so
+    before it changes the registry (a step forked by the step server checks the server,
+    ``pipeline.launch``), the config composed from ``overrides``, which the
+    step then need not compose again (``core.config.config_for``), and ``server``, the
+    step server's address. Removed afterwards, so
     that nothing else in this process inherits them. A config larger than
     :data:`HAND_DOWN_LIMIT` (thousands of listed features) is not handed down: Linux
     refuses an environment string over 128 KiB, and the step composes it itself."""
-    handed = {DRIVER_PID_ENV: str(os.getpid()), HANDED_DOWN_ENV: hand_down(cfg, overrides)}
+    handed = {DRIVER_PID_ENV: str(os.getpid()), HANDED_DOWN_ENV: hand_down(cfg, overrides), **(server or {})}
     if len(handed[HANDED_DOWN_ENV]) > HAND_DOWN_LIMIT:
         handed[HANDED_DOWN_ENV] = ""
     previous = {name: os.environ.get(name) for name in handed}

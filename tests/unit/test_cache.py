@@ -80,7 +80,7 @@ def test_code_change_misses_the_step_that_runs_it(tmp_path, monkeypatch):
         handle.write("\n  report:\n    command: \"python -m report\"\n")
     assert all(after[s].key == key(s).key for s in graph.NAMES)
     project = (copy / "MLproject").read_text()
-    (copy / "MLproject").write_text(project.replace("python -m steps.evaluate", "python -m steps.evaluate -v"))
+    (copy / "MLproject").write_text(project.replace("steps.evaluate --", "steps.evaluate -v --"))
     assert changed(after["evaluate"], key("evaluate")) == ["code"]
     assert after["train"].key == key("train").key
     with open(copy / "core" / "contracts.py", "a") as handle:
@@ -124,7 +124,8 @@ def test_code_files_are_the_project_modules_a_step_imports():
     assert files == [
         "core/__init__.py", "core/config.py", "core/contracts.py", "core/digests.py", "core/errors.py",
         "core/integrity.py", "model/__init__.py", "model/dispatch_model.py",
-        "pipeline/__init__.py", "pipeline/step.py", "steps/__init__.py", "steps/serialize.py",
+        "pipeline/__init__.py", "pipeline/launch.py", "pipeline/step.py", "pipeline/step_server.py",
+        "steps/__init__.py", "steps/serialize.py",
     ]
     assert "core/report.py" in cache.step_code_files("evaluate")
 

@@ -1,0 +1,134 @@
+"""A step forked from the step server (pipeline/launch.py, pipeline/step_server.py) is
+the step as ``mlflow run`` started it: its arguments, environment, directory, streams
+and exit status, its life tied to the pipeline's; anything the server cannot serve runs
+in the launching process instead."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core import contracts
+from pipeline.step_server import PRELOAD_ENV, SERVER_ENV, StepServer
+from tests.support.helpers import wait_until
+
+PROBE = "tests.support.launch_probe"
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.delenv(PRELOAD_ENV, raising=False)
+    started = StepServer([PROBE, "steps.serialize"], str(contracts.PROJECT_DIR))
+    started.start()
+    assert started.process is not None
+    yield started
+    started.close()
+
+
+def launch(server_env: dict[str, str], *args: str, cwd: Path = contracts.PROJECT_DIR, module: str = PROBE,
+           **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(contracts.PROJECT_DIR), "PROBE": "from the caller", **server_env}
+    return subprocess.Popen([sys.executable, "-m", "pipeline.launch", module, *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def probe_report(process: subprocess.Popen) -> dict:
+    return json.loads(process.stdout.readline())
+
+
+def test_a_forked_step_gets_the_callers_arguments_environment_streams_and_exit_status(server):
+    process = launch(server.environ(), "exit", "3")
+    report = probe_report(process)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 3
+    assert report["ppid"] == server.process.pid != process.pid  # forked by the server
+    assert report["driver"] == str(server.process.pid)  # the parent the step checks
+    assert report == {**report, "argv": ["exit", "3"], "probe": "from the caller", "name": "__main__",
+                      "cwd": str(contracts.PROJECT_DIR)}
+    assert "on stderr" in err and "running it here" not in err
+
+
+def test_the_step_modules_preload_and_fork(server):
+    """No step module fails to import in the server or leaves a thread that forbids the fork."""
+    process = launch(server.environ(), "--help", module="steps.serialize")
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "--model-uri" in out
+    assert "running it here" not in err and "could not preload" not in err
+
+
+def test_a_step_killed_by_a_signal_ends_its_launcher_the_same_way(server):
+    process = launch(server.environ(), "die", "-")
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+
+
+def wait_for_file(path: Path) -> str:
+    return wait_until(lambda _: path.exists() and path.read_text() or None, 60, f"{path.name} to be written")
+
+
+def test_sigterm_to_the_launcher_reaches_the_step(server, tmp_path):
+    process = launch(server.environ(), "wait", str(tmp_path / "stopped"))
+    assert probe_report(process)["ppid"] == server.process.pid
+    assert process.stdout.readline().strip() == "waiting"
+    process.terminate()
+    process.communicate(timeout=60)
+    assert process.returncode == 7
+    assert wait_for_file(tmp_path / "stopped") == "SIGTERM"
+
+
+@pytest.mark.parametrize("killed", ["the launcher", "the server"])
+def test_a_step_gets_sigterm_when_its_launcher_or_the_server_is_killed(server, tmp_path, killed):
+    process = launch(server.environ(), "wait", str(tmp_path / "stopped"))
+    step = probe_report(process)["pid"]
+    assert process.stdout.readline().strip() == "waiting"
+    (process if killed == "the launcher" else server.process).kill()
+    assert wait_for_file(tmp_path / "stopped") == "SIGTERM"
+    wait_until(lambda _: not Path(f"/proc/{step}").exists() or None, 60, "the step to end")
+    process.communicate(timeout=60)
+
+
+@pytest.mark.parametrize("case", ["module not preloaded", "another directory", "no server"])
+def test_what_the_server_cannot_serve_runs_in_the_launcher(server, tmp_path, case):
+    env, cwd = server.environ(), contracts.PROJECT_DIR
+    other = StepServer(["steps.serialize"], str(contracts.PROJECT_DIR))  # without the probe
+    if case == "module not preloaded":
+        other.start()
+        env = other.environ()
+    elif case == "another directory":
+        cwd = tmp_path
+    else:
+        env = {SERVER_ENV: str(tmp_path / "no.sock")}
+    try:
+        process = launch(env, "exit", "4", cwd=cwd)
+        report = probe_report(process)
+        _, err = process.communicate(timeout=60)
+    finally:
+        other.close()
+    assert process.returncode == 4
+    assert report["pid"] == process.pid and report["name"] == "__main__"
+    reason = {"module not preloaded": f"module {PROBE} not preloaded",
+              "another directory": f"another directory, {tmp_path}", "no server": "no step server at"}[case]
+    assert reason in err and "here" in err
+
+
+def test_preload_off_starts_no_server(monkeypatch):
+    monkeypatch.setenv(PRELOAD_ENV, "0")
+    off = StepServer([PROBE], str(contracts.PROJECT_DIR))
+    off.start()
+    assert off.process is None and off.environ() == {}
+    off.close()
+
+
+def test_a_server_whose_driver_is_gone_exits():
+    """Started by a process that is not the driver it names: it exits at once."""
+    result = subprocess.run([sys.executable, "-m", "pipeline.step_server", "0", "1", PROBE],
+                            cwd=contracts.PROJECT_DIR, capture_output=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(contracts.PROJECT_DIR)})
+    assert result.returncode == 1

@@ -27,6 +27,8 @@ import sys
 
 from pipeline.step_server import HEADER, SERVER_ENV, say
 
+FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
@@ -35,7 +37,13 @@ def main(argv: list[str] | None = None) -> None:
     module, args = argv[0], argv[1:]
     address = os.environ.get(SERVER_ENV)
     if address:
-        status = run_on_server(address, module, args)
+        # Held until the step's id is known, so that none arriving before is lost: the
+        # step may already be running when the server's answer is read.
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        try:
+            status = run_on_server(address, module, args)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # delivered now, if any
         if status is not None:
             exit_with(status)
     import runpy
@@ -72,9 +80,10 @@ def run_on_server(address: str, module: str, args: list[str]) -> str | None:
         except ProcessLookupError:
             pass
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, forward)
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGHUP, forward)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's reaches the step itself
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     try:
         return answers.readline().strip() or "exit 1"  # nothing: the server ended first
     except OSError:

@@ -122,7 +122,8 @@ def die_with_parent() -> None:
     ``PR_SET_PDEATHSIG``), and turn SIGTERM into :class:`ParentDied`, so that the
     MLflow run ends FAILED with a reason (once any store call under way has returned).
     ``mlflow run`` starts an entry point with ``bash -c``, which execs it: the parent
-    is the process that called ``mlflow run``.
+    is the process that called ``mlflow run``, or, for a step forked by the step
+    server (``pipeline.step_server``), the server, which dies with that process.
     Elsewhere than Linux only the SIGTERM handler is installed."""
     signal.signal(signal.SIGTERM, _parent_died)
     if not sys.platform.startswith("linux"):

@@ -24,6 +24,7 @@ preloads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -43,8 +44,6 @@ LIBRARIES = (
     "mlflow.store.model_registry.sqlalchemy_store", "mlflow.store.tracking.rest_store",
     "sklearn.metrics", "sklearn.calibration", "pyarrow.parquet", "matplotlib.pyplot",
 )
-
-
 
 
 def say(message: str) -> None:
@@ -107,10 +106,8 @@ def serve(listener_fd: int, driver: int, modules: list[str]) -> None:
             conn = steps.pop(pid, None)
             if conn is not None:
                 ended = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.waitstatus_to_exitcode(status)}"
-                try:
+                with contextlib.suppress(OSError):  # its client may be gone
                     conn.sendall(f"{ended}\n".encode())
-                except OSError:
-                    pass
                 conn.close()
         for pid, conn in list(steps.items()):
             if conn in readable and not _alive(conn):  # its client is gone: stop the step
@@ -119,7 +116,8 @@ def serve(listener_fd: int, driver: int, modules: list[str]) -> None:
         if listener in readable:
             conn, _ = listener.accept()
             try:
-                pid = _fork_step(conn, listener, steps, loaded, unsafe, here, python, wake_read)
+                pid = _fork_step(conn, (listener, *steps.values()), loaded, unsafe, here, python,
+                                 (wake_read, wake_write))
             except OSError as err:  # a client gone before its answer: nothing was forked
                 say(f"a request was dropped: {err}")
                 conn.close()
@@ -151,8 +149,9 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     return json.loads(body), fds
 
 
-def _fork_step(conn, listener, steps, loaded, unsafe, here, python, wake_read) -> int | None:
-    """Fork a process for the request on ``conn``; its pid, or None when refused."""
+def _fork_step(conn, sockets, loaded, unsafe, here, python, wake) -> int | None:
+    """Fork a process for the request on ``conn``; its pid, or None when refused. The
+    step closes the server's ``sockets`` and ``wake`` pipe, which are not its own."""
     try:
         request, fds = _receive(conn)
     except (OSError, ValueError) as err:
@@ -178,16 +177,18 @@ def _fork_step(conn, listener, steps, loaded, unsafe, here, python, wake_read) -
         return pid
     code = 1
     try:
-        for other in (listener, *steps.values()):
-            other.close()
-        os.close(wake_read)
         signal.set_wakeup_fd(-1)
+        for other in sockets:
+            other.close()
+        for fd in wake:
+            os.close(fd)
         for signum, handler in ((signal.SIGCHLD, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
             signal.signal(signum, handler)
         _die_with(os.getppid())
-        for target, fd in enumerate(fds):
+        for target, fd in enumerate(fds):  # the caller's stdin, stdout, stderr
             os.dup2(fd, target)
-            os.close(fd)
+            if fd > 2:
+                os.close(fd)
         os.environ.clear()
         os.environ.update(request["env"])
         os.environ[DRIVER_PID_ENV] = str(os.getppid())  # the server: it lives as long as the driver
@@ -197,10 +198,8 @@ def _fork_step(conn, listener, steps, loaded, unsafe, here, python, wake_read) -
         code = _run_module(request["module"], request["argv"])
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(Exception):
                 stream.flush()
-            except Exception:  # noqa: BLE001
-                pass
         os._exit(code)
 
 
@@ -274,8 +273,6 @@ class StepServer:
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
-
-
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def probe_report(process: subprocess.Popen) -> dict:
 def test_a_forked_step_gets_the_callers_arguments_environment_streams_and_exit_status(server):
     process = launch(server.environ(), "exit", "3")
     report = probe_report(process)
-    out, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=60)
     assert process.returncode == 3
     assert report["ppid"] == server.process.pid != process.pid  # forked by the server
     assert report["driver"] == str(server.process.pid)  # the parent the step checks
@@ -81,6 +82,45 @@ def test_sigterm_to_the_launcher_reaches_the_step(server, tmp_path):
     process.communicate(timeout=60)
     assert process.returncode == 7
     assert wait_for_file(tmp_path / "stopped") == "SIGTERM"
+
+
+def sigterm_pending(pid: int) -> bool:
+    """Whether ``pid`` holds a SIGTERM it has blocked (``/proc/PID/status``)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    pending = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    held = int(pending["ShdPnd"], 16) | int(pending["SigPnd"], 16)
+    return held & (1 << (signal.SIGTERM - 1)) != 0
+
+
+def test_sigterm_before_the_step_is_known_is_not_lost(tmp_path):
+    """A SIGTERM that reaches the launcher between its request and the server's answer
+    (the step may be running already) is passed on once the step's id is known."""
+    address = tmp_path / "s.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(address))
+    listener.listen(1)
+    listener.settimeout(60)
+    process = launch({SERVER_ENV: str(address)}, "exit", "0")
+    step = subprocess.Popen(["sleep", "60"])  # stands for the forked step
+    try:
+        conn, _ = listener.accept()
+        _, fds, _, _ = socket.recv_fds(conn, 8, 3)
+        for fd in fds:
+            os.close(fd)
+        process.send_signal(signal.SIGTERM)  # before the answer: the launcher has no step to pass it to
+        wait_until(lambda _: process.poll() is not None or sigterm_pending(process.pid) or None, 60,
+                   "the launcher to hold the SIGTERM or die of it")
+        assert process.poll() is None, "the launcher died of a SIGTERM meant for its step"
+        conn.sendall(f"started {step.pid}\n".encode())
+        assert step.wait(timeout=60) == -signal.SIGTERM
+        conn.sendall(b"exit 7\n")
+        process.communicate(timeout=60)
+        assert process.returncode == 7
+    finally:
+        for started in (process, step):
+            started.kill()
+            started.wait()
+        listener.close()
 
 
 @pytest.mark.parametrize("killed", ["the launcher", "the server"])
@@ -129,6 +169,6 @@ def test_preload_off_starts_no_server(monkeypatch):
 def test_a_server_whose_driver_is_gone_exits():
     """Started by a process that is not the driver it names: it exits at once."""
     result = subprocess.run([sys.executable, "-m", "pipeline.step_server", "0", "1", PROBE],
-                            cwd=contracts.PROJECT_DIR, capture_output=True, timeout=60,
+                            cwd=contracts.PROJECT_DIR, capture_output=True, timeout=60, check=False,
                             env={**os.environ, "PYTHONPATH": str(contracts.PROJECT_DIR)})
     assert result.returncode == 1

@@ -7,7 +7,8 @@ with medians of ``--repeat`` runs:
 
 - the floor of a cold pipeline: five sequential ``python -c "import mlflow,
   sklearn, pandas"`` processes (one driver, four steps), against a cold pipeline
-  through ``ops.retrain`` (target: at most 1.5x);
+  through ``ops.retrain`` (target: at most 1.5x), and the same pipeline with each
+  step in its own interpreter (``PIPELINE_PRELOAD=0``: no step server);
 - a cached rerun (nothing changed) through ``ops.retrain`` against ``python -c
   "import mlflow"`` (target: at most 1.5x), and through ``mlflow run .``
   (target: at most 2.5x).
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 from core.contracts import PROJECT_DIR
+from pipeline.step_server import PRELOAD_ENV
 
 
 def timed(command: list[str], env: dict[str, str], cwd: Path) -> float:
@@ -52,14 +54,18 @@ def main(argv=None) -> None:
         import_mlflow = [python, "-c", "import mlflow"]
         import_stack = [python, "-c", "import mlflow, sklearn, pandas"]
         query_store = [python, "-c", "import mlflow; mlflow.search_runs(search_all_experiments=True)"]
-        cold, floor, baseline, cached, cached_mlflow_run = [], [], [], [], []
+        cold, cold_apart, floor, baseline, cached, cached_mlflow_run = [], [], [], [], [], []
         for attempt in range(args.repeat):
-            store = cwd / str(attempt)
-            store.mkdir()
+            store, apart = cwd / str(attempt), cwd / f"{attempt}-apart"
+            for folder in (store, apart):
+                folder.mkdir()
+                # an existing store: creating its tables is not the pipeline's cost
+                timed(query_store, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}, folder)
             run_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
-            timed(query_store, run_env, store)  # an existing store: creating its tables is not the pipeline's cost
             floor.append(sum(timed(import_stack, env, cwd) for _ in range(5)))
             cold.append(timed(retrain, run_env, store))
+            cold_apart.append(timed(retrain, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{apart / 'mlflow.db'}",
+                                              PRELOAD_ENV: "0"}, apart))
             baseline.append(timed(import_mlflow, env, cwd))
             cached.append(timed(retrain, run_env, store))
             # As `make run` does: the configured experiment, where ops.retrain's runs went.
@@ -72,6 +78,7 @@ def main(argv=None) -> None:
         ("python -c 'import mlflow'", base, 1.0, None),
         ("floor: 5 x import mlflow, sklearn, pandas", stack, None, 1.0),
         ("pipeline, cold (ops.retrain)", median(cold), None, 1.5),
+        ("  the same, PIPELINE_PRELOAD=0", median(cold_apart), None, None),
         ("cached rerun (ops.retrain)", median(cached), 1.5, None),
         ("cached rerun (mlflow run .)", median(cached_mlflow_run), 2.5, None),
     ]

@@ -9,8 +9,9 @@ forks a copy of itself for each step. The copy takes this process's arguments,
 environment, working directory and standard streams and runs the step module as
 ``__main__``; this process waits and exits with the copy's status, so that for
 ``mlflow run`` the step is this process. It passes on SIGTERM and SIGHUP to the
-step; killed outright, its connection closes and the server stops the step. A
-terminal's SIGINT reaches the step directly.
+step (one that arrives before the step's id is known is held until then); killed
+outright, its connection closes and the server stops the step. A terminal's
+SIGINT reaches the step directly.
 
 When the server is gone or refuses (``pipeline.step_server`` says when), nothing
 has run, and the step runs here. Imports only the standard library: this
@@ -27,7 +28,8 @@ import sys
 
 from pipeline.step_server import HEADER, SERVER_ENV, say
 
-FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+# Held from the request until the step's id is known; then SIGTERM and SIGHUP are passed on.
+HELD = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,11 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     if address:
         # Held until the step's id is known, so that none arriving before is lost: the
         # step may already be running when the server's answer is read.
-        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
         try:
             status = run_on_server(address, module, args)
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # delivered now, if any
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)  # delivered now, if any
         if status is not None:
             exit_with(status)
     import runpy
@@ -83,7 +85,7 @@ def run_on_server(address: str, module: str, args: list[str]) -> str | None:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGHUP, forward)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's reaches the step itself
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
     try:
         return answers.readline().strip() or "exit 1"  # nothing: the server ended first
     except OSError:

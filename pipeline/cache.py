@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import gc
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -106,8 +107,9 @@ def entry_point_definition(step: str) -> dict:
 
 
 def _parsed(path: Path, kind: str):
-    """``path`` parsed (``yaml``, or ``python``: its AST), once per version of the file in
-    this process: every step's key reads MLproject and the modules the steps share."""
+    """``path`` parsed (``yaml``, or ``python``: the imports it holds, :func:`_imports`),
+    once per version of the file in this process: every step's key reads MLproject and
+    the modules the steps share."""
     stat = path.stat()
     return _parse(path, kind, stat.st_mtime_ns, stat.st_size)
 
@@ -118,7 +120,28 @@ def _parse(path: Path, kind: str, mtime_ns: int, size: int):
         import yaml
 
         return yaml.safe_load(path.read_text())
-    return ast.parse(path.read_text(), filename=str(path))
+    # Parsing makes many objects at once; the collector would walk the whole heap (mlflow
+    # and its store are imported by now) again and again: 3 to 4 times the parse itself.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _imports(ast.parse(path.read_text(), filename=str(path)))
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _imports(tree: ast.AST) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
+    """Each ``import`` statement anywhere in ``tree``, function-local ones included, as
+    (level, module, names): ``import a.b`` -> (0, "a.b", ()); ``from ..c import d`` ->
+    (2, "c", ("d",))."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((0, alias.name, ()) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.level, node.module or "", tuple(alias.name for alias in node.names)))
+    return tuple(found)
 
 
 LAUNCHER = "pipeline.launch"  # ``python -m pipeline.launch <module> ...`` runs <module>
@@ -159,16 +182,16 @@ def imported_files(module: str, root: Path | None = None) -> list[str]:
         parts = name.split(".")
         pending.extend(".".join(parts[:depth]) for depth in range(1, len(parts)))
         package = parts if path.endswith("__init__.py") else parts[:-1]
-        for node in ast.walk(_parsed(root / path, "python")):
-            if isinstance(node, ast.Import):
-                pending.extend(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                # "from .x import y" is relative to the importing module's package.
-                base = package[: len(package) - node.level + 1] if node.level else []
-                source = ".".join([*base, *([node.module] if node.module else [])])
-                # "from package import name": name may be a submodule or an attribute.
-                pending.append(source)
-                pending.extend(f"{source}.{alias.name}" for alias in node.names)
+        for level, imported, names in _parsed(root / path, "python"):
+            if not level and not names:
+                pending.append(imported)
+                continue
+            # "from .x import y" is relative to the importing module's package.
+            base = package[: len(package) - level + 1] if level else []
+            source = ".".join([*base, *([imported] if imported else [])])
+            # "from package import name": name may be a submodule or an attribute.
+            pending.append(source)
+            pending.extend(f"{source}.{name}" for name in names)
     return sorted(seen)
 
 

@@ -106,7 +106,7 @@ class Config:
 def register_schema() -> None:
     """Register :class:`Config` as ``schema`` in Hydra's ConfigStore: before Hydra composes
     ``conf/`` (:func:`compose_config`, and the sweep's ``@hydra.main`` task). Not at import:
-    a step handed its config (:func:`config_for`) never imports Hydra."""
+    a step handed its config (``core.composed``) never imports Hydra."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
@@ -248,38 +248,6 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     register_schema()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
-    check_ranges(cfg)
-    return cfg
-
-
-# Set by the driver for the step it starts (``pipeline.step.handed_to_step``): the config
-# it composed and the overrides it composed it from, as JSON.
-HANDED_DOWN_ENV = "PIPELINE_CONFIG"
-
-
-def hand_down(cfg: DictConfig, overrides: Sequence[str]) -> str:
-    """``cfg`` as :func:`config_for` reads it back: its YAML unresolved (``${oc.env:...}``
-    resolves in the step's environment, as when it composes), keyed by its overrides."""
-    import json
-
-    return json.dumps({"overrides": list(overrides), "config": OmegaConf.to_yaml(cfg)})
-
-
-def config_for(overrides: Sequence[str]) -> DictConfig:
-    """The config for ``overrides``: the one the driver composed and handed down when it
-    was composed from the same overrides (a step then neither imports Hydra nor composes:
-    about 0.13 s of each step's start), else composed here."""
-    import json
-    import os
-
-    try:
-        handed = json.loads(os.environ.get(HANDED_DOWN_ENV) or "{}")
-    except ValueError:  # not the driver's: a variable of the same name set for something else
-        handed = None
-    if not isinstance(handed, dict) or handed.get("overrides") != list(overrides) or "config" not in handed:
-        return compose_config(overrides)
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(handed["config"]))
-    OmegaConf.set_struct(cfg, True)
     check_ranges(cfg)
     return cfg
 

@@ -32,10 +32,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra.errors import HydraException
-
 from core import contracts
-from core.config import compose_config, describe_error, multirun_flag, split_overrides
+from core.composed import load_config
+from core.config import describe_error, multirun_flag, split_overrides
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from pipeline.locks import LockBusy, file_lock, lock_path
 from pipeline.step import run_as_process
@@ -89,18 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from hydra_plugins.pipeline_sweeper.pipeline_sweeper import expand
-
     parser = build_parser()
     multirun, rest = multirun_flag(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(rest)
     try:
         overrides = split_overrides(args.overrides)
         if multirun:  # checked for syntax only: a combination that cannot be composed fails alone
+            from hydra_plugins.pipeline_sweeper.pipeline_sweeper import expand
+
             expand(overrides)
         else:
-            compose_config(overrides)
-    except (HydraException, ValueError) as err:
+            load_config(overrides)
+    except Exception as err:
+        # Imported only here: a config composed before is read back without Hydra.
+        from hydra.errors import HydraException
+
+        if not isinstance(err, (HydraException, ValueError)):
+            raise
         parser.exit(2, f"retrain: error: invalid Hydra override: {describe_error(err)}\n")
     if multirun:
         overrides = ["-m", *overrides]

@@ -26,7 +26,7 @@ import functools
 import gc
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -35,7 +35,7 @@ from core import contracts
 from core.digests import files_digest, json_digest
 from core.registry import parse_registered_uri
 from pipeline import graph
-from pipeline.step import read_outputs
+from pipeline.step import outputs_of
 
 CODE_ROOT = contracts.PROJECT_DIR
 CACHE_KEY_TAG = "pipeline.cache_key"
@@ -56,6 +56,7 @@ class StepKey:
 class Lookup:
     hit_run_id: str | None
     reason: str
+    outputs: Mapping[str, str] = field(default_factory=dict)  # the hit's (pipeline.step.outputs_of)
 
     @property
     def hit(self) -> bool:
@@ -260,11 +261,12 @@ def lookup(step_key_: StepKey, experiment_id: str, forced: bool, still_valid=Non
         f"tags.`{CACHE_KEY_TAG}` = '{step_key_.key}' and attributes.status = 'FINISHED'",
     )
     for run in hits:
-        problem = _stale_outputs(run.info.run_id)
+        outputs = outputs_of(run)
+        problem = _stale_outputs(run.info.run_id, outputs)
         if problem is None and still_valid is not None:
-            problem = still_valid(read_outputs(run.info.run_id))
+            problem = still_valid(outputs)
         if problem is None:
-            return Lookup(run.info.run_id, f"same inputs as run {run.info.run_id}")
+            return Lookup(run.info.run_id, f"same inputs as run {run.info.run_id}", outputs)
         return Lookup(None, problem)
     previous = _search(
         experiment_id,
@@ -284,12 +286,11 @@ def lookup(step_key_: StepKey, experiment_id: str, forced: bool, still_valid=Non
     )
 
 
-def _stale_outputs(run_id: str) -> str | None:
+def _stale_outputs(run_id: str, outputs: Mapping[str, str]) -> str | None:
     """Why a cached run's outputs can no longer be reused, or None if they can."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    outputs = read_outputs(run_id)
     uri = outputs.get("registered_model_uri")
     if uri:
         name, model_version = parse_registered_uri(uri)

@@ -111,7 +111,7 @@ def _run_steps(ctx: PipelineContext, summary: PipelineSummary, cached_only_in: s
             result.status = "FINISHED" if result.run_id and _finished(result.run_id) else "FAILED"
         result.seconds = time.monotonic() - started
         if result.run_id:
-            result.outputs = read_outputs(result.run_id)
+            result.outputs = dict(found.outputs) if found.hit else read_outputs(result.run_id)
             outputs.update(result.outputs)
         summary.registered_model_version = outputs.get("registered_model_version")
         summary.validation_status = outputs.get("validation_status", summary.validation_status)

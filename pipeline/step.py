@@ -26,7 +26,8 @@ from typing import NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
-from core.config import HANDED_DOWN_ENV, config_for, describe_error, hand_down, split_overrides
+from core.composed import HANDED_DOWN_ENV, config_for, hand_down
+from core.config import describe_error, split_overrides
 from core.contracts import CONFIG_ARTIFACT, ERROR_TAG, OUTPUT_TAG_PREFIX, OVERRIDES_TAG, STEP_TAG
 from core.errors import StepError
 from pipeline.step_server import DRIVER_PID_ENV
@@ -144,7 +145,7 @@ def handed_to_step(cfg: DictConfig, overrides: Sequence[str],
     passes on ``os.environ``): this process's id, which the step checks is still its parent
     before it changes the registry (a step forked by the step server checks the server,
     ``pipeline.launch``), the config composed from ``overrides``, which the
-    step then need not compose again (``core.config.config_for``), and ``server``, the
+    step then need not compose again (``core.composed.config_for``), and ``server``, the
     step server's address. Removed afterwards, so
     that nothing else in this process inherits them. A config larger than
     :data:`HAND_DOWN_LIMIT` (thousands of listed features) is not handed down: Linux
@@ -310,9 +311,10 @@ def read_outputs(run_id: str) -> dict[str, str]:
     """The outputs a finished step run published with :func:`record_outputs`."""
     from mlflow import MlflowClient
 
-    tags = MlflowClient().get_run(run_id).data.tags
-    return {
-        key[len(OUTPUT_TAG_PREFIX) :]: value
-        for key, value in tags.items()
-        if key.startswith(OUTPUT_TAG_PREFIX)
-    }
+    return outputs_of(MlflowClient().get_run(run_id))
+
+
+def outputs_of(run) -> dict[str, str]:
+    """The outputs published on ``run`` (an MLflow ``Run``, as a search returns it)."""
+    return {key.removeprefix(OUTPUT_TAG_PREFIX): value for key, value in run.data.tags.items()
+            if key.startswith(OUTPUT_TAG_PREFIX)}

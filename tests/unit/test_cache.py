@@ -10,6 +10,7 @@ import pytest
 from core import contracts
 from core.config import compose_config
 from pipeline import cache, graph
+from pipeline.step import read_outputs, record_outputs
 
 PACKAGES = {"mlflow": "3.17.2", "scikit-learn": "1.9.1"}
 UPSTREAM = {"train": "t" * 64, "serialize": "s" * 64, "package_pyfunc": "p" * 64}
@@ -122,7 +123,7 @@ def test_relative_imports_and_config_targets_are_part_of_the_code(tmp_path, monk
 def test_code_files_are_the_project_modules_a_step_imports():
     files = cache.step_code_files("serialize")
     assert files == [
-        "core/__init__.py", "core/config.py", "core/contracts.py", "core/digests.py", "core/errors.py",
+        "core/__init__.py", "core/composed.py", "core/config.py", "core/contracts.py", "core/digests.py", "core/errors.py",
         "core/integrity.py", "model/__init__.py", "model/dispatch_model.py",
         "pipeline/__init__.py", "pipeline/launch.py", "pipeline/step.py", "pipeline/step_server.py",
         "steps/__init__.py", "steps/serialize.py",
@@ -146,6 +147,7 @@ def test_parse_force_rejects_unknown_steps():
 def fake_step_run(step_key, status="FINISHED"):
     with mlflow.start_run() as run:
         mlflow.set_tag(contracts.STEP_TAG, step_key.step)
+        record_outputs({"model_uri": f"runs:/{run.info.run_id}/model"})
     mlflow.MlflowClient().set_terminated(run.info.run_id, status)
     if status == "FINISHED":
         cache.record(run.info.run_id, step_key)
@@ -169,6 +171,8 @@ def test_lookup_hit_miss_failed_and_forced():
     finished = fake_step_run(train_key)
     found = cache.lookup(train_key, experiment_id(), forced=False)
     assert found.hit_run_id == finished != failed
+    # The hit's outputs, read from the search that found it, as the step published them.
+    assert found.outputs == read_outputs(finished) == {"model_uri": f"runs:/{finished}/model"}
 
     assert cache.lookup(train_key, experiment_id(), forced=True).reason == "forced"
 

@@ -258,7 +258,8 @@ def test_a_config_handed_down_is_the_config_composed(overrides, monkeypatch):
     """The driver hands its composed config to each step (pipeline.step.handed_to_step): the
     step reads back the same values, types (enums, the schema's dataclasses) and struct flag,
     and interpolations still resolve in the step's own environment."""
-    from core.config import HANDED_DOWN_ENV, Metric, config_for, hand_down
+    from core.composed import HANDED_DOWN_ENV, config_for, hand_down
+    from core.config import Metric
 
     composed = compose_config(overrides)
     monkeypatch.setenv(HANDED_DOWN_ENV, hand_down(composed, overrides))
@@ -274,7 +275,7 @@ def test_a_config_handed_down_is_the_config_composed(overrides, monkeypatch):
 
 
 def test_a_config_handed_down_for_other_overrides_is_not_used(monkeypatch):
-    from core.config import HANDED_DOWN_ENV, config_for, hand_down
+    from core.composed import HANDED_DOWN_ENV, config_for, hand_down
 
     monkeypatch.setenv(HANDED_DOWN_ENV, hand_down(compose_config(["model.C=5"]), ["model.C=5"]))
     assert config_for(["model.C=7"]).model.C == 7
@@ -290,7 +291,7 @@ def test_a_step_handed_its_config_does_not_import_hydra(monkeypatch):
     import subprocess
     import sys
 
-    from core.config import HANDED_DOWN_ENV, hand_down
+    from core.composed import HANDED_DOWN_ENV, hand_down
 
     env = {"PYTHONPATH": str(contracts.PROJECT_DIR), HANDED_DOWN_ENV: hand_down(compose_config(["model.C=3"]), ["model.C=3"])}
     check = ("import sys; from pipeline.step import parse_step_args, step_parser; "
@@ -304,7 +305,7 @@ def test_a_step_handed_its_config_does_not_import_hydra(monkeypatch):
 def test_the_driver_hands_its_config_down_only_while_it_starts_a_step_and_not_a_huge_one(monkeypatch):
     import os
 
-    from core.config import HANDED_DOWN_ENV, config_for
+    from core.composed import HANDED_DOWN_ENV, config_for
     from pipeline import step
 
     monkeypatch.delenv(HANDED_DOWN_ENV, raising=False)
@@ -317,3 +318,100 @@ def test_the_driver_hands_its_config_down_only_while_it_starts_a_step_and_not_a_
     monkeypatch.setattr(step, "HAND_DOWN_LIMIT", 100)
     with step.handed_to_step(compose_config(overrides), overrides):
         assert os.environ[HANDED_DOWN_ENV] == "" and config_for(overrides).model.C == 4
+
+
+@pytest.fixture
+def composed_calls(monkeypatch, tmp_path):
+    """load_config with its cache in tmp_path/cache and conf/ copied to tmp_path/conf (which a
+    test may edit); yields the list of overrides Hydra was asked to compose."""
+    import shutil
+
+    from core import composed, config
+
+    conf = tmp_path / "conf"
+    shutil.copytree(contracts.CONF_DIR, conf)
+    monkeypatch.setattr(config, "CONF_DIR", conf)
+    monkeypatch.setenv(composed.CACHE_ENV, str(tmp_path / "cache"))
+    calls = []
+    compose = config.compose_config
+
+    def counted(overrides=()):
+        calls.append(list(overrides))
+        return compose(overrides)
+
+    monkeypatch.setattr(config, "compose_config", counted)
+    return calls
+
+
+def test_a_config_composed_before_is_read_back_the_same_without_composing(composed_calls, tmp_path):
+    from core.composed import load_config
+    from core.config import Metric
+
+    overrides = ["model.C=3", "sweep.metric=f1_macro"]
+    first = load_config(overrides)
+    again = load_config(overrides)
+    other = load_config(["model.C=4"])
+    assert composed_calls == [overrides, ["model.C=4"]]
+    assert OmegaConf.to_container(again) == OmegaConf.to_container(first)
+    assert again.model.C == 3 and other.model.C == 4
+    assert again.sweep.metric is Metric.f1_macro and OmegaConf.is_struct(again)
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+
+
+def test_an_edited_conf_file_is_composed_again(composed_calls, tmp_path):
+    from core.composed import load_config
+
+    assert load_config([]).data.test_size == 0.2
+    data = tmp_path / "conf" / "data" / "iris.yaml"
+    data.write_text(data.read_text().replace("test_size: 0.2", "test_size: 0.3"))
+    assert load_config([]).data.test_size == 0.3
+    assert len(composed_calls) == 2
+
+
+def test_a_damaged_or_unwritable_cache_is_composed_again(composed_calls, tmp_path, monkeypatch):
+    import json
+
+    from core.composed import CACHE_ENV, load_config
+
+    load_config(["model.C=3"])
+    (kept,) = (tmp_path / "cache").glob("*.json")
+    whole = json.loads(kept.read_text())
+    for damaged in (kept.read_text()[:40], json.dumps({**whole, "config": whole["config"].replace("C: 3", "C: 9")})):
+        kept.write_text(damaged)
+        assert load_config(["model.C=3"]).model.C == 3
+    assert len(composed_calls) == 3
+    assert json.loads(kept.read_text()) == whole  # written again, whole
+    # Nowhere to write (a file where the directory would be): composed, nothing kept, no error.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(blocked / "cache"))
+    assert load_config(["model.C=5"]).model.C == 5
+    monkeypatch.setenv(CACHE_ENV, "")  # empty: no cache
+    assert load_config(["model.C=5"]).model.C == 5
+    assert len(composed_calls) == 5 and blocked.read_text() == ""
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_bad_override_is_refused_every_time_and_not_kept(composed_calls, tmp_path):
+    from core.composed import load_config
+
+    for _ in range(2):
+        with pytest.raises(ConfigCompositionException, match="keep_method"):
+            load_config(["gate.keep_method=false"])
+    assert len(composed_calls) == 2 and not list((tmp_path / "cache").glob("*"))
+
+
+def test_a_rerun_reads_its_config_without_importing_hydra(tmp_path):
+    """What the cache saves a cached rerun (ops.retrain, pipeline.main): Hydra's import and
+    the composition (about 0.15 s); the first process composes, the next reads it back."""
+    import subprocess
+    import sys
+
+    from tests.support.factories import venv_env
+
+    env = venv_env(PYTHONPATH=str(contracts.PROJECT_DIR), PIPELINE_CONFIG_CACHE=str(tmp_path / "cache"))
+    check = ("import sys; from core.composed import load_config; cfg = load_config(['model.C=3']); "
+             "print(cfg.model.C, sorted(m for m in sys.modules if m.split('.')[0] == 'hydra') != [])")
+    runs = [subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True,
+                           timeout=120, check=False) for _ in range(2)]
+    assert [run.stdout.split() for run in runs] == [["3", "True"], ["3", "False"]], [r.stderr for r in runs]

@@ -22,12 +22,20 @@ from tests.support.helpers import wait_until
 PROBE = "tests.support.launch_probe"
 
 
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.delenv(PRELOAD_ENV, raising=False)
-    started = StepServer([PROBE, "steps.serialize"], str(contracts.PROJECT_DIR))
-    started.start()
+def started_server() -> StepServer:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(PRELOAD_ENV, raising=False)
+        started = StepServer([PROBE, "steps.serialize"], str(contracts.PROJECT_DIR))
+        started.start()
     assert started.process is not None
+    return started
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One step server for the module's tests: its start (importing mlflow, scikit-learn,
+    pandas and matplotlib) is most of their cost. A test that kills a server starts its own."""
+    started = started_server()
     yield started
     started.close()
 
@@ -125,13 +133,18 @@ def test_sigterm_before_the_step_is_known_is_not_lost(tmp_path):
 
 @pytest.mark.parametrize("killed", ["the launcher", "the server"])
 def test_a_step_gets_sigterm_when_its_launcher_or_the_server_is_killed(server, tmp_path, killed):
-    process = launch(server.environ(), "wait", str(tmp_path / "stopped"))
-    step = probe_report(process)["pid"]
-    assert process.stdout.readline().strip() == "waiting"
-    (process if killed == "the launcher" else server.process).kill()
-    assert wait_for_file(tmp_path / "stopped") == "SIGTERM"
-    wait_until(lambda _: not Path(f"/proc/{step}").exists() or None, 60, "the step to end")
-    process.communicate(timeout=60)
+    own = started_server() if killed == "the server" else None
+    try:
+        process = launch((own or server).environ(), "wait", str(tmp_path / "stopped"))
+        step = probe_report(process)["pid"]
+        assert process.stdout.readline().strip() == "waiting"
+        (process if own is None else own.process).kill()
+        assert wait_for_file(tmp_path / "stopped") == "SIGTERM"
+        wait_until(lambda _: not Path(f"/proc/{step}").exists() or None, 60, "the step to end")
+        process.communicate(timeout=60)
+    finally:
+        if own is not None:
+            own.close()
 
 
 @pytest.mark.parametrize("case", ["module not preloaded", "another directory", "no server"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -16,15 +17,24 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC, LinearSVC
 
 from core import contracts
+from core.config import compose_config
 from model.dispatch_model import PREDICT_METHODS, sha256_file
 from steps import package_pyfunc, serialize, train
-from tests.support.factories import package
+from tests.support.factories import package, package_once, use_copy
+
+
+@pytest.fixture(scope="module")
+def packaged_once(tmp_path_factory, empty_store):
+    estimator = LogisticRegression(random_state=0, max_iter=5000, solver="newton-cg")
+    return package_once(estimator, tmp_path_factory.mktemp("dispatch"), empty_store, compose_config([]))
 
 
 @pytest.fixture
-def packaged(tmp_path, cfg):
-    estimator = LogisticRegression(random_state=0, max_iter=5000, solver="newton-cg")
-    return package(estimator, tmp_path, cfg)
+def packaged(packaged_once, tmp_path, monkeypatch):
+    """(model info, fitted estimator, holdout features) in a copy of the module's store."""
+    store, info, estimator, features = packaged_once
+    use_copy(store, tmp_path, monkeypatch)
+    return info, copy.deepcopy(estimator), features.copy()  # a test may change them
 
 
 @pytest.mark.parametrize("method", PREDICT_METHODS)
@@ -104,7 +114,7 @@ def test_requirements_are_pinned_and_never_sklearn(packaged):
 
 
 def _stored_estimator(tmp_path: Path) -> Path:
-    (path,) = (tmp_path / "artifacts").rglob("artifacts/estimator.joblib")
+    (path,) = tmp_path.rglob("artifacts/estimator.joblib")  # in this test's copy of the store
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -15,21 +16,43 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from core import contracts
+from core.config import compose_config
 from core.tabular import AtomicWriter, TableError
 from serving import batch as score
-from tests.support.factories import FEATURES, package, rows, venv_env
+from tests.support.factories import FEATURES, package, package_once, rows, use_copy, venv_env
+
+
+@pytest.fixture(scope="module")
+def scoring_template(tmp_path_factory, empty_store):
+    """The dispatch model of a logistic regression in a store of its own, made once for the
+    module: (the store, the loaded model, the fitted estimator, the model's URI). Tests score
+    with the loaded model (:func:`model_and_estimator`) or use the URI in a copy of the
+    store (:func:`model_uri`)."""
+    store, info, estimator, _ = package_once(
+        LogisticRegression(max_iter=5000), tmp_path_factory.mktemp("scoring"), empty_store, compose_config([]))
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(client.get_logged_model(info.model_id).artifact_location)
+    return store, model, estimator, info.model_uri
 
 
 @pytest.fixture
-def model_and_estimator(tmp_path, cfg):
-    info, estimator, _ = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
-    return mlflow.pyfunc.load_model(info.model_uri), estimator, info.model_uri
+def model_and_estimator(scoring_template):
+    _, model, estimator, _ = scoring_template
+    return model, copy.deepcopy(estimator)  # the loaded model is only called
+
+
+@pytest.fixture
+def model_uri(scoring_template, tmp_path, monkeypatch) -> str:
+    """The module's model, in a copy of its store: this test's store."""
+    store, _, _, uri = scoring_template
+    use_copy(store, tmp_path, monkeypatch)
+    return uri
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 @pytest.mark.parametrize("method", ["predict", "predict_proba", "predict_log_proba"])
 def test_output_matches_the_estimator_in_input_order(model_and_estimator, tmp_path, suffix, method):
-    model, estimator, _ = model_and_estimator
+    model, estimator = model_and_estimator
     frame = rows(1003)
     source = tmp_path / f"in{suffix}"
     frame.to_csv(source, index=False) if suffix == ".csv" else frame.to_parquet(source)
@@ -50,7 +73,7 @@ def test_output_matches_the_estimator_in_input_order(model_and_estimator, tmp_pa
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_id_columns_can_be_chosen(model_and_estimator, tmp_path, suffix):
-    model, _, _ = model_and_estimator
+    model, _ = model_and_estimator
     source = tmp_path / "in.csv"
     rows(10).to_csv(source, index=False)
     out = tmp_path / f"out{suffix}"
@@ -68,7 +91,7 @@ def test_id_columns_can_be_chosen(model_and_estimator, tmp_path, suffix):
     ],
 )
 def test_bad_rows_fail_naming_row_and_column_and_leave_no_output(model_and_estimator, tmp_path, mutate, message):
-    model, _, _ = model_and_estimator
+    model, _ = model_and_estimator
     source = tmp_path / "in.csv"
     mutate(rows(400)).to_csv(source, index=False)
     out = tmp_path / "out.csv"
@@ -80,7 +103,7 @@ def test_bad_rows_fail_naming_row_and_column_and_leave_no_output(model_and_estim
 
 
 def test_missing_input_and_unsupported_extension(model_and_estimator, tmp_path):
-    model, _, _ = model_and_estimator
+    model, _ = model_and_estimator
     with pytest.raises(TableError, match="does not exist"):
         score.score_file(model, tmp_path / "absent.csv", tmp_path / "o.csv")
     (tmp_path / "in.txt").write_text("a\n1\n")
@@ -88,8 +111,7 @@ def test_missing_input_and_unsupported_extension(model_and_estimator, tmp_path):
         score.score_file(model, tmp_path / "in.txt", tmp_path / "o.csv")
 
 
-def test_cli_exit_code_and_message(model_and_estimator, tmp_path, capsys):
-    _, _, model_uri = model_and_estimator
+def test_cli_exit_code_and_message(model_uri, tmp_path, capsys):
     source = tmp_path / "in.csv"
     rows(5).drop(columns=["petal width (cm)"]).to_csv(source, index=False)
     with pytest.raises(SystemExit) as exit_info:
@@ -187,9 +209,8 @@ def scoring_files(tmp_path):
 
 @pytest.mark.parametrize("where", ["a directory", "under a file"])
 def test_an_output_path_that_cannot_be_a_file_is_refused(
-    model_and_estimator, scoring_files, tmp_path, capsys, where
+    model_uri, scoring_files, tmp_path, capsys, where
 ):
-    _, _, model_uri = model_and_estimator
     source, _ = scoring_files
     if where == "a directory":
         output = tmp_path / "scored.csv"
@@ -209,8 +230,7 @@ def test_an_output_path_that_cannot_be_a_file_is_refused(
 
 
 @pytest.mark.parametrize("size", [0, -5])
-def test_a_chunk_size_below_one_is_refused(model_and_estimator, scoring_files, tmp_path, capsys, size):
-    _, _, model_uri = model_and_estimator
+def test_a_chunk_size_below_one_is_refused(model_uri, scoring_files, tmp_path, capsys, size):
     source, out = scoring_files
     line = refused(["--input", str(source), "--output", str(out), "--model-uri", model_uri,
                     "--chunk-size", str(size)], capsys)
@@ -241,9 +261,8 @@ def test_a_value_the_forest_refuses_is_named_by_file_and_row(forest_uri, scoring
     [("header", 1), ("body", 23)],  # the header is line 1, row 0 line 2
 )
 def test_a_csv_that_is_not_utf8_is_refused_naming_the_line(
-    model_and_estimator, scoring_files, tmp_path, capsys, where, line_number
+    model_uri, scoring_files, tmp_path, capsys, where, line_number
 ):
-    _, _, model_uri = model_and_estimator
     source, out = scoring_files
     frame = rows(40)
     if where == "header":
@@ -262,9 +281,8 @@ def test_a_csv_that_is_not_utf8_is_refused_naming_the_line(
     [("prediction", "predict"), ("proba_0", "predict_proba"), ("log_proba_2", "predict_log_proba")],
 )
 def test_an_input_column_named_like_an_output_column_is_refused(
-    model_and_estimator, scoring_files, tmp_path, capsys, column, method
+    model_uri, scoring_files, tmp_path, capsys, column, method
 ):
-    _, _, model_uri = model_and_estimator
     source, out = scoring_files
     rows(40).assign(**{column: 1.0}).to_csv(source, index=False)
     argv = ["--input", str(source), "--output", str(out), "--model-uri", model_uri, "--predict-method", method]
@@ -277,9 +295,8 @@ def test_an_input_column_named_like_an_output_column_is_refused(
 
 
 def test_a_parquet_file_with_a_repeated_column_name_is_refused(
-    model_and_estimator, scoring_files, tmp_path, capsys
+    model_uri, scoring_files, tmp_path, capsys
 ):
-    _, _, model_uri = model_and_estimator
     _, out = scoring_files
     frame = rows(5)
     source = tmp_path / "in.parquet"
@@ -295,7 +312,7 @@ def test_a_parquet_file_with_a_repeated_column_name_is_refused(
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_id_columns_from_a_csv_are_copied_as_its_text(model_and_estimator, tmp_path, suffix):
-    model, _, _ = model_and_estimator
+    model, _ = model_and_estimator
     frame = rows(30)
     ids = ["007"] + [str(i) for i in range(1, 10)] + [f"a{i}" for i in range(10, 30)]  # numbers, then text
     frame["id"] = ids
@@ -312,7 +329,7 @@ def test_id_columns_from_a_csv_are_copied_as_its_text(model_and_estimator, tmp_p
 def test_id_columns_from_parquet_keep_their_type_in_every_chunk(model_and_estimator, tmp_path, suffix):
     """Integers with a gap in one chunk only, and a text column that is empty in the first
     chunk, in a file without pandas' metadata (as Spark and most tools write it)."""
-    model, _, _ = model_and_estimator
+    model, _ = model_and_estimator
     frame = rows(30)
     frame["id"] = pd.array([None if i == 15 else i for i in range(30)], dtype="Int64")
     frame["note"] = pd.array([None] * 10 + [f"r{i}" for i in range(10, 30)], dtype="string")
@@ -339,9 +356,8 @@ def test_a_parquet_writer_refuses_a_chunk_of_another_type_naming_row_and_column(
     assert_nothing_written(tmp_path, out, b"an earlier result")
 
 
-def test_the_command_prints_no_traceback(model_and_estimator, scoring_files, tmp_path):
+def test_the_command_prints_no_traceback(model_uri, scoring_files, tmp_path):
     """The real process: what a user or a scheduler sees is the one line and exit 1."""
-    _, _, model_uri = model_and_estimator
     source, out = scoring_files
     source.write_bytes(b"petal length (cm),petal width (cm)\n1.0,caf\xe9\n")
     result = subprocess.run(
@@ -357,8 +373,7 @@ def test_the_command_prints_no_traceback(model_and_estimator, scoring_files, tmp
     ]
 
 
-def test_a_parquet_output_records_the_version_that_scored_it(model_and_estimator, tmp_path, capsys):
-    _, _, model_uri = model_and_estimator
+def test_a_parquet_output_records_the_version_that_scored_it(model_uri, tmp_path, capsys):
     version = mlflow.register_model(model_uri, "scored-by").version
     mlflow.MlflowClient().set_registered_model_alias("scored-by", "champion", version)
     source = tmp_path / "in.csv"

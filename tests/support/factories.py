@@ -114,6 +114,36 @@ def package(estimator, tmp_path: Path, cfg):
     return info, fitted, holdout[features]
 
 
+def package_once(estimator, folder: Path, empty_store: Path, cfg):
+    """:func:`package` into a store of its own, ``folder/store``, for a module's tests to
+    copy (:func:`use_copy`): packaging is most of such a test's cost. Returns (the store's
+    folder, model info, the fitted estimator, the holdout's feature columns)."""
+    import pytest
+
+    store = folder / "store"
+    store.mkdir()
+    uri = new_store(empty_store, store)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+        patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+        patch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+        mlflow.set_tracking_uri(uri)
+        try:
+            # The joblib file beside the store, not in it: a copy rewrites the store's paths.
+            return (store, *package(estimator, folder, cfg))
+        finally:
+            mlflow.set_tracking_uri(None)
+
+
+def use_copy(store: Path, tmp_path: Path, monkeypatch) -> str:
+    """Make a copy of ``store`` (:func:`package_once`) under ``tmp_path`` this test's store."""
+    uri = copy_store(store, tmp_path / "store-copy")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 def mlflow_run(env, cwd: Path, hydra_options: str | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     """The real `mlflow run <project> --env-manager local [-P hydra_options=...]`."""
     command = [sys.executable, "-m", "mlflow", "run", str(contracts.PROJECT_DIR), "--env-manager", "local"]

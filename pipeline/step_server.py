@@ -25,6 +25,7 @@ preloads.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -86,6 +87,9 @@ def serve(listener_fd: int, driver: int, modules: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's goes to the steps
     listener = socket.socket(fileno=listener_fd)
     loaded, unsafe = preload(modules)
+    # What is loaded now lives as long as the server: out of the collector's sight, so that
+    # a step's first collection does not touch (and so copy) every page the server holds.
+    gc.freeze()
     here, python = os.path.realpath(os.getcwd()), os.path.realpath(sys.executable)
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)

@@ -4,6 +4,7 @@ what its first argument says (``exit N``, ``wait FILE``: write FILE on SIGTERM a
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ if __name__ == "__main__":
     print(json.dumps({
         "argv": sys.argv[1:], "cwd": os.getcwd(), "pid": os.getpid(), "ppid": os.getppid(),
         "probe": os.environ.get("PROBE"), "driver": os.environ.get("PIPELINE_DRIVER_PID"),
-        "name": __name__,
+        "name": __name__, "frozen": gc.get_freeze_count(), "collecting": gc.isenabled(),
     }), flush=True)
     print("on stderr", file=sys.stderr, flush=True)
     action, argument = sys.argv[1], sys.argv[2]

@@ -37,7 +37,7 @@ from core.composed import load_config
 from core.config import describe_error, multirun_flag, split_overrides
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from pipeline.locks import LockBusy, file_lock, lock_path
-from pipeline.step import run_as_process
+from pipeline.process import run_as_process
 
 log = logging.getLogger(__name__)
 

@@ -39,56 +39,58 @@ from core.config import multirun_flag
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from pipeline import cache, record, unchanged
 from pipeline.lineage import git_state
+from pipeline.process import loading, run_as_process
 from pipeline.run import PipelineContext, run_pipeline
-from pipeline.step import die_with_parent, log_config, parse_step_args, run_as_process, step_parser
+from pipeline.step import die_with_parent, log_config, parse_step_args, step_parser
 from pipeline.summary import PipelineSummary, named
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    import mlflow
-    from mlflow.environment_variables import MLFLOW_RUN_ID
-    from mlflow.exceptions import MlflowException
-
-    from core.data import DataError, data_digest
-    from core.tracking import ExperimentUnusable
-
-    parser = step_parser(__doc__)
-    parser.add_argument(
-        "--force",
-        default="",
-        help="rerun these steps even when cached: 'all' or names, comma-separated",
-    )
     argv = list(sys.argv[1:] if argv is None else argv)
     if multirun_flag(argv)[0]:  # -m/--multirun: one pipeline per combination
         from pipeline import sweep  # only here: it imports scikit-learn's metrics
 
         sweep.main(argv)
         return
-    args, cfg = parse_step_args(parser, argv)
-    launched = os.environ.get(MLFLOW_RUN_ID.name)  # the run `mlflow run` made for this pipeline
-    if launched:  # started by `mlflow run`: it dies with that command
-        die_with_parent()
-    try:
-        force = cache.parse_force(args.force)
-        if cfg.gate.enabled and not cfg.registry.register:
-            raise ValueError("registry.register=false needs gate.enabled=false: the gate decides on registered versions")
-        trigger = record.trigger()
-        digest = data_digest(cfg.data)
-    except (ValueError, DataError) as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
-    contracts.configure_logging()
-    try:
-        check_store(contracts.configure_tracking())
-    except StoreUnavailable as err:
-        print(f"{parser.prog}: {err}", file=sys.stderr)
-        sys.exit(EXIT_UNAVAILABLE)
-    launched_run = mlflow.get_run(launched) if launched else None
-    try:
-        experiment_id = record.experiment_for(cfg.experiment.name, args.overrides, launched_run)
-    except (ExperimentUnusable, record.WrongExperiment, MlflowException) as err:
-        parser.exit(2, f"{parser.prog}: error: {getattr(err, 'message', err)}\n")
+    with loading():  # mlflow, the config, the store: what this process keeps to its end
+        import mlflow
+        from mlflow.environment_variables import MLFLOW_RUN_ID
+        from mlflow.exceptions import MlflowException
+
+        from core.data import DataError, data_digest
+        from core.tracking import ExperimentUnusable
+
+        parser = step_parser(__doc__)
+        parser.add_argument(
+            "--force",
+            default="",
+            help="rerun these steps even when cached: 'all' or names, comma-separated",
+        )
+        args, cfg = parse_step_args(parser, argv)
+        launched = os.environ.get(MLFLOW_RUN_ID.name)  # the run `mlflow run` made for this pipeline
+        if launched:  # started by `mlflow run`: it dies with that command
+            die_with_parent()
+        try:
+            force = cache.parse_force(args.force)
+            if cfg.gate.enabled and not cfg.registry.register:
+                raise ValueError("registry.register=false needs gate.enabled=false: the gate decides on registered versions")
+            trigger = record.trigger()
+            digest = data_digest(cfg.data)
+        except (ValueError, DataError) as err:
+            parser.exit(2, f"{parser.prog}: error: {err}\n")
+        contracts.configure_logging()
+        try:
+            check_store(contracts.configure_tracking())
+        except StoreUnavailable as err:
+            print(f"{parser.prog}: {err}", file=sys.stderr)
+            sys.exit(EXIT_UNAVAILABLE)
+        launched_run = mlflow.get_run(launched) if launched else None
+        try:
+            experiment_id = record.experiment_for(cfg.experiment.name, args.overrides, launched_run)
+        except (ExperimentUnusable, record.WrongExperiment, MlflowException) as err:
+            parser.exit(2, f"{parser.prog}: error: {getattr(err, 'message', err)}\n")
     name = named("pipeline", args.overrides)
     ctx = PipelineContext.create(cfg, args.overrides, force, launched_run, digest)
     if not launched and not force and _unchanged(ctx, experiment_id, trigger, name):

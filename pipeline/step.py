@@ -21,8 +21,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import NoReturn
+from collections.abc import Iterator, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -243,59 +242,6 @@ def run_in_mlflow_run(body) -> None:
                 message = f"{type(err).__name__}: {message}"
             mlflow.set_tag(ERROR_TAG, message[:4000])
             raise SystemExit(1) from err
-
-
-def _has_child_processes() -> bool:
-    """Whether this process has child processes left (Linux ``/proc``); True when it
-    cannot tell, so that the caller takes the normal exit."""
-    from pathlib import Path
-
-    try:
-        return any((task / "children").read_text().strip() for task in Path("/proc/self/task").iterdir())
-    except OSError:
-        return True
-
-
-def run_as_process(main: Callable[[], None]) -> NoReturn:
-    """Run ``main`` as the whole process, then leave at once with its exit status.
-
-    Python's own exit tears down every module it imported, which for mlflow,
-    scikit-learn, pandas and scipy takes about a second, longer than many a step's
-    work, and the driver waits for it four times per pipeline. By the time
-    ``main`` returns, its MLflow run has ended and its files are closed. Here the
-    exit handlers run as at a normal exit, the standard streams are flushed, and
-    ``os._exit`` skips only the teardown of the modules. A process that still has
-    child processes (the worker processes of a sweep's joblib launcher, which a
-    normal exit stops and which would otherwise keep its output pipes open)
-    exits normally. Only for a process's ``__main__``: in a test it would end the
-    test session.
-    """
-    import atexit
-    import traceback
-
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        if exit_.code is None or isinstance(exit_.code, int):
-            code = exit_.code or 0
-        else:  # sys.exit("message"), as argparse's parser.exit does
-            print(exit_.code, file=sys.stderr)
-            code = 1
-    except BaseException:  # noqa: BLE001 - reported as Python would, then the same exit status
-        traceback.print_exc()
-        code = 1
-    if _has_child_processes():
-        sys.exit(code)  # the normal exit, which stops them
-    if "mlflow" in sys.modules:
-        with contextlib.suppress(Exception):
-            sys.modules["mlflow"].flush_async_logging()
-    atexit._run_exitfuncs()  # what a normal exit runs before the teardown; it reports its own errors
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
 
 
 def record_outputs(outputs: Mapping[str, str]) -> None:

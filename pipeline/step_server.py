@@ -86,10 +86,13 @@ def serve(listener_fd: int, driver: int, modules: list[str]) -> None:
     _die_with(driver)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's goes to the steps
     listener = socket.socket(fileno=listener_fd)
+    # The collector paused while the server imports (each collection would walk all that is
+    # loaded so far), then what is loaded frozen out of its sight: it lives as long as the
+    # server, and a step's collections do not touch (and so copy) every page it holds.
+    gc.disable()
     loaded, unsafe = preload(modules)
-    # What is loaded now lives as long as the server: out of the collector's sight, so that
-    # a step's first collection does not touch (and so copy) every page the server holds.
     gc.freeze()
+    gc.enable()
     here, python = os.path.realpath(os.getcwd()), os.path.realpath(sys.executable)
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)

@@ -78,12 +78,12 @@ from core.report import REPORT_DIR, log_report
 from core.tracking import unreachable
 from core.validation import Check, ValidationFailed, model_methods, validate_predictions
 from pipeline.locks import file_lock, lock_path
+from pipeline.process import run_as_process
 from pipeline.step import (
     check_pipeline_alive,
     log_config,
     parse_step_args,
     record_outputs,
-    run_as_process,
     run_in_mlflow_run,
     signals_deferred,
     step_parser,

@@ -33,11 +33,11 @@ from core.config import build_estimator, flatten
 from core.errors import StepError
 from core.integrity import record_files_digest
 from pipeline.lineage import MODEL_PACKAGES, pinned_requirements
+from pipeline.process import run_as_process
 from pipeline.step import (
     log_config,
     parse_step_args,
     record_outputs,
-    run_as_process,
     run_in_mlflow_run,
     step_parser,
 )

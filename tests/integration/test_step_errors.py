@@ -94,7 +94,8 @@ def test_a_step_checks_its_pipeline_is_alive_before_it_changes_the_registry(monk
 TERMINATED_MID_WRITE = """
 import os, signal, sqlite3, time
 import mlflow
-from pipeline.step import run_as_process, run_in_mlflow_run
+from pipeline.process import run_as_process
+from pipeline.step import run_in_mlflow_run
 
 values = []
 

@@ -125,7 +125,8 @@ def test_code_files_are_the_project_modules_a_step_imports():
     assert files == [
         "core/__init__.py", "core/composed.py", "core/config.py", "core/contracts.py", "core/digests.py", "core/errors.py",
         "core/integrity.py", "model/__init__.py", "model/dispatch_model.py",
-        "pipeline/__init__.py", "pipeline/launch.py", "pipeline/step.py", "pipeline/step_server.py",
+        "pipeline/__init__.py", "pipeline/launch.py", "pipeline/process.py", "pipeline/step.py",
+        "pipeline/step_server.py",
         "steps/__init__.py", "steps/serialize.py",
     ]
     assert "core/report.py" in cache.step_code_files("evaluate")

@@ -1,0 +1,38 @@
+"""How a pipeline process loads: the collector paused during its imports, then what was
+loaded frozen out of its sight (pipeline/process.py)."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from pipeline.process import loading
+
+
+@pytest.fixture
+def unfrozen():
+    """The test session's objects are not frozen before or after (a test freezes its own)."""
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+    gc.enable()
+
+
+def test_loading_pauses_the_collector_then_freezes_what_was_loaded(unfrozen):
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    with loading():
+        assert not gc.isenabled()
+        loaded = [[index] for index in range(50_000)]  # lists: objects the collector tracks
+    assert gc.isenabled()
+    assert gc.get_freeze_count() >= len(loaded)
+
+
+def test_loading_ends_the_same_way_on_an_error_and_keeps_a_paused_collector_paused(unfrozen):
+    with pytest.raises(SystemExit), loading():
+        raise SystemExit(2)  # a parser's exit while loading
+    assert gc.isenabled() and gc.get_freeze_count() > 0
+    gc.disable()
+    with loading():
+        pass
+    assert not gc.isenabled()

@@ -33,7 +33,8 @@ def build_model(tmp: Path):
     from steps import package_pyfunc, serialize, train
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
-    mlflow.set_experiment("bench")
+    # Artifacts in the temporary folder too (a SQLite store's default is ./mlruns).
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench", (tmp / "artifacts").as_uri()))
     cfg = compose_config([])
 
     train_rows, holdout, features = data.prepare_data(cfg.data)

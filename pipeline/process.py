@@ -23,13 +23,18 @@ def _has_child_processes() -> bool:
         return True
 
 
+# Set by run_as_process: this process is one of the pipeline's own, whose memory its
+# main may freeze (loading). Not in a test that calls a main function in its own process.
+_whole_process = False
+
+
 @contextlib.contextmanager
 def loading():
     """Around a process's imports and first use of the store: the collector is paused, and
-    what is in memory on leaving (mlflow, its store, the config: kept to the process's
-    end) is frozen out of its sight (``gc.freeze``). Each collection during the imports
-    walks all that is loaded so far: about a fifth of ``import mlflow``, a third of a
-    cached rerun."""
+    in a process run by :func:`run_as_process`, what is in memory on leaving (mlflow, its
+    store, the config: kept to the process's end) is frozen out of its sight
+    (``gc.freeze``). Each collection during the imports walks all that is loaded so far:
+    about a fifth of ``import mlflow``, a third of a cached rerun."""
     import gc
 
     collecting = gc.isenabled()
@@ -37,7 +42,8 @@ def loading():
     try:
         yield
     finally:
-        gc.freeze()
+        if _whole_process:
+            gc.freeze()
         if collecting:
             gc.enable()
 
@@ -59,6 +65,8 @@ def run_as_process(main: Callable[[], None]) -> NoReturn:
     import atexit
     import traceback
 
+    global _whole_process
+    _whole_process = True
     code = 0
     try:
         main()

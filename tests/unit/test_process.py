@@ -7,12 +7,15 @@ import gc
 
 import pytest
 
+from pipeline import process
 from pipeline.process import loading
 
 
 @pytest.fixture
-def unfrozen():
-    """The test session's objects are not frozen before or after (a test freezes its own)."""
+def unfrozen(monkeypatch):
+    """As in a process run by run_as_process; the test session's objects are not frozen
+    before or after (the test freezes its own)."""
+    monkeypatch.setattr(process, "_whole_process", True)
     gc.unfreeze()
     yield
     gc.unfreeze()
@@ -36,3 +39,12 @@ def test_loading_ends_the_same_way_on_an_error_and_keeps_a_paused_collector_paus
     with loading():
         pass
     assert not gc.isenabled()
+
+
+def test_loading_freezes_nothing_in_a_process_that_is_not_the_pipelines_own():
+    """A test calling a main function in its own process: the collector is paused while
+    it loads, and nothing of the test session is frozen."""
+    frozen = gc.get_freeze_count()
+    with loading():
+        assert not gc.isenabled()
+    assert gc.isenabled() and gc.get_freeze_count() == frozen

@@ -14,6 +14,7 @@ its ranges checked, and ``${oc.env:...}`` resolved where it is used.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,13 +81,15 @@ def composition_key(overrides: Sequence[str]) -> str:
     """What composing ``overrides`` depends on: the overrides, every file under ``conf/``
     (names and bytes), the schema (``core/config.py``, and the defaults it takes from
     ``core/contracts.py``), and the versions of Hydra and OmegaConf."""
+    import os
     from importlib.metadata import version
 
     import omegaconf
 
     from core.digests import files_digest, json_digest
 
-    conf = [path.relative_to(config.CONF_DIR) for path in config.CONF_DIR.rglob("*") if path.is_file()]
+    conf = [Path(folder, name).relative_to(config.CONF_DIR)  # symlinked folders followed, as Hydra does
+            for folder, _, names in os.walk(config.CONF_DIR, followlinks=True) for name in names]
     schema = [Path(module.__file__).relative_to(PROJECT_DIR) for module in (config, contracts)]
     return json_digest({
         "overrides": list(overrides),
@@ -107,7 +110,8 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
     import json
 
     where = cache_dir()
-    if where is None:
+    # Overrides of Hydra's own settings (hydra.searchpath=...) reach files the key does not read.
+    if where is None or any(o.lstrip("+~").startswith("hydra") for o in overrides):
         return config.compose_config(overrides)
     key = composition_key(overrides)
     path = where / f"{key}.json"
@@ -124,21 +128,35 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
     return cfg
 
 
+KEPT_NAME = re.compile(r"[0-9a-f]{64}\.json")  # what load_config writes; nothing else is removed
+STALE_SECONDS = 3600  # a half-written file this old was left by a process that died
+
+
 def _keep(path: Path, content: str) -> None:
-    """Write ``path`` whole or not at all (a reader never sees half a file); then drop the
-    oldest files beyond :data:`CACHE_LIMIT`."""
+    """Write ``path`` whole or not at all (a reader never sees half a file), readable as a
+    file the process creates normally is (another user of the checkout reads it too); then
+    drop the oldest kept configs beyond :data:`CACHE_LIMIT`, and half-written files that a
+    process that died left behind."""
     import os
     import tempfile
+    import time
 
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
             tmp.write(content)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp.name, 0o666 & ~umask)
         os.replace(tmp.name, path)
-        kept = sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+        kept = sorted((p for p in path.parent.iterdir() if KEPT_NAME.fullmatch(p.name)),
+                      key=lambda p: p.stat().st_mtime_ns)
         for old in kept[:-CACHE_LIMIT]:
             old.unlink(missing_ok=True)
+        for left in path.parent.glob("tmp*.tmp"):
+            if time.time() - left.stat().st_mtime > STALE_SECONDS:
+                left.unlink(missing_ok=True)
     except OSError:  # a read-only checkout, a full disk, a file removed meanwhile: compose next time
         if tmp is not None:
             Path(tmp.name).unlink(missing_ok=True)

@@ -415,3 +415,39 @@ def test_a_rerun_reads_its_config_without_importing_hydra(tmp_path):
     runs = [subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True,
                            timeout=120, check=False) for _ in range(2)]
     assert [run.stdout.split() for run in runs] == [["3", "True"], ["3", "False"]], [r.stderr for r in runs]
+
+
+def test_the_cache_keeps_its_own_files_readable_and_removes_only_its_own(composed_calls, tmp_path, monkeypatch):
+    import os
+    import stat
+    import time
+
+    from core import composed
+    from core.composed import load_config
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    unrelated, stale, fresh = cache / "notes.json", cache / "tmpdead.tmp", cache / "tmplive.tmp"
+    for path in (unrelated, stale, fresh):
+        path.write_text("{}")
+    long_ago = time.time() - 2 * composed.STALE_SECONDS
+    os.utime(unrelated, (long_ago, long_ago))
+    os.utime(stale, (long_ago, long_ago))
+    monkeypatch.setattr(composed, "CACHE_LIMIT", 1)
+    load_config(["model.C=3"])
+    load_config(["model.C=4"])
+    kept = sorted(p.name for p in cache.iterdir())
+    assert kept == sorted([composed.composition_key(["model.C=4"]) + ".json", "notes.json", "tmplive.tmp"])
+    umask = os.umask(0)
+    os.umask(umask)
+    (config,) = cache.glob("[0-9a-f]*.json")
+    assert stat.S_IMODE(config.stat().st_mode) == 0o666 & ~umask
+
+
+def test_an_override_of_hydras_own_settings_is_composed_each_time(composed_calls, tmp_path):
+    """hydra.searchpath and the like reach files the cache's key does not read."""
+    from core.composed import load_config
+
+    for _ in range(2):
+        assert load_config(["hydra.job.name=x", "model.C=3"]).model.C == 3
+    assert len(composed_calls) == 2 and not (tmp_path / "cache").exists()

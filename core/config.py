@@ -162,6 +162,17 @@ def build_estimator(model_cfg):
     return instantiate(model_cfg, _convert_="all")
 
 
+def is_override_error(err: Exception) -> bool:
+    """Whether ``err`` is a bad override or setting (Hydra's and OmegaConf's errors as
+    composing raises them, or ``ValueError``). Hydra is imported only to tell: a config
+    handed down or kept (``core.composed``) is read without it."""
+    if isinstance(err, ValueError):
+        return True
+    from hydra.errors import HydraException
+
+    return isinstance(err, HydraException)
+
+
 def describe_error(err: Exception) -> str:
     """A Hydra or OmegaConf error on one line, with the cause Hydra keeps apart:
     ``Error merging override sweep.metric=recall: Invalid value 'recall', expected

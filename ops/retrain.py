@@ -34,7 +34,7 @@ from pathlib import Path
 
 from core import contracts
 from core.composed import load_config
-from core.config import describe_error, multirun_flag, split_overrides
+from core.config import describe_error, is_override_error, multirun_flag, split_overrides
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from pipeline.locks import LockBusy, file_lock, lock_path
 from pipeline.process import run_as_process
@@ -100,10 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             load_config(overrides)
     except Exception as err:
-        # Imported only here: a config composed before is read back without Hydra.
-        from hydra.errors import HydraException
-
-        if not isinstance(err, (HydraException, ValueError)):
+        if not is_override_error(err):
             raise
         parser.exit(2, f"retrain: error: invalid Hydra override: {describe_error(err)}\n")
     if multirun:

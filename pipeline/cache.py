@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import gc
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from core import contracts
 from core.digests import files_digest, json_digest
 from core.registry import parse_registered_uri
 from pipeline import graph
+from pipeline.process import collector_paused
 from pipeline.step import outputs_of
 
 CODE_ROOT = contracts.PROJECT_DIR
@@ -123,13 +123,8 @@ def _parse(path: Path, kind: str, mtime_ns: int, size: int):
         return yaml.safe_load(path.read_text())
     # Parsing makes many objects at once; the collector would walk the whole heap (mlflow
     # and its store are imported by now) again and again: 3 to 4 times the parse itself.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():
         return _imports(ast.parse(path.read_text(), filename=str(path)))
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _imports(tree: ast.AST) -> tuple[tuple[int, str, tuple[str, ...]], ...]:

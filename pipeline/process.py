@@ -29,6 +29,22 @@ _whole_process = False
 
 
 @contextlib.contextmanager
+def collector_paused():
+    """Python's garbage collector off inside, as it was on leaving. For work that makes many
+    objects at once in a process that holds many (mlflow, its store): each collection
+    would walk all of them."""
+    import gc
+
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+@contextlib.contextmanager
 def loading():
     """Around a process's imports and first use of the store: the collector is paused, and
     in a process run by :func:`run_as_process`, what is in memory on leaving (mlflow, its
@@ -39,15 +55,12 @@ def loading():
     to the end, once: collecting it first would walk all that was loaded again."""
     import gc
 
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if _whole_process:
-            gc.freeze()
-        if collecting:
-            gc.enable()
+    with collector_paused():
+        try:
+            yield
+        finally:
+            if _whole_process:
+                gc.freeze()
 
 
 def run_as_process(main: Callable[[], None]) -> NoReturn:

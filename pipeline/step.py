@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from core.composed import HANDED_DOWN_ENV, config_for, hand_down
-from core.config import describe_error, split_overrides
+from core.config import describe_error, is_override_error, split_overrides
 from core.contracts import CONFIG_ARTIFACT, ERROR_TAG, OUTPUT_TAG_PREFIX, OVERRIDES_TAG, STEP_TAG
 from core.errors import StepError
 from pipeline.step_server import DRIVER_PID_ENV
@@ -57,10 +57,7 @@ def parse_step_args(
         args.overrides = split_overrides(args.overrides)
         cfg = config_for(args.overrides)
     except Exception as err:
-        # Imported only here: a step handed its config never imports Hydra.
-        from hydra.errors import HydraException
-
-        if not isinstance(err, (HydraException, ValueError)):
+        if not is_override_error(err):
             raise
         parser.exit(2, f"{parser.prog}: error: invalid Hydra override: {describe_error(err)}\n")
     return args, cfg

@@ -44,9 +44,9 @@ pytestmark = [pytest.mark.xdist_group("serving-follows")]
 NAME = "iris-classifier"
 SECRET = "the secret these tests share with the tracking server"
 POLL = 1.0  # the polled server's --poll-interval, seconds
-WEBHOOK_BOUND = 2.0  # seconds from an alias move to the pushed server's first answer by the new version, its load aside
-SLACK = 1.0  # seconds a busy 2-core machine may add to the polled server's poll interval plus load time
-WAIT = 120  # seconds any wait may last before the test fails saying what it waited for
+# Seconds any wait may last before the test fails saying what it waited for: a deadline for a
+# loaded machine, not a bound on speed (how soon a server switches is measured by bench.swap).
+WAIT = 120
 
 
 def pytest_generate_tests(metafunc):
@@ -148,7 +148,8 @@ def seconds_since(moved_at_wall: float, iso: str) -> float:
 
 def reached(stack: Stack, loads: dict[str, Load], watcher: AliasWatcher, version: str, after: float) -> dict:
     """Wait until both servers answer with ``version`` (the alias moved to it after ``after``)
-    and every worker of the polled one serves it; return how long each took."""
+    and every worker of the polled one serves it; return how long each took (printed, not
+    bounded: bench.swap measures it)."""
     moved = watcher.moved_to(version, after)
     assert moved is not None, watcher.moves
     took = {}
@@ -158,11 +159,10 @@ def reached(stack: Stack, loads: dict[str, Load], watcher: AliasWatcher, version
     workers = wait_until(lambda _: every_worker(stack.polled, lambda w: w["served"]["version"] == version, 2),
                          WAIT, f"both workers of the polled server on version {version}",
                          transient=(requests.RequestException,))["workers"]
-    for worker in workers:
-        took[f"polled worker {worker['pid']}"] = seconds_since(moved[1], worker["served"]["loaded_at"])
-        took[f"load {worker['pid']}"] = worker["served"]["load_seconds"]
     (pushed,) = status(stack.pushed)["workers"]
-    took["pushed load"] = pushed["served"]["load_seconds"]
+    assert pushed["served"]["version"] == version
+    for worker in workers + [pushed]:
+        took[f"worker {worker['pid']}"] = seconds_since(moved[1], worker["served"]["loaded_at"])
     return took
 
 
@@ -220,14 +220,6 @@ def test_a_promotion_and_a_rollback_reach_every_server_without_a_failed_request(
         assert all(len(found) == 1 for found in bodies.values()), {k: len(v) for k, v in bodies.items()}
         assert bodies[(old, "predict_proba")] != bodies[(new, "predict_proba")]
     print(f"{backend}: seconds from each alias move to the new version: {switches}")  # shown with -s, or on failure
-    for took in switches:
-        loaded = max(seconds for key, seconds in took.items() if key.startswith("load "))
-        # Told, checked and swapped within the bound; loading the version takes what it takes
-        # on the machine (about 0.5 s on a quiet one, 1.8 s seen on a busy one).
-        assert took["pushed"] - took["pushed load"] <= WEBHOOK_BOUND, took
-        for key, seconds in took.items():
-            if key == "polled" or key.startswith("polled worker"):
-                assert seconds <= POLL + loaded + SLACK, (key, took)
 
 
 def test_a_tampered_champion_is_not_served(stack, tmp_path, cfg):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
@@ -44,10 +43,9 @@ def test_a_server_that_exits_fails_at_once_with_its_log(tmp_path):
     with open(log, "w") as handle:
         process = subprocess.Popen(["sh", "-c", "echo address already in use; exit 3"], stdout=handle)
     process.wait()
-    started = time.monotonic()
+    # Waiting out the deadline would fail with "not within 60 s" instead of the process's exit.
     with pytest.raises(pytest.fail.Exception, match="exited with status 3; its log:\naddress already in use"):
         wait_for_http(process, "http://127.0.0.1:9/health", log, timeout=60)
-    assert time.monotonic() - started < 30
 
 
 def test_transient_errors_are_retried_until_the_deadline():

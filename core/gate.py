@@ -16,9 +16,10 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from core.contracts import VALIDATION_STATUS_TAG
+from core.contracts import BROKEN_REASON_TAG, BROKEN_RUN_TAG, VALIDATION_STATUS_TAG
 
 NOT_REPROMOTED = "; not re-promoted"
+GATE_RUN_TAG = "gate.run_id"  # the evaluate run whose decision the version's gate.* tags record
 ROLLED_BACK = "rolled_back"
 
 
@@ -155,9 +156,10 @@ def judge(
     return GateDecision(passed, reason, champion_version, champion.metrics, thresholds)
 
 
-def decision_tags(decision: GateDecision, candidate_metrics: Mapping[str, float]) -> dict[str, str]:
-    """The tags that record a decision on the model version."""
+def decision_tags(decision: GateDecision, candidate_metrics: Mapping[str, float], run_id: str) -> dict[str, str]:
+    """The tags that record a decision on the model version, made by run ``run_id``."""
     return {
+        GATE_RUN_TAG: run_id,
         VALIDATION_STATUS_TAG: "passed",
         "gate.outcome": decision.outcome,
         "gate.reason": decision.reason,
@@ -165,6 +167,17 @@ def decision_tags(decision: GateDecision, candidate_metrics: Mapping[str, float]
         "gate.champion_metrics": json.dumps(decision.champion_metrics, sort_keys=True),
         "gate.champion_version": decision.champion_version or "",
         "gate.thresholds": json.dumps(decision.thresholds, sort_keys=True),
+    }
+
+
+def broken_tags(error: str, run_id: str) -> dict[str, str]:
+    """The tags that mark a champion broken (``validation_status=broken``, the reason, the run
+    that found it), so that people, ``ops.rollback`` and the next runs see why it stopped
+    being the champion."""
+    return {
+        VALIDATION_STATUS_TAG: "broken",
+        BROKEN_REASON_TAG: f"could not be loaded or scored as champion: {error}"[:5000],
+        BROKEN_RUN_TAG: run_id,
     }
 
 

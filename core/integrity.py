@@ -6,13 +6,19 @@ model's own code (``dispatch_model.py``, which MLflow executes at load time).
 Whoever can write there can replace them, and the SHA-256 that ``MLmodel`` keeps
 of the joblib file with them. The same holds for the native ``mlflow.sklearn``
 model ``train`` logs (a pickle). So ``train`` and ``package_pyfunc`` record a
-digest of every file of the model they log (:func:`record_files_digest`) as a
-tag of the logged model in the tracking store, and every consumer here
+digest of every file of the model they log as a tag of the logged model in the tracking store
+(:func:`log_model_recorded`): the digest of the files as MLflow uploads them, taken
+from the local folder it uploads, then compared with the files the store holds after
+the upload (a difference fails the step; nothing is registered). Every consumer here
 (``serialize`` and ``evaluate``, the scoring server, batch and Spark scoring,
 ``ops.reproduce``) downloads the model into a private directory, compares, and
 only then lets MLflow load it
 (:func:`load_verified`, :func:`verified_download`): a changed, added or removed
 file is refused before any of its bytes is unpickled or executed.
+
+Data files one step hands to the next (the training and holdout Parquet files, the
+data contract) are recorded the same way, by run tag ``artifact.sha256.<path>``
+(:func:`log_artifact_recorded`), and read back only through :func:`verified_artifact`.
 
 It protects against writes to the artifact store by someone who cannot write
 the tracking store. It does not protect against someone who can write both (the
@@ -23,18 +29,20 @@ this check (``mlflow.pyfunc.load_model`` or ``mlflow.sklearn.load_model`` direct
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_STATE
+from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_DOES_NOT_EXIST
 
 from core.digests import files_digest
 
 FILES_DIGEST_TAG = "model.files_sha256"
+ARTIFACT_DIGEST_TAG_PREFIX = "artifact.sha256."  # + the artifact's path in its run
 # Written by MLflow into a copy downloaded through a registered URI (the name and version).
 DOWNLOAD_ONLY_FILES = frozenset({"registered_model_meta"})
 
@@ -75,20 +83,121 @@ def directory_digest(path: str | Path) -> str:
     return files_digest(files, root=root, read=_content)
 
 
-def record_files_digest(model_id: str) -> str:
-    """Record the digest of logged model ``model_id``'s files as its tag; return it."""
+def stored_digest(model_id: str) -> str:
+    """The digest of logged model ``model_id``'s files as the artifact store holds them now."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="model-") as tmp:
+        return directory_digest(mlflow.artifacts.download_artifacts(f"models:/{model_id}", dst_path=tmp))
+
+
+@contextlib.contextmanager
+def uploads_digested() -> Iterator[dict[str, str]]:
+    """Within the block, the digest of the files of each model MLflow logs (model id ->
+    digest), taken from the private local folder ``Model.log`` uploads, just before it
+    uploads it: the record describes what was written, and no writer of the artifact
+    store can change it between the upload and the record. MLflow offers no hook there:
+    ``MlflowClient.log_model_artifacts``, the public call that uploads a logged model's
+    folder, is wrapped for the block."""
+    from mlflow import MlflowClient
+
+    sent: dict[str, str] = {}
+    upload = MlflowClient.log_model_artifacts
+
+    def log_model_artifacts(self, model_id, local_dir, artifact_path=None):
+        if artifact_path is None:  # the model's folder itself
+            sent[model_id] = directory_digest(local_dir)
+        return upload(self, model_id, local_dir, artifact_path)
+
+    MlflowClient.log_model_artifacts = log_model_artifacts
+    try:
+        yield sent
+    finally:
+        MlflowClient.log_model_artifacts = upload
+
+
+def log_model_recorded(log_model: Callable[[], object]):
+    """Call ``log_model()`` (an ``mlflow.<flavor>.log_model(...)``), record the digest of the
+    files it uploaded as tag :data:`FILES_DIGEST_TAG` of the logged model, and check the
+    artifact store's copy against it; return the ``ModelInfo``. ``UntrustedModel`` when the
+    stored files differ from those uploaded (changed during or right after the upload)."""
+    from mlflow import MlflowClient
+
+    with uploads_digested() as sent:
+        info = log_model()
+    digest = sent.get(info.model_id)
+    if digest is None:
+        raise UntrustedModel(f"logged model {info.model_id}: its files were not uploaded as a model's folder; "
+                             "nothing to record")
+    MlflowClient().set_logged_model_tags(info.model_id, {FILES_DIGEST_TAG: digest})
+    stored = stored_digest(info.model_id)
+    if not hmac.compare_digest(stored, digest):
+        raise UntrustedModel(
+            f"logged model {info.model_id}: its files in the artifact store differ from those uploaded "
+            f"(digest {stored[:12]}..., uploaded {digest[:12]}...); a file was changed, added or removed "
+            "during or right after the upload"
+        )
+    return info
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def log_artifact_recorded(local_path: str | Path, artifact_path: str) -> str:
+    """Log file ``local_path`` as artifact ``artifact_path`` (folder and name) of the active
+    run, its SHA-256 recorded first as run tag ``artifact.sha256.<artifact_path>``, then
+    checked against the stored copy; return its ``runs:/`` URI. ``UntrustedModel`` when
+    the stored copy differs."""
+    import mlflow
+
+    run_id = mlflow.active_run().info.run_id
+    digest = sha256_of(local_path)
+    mlflow.set_tag(ARTIFACT_DIGEST_TAG_PREFIX + artifact_path, digest)
+    folder, _, name = artifact_path.rpartition("/")
+    if name != Path(local_path).name:
+        raise ValueError(f"artifact {artifact_path}: the file must be named {name}, not {Path(local_path).name}")
+    mlflow.log_artifact(str(local_path), artifact_path=folder or None)
+    uri = f"runs:/{run_id}/{artifact_path}"
+    with verified_artifact(uri):
+        pass
+    return uri
+
+
+@contextlib.contextmanager
+def verified_artifact(uri: str) -> Iterator[Path]:
+    """A private copy of artifact ``uri`` (``runs:/<run>/<path>``) checked against the digest
+    its run recorded (:func:`log_artifact_recorded`), for the duration of the block.
+    ``UntrustedModel`` naming the URI when it differs or nothing was recorded."""
     import mlflow
     from mlflow import MlflowClient
 
-    with tempfile.TemporaryDirectory(prefix="model-") as tmp:
-        digest = directory_digest(mlflow.artifacts.download_artifacts(f"models:/{model_id}", dst_path=tmp))
-    MlflowClient().set_logged_model_tags(model_id, {FILES_DIGEST_TAG: digest})
-    return digest
+    run_id, _, artifact_path = uri.removeprefix("runs:/").partition("/")
+    if not uri.startswith("runs:/") or not run_id or not artifact_path:
+        raise UntrustedModel(f"cannot verify {uri}: only runs:/<run id>/<path> artifacts have a recorded digest")
+    expected = MlflowClient().get_run(run_id).data.tags.get(ARTIFACT_DIGEST_TAG_PREFIX + artifact_path)
+    if not expected:
+        raise UntrustedModel(f"refusing to read {uri}: its run has no record of its digest "
+                             f"(tag {ARTIFACT_DIGEST_TAG_PREFIX}{artifact_path})")
+    with tempfile.TemporaryDirectory(prefix="verified-artifact-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        actual = sha256_of(local)
+        if not hmac.compare_digest(actual, expected):
+            raise UntrustedModel(
+                f"refusing to read {uri}: the file in the artifact store differs from the one logged "
+                f"(sha256 {actual[:12]}..., recorded {expected[:12]}...)"
+            )
+        yield local
 
 
 def resolve(model_uri: str) -> tuple[str, str | None, str]:
     """(URI of exactly this model, registered version or None, logged model id) for a
-    ``models:/`` URI. An alias is read once, so the files checked are the ones loaded."""
+    ``models:/`` URI. An alias is read once, so the files checked are the ones loaded, and
+    as ``core.registry.alias_target`` reads it (as it was before a change under way)."""
     from mlflow import MlflowClient
     from mlflow.store.artifact.utils.models import get_model_name_and_version
 
@@ -97,7 +206,16 @@ def resolve(model_uri: str) -> tuple[str, str | None, str]:
             f"cannot verify {model_uri}: only models:/ URIs (a registered version, an alias, "
             "or a logged model) have a record of their files"
         )
+    from core.registry import alias_target
+
     client = MlflowClient()
+    name, at, alias = model_uri.removeprefix("models:/").partition("@")
+    if at and "/" not in name:  # read as every reader here reads an alias: never half a change
+        version = alias_target(client, name, alias)
+        if version is None:
+            raise MlflowException(f"Registered model {name!r} has no alias {alias!r} ({model_uri})",
+                                  error_code=RESOURCE_DOES_NOT_EXIST)
+        model_uri = f"models:/{name}/{version}"
     found = get_model_name_and_version(client, model_uri)
     if len(found) == 1:
         return f"models:/{found[0]}", None, found[0]

@@ -1,8 +1,31 @@
-"""The Model Registry: version URIs, reading versions and aliases (failing closed) and moving them."""
+"""The Model Registry: version URIs, reading versions and aliases (failing closed) and moving them.
+
+A change of several registry writes (a gate decision, a rollback, a promotion) is made
+as one unit (:func:`apply_change`): its intent, with what it changes and what each thing
+was before, is recorded first as tag :data:`INTENT_TAG` of the registered model; then
+the versions' tags and descriptions are written, then the aliases move, then the intent
+is removed. A process killed anywhere in between leaves the intent, and the next
+command that takes the gate lock (:func:`recover`) puts everything back as it was
+before the change, and says so. Until then every reader here (:func:`alias_target`)
+sees the aliases as they were before the change: no reader sees half of one.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+# Registered-model tag holding a change under way (JSON; see apply_change).
+INTENT_TAG = "registry.change_in_progress"
+# Version tag: a change that touched the version was interrupted and undone (when, what, by whom).
+UNDONE_TAG = "registry.undone_change"
 
 
 @dataclass(frozen=True)
@@ -47,8 +70,29 @@ def alias_target(client, name: str, alias: str) -> str | None:
     read); None only when the registry says there is no such model or alias. Any other
     error is raised (fail closed), as in :func:`alias_version`."""
     model = _unless_missing(lambda: client.get_registered_model(name))
-    version = None if model is None else model.aliases.get(alias)
+    if model is None:
+        return None
+    before = pending_change(model).get("aliases_before", {})
+    version = before[alias] if alias in before else model.aliases.get(alias)
     return None if version is None else str(version)
+
+
+def pending_change(model) -> dict:
+    """The change under way (or interrupted) recorded on registered model ``model``; {} if none.
+    A record that cannot be read is an error naming the tag: no reader guesses the aliases."""
+    raw = (model.tags or {}).get(INTENT_TAG)
+    if not raw:
+        return {}
+    try:
+        intent = json.loads(raw)
+        if not isinstance(intent, dict) or not isinstance(intent.get("aliases_before", {}), dict):
+            raise ValueError("not an object with aliases_before")
+    except ValueError as err:
+        raise RegistryChangeError(
+            f"registered model {model.name!r} has an unreadable tag {INTENT_TAG} ({err}); "
+            "inspect it, restore the aliases by hand and delete the tag"
+        ) from None
+    return intent
 
 
 def find_version(client, name: str, model_version: str):
@@ -70,28 +114,153 @@ def _unless_missing(read):
         raise
 
 
-def apply_decision(
-    client, name: str, model_version: str, decision, tags: dict[str, str], aliases: Aliases
-) -> str | None:
-    """Record a gate decision on version ``model_version`` of ``name``: the ``tags`` first,
-    then the aliases (so an alias never points at a version without its decision).
+class RegistryChangeError(RuntimeError):
+    """A change of the registry could not be made or undone as a unit."""
 
-    Returns the champion's version after the decision.
+
+@dataclass
+class Change:
+    """Registry writes made as one unit by :func:`apply_change`, in this order: ``tags`` on
+    versions (version -> tag -> value, None to delete it), ``descriptions`` of versions,
+    then ``aliases`` (alias -> version, None to delete it), in the order given."""
+
+    what: str  # for people: what the change does, e.g. "evaluate run 1f2e: version 3 promoted"
+    tags: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str | None] = field(default_factory=dict)
+
+
+def apply_change(client, name: str, change: Change, alive: Callable[[], None] | None = None) -> dict[str, str | None]:
+    """Make ``change`` on registered model ``name`` as one unit; return the aliases it
+    changed as they were before (alias -> version or None).
+
+    The caller holds the gate lock and has called :func:`recover`. ``alive()`` is called
+    before the intent is recorded and before each alias write; it raises to stop (a
+    pipeline that ended): what was written is then undone here, and if that fails too
+    (the store is gone) by the next :func:`recover`. An alias already naming its version
+    is not written again.
     """
+    model = client.get_registered_model(name)
+    if pending_change(model):
+        raise RegistryChangeError(f"registered model {name!r} has a change in progress; recover it first")
+    current = {alias: _str(version) for alias, version in model.aliases.items()}
+    aliases_before = {alias: current.get(alias) for alias in change.aliases}
+    tags_before, descriptions_before = {}, {}
+    for version in {*change.tags, *change.descriptions}:
+        found = client.get_model_version(name, version)
+        tags_before[version] = {key: found.tags.get(key) for key in change.tags.get(version, {})}
+        if version in change.descriptions:
+            descriptions_before[version] = found.description or ""
+    intent = {
+        "what": change.what, "at": _now(), "by": _who(),
+        "aliases_before": aliases_before, "aliases_after": dict(change.aliases),
+        "tags_before": tags_before, "descriptions_before": descriptions_before,
+    }
+    if alive:
+        alive()
+    client.set_registered_model_tag(name, INTENT_TAG, json.dumps(intent, sort_keys=True))
+    try:
+        for version, tags in change.tags.items():
+            _write_tags(client, name, version, tags)
+        for version, description in change.descriptions.items():
+            client.update_model_version(name, version, description=description)
+        for alias, version in change.aliases.items():
+            if aliases_before[alias] == version:
+                continue
+            if alive:
+                alive()
+            _write_alias(client, name, alias, version)
+        client.delete_registered_model_tag(name, INTENT_TAG)
+    except BaseException as err:
+        try:
+            _undo(client, name, intent, f"stopped while it was made ({type(err).__name__}: {err})"[:500])
+        except Exception as undo_err:  # noqa: BLE001 - the next recover() undoes it
+            log.error("could not undo the interrupted change of %s (%s); the next command under "
+                      "the gate lock will", name, undo_err)
+        raise
+    return aliases_before
+
+
+def recover(client, name: str) -> str | None:
+    """Undo a change of registered model ``name`` that a process left half made (its intent
+    still recorded): tags, descriptions and aliases as they were before it. Returns one line
+    saying what was undone, or None when nothing was pending. The caller holds the gate lock,
+    so the process that recorded the intent has ended."""
+    model = _unless_missing(lambda: client.get_registered_model(name))
+    intent = pending_change(model) if model is not None else {}
+    if not intent:
+        return None
+    by = intent.get("by", {})
+    why = f"its process (pid {by.get('pid', '?')} on {by.get('host', '?')}) ended before it was complete"
+    _undo(client, name, intent, why)
+    return (f"{name}: undid an interrupted change ({intent.get('what', 'unknown')}, begun {intent.get('at', '?')}): "
+            f"{why}; aliases as before it: {_describe(intent.get('aliases_before', {}))}")
+
+
+def _undo(client, name: str, intent: Mapping, why: str) -> None:
+    for version, tags in intent.get("tags_before", {}).items():
+        _write_tags(client, name, version, tags)
+    for version, description in intent.get("descriptions_before", {}).items():
+        client.update_model_version(name, version, description=description)
+    for alias, version in intent.get("aliases_before", {}).items():
+        _write_alias(client, name, alias, version)
+    note = f"{_now()}: undone, {why}: {intent.get('what', '')}"[:5000]
+    for version in intent.get("tags_before", {}):
+        client.set_model_version_tag(name, version, UNDONE_TAG, note)
+    client.delete_registered_model_tag(name, INTENT_TAG)
+
+
+def _write_tags(client, name: str, version: str, tags: Mapping[str, str | None]) -> None:
     for key, value in tags.items():
-        client.set_model_version_tag(name, model_version, key, value)
+        if value is None:
+            _unless_missing(lambda key=key: client.delete_model_version_tag(name, version, key))
+        else:
+            client.set_model_version_tag(name, version, key, value)
+
+
+def _write_alias(client, name: str, alias: str, version: str | None) -> None:
+    if version is None:
+        _unless_missing(lambda: client.delete_registered_model_alias(name, alias))
+    else:
+        client.set_registered_model_alias(name, alias, version)
+
+
+def _describe(aliases: Mapping[str, str | None]) -> str:
+    return ", ".join(f"{alias}={'none' if v is None else f'version {v}'}" for alias, v in aliases.items()) or "none"
+
+
+def _str(version) -> str | None:
+    return None if version is None else str(version)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _who() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def decision_change(what: str, model_version: str, decision, tags: dict[str, str], aliases: Aliases,
+                    description: str | None = None, challenger: str | None = None) -> Change:
+    """The :class:`Change` that records a gate decision on version ``model_version``: its
+    ``tags`` and ``description``, then the aliases. Promoted: the old champion (unless
+    broken) to ``previous_champion``, the version to ``champion``, and ``challenger`` off it
+    if ``challenger`` (the alias's current version) names it. Kept as challenger: the
+    ``challenger`` alias to it. Rolled back: no alias."""
+    change = Change(what, tags={model_version: dict(tags)},
+                    descriptions={model_version: description} if description is not None else {})
     if not decision.promoted:
         if decision.outcome == "challenger":  # a rolled-back version is no challenger
-            client.set_registered_model_alias(name, aliases.challenger, model_version)
-        return decision.champion_version
+            change.aliases[aliases.challenger] = model_version
+        return change
     # A broken champion is no version to roll back to.
     if decision.champion_version and decision.champion_version != model_version and not decision.champion_broken:
-        client.set_registered_model_alias(name, aliases.previous_champion, decision.champion_version)
-    client.set_registered_model_alias(name, aliases.champion, model_version)
-    challenger = alias_version(client, name, aliases.challenger)
-    if challenger is not None and str(challenger.version) == model_version:
-        client.delete_registered_model_alias(name, aliases.challenger)
-    return model_version
+        change.aliases[aliases.previous_champion] = decision.champion_version
+    change.aliases[aliases.champion] = model_version
+    if challenger == model_version:
+        change.aliases[aliases.challenger] = None
+    return change
 
 
 def remove_aliases(client, name: str, model_version: str) -> list[str]:

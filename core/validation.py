@@ -11,6 +11,7 @@ unknown one are refused with ``INVALID_PARAMETER_VALUE``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,8 @@ from model.dispatch_model import (
 )
 
 UNSUPPORTED_METHOD_PROBE = "decision_function"
+
+log = logging.getLogger(__name__)
 
 
 class ValidationFailed(StepError):
@@ -192,3 +195,19 @@ def validate_predictions(model, reference, features: pd.DataFrame, atol: float) 
         except Exception as err:  # any other error is not the clear refusal callers rely on
             checks.append(Check(name, False, f"{method}: {type(err).__name__}: {err}"))
     return checks
+
+
+def load_and_validate(model_uri: str, reference, features: pd.DataFrame, atol: float):
+    """Load ``model_uri`` and check it against ``reference``: (model or None, checks).
+    A model that cannot even load fails validation; it is not promoted."""
+    try:
+        from core.integrity import load_verified
+
+        model = load_verified(model_uri)
+    except Exception as err:  # noqa: BLE001 - any load failure is a failed check
+        return None, [Check("load_model", False, f"{type(err).__name__}: {err}")]
+    try:
+        return model, validate_predictions(model, reference, features, atol)
+    except Exception as err:  # noqa: BLE001 - a check that cannot run fails: fail closed
+        log.exception("validation could not run")
+        return model, [Check("validate_predictions", False, f"{type(err).__name__}: {err}")]

@@ -19,13 +19,14 @@ Writes, on the version and before any alias moves: ``gate.outcome=promoted``,
 ``promote.at`` and ``promote.reason``; it removes a rollback's record
 (``rollback.*``, see ``ops.rollback``), as the version is no longer rolled
 back. Then the aliases move as a gate decision moves them
-(``core.registry.apply_decision``): ``champion`` to the version, the old
-champion to ``previous_champion``, ``challenger`` off it if it held that.
-Nothing is recorded on an MLflow run: the version's tags are the record, as for
-a rollback.
+(``core.registry.decision_change``): ``champion`` to the version, the old
+champion to ``previous_champion``, ``challenger`` off it if it held that; tags and
+aliases as one unit (``core.registry.apply_change``). Nothing is recorded on an
+MLflow run: the version's tags are the record, as for a rollback.
 
-Under the gate lock (``pipeline.locks``), as ``evaluate``, waiting at most
-``--wait`` seconds; exit 75 when it stays busy.
+Under the gate lock (``core.locks``), as ``evaluate``, waiting at most
+``--wait`` seconds (exit 75 when it stays busy); a change another command left half
+made is undone first, and said so.
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ from hydra.errors import HydraException
 from core import contracts
 from core.config import compose_config, describe_error, split_overrides
 from core.gate import GateDecision
-from core.registry import Aliases, alias_version, apply_decision, find_version
+from core.registry import Aliases, alias_target, alias_version, apply_change, decision_change, find_version, recover
 from ops.retrain import EXIT_LOCKED
-from ops.rollback import GATE_LOCK_WAIT, clear_record, gate_lock, now, operator_name
-from pipeline.locks import LockBusy
+from ops.rollback import now, operator_name, record_removed
+from core.locks import GATE_LOCK_WAIT, LockBusy, gate_lock
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,9 @@ def promote(client, name: str, version: str, reason: str, aliases: Aliases) -> s
     before (None when there was none; ``version`` itself, and nothing written, when it was
     the champion already).
 
-    The caller holds the gate lock. Raises ``PromotionRefused`` before writing
-    anything for a version that does not exist or did not pass validation.
+    The caller holds the gate lock and has undone any half-made change
+    (``core.registry.recover``). Raises ``PromotionRefused`` before writing anything for
+    a version that does not exist or did not pass validation.
     """
     found = find_version(client, name, version)
     if found is None:
@@ -78,8 +80,7 @@ def promote(client, name: str, version: str, reason: str, aliases: Aliases) -> s
         return old
     who, when = operator_name(), now()
     decision = GateDecision(True, f"promoted by {who} at {when}, past the gate: {reason}", old)
-    clear_record(client, name, version, found.tags)
-    tags = {
+    tags = record_removed(found.tags) | {
         "gate.outcome": decision.outcome,
         "gate.reason": decision.reason,
         "gate.champion_version": old or "",
@@ -87,7 +88,9 @@ def promote(client, name: str, version: str, reason: str, aliases: Aliases) -> s
         "promote.at": when,
         "promote.reason": reason,
     }
-    apply_decision(client, name, version, decision, tags, aliases)
+    change = decision_change(f"ops.promote by {who}: version {version} to champion", version, decision, tags,
+                             aliases, challenger=alias_target(client, name, aliases.challenger))
+    apply_change(client, name, change)
     return old
 
 
@@ -118,9 +121,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     contracts.configure_logging()
     contracts.configure_tracking()
     name = cfg.registry.model_name
+    client = MlflowClient()
     try:
         with gate_lock(args.wait):
-            old = promote(MlflowClient(), name, version, reason, Aliases.of(cfg))
+            undone = recover(client, name)
+            if undone:
+                print(f"promote: {undone}", file=sys.stderr)
+            old = promote(client, name, version, reason, Aliases.of(cfg))
     except PromotionRefused as err:
         refuse(EXIT_REFUSED, str(err))
     except LockBusy as err:

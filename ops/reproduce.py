@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from core import contracts
 from core.config import build_estimator, compose_config, describe_error, split_overrides
-from core.integrity import load_verified
+from core.integrity import load_verified, verified_artifact
 from model.dispatch_model import PREDICT_METHOD_PARAM, PREDICT_METHODS
 from pipeline.lineage import git_state
 
@@ -63,8 +63,10 @@ def reproduce(name: str, model_version: str) -> dict[str, bool]:
         raise ReproductionError(f"{name} version {model_version} lacks lineage tag 'lineage.config'")
     cfg = OmegaConf.create(tags["lineage.config"])
     run_uri = f"runs:/{train_run.info.run_id}"
-    train = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{run_uri}/{contracts.TRAIN_DATA_ARTIFACT}"))
-    holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{run_uri}/{contracts.HOLDOUT_ARTIFACT}"))
+    with verified_artifact(f"{run_uri}/{contracts.TRAIN_DATA_ARTIFACT}") as path:
+        train = pd.read_parquet(path)
+    with verified_artifact(f"{run_uri}/{contracts.HOLDOUT_ARTIFACT}") as path:
+        holdout = pd.read_parquet(path)
     target = cfg.data.target
     features = [column for column in train.columns if column != target]
     rebuilt = build_estimator(cfg.model).fit(train[features], train[target])

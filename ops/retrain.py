@@ -8,7 +8,7 @@
    ``--connect-timeout`` seconds, a SQLite file that can be opened; ``core.tracking``); creates a new SQLite store once, under a file
    lock, so that pipelines started together do not race to create its tables
    (its artifacts go to ``mlruns/`` beside the database).
-2. Takes the pipeline lock for this tracking store (see ``pipeline.locks``),
+2. Takes the pipeline lock for this tracking store (see ``core.locks``),
    waiting at most ``--wait`` seconds, so two overlapping runs never both train
    and promote.
 3. Runs the ``main`` entry point in this process (the parent run is created
@@ -36,7 +36,7 @@ from core import contracts
 from core.composed import load_config
 from core.config import describe_error, is_override_error, multirun_flag, split_overrides
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
-from pipeline.locks import LockBusy, file_lock, lock_path
+from core.locks import LockBusy, file_lock, lock_path
 from pipeline.process import run_as_process
 
 log = logging.getLogger(__name__)

@@ -22,12 +22,16 @@ rollback left them), ``ops.rollback`` swaps the aliases back, restores the two
 before the first rollback. Only one step back is kept (there is one
 ``previous_champion`` alias), so a rollback never reaches further.
 
-Under the gate lock (``pipeline.locks``), as ``evaluate``, waiting at most
-``--wait`` seconds. Exit status: 0 done; 1, changing nothing, when there is no
-previous champion, it is not validated (``validation_status`` other than ``passed``,
-e.g. ``broken``), or it was rolled back in favour of another version than the
-champion (``ops.promote`` can promote it explicitly); 2 bad arguments; 75 the
-gate lock stayed busy.
+The tags and both aliases change as one unit (``core.registry.apply_change``): a
+rollback killed half way is undone by the next command that takes the gate lock.
+
+Under the gate lock (``core.locks``), as ``evaluate``, waiting at most
+``--wait`` seconds; a change another command left half made is undone first, and
+said so. Exit status: 0 done; 1, changing nothing, when there is no previous
+champion, it names the champion's own version, it is not validated
+(``validation_status`` other than ``passed``, e.g. ``broken``), or it was rolled back
+in favour of another version than the champion (``ops.promote`` can promote it
+explicitly); 2 bad arguments; 75 the gate lock stayed busy.
 """
 
 from __future__ import annotations
@@ -41,9 +45,9 @@ from dataclasses import dataclass
 
 from core import contracts
 from core.gate import ROLLED_BACK
-from core.registry import alias_version
+from core.registry import Change, alias_version, apply_change, recover
 from ops.retrain import EXIT_LOCKED
-from pipeline.locks import LockBusy, file_lock, lock_path
+from core.locks import GATE_LOCK_WAIT, LockBusy, gate_lock
 from pipeline.step import parse_step_args, step_parser
 
 log = logging.getLogger(__name__)
@@ -57,8 +61,6 @@ TO_VERSION_TAG = f"{RECORD_PREFIX}to_version"
 BY_TAG = f"{RECORD_PREFIX}by"
 AT_TAG = f"{RECORD_PREFIX}at"
 PREVIOUS_PREFIX = f"{RECORD_PREFIX}previous."
-# Seconds to wait for the gate lock: a gate decision holds it for a second or two.
-GATE_LOCK_WAIT = 60.0
 
 
 class RollbackError(RuntimeError):
@@ -89,9 +91,9 @@ def now() -> str:
 def rollback(client, name: str, champion_alias: str, previous_alias: str) -> Rollback:
     """Swap the two aliases of ``name``, or undo the rollback that left them so.
 
-    The caller holds the gate lock. Everything is checked before anything is
-    written; tags are written before aliases, so an alias never points at a
-    version whose tags still say otherwise.
+    The caller holds the gate lock and has undone any half-made change
+    (``core.registry.recover``). Everything is checked before anything is written; the
+    tags and both aliases then change as one unit, tags first.
     """
     champion = alias_version(client, name, champion_alias)
     previous = alias_version(client, name, previous_alias)
@@ -99,6 +101,10 @@ def rollback(client, name: str, champion_alias: str, previous_alias: str) -> Rol
         missing = champion_alias if champion is None else previous_alias
         raise RollbackError(f"Registered model {name!r} has no {missing!r} alias; nothing to roll back")
     old, new = str(champion.version), str(previous.version)
+    if old == new:
+        raise RollbackError(
+            f"{champion_alias} and {previous_alias} of {name!r} both name version {old}; nothing to roll back to"
+        )
     tags = previous.tags
     status = tags.get(contracts.VALIDATION_STATUS_TAG)
     if status != "passed":  # e.g. broken: the gate found it could not be loaded
@@ -116,50 +122,39 @@ def rollback(client, name: str, champion_alias: str, previous_alias: str) -> Rol
                else "without a record of what to undo")
             + f"; a rollback does not make it champion again: python -m ops.promote {new} --reason '...' does"
         )
-    if undo:
-        restore(client, name, new, tags)
-    else:
-        demote(client, name, old, champion.tags, new)
-    client.set_registered_model_alias(name, champion_alias, new)
-    client.set_registered_model_alias(name, previous_alias, old)
+    what = f"ops.rollback by {operator_name()}: champion from version {old} to version {new}"
+    change = Change(
+        f"{what} (undoing a rollback)" if undo else what,
+        tags={new: restored(tags)} if undo else {old: demoted(champion.tags, new)},
+        aliases={champion_alias: new, previous_alias: old},
+    )
+    apply_change(client, name, change)
     return Rollback(old, new, undo)
 
 
-def demote(client, name: str, version: str, tags: dict[str, str], to_version: str) -> None:
-    """Tag ``version`` rolled back in favour of ``to_version``, recording what the tags were."""
-    for key in CHANGED_TAGS:
-        if key in tags:
-            client.set_model_version_tag(name, version, PREVIOUS_PREFIX + key, tags[key])
-        elif PREVIOUS_PREFIX + key in tags:  # left by an older record: absent now means absent before
-            client.delete_model_version_tag(name, version, PREVIOUS_PREFIX + key)
+def demoted(tags: dict[str, str], to_version: str) -> dict[str, str | None]:
+    """The tag changes that mark a version (whose tags are ``tags``) rolled back in favour of
+    ``to_version``, recording what the changed tags were (None: delete)."""
     when = now()
-    client.set_model_version_tag(name, version, TO_VERSION_TAG, to_version)
-    client.set_model_version_tag(name, version, BY_TAG, operator_name())
-    client.set_model_version_tag(name, version, AT_TAG, when)
-    client.set_model_version_tag(name, version, OUTCOME_TAG, ROLLED_BACK)
-    client.set_model_version_tag(name, version, REASON_TAG, f"rolled back to version {to_version} at {when}")
+    changes: dict[str, str | None] = {PREVIOUS_PREFIX + key: tags.get(key) for key in CHANGED_TAGS}
+    return changes | {
+        TO_VERSION_TAG: to_version,
+        BY_TAG: operator_name(),
+        AT_TAG: when,
+        OUTCOME_TAG: ROLLED_BACK,
+        REASON_TAG: f"rolled back to version {to_version} at {when}",
+    }
 
 
-def restore(client, name: str, version: str, tags: dict[str, str]) -> None:
-    """Give ``version`` back the tags a rollback changed, and remove the rollback's record."""
-    for key in CHANGED_TAGS:
-        if PREVIOUS_PREFIX + key in tags:
-            client.set_model_version_tag(name, version, key, tags[PREVIOUS_PREFIX + key])
-        elif key in tags:
-            client.delete_model_version_tag(name, version, key)
-    clear_record(client, name, version, tags)
+def restored(tags: dict[str, str]) -> dict[str, str | None]:
+    """The tag changes that give a rolled-back version (whose tags are ``tags``) back the
+    tags the rollback changed, and remove the rollback's record."""
+    return record_removed(tags) | {key: tags.get(PREVIOUS_PREFIX + key) for key in CHANGED_TAGS}
 
 
-def clear_record(client, name: str, version: str, tags: dict[str, str]) -> None:
-    """Remove a rollback's record (``rollback.*`` tags) from ``version``, whose tags are ``tags``."""
-    for key in tags:
-        if key.startswith(RECORD_PREFIX):
-            client.delete_model_version_tag(name, version, key)
-
-
-def gate_lock(wait: float):
-    """The lock ``evaluate`` holds while it reads the champion and moves aliases."""
-    return file_lock(lock_path(contracts.tracking_uri(), "gate"), wait=wait)
+def record_removed(tags: dict[str, str]) -> dict[str, None]:
+    """The tag changes that remove a rollback's record (``rollback.*`` tags) from a version."""
+    return {key: None for key in tags if key.startswith(RECORD_PREFIX)}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -172,9 +167,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     contracts.configure_logging()
     contracts.configure_tracking()
     name = cfg.registry.model_name
+    client = MlflowClient()
     try:
         with gate_lock(args.wait):
-            done = rollback(MlflowClient(), name, cfg.registry.champion_alias, cfg.gate.previous_champion_alias)
+            undone = recover(client, name)
+            if undone:
+                print(f"rollback: {undone}", file=sys.stderr)
+            done = rollback(client, name, cfg.registry.champion_alias, cfg.gate.previous_champion_alias)
     except RollbackError as err:
         print(f"rollback: {err}", file=sys.stderr)
         sys.exit(1)

@@ -20,7 +20,10 @@ registered version; the validation and gate outcome), tags
 ``pipeline.step.<step>.cache``/``.reason``/``.run_id``, ``registered_model_version``,
 ``validation_status``, ``pipeline.outcome``/``.outcome_detail``/``.model``/``.trigger``
 and the summary as its description (``pipeline.record``); on a newly registered
-version, the ``lineage.*`` tags. A rerun in which every step is cached and that
+version, the ``lineage.*`` tags. Before any step, a change of the registry a killed
+process left half made is undone (``core.registry.recover``) and runs left RUNNING
+by a killed driver on this host are ended (``pipeline.record.end_abandoned_runs``),
+each said in one line. A rerun in which every step is cached and that
 ``mlflow run`` did not make a run for starts none: it is counted on the last
 pipeline run instead. Prints the summary; exits non-zero if a step failed (69,
 before any run, if the tracking store cannot be reached or opened: ``core.tracking``).
@@ -91,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             experiment_id = record.experiment_for(cfg.experiment.name, args.overrides, launched_run)
         except (ExperimentUnusable, record.WrongExperiment, MlflowException) as err:
             parser.exit(2, f"{parser.prog}: error: {getattr(err, 'message', err)}\n")
+    settle_registry(parser.prog, cfg.registry.model_name)
+    record.end_abandoned_runs(experiment_id)
     name = named("pipeline", args.overrides)
     ctx = PipelineContext.create(cfg, args.overrides, force, launched_run, digest)
     if not launched and not force and _unchanged(ctx, experiment_id, trigger, name):
@@ -126,6 +131,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not summary.succeeded:
             log.error("pipeline failed: %s", summary.outcome)
             sys.exit(1)
+
+
+def settle_registry(prog: str, model_name: str) -> None:
+    """Undo a change of the registry that a killed process left half made (``core.locks.settle``),
+    saying so in one line, before anything reads the champion. A decision under way keeps the gate
+    lock: the pipeline then goes on, and its evaluate settles under that lock."""
+    from mlflow import MlflowClient
+
+    from core.locks import LockBusy, settle
+
+    try:
+        undone = settle(MlflowClient(), model_name)
+    except LockBusy as err:
+        log.warning("registry not checked for an interrupted change: %s", err)
+        return
+    if undone:
+        print(f"{prog}: {undone}", file=sys.stderr, flush=True)
 
 
 def _unchanged(ctx: PipelineContext, experiment_id: str, trigger: str, name: str) -> bool:

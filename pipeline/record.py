@@ -8,7 +8,12 @@ the tags a person filters by (unchanged reruns: ``pipeline.unchanged``).
   overrides name another experiment: then it is refused.
 - Tags: ``pipeline.outcome`` (one word), ``pipeline.outcome_detail`` (the sentence),
   ``pipeline.model`` (the estimator's class), ``pipeline.trigger`` (manual, schedule,
-  sweep: ``PIPELINE_TRIGGER``, which ``ops.retrain`` sets to ``schedule``).
+  sweep: ``PIPELINE_TRIGGER``, which ``ops.retrain`` sets to ``schedule``), and
+  ``pipeline.driver`` (``<host>/<pid>@<start time>`` of the process that drives it).
+- A pipeline run left RUNNING by a driver that was killed is ended KILLED, with the reason
+  as tag ``pipeline.error``, by the next pipeline on the same host and experiment, its step
+  runs still RUNNING with it (:func:`end_abandoned_runs`). Runs of drivers on other hosts
+  are left alone: whether those are alive cannot be told from here.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from core.config import EXPERIMENT_KEY
 from pipeline.summary import PipelineSummary, model_class
 
 log = logging.getLogger(__name__)
+
+DRIVER_TAG = "pipeline.driver"
+
 
 class WrongExperiment(ValueError):
     """``mlflow run`` made the run in another experiment than the overrides name."""
@@ -63,7 +71,47 @@ def start_tags(cfg: DictConfig, name: str, trigger_: str) -> dict[str, str]:
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
     return {MLFLOW_RUN_NAME: name, contracts.TRIGGER_TAG: trigger_,
-            contracts.MODEL_CLASS_TAG: model_class(cfg.model)}
+            contracts.MODEL_CLASS_TAG: model_class(cfg.model), DRIVER_TAG: driver()}
+
+
+def driver() -> str:
+    """This process as a pipeline's driver: ``<host>/<pid>@<start time>``."""
+    import socket
+
+    from pipeline.step import process_identity
+
+    return f"{socket.gethostname()}/{process_identity()}"
+
+
+def end_abandoned_runs(experiment_id: str) -> list[str]:
+    """End the pipeline runs of ``experiment_id`` left RUNNING by a driver on this host that
+    is no longer alive, and their RUNNING step runs: status KILLED, the reason as tag
+    ``pipeline.error``. Returns the ids of the pipeline runs ended."""
+    import socket
+
+    from mlflow import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from pipeline.step import process_alive
+
+    client, host = MlflowClient(), socket.gethostname()
+    ended = []
+    running = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`{DRIVER_TAG}` LIKE '{host}/%'",
+                                 max_results=200)
+    for run in running:
+        identity = run.data.tags[DRIVER_TAG].removeprefix(f"{host}/")
+        if process_alive(identity):
+            continue
+        reason = f"ended by a later pipeline: its driver (pid {identity.partition('@')[0]} on {host}) was gone"
+        children = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and "
+                                                       f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run.info.run_id}'")
+        for abandoned in [*children, run]:
+            client.set_tag(abandoned.info.run_id, contracts.ERROR_TAG, reason)
+            client.set_terminated(abandoned.info.run_id, status="KILLED")
+        log.warning("pipeline run %s (%s) was left RUNNING: %s; now KILLED", run.info.run_id,
+                    run.info.run_name, reason)
+        ended.append(run.info.run_id)
+    return ended
 
 
 def end_tags(summary: PipelineSummary, experiment_id: str, model_name: str, trigger_: str,

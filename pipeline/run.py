@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core import contracts
 from core.config import build_estimator
+from core.gate import GATE_RUN_TAG
 from core.registry import alias_version, parse_registered_uri
 from pipeline import cache, graph
 from pipeline.lineage import git_state, package_versions
@@ -113,6 +114,9 @@ def _run_steps(ctx: PipelineContext, summary: PipelineSummary, cached_only_in: s
         if result.run_id:
             result.outputs = dict(found.outputs) if found.hit else read_outputs(result.run_id)
             outputs.update(result.outputs)
+        if step == "evaluate" and result.status == "FAILED" and "registered_model_uri" in outputs:
+            decided = _decision_of_failed_evaluate(ctx.cfg, outputs["registered_model_uri"], result)
+            outputs.update(decided)
         summary.registered_model_version = outputs.get("registered_model_version")
         summary.validation_status = outputs.get("validation_status", summary.validation_status)
         if result.status == "FAILED":
@@ -164,6 +168,37 @@ def _decision_still_holds(cfg: DictConfig):
         return f"the champion is version {now or 'none'} now, {then or 'none'} when the cached decision was made"
 
     return check
+
+
+def _decision_of_failed_evaluate(cfg: DictConfig, model_uri: str, result: StepResult) -> dict[str, str]:
+    """After an evaluate that failed or was killed: undo a registry change it left half made
+    (``core.locks.settle``); then, if its decision was recorded whole (the version's tag
+    ``gate.run_id`` names its run), the outcome the registry holds, so that the summary and
+    the exit status say what the registry says; the step counts as finished. Else {}."""
+    from mlflow import MlflowClient
+
+    from core.locks import LockBusy, settle
+
+    client = MlflowClient()
+    name, version = parse_registered_uri(model_uri)
+    try:
+        undone = settle(client, name)
+    except LockBusy as err:
+        log.error("could not check the registry after evaluate failed: %s", err)
+        return {}
+    if undone:
+        log.warning("%s", undone)
+    tags = client.get_model_version(name, version).tags
+    if not result.run_id or tags.get(GATE_RUN_TAG) != result.run_id:
+        return {}
+    champion = alias_version(client, name, cfg.registry.champion_alias)
+    decided = {"validation_status": tags.get(contracts.VALIDATION_STATUS_TAG, "passed"),
+               "gate_outcome": tags.get("gate.outcome", ""), "champion_version": str(champion.version) if champion else ""}
+    log.warning("evaluate (run %s) failed after its decision was recorded: version %s %s; the registry holds it",
+                result.run_id, version, decided["gate_outcome"])
+    result.status, result.reason = "FINISHED", f"{result.reason}; ended after its decision was recorded ({result.error or 'killed'})"
+    result.error = ""
+    return decided
 
 
 class StepNotStarted(RuntimeError):

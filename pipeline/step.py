@@ -6,10 +6,13 @@ The driver (``pipeline.run``) starts each step with ``mlflow run``; the step
 publishes each output as run tag ``pipeline.output.<name>`` (:func:`record_outputs`)
 and the driver reads them back (:func:`read_outputs`).
 
-A step process dies with the process that started it (:func:`die_with_parent`):
-killing a pipeline, even with ``kill -9``, leaves no orphaned step that goes on to
-promote a version. A step that changes the registry also checks, just before it
-does, that its pipeline is still alive (:func:`check_pipeline_alive`).
+Only a live pipeline changes the registry: a step checks that its driver (named in
+its environment by pid and start time, :data:`DRIVER_ENV`) is alive and its pipeline
+run RUNNING before it records a decision and before each alias write
+(:func:`check_pipeline_alive`), on every platform; killing a pipeline, even with
+``kill -9``, leaves no orphaned step that promotes a version. On Linux a step also
+dies with the process that started it (:func:`die_with_parent`), so that an orphan
+stops at once rather than at its next check.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import ctypes
 import logging
 import os
 import signal
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
@@ -29,7 +31,7 @@ from core.composed import HANDED_DOWN_ENV, config_for, hand_down
 from core.config import describe_error, is_override_error, split_overrides
 from core.contracts import CONFIG_ARTIFACT, ERROR_TAG, OUTPUT_TAG_PREFIX, OVERRIDES_TAG, STEP_TAG
 from core.errors import StepError
-from pipeline.step_server import DRIVER_PID_ENV
+from pipeline.step_server import DRIVER_ENV, parent_death_signal
 
 log = logging.getLogger(__name__)
 
@@ -115,38 +117,61 @@ def _parent_died(signum, frame) -> None:
 
 
 def die_with_parent() -> None:
-    """Have the kernel send this process SIGTERM when its parent dies (Linux
-    ``PR_SET_PDEATHSIG``), and turn SIGTERM into :class:`ParentDied`, so that the
-    MLflow run ends FAILED with a reason (once any store call under way has returned).
-    ``mlflow run`` starts an entry point with ``bash -c``, which execs it: the parent
-    is the process that called ``mlflow run``, or, for a step forked by the step
-    server (``pipeline.step_server``), the server, which dies with that process.
-    Elsewhere than Linux only the SIGTERM handler is installed."""
+    """Turn SIGTERM into :class:`ParentDied`, so that the MLflow run ends FAILED with a
+    reason (once any store call under way has returned), and, on Linux, have the kernel
+    send SIGTERM when the parent dies (``PR_SET_PDEATHSIG``; not with
+    ``PIPELINE_PARENT_DEATH_SIGNAL=0``). ``mlflow run`` starts an entry point with
+    ``bash -c``, which execs it: the parent is the process that called ``mlflow run``,
+    or, for a step forked by the step server (``pipeline.step_server``), the server.
+    Raises :class:`ParentDied` at once if the driver has already ended."""
     signal.signal(signal.SIGTERM, _parent_died)
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        log.warning("could not ask to die with the parent process: errno %d", ctypes.get_errno())
-    driver = os.environ.get(DRIVER_PID_ENV)
-    if os.getppid() != parent or (driver and parent != int(driver)):  # it died before prctl took effect
-        raise ParentDied("the process that started this one ended before it began")
+    if parent_death_signal():
+        parent = os.getppid()
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("could not ask to die with the parent process: errno %d", ctypes.get_errno())
+        if os.getppid() != parent:  # it died before prctl took effect
+            raise ParentDied("the process that started this one ended before it began")
+    driver = os.environ.get(DRIVER_ENV)
+    if driver and not process_alive(driver):
+        raise ParentDied(f"the pipeline's driver (pid {driver.partition('@')[0]}) ended before this step began")
+
+
+def process_identity(pid: int | None = None) -> str:
+    """``<pid>@<start time>`` of process ``pid`` (this one by default): names it uniquely,
+    even after its pid is reused."""
+    import psutil
+
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}@{psutil.Process(pid).create_time():.3f}"
+
+
+def process_alive(identity: str) -> bool:
+    """Whether the process named by ``identity`` (:func:`process_identity`) is running:
+    same pid, same start time, not a zombie."""
+    import psutil
+
+    pid, _, started = identity.partition("@")
+    try:
+        process = psutil.Process(int(pid))
+        return abs(process.create_time() - float(started)) < 0.01 and process.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, ValueError):
+        return False
 
 
 @contextlib.contextmanager
 def handed_to_step(cfg: DictConfig, overrides: Sequence[str],
                    server: Mapping[str, str] | None = None) -> Iterator[None]:
     """What the driver hands the step it starts, in its environment (``mlflow.projects.run``
-    passes on ``os.environ``): this process's id, which the step checks is still its parent
-    before it changes the registry (a step forked by the step server checks the server,
-    ``pipeline.launch``), the config composed from ``overrides``, which the
+    passes on ``os.environ``): this process's pid and start time, which the step checks
+    before it changes the registry (forked by the step server or not), the config
+    composed from ``overrides``, which the
     step then need not compose again (``core.composed.config_for``), and ``server``, the
     step server's address. Removed afterwards, so
     that nothing else in this process inherits them. A config larger than
     :data:`HAND_DOWN_LIMIT` (thousands of listed features) is not handed down: Linux
     refuses an environment string over 128 KiB, and the step composes it itself."""
-    handed = {DRIVER_PID_ENV: str(os.getpid()), HANDED_DOWN_ENV: hand_down(cfg, overrides), **(server or {})}
+    handed = {DRIVER_ENV: process_identity(), HANDED_DOWN_ENV: hand_down(cfg, overrides), **(server or {})}
     if len(handed[HANDED_DOWN_ENV]) > HAND_DOWN_LIMIT:
         handed[HANDED_DOWN_ENV] = ""
     previous = {name: os.environ.get(name) for name in handed}
@@ -163,14 +188,14 @@ def handed_to_step(cfg: DictConfig, overrides: Sequence[str],
 
 def check_pipeline_alive() -> None:
     """Raise :class:`ParentDied` unless the pipeline that started this step is alive: its
-    driver is still this process's parent and its MLflow run (tag ``mlflow.parentRunId``)
+    driver (:data:`DRIVER_ENV`) is running and its MLflow run (tag ``mlflow.parentRunId``)
     is still RUNNING. A step started on its own (no driver) has nothing to check."""
     import mlflow
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    driver = os.environ.get(DRIVER_PID_ENV)
-    if driver and os.getppid() != int(driver):
-        raise ParentDied(f"the pipeline's driver (pid {driver}) has ended; this step was orphaned")
+    driver = os.environ.get(DRIVER_ENV)
+    if driver and not process_alive(driver):
+        raise ParentDied(f"the pipeline's driver (pid {driver.partition('@')[0]}) has ended; this step was orphaned")
     active = mlflow.active_run()
     parent_id = active and mlflow.get_run(active.info.run_id).data.tags.get(MLFLOW_PARENT_RUN_ID)
     if driver and parent_id:

@@ -5,14 +5,17 @@ A step's process spends most of its time on a small table importing mlflow and i
 store, scikit-learn and pandas (about 2 s on a quiet machine, twice that on a slow
 one); the driver starts this server when the first step of a pipeline is to run
 (:class:`StepServer`), so that those imports are made once, beside the driver's own
-work, and each step starts in milliseconds. ``PIPELINE_PRELOAD=0`` turns it off:
-each step then starts its own interpreter.
+work, and each step starts in milliseconds. It runs on Linux only, where forking a
+process that has imported these libraries is safe (macOS's system libraries are not
+fork-safe); ``PIPELINE_PRELOAD=0`` turns it off there too: each step then starts its
+own interpreter.
 
-Lifetimes, so that killing a pipeline still leaves no orphaned step
-(``pipeline.step``): the server dies with the driver (``PR_SET_PDEATHSIG``), and a
-forked step with the server, its parent (the step checks the parent named by
-``PIPELINE_DRIVER_PID``, set to the server's id); a step whose ``pipeline.launch``
-process is killed gets SIGTERM from the server.
+Lifetimes: a forked step checks the driver itself (``PIPELINE_DRIVER``, its pid and
+start time, ``pipeline.step``), not the server, before it changes the registry. The
+server ends when the driver does: at once by ``PR_SET_PDEATHSIG``, or within a
+second when it finds it has another parent; a forked step dies with the server
+(``PR_SET_PDEATHSIG`` again); a step whose ``pipeline.launch`` process is killed gets
+SIGTERM from the server.
 
 The server refuses a request, and the step runs in its own process, from another
 interpreter (``--env-manager uv``), from another directory, for a module it has not
@@ -35,9 +38,11 @@ import sys
 
 SERVER_ENV = "PIPELINE_STEP_SERVER"  # the socket's path, for pipeline.launch
 PRELOAD_ENV = "PIPELINE_PRELOAD"  # "0": no step server, each step starts its own interpreter
-# Set for each step: the process that must be its parent, the driver or its step server
-# (``pipeline.step`` checks it). Here, as this module imports nothing of the project.
-DRIVER_PID_ENV = "PIPELINE_DRIVER_PID"
+# Set for each step: the pipeline's driver, "<pid>@<start time>" (``pipeline.step`` checks
+# it is alive). Here, as this module imports nothing of the project.
+DRIVER_ENV = "PIPELINE_DRIVER"
+# "0": no parent-death signal (Linux's PR_SET_PDEATHSIG), as on other platforms.
+PARENT_DEATH_SIGNAL_ENV = "PIPELINE_PARENT_DEATH_SIGNAL"
 HEADER = struct.Struct("!Q")  # length of the JSON request that follows
 # Imported by the server besides the step modules: what the steps import inside functions.
 LIBRARIES = (
@@ -51,11 +56,17 @@ def say(message: str) -> None:
     print(f"pipeline: {message}", file=sys.stderr, flush=True)
 
 
+def parent_death_signal() -> bool:
+    """Whether the kernel can be asked for a signal when the parent dies (Linux only)."""
+    return sys.platform.startswith("linux") and os.environ.get(PARENT_DEATH_SIGNAL_ENV, "1") != "0"
+
+
 def _die_with(parent: int) -> None:
-    """Have the kernel send SIGTERM (default action: end at once) when ``parent`` dies."""
+    """Have the kernel send SIGTERM (default action: end at once) when ``parent`` dies,
+    where it can (:func:`parent_death_signal`); end now if it has died already."""
     import ctypes
 
-    if sys.platform.startswith("linux"):
+    if parent_death_signal():
         ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
         os._exit(1)
@@ -100,7 +111,13 @@ def serve(listener_fd: int, driver: int, modules: list[str]) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     steps: dict[int, socket.socket] = {}  # forked step pid -> its client's connection
     while True:
-        readable, _, _ = select.select([listener, wake_read, *steps.values()], [], [])
+        # A second at most: without a parent-death signal, the server notices the driver's end itself.
+        readable, _, _ = select.select([listener, wake_read, *steps.values()], [], [], 1.0)
+        if os.getppid() != driver:
+            for pid in steps:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            os._exit(1)
         if wake_read in readable:
             os.read(wake_read, 512)
         while True:  # reap each step that ended, and report it if its client is there
@@ -197,8 +214,7 @@ def _fork_step(conn, sockets, loaded, unsafe, here, python, wake) -> int | None:
             if fd > 2:
                 os.close(fd)
         os.environ.clear()
-        os.environ.update(request["env"])
-        os.environ[DRIVER_PID_ENV] = str(os.getppid())  # the server: it lives as long as the driver
+        os.environ.update(request["env"])  # PIPELINE_DRIVER included: the step checks the driver itself
         os.chdir(request["cwd"])
         conn.sendall(f"started {os.getpid()}\n".encode())
         conn.close()
@@ -245,7 +261,8 @@ class StepServer:
         import subprocess
         import tempfile
 
-        if self.process is not None or os.environ.get(PRELOAD_ENV, "1") == "0":
+        default = "1" if sys.platform.startswith("linux") else "0"  # fork-safe there only
+        if self.process is not None or os.environ.get(PRELOAD_ENV, default) == "0":
             return
         self.folder = tempfile.mkdtemp(prefix="pipeline-steps-")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

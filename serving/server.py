@@ -223,6 +223,28 @@ def create_app() -> Front:
         sys.exit(STARTUP_FAILURE)
 
 
+def settle_alias(model_uri: str) -> None:
+    """For a server on an alias: undo a registry change a killed process left half made
+    (``core.locks.settle``), saying so, when the gate lock is free; while a decision
+    holds it, the server reads the aliases as they were before it (``core.registry``)."""
+    from mlflow import MlflowClient
+
+    from core.locks import LockBusy, settle
+
+    name, at, _ = model_uri.removeprefix("models:/").partition("@")
+    if not (model_uri.startswith("models:/") and at):
+        return
+    try:
+        undone = settle(MlflowClient(), name, wait=0)
+    except LockBusy:
+        return
+    except MlflowException as err:  # loading the model reports the store's trouble
+        log.warning("could not check %s for an interrupted change: %s", name, err.message)
+        return
+    if undone:
+        print(f"serve: {undone}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn
 
@@ -243,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     contracts.configure_logging()
     contracts.configure_tracking()
     options = Options(args.model_uri, args.poll_interval, args.webhook_secret_file)
+    settle_alias(args.model_uri)
     try:
         secret = webhook.read_secret(args.webhook_secret_file)
     except (ValueError, OSError) as err:

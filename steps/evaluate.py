@@ -5,7 +5,8 @@ Reads:
   with ``mlflow.pyfunc.load_model`` once its files are checked (``core.integrity``);
 - ``--reference-model-uri``: the native ``mlflow.sklearn`` model from ``train``, its
   files checked as well;
-- ``--holdout-uri``: the Parquet holdout ``train`` logged;
+- ``--holdout-uri``: the Parquet holdout ``train`` logged, read only if its SHA-256
+  matches the one ``train`` recorded;
 - the Hydra config (``data.target``, ``validation.atol``, ``registry``, ``gate``).
 
 Validates it against the reference estimator on the holdout (``core.validation``),
@@ -24,16 +25,19 @@ for the champion), ``validation_checks_failed``; artifacts ``validation.json``
 the champion's overlaid, a metrics comparison, and ``report.html``; see
 ``core.report``). On the model version: tags ``validation_status`` = ``passed``/``failed``,
 ``validation_run_id`` and ``gate.*`` (outcome, reason, both versions' metrics,
-thresholds), and its description (shown on its page in the MLflow UI: the decision,
-each metric against the champion's, a link to the report); then the aliases. A failed validation moves no alias to the version
+thresholds, ``gate.run_id``), and its description (shown on its page in the MLflow UI:
+the decision, each metric against the champion's, a link to the report); then the
+aliases: one unit (``core.registry.apply_change``), undone if stopped half way, and
+made after any half-made change is undone. A failed validation moves no alias to the version
 (and removes any it held: fail closed) and ends the run with a non-zero exit; a
 version kept as challenger is not a failure. A version an operator rolled back
 is never re-promoted. A champion that cannot be loaded or scored is broken: it is
 tagged ``validation_status=broken`` with ``validation.broken_reason``, and the
 version replaces it if it meets the gate's absolute thresholds (a store that cannot
 be reached is no broken champion: the step fails and no alias moves). Run by the
-driver, it moves an alias only while that pipeline is alive (``pipeline.step``):
-a step orphaned by a killed pipeline stops, and the next run evaluates again.
+driver, it moves an alias only while that pipeline is alive (checked before each
+alias write, ``pipeline.step``): a step orphaned by a killed pipeline stops, and the
+next run evaluates again.
 
 Outputs (run tags ``pipeline.output.*``): ``validation_status``, ``gate_outcome``
 (``promoted``/``challenger``, or ``not gated``), ``champion_version`` (after the decision),
@@ -60,24 +64,28 @@ from core.errors import StepError
 from core.gate import (
     ROLLED_BACK,
     ChampionScore,
+    broken_tags,
     decision_tags,
     describe_bounds,
     describe_markdown,
     judge,
 )
-from core.integrity import load_verified
+from core.integrity import load_verified, verified_artifact
 from core.metrics import holdout_outputs
 from core.registry import (
     Aliases,
+    Change,
+    alias_target,
     alias_version,
-    apply_decision,
+    apply_change,
+    decision_change,
     parse_registered_uri,
-    remove_aliases,
+    recover,
 )
 from core.report import REPORT_DIR, log_report
 from core.tracking import unreachable
-from core.validation import Check, ValidationFailed, model_methods, validate_predictions
-from pipeline.locks import file_lock, lock_path
+from core.validation import ValidationFailed, load_and_validate, model_methods
+from core.locks import gate_lock
 from pipeline.process import run_as_process
 from pipeline.step import (
     check_pipeline_alive,
@@ -94,18 +102,11 @@ log = logging.getLogger(__name__)
 GATE_LOCK_WAIT = 600  # seconds; a gate decision takes a second or two
 
 
-def validate(model_uri: str, reference, features: pd.DataFrame, atol: float):
-    """Load ``model_uri`` and check it against ``reference``: (model or None, checks).
-    A model that cannot even load fails validation; it is not promoted."""
-    try:
-        model = load_verified(model_uri)
-    except Exception as err:  # noqa: BLE001 - any load failure is a failed check
-        return None, [Check("load_model", False, f"{type(err).__name__}: {err}")]
-    try:
-        return model, validate_predictions(model, reference, features, atol)
-    except Exception as err:  # noqa: BLE001 - a check that cannot run fails: fail closed
-        log.exception("validation could not run")
-        return model, [Check("validate_predictions", False, f"{type(err).__name__}: {err}")]
+def settled(client, name: str) -> None:
+    """Under the gate lock: undo a change of the registry a killed process left half made."""
+    undone = recover(client, name)
+    if undone:
+        log.warning("%s", undone)
 
 
 def champion_scorer(name: str, version: str, features, labels, classes, scored: list):
@@ -131,21 +132,6 @@ def champion_scorer(name: str, version: str, features, labels, classes, scored: 
         return ChampionScore(version, dict(outputs.metrics), model_methods(model))
 
     return score
-
-
-def record_broken(client, name: str, version: str, error: str) -> None:
-    """Mark version ``version`` broken (tags ``validation_status=broken`` and its reason), so
-    that people, ``ops.rollback`` and the next runs see why it stopped being the champion."""
-    import mlflow
-
-    tags = {
-        contracts.VALIDATION_STATUS_TAG: "broken",
-        contracts.BROKEN_REASON_TAG: f"could not be loaded or scored as champion: {error}"[:5000],
-        contracts.BROKEN_RUN_TAG: mlflow.active_run().info.run_id,
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
-    log.error("champion version %s of %s is broken: %s", version, name, error)
 
 
 def report_page(artifact: str = f"{REPORT_DIR}/report.html") -> str:
@@ -195,12 +181,13 @@ def run(
     if registered:
         client.set_model_version_tag(name, model_version, "validation_run_id", mlflow.active_run().info.run_id)
 
-    holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(artifact_uri=holdout_uri))
+    with verified_artifact(holdout_uri) as holdout_path:
+        holdout = pd.read_parquet(holdout_path)
     reference = load_verified(reference_model_uri, flavor=mlflow.sklearn)
     features = holdout[list(reference.feature_names_in_)]
     labels, classes = holdout[cfg.data.target], reference.classes_
 
-    model, checks = validate(model_uri, reference, features, cfg.validation.atol)
+    model, checks = load_and_validate(model_uri, reference, features, cfg.validation.atol)
     mlflow.log_dict({"checks": [asdict(check) for check in checks]}, "validation.json")
     failed = [check for check in checks if not check.passed]
     mlflow.log_metric("validation_checks_failed", len(failed))
@@ -209,12 +196,20 @@ def run(
 
     if failed:
         if registered:
-            client.set_model_version_tag(name, model_version, contracts.VALIDATION_STATUS_TAG, "failed")
             # Fail closed: a version that fails validation keeps no alias, even one it held before.
-            for alias in remove_aliases(client, name, model_version):
+            with gate_lock(GATE_LOCK_WAIT), signals_deferred():
+                settled(client, name)
+                held = [a for a, v in client.get_registered_model(name).aliases.items() if str(v) == model_version]
+                description = "**Failed validation**: " + "; ".join(
+                    f"{check.name} ({check.detail})" for check in failed)[:4000]
+                apply_change(client, name, Change(
+                    f"evaluate run {mlflow.active_run().info.run_id}: version {model_version} failed validation",
+                    tags={model_version: {contracts.VALIDATION_STATUS_TAG: "failed"}},
+                    descriptions={model_version: f"{description} ([checks]({report_page('validation.json')}))"},
+                    aliases=dict.fromkeys(held),
+                ), alive=check_pipeline_alive)
+            for alias in held:
                 log.error("removed alias %s from %s, which failed validation", alias, model_uri)
-            client.update_model_version(name, model_version, description="**Failed validation**: " + "; ".join(
-                f"{check.name} ({check.detail})" for check in failed)[:4000] + f" ([checks]({report_page('validation.json')}))")
         record_outputs({"validation_status": "failed"})
         raise ValidationFailed(
             f"{model_uri} failed validation: "
@@ -247,7 +242,8 @@ def run(
 
     champion_outputs = []
     # One decision at a time per store: concurrent pipelines compare with the latest champion.
-    with file_lock(lock_path(contracts.tracking_uri(), "gate"), wait=GATE_LOCK_WAIT):
+    with gate_lock(GATE_LOCK_WAIT):
+        settled(client, name)
         version_tags = client.get_model_version(name, model_version).tags
         champion = alias_version(client, name, cfg.registry.champion_alias)
         champion_version = None if champion is None else str(champion.version)
@@ -257,15 +253,23 @@ def run(
             champion_version,
             champion_scorer(name, champion_version, features, labels, classes, champion_outputs),
         )
-        # Only a live pipeline decides: an orphaned step (its driver killed) moves nothing.
-        # From the check on, a stop signal waits until the decision is recorded whole.
+        aliases = Aliases.of(cfg)
+        change = decision_change(
+            f"evaluate run {mlflow.active_run().info.run_id}: version {model_version} {decision.outcome}",
+            model_version, decision, decision_tags(decision, candidate_metrics, mlflow.active_run().info.run_id), aliases,
+            description=describe_markdown(decision, model_version, candidate_metrics, report_page()),
+            challenger=alias_target(client, name, aliases.challenger),
+        )
+        if decision.champion_broken:  # recorded on it in the same change, before any alias moves
+            change.tags[decision.champion_version] = broken_tags(decision.champion_broken,
+                                                                 mlflow.active_run().info.run_id)
+            log.error("champion version %s of %s is broken: %s", decision.champion_version, name,
+                      decision.champion_broken)
+        # Only a live pipeline decides: the record first, then the aliases, each alias write
+        # after a check that the pipeline is alive; stopped half way, the change is undone.
         with signals_deferred():
-            check_pipeline_alive()
-            if decision.champion_broken:  # recorded on it before any alias moves
-                record_broken(client, name, decision.champion_version, decision.champion_broken)
-            champion_version = apply_decision(
-                client, name, model_version, decision, decision_tags(decision, candidate_metrics), Aliases.of(cfg)
-            )
+            apply_change(client, name, change, alive=check_pipeline_alive)
+        champion_version = model_version if decision.promoted else decision.champion_version
     log.info("gate: version %s %s (%s)", model_version, decision.outcome, decision.reason)
     # The decision is made and on the registry (the aliases have moved): failing to
     # log its record or report from here on is a warning, not a failed step.
@@ -275,9 +279,6 @@ def run(
         [f"Gate: {decision.outcome} ({decision.reason}).",
          f"Gate thresholds: {describe_bounds(decision) or 'none applied'}.", checked],
         candidate, champion_outputs[0] if champion_outputs else None, labels, classes,
-    ))
-    record_safely(lambda: client.update_model_version(
-        name, model_version, description=describe_markdown(decision, model_version, candidate_metrics, report_page()),
     ))
     outputs = {
         "validation_status": "passed",

@@ -5,7 +5,8 @@ Reads:
   digest; the file is refused if its digest differs;
 - ``--example-uri``: a Parquet data file (the holdout) whose feature columns
   give the input example and the signature's column types (``core.features``);
-  the data contract ``train`` logged in the same run (``core.contract``);
+  the data contract ``train`` logged in the same run (``core.contract``); both
+  read only if their SHA-256 matches the one ``train`` recorded;
 - the Hydra config (``registry.model_name``, ``registry.register``).
 
 Writes: a pyfunc model named ``model`` logged from ``model/dispatch_model.py``
@@ -14,8 +15,9 @@ and ``nullable_features`` (the columns where the fitted estimator accepts a gap,
 asked of it), the ``predict_method`` param in its signature, metadata
 ``predict_methods`` (the methods the estimator really has),
 ``default_predict_method``, ``classes``, ``feature_names``, ``nullable_features``
-and ``data_contract``, and pinned pip requirements; the digest of all its files as
-its tag ``model.files_sha256`` in the tracking store (``core.integrity``: consumers
+and ``data_contract``, and pinned pip requirements; the digest of all its files, taken
+as they are uploaded, as its tag ``model.files_sha256`` in the tracking store, checked
+against the stored copy before anything is registered (``core.integrity``: consumers
 load it only if its files still match); registered as a new version of
 ``registry.model_name`` tagged ``validation_status=pending`` unless
 ``registry.register`` is false (sweep jobs whose candidates are not registered).
@@ -41,7 +43,7 @@ from core.contract import CONTRACT_ARTIFACT
 from core.contract import METADATA_KEY as CONTRACT_METADATA_KEY
 from core.errors import StepError
 from core.features import input_schema, nullable_columns
-from core.integrity import record_files_digest
+from core.integrity import log_model_recorded, verified_artifact
 from model import dispatch_model
 from model.dispatch_model import (
     DIGEST_CONFIG_KEY,
@@ -108,7 +110,8 @@ def log_dispatch_model(
     metadata = model_metadata(estimator, features.columns) | {NULLABLE_CONFIG_KEY: nullable}
     if data_contract:
         metadata[CONTRACT_METADATA_KEY] = data_contract
-    model_info = mlflow.pyfunc.log_model(
+    # What every consumer checks before loading it: the digest of the files as uploaded.
+    return log_model_recorded(lambda: mlflow.pyfunc.log_model(
         name=contracts.LOGGED_MODEL_NAME,
         python_model=str(MODEL_CODE_PATH),
         artifacts={ESTIMATOR_ARTIFACT_KEY: estimator_path},
@@ -117,21 +120,25 @@ def log_dispatch_model(
         input_example=features.head(5),
         pip_requirements=pinned_requirements(MODEL_PACKAGES),
         metadata=metadata,
-    )
-    record_files_digest(model_info.model_id)  # what every consumer checks before loading it
-    return model_info
+    ))
 
 
 def training_contract(example_uri: str) -> str | None:
     """The data contract ``train`` logged in the run that also logged ``example_uri``
     (``runs:/<train run>/...``); None, with a warning, when there is none."""
-    import mlflow
+    from core.integrity import UntrustedModel
 
     run_id = example_uri.removeprefix("runs:/").split("/", 1)[0] if example_uri.startswith("runs:/") else None
+    if not run_id:
+        log.warning("no data contract for %s: not an artifact of a train run", example_uri)
+        return None
     try:
-        return mlflow.artifacts.load_text(f"runs:/{run_id}/{CONTRACT_ARTIFACT}") if run_id else None
-    except Exception as err:  # noqa: BLE001 - an older train run, or another source
-        log.warning("no data contract for %s: %s", example_uri, err)
+        with verified_artifact(f"runs:/{run_id}/{CONTRACT_ARTIFACT}") as path:
+            return path.read_text()
+    except UntrustedModel as err:
+        if "no record" not in err.message:
+            raise
+        log.warning("no data contract for %s: %s", example_uri, err.message)  # train could not infer one
         return None
 
 
@@ -165,8 +172,8 @@ def run(
     )
     estimator_path = mlflow.artifacts.download_artifacts(artifact_uri=joblib_uri)
     estimator = load_verified_estimator(estimator_path, joblib_sha256)
-    example_path = mlflow.artifacts.download_artifacts(artifact_uri=example_uri)
-    frame = pd.read_parquet(example_path)
+    with verified_artifact(example_uri) as example_path:
+        frame = pd.read_parquet(example_path)
     features = frame[feature_columns(estimator, frame, example_uri)]
     model_info = log_dispatch_model(
         estimator_path, joblib_sha256, estimator, features, training_contract(example_uri)

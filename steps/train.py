@@ -7,9 +7,10 @@ Writes, on its MLflow run:
 - ``config.yaml``: the resolved config; params ``data.*`` and ``model.*``;
   tags ``data.digest`` (content hash), ``data.rows`` and ``data.source``;
 - ``data/train.parquet`` and ``data/holdout.parquet``: the exact split, also
-  logged as MLflow dataset inputs (contexts ``training`` and ``testing``);
+  logged as MLflow dataset inputs (contexts ``training`` and ``testing``), and
+  ``data/contract.yaml``, each with its SHA-256 as run tag ``artifact.sha256.<path>``;
 - the fitted estimator as a native ``mlflow.sklearn`` model named ``model`` (a pickle),
-  the digest of its files as its tag ``model.files_sha256`` (``core.integrity``).
+  the digest of its files as uploaded as its tag ``model.files_sha256`` (``core.integrity``).
 
 Outputs (run tags ``pipeline.output.*``): ``model_uri`` (``models:/m-…``),
 ``holdout_uri`` (``runs:/<run>/data/holdout.parquet``).
@@ -31,7 +32,7 @@ from sklearn.base import BaseEstimator
 from core import contract, contracts, data
 from core.config import build_estimator, flatten
 from core.errors import StepError
-from core.integrity import record_files_digest
+from core.integrity import log_artifact_recorded, log_model_recorded
 from pipeline.lineage import MODEL_PACKAGES, pinned_requirements
 from pipeline.process import run_as_process
 from pipeline.step import (
@@ -139,7 +140,7 @@ def log_native_model(estimator, sample: pd.DataFrame):
     notice = _PickleNotice()
     logging.getLogger("mlflow.sklearn").addFilter(notice)
     try:
-        model_info = mlflow.sklearn.log_model(
+        model_info = log_model_recorded(lambda: mlflow.sklearn.log_model(
             estimator,
             name=contracts.LOGGED_MODEL_NAME,
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,
@@ -147,10 +148,9 @@ def log_native_model(estimator, sample: pd.DataFrame):
             input_example=sample.head(3),
             # Pinned here rather than inferred, which would import the model in a subprocess.
             pip_requirements=pinned_requirements(MODEL_PACKAGES),
-        )
+        ))
     finally:
         logging.getLogger("mlflow.sklearn").removeFilter(notice)
-    record_files_digest(model_info.model_id)
     return model_info
 
 
@@ -194,7 +194,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
         ):
             path = Path(tmp) / Path(artifact).name
             frame.to_parquet(path)
-            mlflow.log_artifact(str(path), artifact_path=str(Path(artifact).parent))
+            log_artifact_recorded(path, artifact)
     log_dataset(dataset_input(train, "train", target), "training")
     log_dataset(dataset_input(holdout, "holdout", target), "testing")
     log_contract(train[features])
@@ -213,12 +213,16 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
 def log_contract(features: pd.DataFrame) -> None:
     """Log the training data's contract (``core.contract``) for consumers to check new data
     against. A contract that cannot be inferred is a warning: it reports, it decides nothing."""
-    import mlflow
 
     try:
-        mlflow.log_text(contract.contract_yaml(features), contract.CONTRACT_ARTIFACT)
+        text = contract.contract_yaml(features)
     except Exception as err:  # noqa: BLE001 - pandera cannot describe some dtypes
         log.warning("no data contract logged: %s: %s", type(err).__name__, err)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(contract.CONTRACT_ARTIFACT).name
+        path.write_text(text)
+        log_artifact_recorded(path, contract.CONTRACT_ARTIFACT)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -10,7 +10,7 @@ import sys
 from mlflow import MlflowClient
 
 from core import contracts
-from pipeline.locks import file_lock, lock_path
+from core.locks import file_lock, lock_path
 from tests.support.helpers import log_tail, wait_until
 
 NAME = "iris-classifier"

@@ -10,9 +10,9 @@ from mlflow import MlflowClient
 from core import contracts
 from core.config import compose_config
 from core.gate import GateDecision
-from core.registry import Aliases, apply_decision
+from core.registry import Aliases, apply_change, decision_change
 from ops import promote, rollback
-from pipeline.locks import file_lock, lock_path
+from core.locks import file_lock, lock_path
 
 NAME = "iris-classifier"
 
@@ -36,10 +36,12 @@ def versions(champion):
         assert str(mlflow.register_model(champion["pyfunc_model_uri"], NAME).version) == number
         status = "pending" if number == "4" else "passed"
         client.set_model_version_tag(NAME, number, contracts.VALIDATION_STATUS_TAG, status)
-    apply_decision(client, NAME, "2", GateDecision(False, "accuracy below the champion's", "1"),
-                   {"gate.outcome": "challenger", "gate.reason": "accuracy below the champion's"}, aliases)
-    apply_decision(client, NAME, "3", GateDecision(True, "no gated metric is worse", "1"),
-                   {"gate.outcome": "promoted", "gate.reason": "no gated metric is worse"}, aliases)
+    apply_change(client, NAME, decision_change(
+        "version 2 kept", "2", GateDecision(False, "accuracy below the champion's", "1"),
+        {"gate.outcome": "challenger", "gate.reason": "accuracy below the champion's"}, aliases))
+    apply_change(client, NAME, decision_change(
+        "version 3 promoted", "3", GateDecision(True, "no gated metric is worse", "1"),
+        {"gate.outcome": "promoted", "gate.reason": "no gated metric is worse"}, aliases, challenger="2"))
     assert state()["aliases"] == {"champion": "3", "previous_champion": "1", "challenger": "2"}
 
 

@@ -12,7 +12,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UN
 
 from core import contracts
 from core.errors import StepError
-from pipeline.step import DRIVER_PID_ENV, ParentDied, check_pipeline_alive, run_in_mlflow_run
+from pipeline.step import ParentDied, check_pipeline_alive, process_identity, run_in_mlflow_run
+from pipeline.step_server import DRIVER_ENV
 
 
 def fail_with(error):
@@ -71,18 +72,29 @@ def test_anything_else_keeps_its_traceback_and_is_recorded(error, caplog):
 
 
 def test_a_step_checks_its_pipeline_is_alive_before_it_changes_the_registry(monkeypatch):
-    """The second guard, for a step whose parent-death signal could not be set (not Linux):
-    the driver must still be its parent, and the pipeline's run still RUNNING."""
+    """The guard on every platform: the driver (pid and start time) must be alive, whoever
+    the step's parent is, and the pipeline's run still RUNNING."""
     import os
+    import subprocess
+    import sys
 
     with mlflow.start_run() as pipeline:
         with mlflow.start_run(nested=True):
-            monkeypatch.setenv(DRIVER_PID_ENV, str(os.getppid()))
+            monkeypatch.setenv(DRIVER_ENV, process_identity(os.getppid()))
             check_pipeline_alive()  # alive: nothing raised
-            monkeypatch.setenv(DRIVER_PID_ENV, str(os.getpid()))  # not this process's parent
+            monkeypatch.setenv(DRIVER_ENV, process_identity())  # not the parent, but alive: a forked step's case
+            check_pipeline_alive()
+            ended = subprocess.Popen([sys.executable, "-c", "pass"])
+            gone = process_identity(ended.pid)
+            ended.wait()
+            monkeypatch.setenv(DRIVER_ENV, gone)
             with pytest.raises(ParentDied, match=r"driver \(pid \d+\) has ended; this step was orphaned"):
                 check_pipeline_alive()
-            monkeypatch.setenv(DRIVER_PID_ENV, str(os.getppid()))
+            pid, _, started = process_identity().partition("@")  # same pid, another start: a reused pid
+            monkeypatch.setenv(DRIVER_ENV, f"{pid}@{float(started) - 5:.3f}")
+            with pytest.raises(ParentDied, match="has ended"):
+                check_pipeline_alive()
+            monkeypatch.setenv(DRIVER_ENV, process_identity(os.getppid()))
             MlflowClient().set_terminated(pipeline.info.run_id, "FAILED")
             with pytest.raises(ParentDied, match=f"run {pipeline.info.run_id} is FAILED, no longer RUNNING"):
                 check_pipeline_alive()

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from core import contracts
-from pipeline.locks import file_lock
+from core.locks import file_lock
 
 NAME = "champion-store"
 OUTPUTS = "outputs.json"

@@ -311,9 +311,9 @@ def test_the_driver_hands_its_config_down_only_while_it_starts_a_step_and_not_a_
     monkeypatch.delenv(HANDED_DOWN_ENV, raising=False)
     overrides = ["model.C=4"]
     with step.handed_to_step(compose_config(overrides), overrides):
-        assert os.environ[step.DRIVER_PID_ENV] == str(os.getpid())
+        assert os.environ[step.DRIVER_ENV] == step.process_identity()
         assert config_for(overrides).model.C == 4
-    assert HANDED_DOWN_ENV not in os.environ and step.DRIVER_PID_ENV not in os.environ
+    assert HANDED_DOWN_ENV not in os.environ and step.DRIVER_ENV not in os.environ
     # Over the limit (a table of thousands of listed features): the step composes it itself.
     monkeypatch.setattr(step, "HAND_DOWN_LIMIT", 100)
     with step.handed_to_step(compose_config(overrides), overrides):

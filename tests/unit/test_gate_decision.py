@@ -145,8 +145,9 @@ def test_judge_refuses_a_version_offering_fewer_methods_unless_allowed():
 
 def test_decision_tags_record_outcome_reason_and_both_versions_metrics():
     decision, _ = judged()
-    tags = gate.decision_tags(decision, {"accuracy": 0.96})
+    tags = gate.decision_tags(decision, {"accuracy": 0.96}, "run-1")
     assert tags["gate.outcome"] == "promoted" and tags["gate.champion_version"] == "1"
+    assert tags[gate.GATE_RUN_TAG] == "run-1"
     assert json.loads(tags["gate.champion_metrics"]) == CHAMPION
     assert json.loads(tags["gate.thresholds"])["accuracy"]["threshold"] == 0.95
     assert gate.describe_bounds(decision) == "accuracy >= 0.95; log_loss <= 0.25"

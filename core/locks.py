@@ -2,8 +2,10 @@
 
 - ``pipeline``: held by ``ops.retrain`` for a whole run, so two scheduled runs
   never both train and promote;
-- ``gate``: held by ``evaluate`` while it reads the champion, compares and moves
-  aliases, so concurrent pipelines decide one after another.
+- ``gate``: held by ``evaluate``, ``ops.rollback`` and ``ops.promote`` while they read
+  the champion and move aliases, so that decisions are made one after another; under
+  it, a change of the registry that a killed process left half made is undone first
+  (:func:`settle`, ``core.registry.recover``).
 
 Locks sit beside an SQLite database, or in ``$PIPELINE_LOCK_DIR`` (default
 ``.locks/`` in the project) for a tracking server. A file lock holds among the
@@ -21,7 +23,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.contracts import PROJECT_DIR, sqlite_path
+from core.contracts import PROJECT_DIR, sqlite_path, tracking_uri
+
+# Seconds to wait for the gate lock: a decision holds it for a second or two.
+GATE_LOCK_WAIT = 60.0
 
 
 class LockBusy(RuntimeError):
@@ -71,3 +76,19 @@ def file_lock(path: Path, wait: float) -> Iterator[None]:
         finally:
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def gate_lock(wait: float = GATE_LOCK_WAIT):
+    """The lock held while the champion is read and aliases move (``evaluate``,
+    ``ops.rollback``, ``ops.promote``), for the current tracking store."""
+    return file_lock(lock_path(tracking_uri(), "gate"), wait=wait)
+
+
+def settle(client, name: str, wait: float = GATE_LOCK_WAIT) -> str | None:
+    """Undo a change of registered model ``name`` that a killed process left half made
+    (``core.registry.recover``), under the gate lock; one line saying what was undone, or
+    None. ``LockBusy`` when a decision holds the lock all of ``wait``: it is then alive."""
+    from core.registry import recover
+
+    with gate_lock(wait):
+        return recover(client, name)

@@ -1,0 +1,196 @@
+"""A change of several registry writes (a gate decision, a rollback, a promotion) is one
+unit: killed with SIGKILL at any alias write, it leaves its intent, every reader sees the
+aliases as they were before, and the next command that takes the gate lock undoes it and
+says so; stopped by an exception, it undoes itself. Never an alias moved onto the version
+it already names, never ``rolled_back`` on the live champion."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from core import contracts
+from core.config import compose_config
+from core.gate import GateDecision
+from core.registry import (
+    INTENT_TAG,
+    UNDONE_TAG,
+    Aliases,
+    Change,
+    alias_target,
+    apply_change,
+    decision_change,
+    recover,
+)
+from ops import promote, rollback
+
+NAME = "iris-classifier"
+
+# Runs module argv[2:] as `python -m` would, killing itself with SIGKILL (no handler, no
+# cleanup) just before its argv[1]-th alias write, or before it removes the change's
+# intent when argv[1] is "clear".
+KILLED_AT = """
+import os, runpy, signal, sys
+from mlflow import MlflowClient
+at, calls = sys.argv[1], [0]
+def killing(real, counted):
+    def write(self, *args, **kwargs):
+        if counted(args):
+            calls[0] += 1
+            if at == "clear" or calls[0] == int(at):
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, *args, **kwargs)
+    return write
+if at == "clear":
+    MlflowClient.delete_registered_model_tag = killing(MlflowClient.delete_registered_model_tag, lambda a: True)
+else:
+    MlflowClient.set_registered_model_alias = killing(MlflowClient.set_registered_model_alias, lambda a: True)
+    MlflowClient.delete_registered_model_alias = killing(MlflowClient.delete_registered_model_alias, lambda a: True)
+sys.argv = sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def killed(project_env, tmp_path, at: str, *command: str) -> None:
+    result = subprocess.run([sys.executable, "-c", KILLED_AT, at, *command], cwd=tmp_path, timeout=300,
+                            env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
+                            capture_output=True, text=True)
+    assert result.returncode == -9, f"not killed at {at}: {result.returncode}\n{result.stderr[-3000:]}"
+
+
+def raw_aliases() -> dict[str, str]:
+    return {alias: str(v) for alias, v in MlflowClient().get_registered_model(NAME).aliases.items()}
+
+
+def view() -> dict[str, str | None]:
+    """The aliases as every reader here sees them (core.registry.alias_target)."""
+    client = MlflowClient()
+    return {alias: alias_target(client, NAME, alias) for alias in ("champion", "previous_champion", "challenger")}
+
+
+def tags(version: str) -> dict[str, str]:
+    return dict(MlflowClient().get_model_version(NAME, version).tags)
+
+
+def sound() -> None:
+    """What holds after any command: no change pending, champion and previous champion two
+    versions, the champion not marked rolled back."""
+    model = MlflowClient().get_registered_model(NAME)
+    assert INTENT_TAG not in model.tags
+    aliases = raw_aliases()
+    assert aliases.get("champion") != aliases.get("previous_champion"), aliases
+    assert tags(aliases["champion"]).get("gate.outcome") != "rolled_back", aliases
+
+
+@pytest.fixture
+def versions(champion):
+    """Version 3 promoted over version 1 (previous_champion), version 2 kept as challenger."""
+    client, aliases = MlflowClient(), Aliases.of(compose_config([]))
+    for number in ("2", "3"):
+        assert str(mlflow.register_model(champion["pyfunc_model_uri"], NAME).version) == number
+        client.set_model_version_tag(NAME, number, contracts.VALIDATION_STATUS_TAG, "passed")
+    apply_change(client, NAME, decision_change("v2 kept", "2", GateDecision(False, "worse", "1"),
+                                               {"gate.outcome": "challenger"}, aliases))
+    apply_change(client, NAME, decision_change("v3 promoted", "3", GateDecision(True, "better", "1"),
+                                               {"gate.outcome": "promoted"}, aliases, challenger="2"))
+    assert raw_aliases() == {"champion": "3", "previous_champion": "1", "challenger": "2"}
+    return aliases
+
+
+def test_a_change_stopped_by_an_exception_undoes_itself(versions):
+    client, before = MlflowClient(), raw_aliases()
+    checks = []
+
+    def alive():
+        checks.append(raw_aliases())
+        if len(checks) == 3:  # before the intent, before the first alias write, before the second
+            raise RuntimeError("the pipeline ended")
+
+    change = Change("test", tags={"2": {"gate.outcome": "promoted", "gate.reason": "r"}},
+                    descriptions={"2": "**promoted**"}, aliases={"previous_champion": "3", "champion": "2"})
+    with pytest.raises(RuntimeError, match="the pipeline ended"):
+        apply_change(client, NAME, change, alive=alive)
+    assert checks[2] == {**before, "previous_champion": "3"}  # the first alias had moved
+    assert raw_aliases() == before
+    assert tags("2")["gate.outcome"] == "challenger" and "gate.reason" not in tags("2")
+    assert client.get_model_version(NAME, "2").description == ""
+    assert "stopped while it was made (RuntimeError: the pipeline ended)" in tags("2")[UNDONE_TAG]
+    sound()
+
+
+def test_an_alias_already_naming_its_version_is_not_written_again(versions, monkeypatch):
+    writes = []
+    real = MlflowClient.set_registered_model_alias
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias",
+                        lambda self, *args: writes.append(args) or real(self, *args))
+    apply_change(MlflowClient(), NAME, Change("again", aliases={"champion": "3", "previous_champion": "1"}))
+    assert writes == []
+
+
+@pytest.mark.parametrize("at", ["1", "2", "clear"])
+def test_a_rollback_killed_at_any_write_is_seen_whole_and_undone_by_the_next_command(at, versions, project_env,
+                                                                                     tmp_path, capsys):
+    before = {v: tags(v) for v in ("1", "3")}
+    killed(project_env, tmp_path, at, "ops.rollback")
+    assert INTENT_TAG in MlflowClient().get_registered_model(NAME).tags
+    assert view() == {"champion": "3", "previous_champion": "1", "challenger": "2"}  # readers: as before
+    assert recover(MlflowClient(), NAME).startswith(f"{NAME}: undid an interrupted change (ops.rollback by ")
+    assert raw_aliases() == {"champion": "3", "previous_champion": "1", "challenger": "2"}
+    assert {v: {k: x for k, x in tags(v).items() if k != UNDONE_TAG} for v in ("1", "3")} == before
+    sound()
+    rollback.main([])  # and a rollback then does what it says
+    assert capsys.readouterr().out.strip() == f"{NAME}: champion moved from version 3 back to version 1"
+    assert raw_aliases() == {"champion": "1", "previous_champion": "3", "challenger": "2"}
+    sound()
+
+
+@pytest.mark.parametrize("order", [("rollback", "promote"), ("promote", "rollback")])
+@pytest.mark.parametrize("at", ["1", "2"])
+def test_after_a_killed_promotion_the_next_commands_in_either_order_undo_it_first(at, order, versions,
+                                                                                 project_env, tmp_path, capsys):
+    killed(project_env, tmp_path, at, "ops.promote", "2", "--reason", "a test")
+    assert view() == {"champion": "3", "previous_champion": "1", "challenger": "2"}
+    commands = {"rollback": lambda: rollback.main([]), "promote": lambda: promote.main(["2", "--reason", "again"])}
+    first, second = order
+    commands[first]()
+    assert f"undid an interrupted change (ops.promote by " in capsys.readouterr().err
+    sound()
+    commands[second]()
+    assert "undid" not in capsys.readouterr().err
+    sound()
+    expected = ({"champion": "2", "previous_champion": "1"} if order == ("rollback", "promote")
+                else {"champion": "3", "previous_champion": "2"})
+    assert {k: v for k, v in raw_aliases().items() if k != "challenger"} == expected
+
+
+def test_a_rollback_refuses_when_both_aliases_name_one_version(versions, capsys):
+    MlflowClient().set_registered_model_alias(NAME, "previous_champion", "3")  # torn by hand
+    with pytest.raises(SystemExit) as exit_info:
+        rollback.main([])
+    assert exit_info.value.code == 1
+    assert "both name version 3; nothing to roll back to" in capsys.readouterr().err
+    assert tags("3")["gate.outcome"] == "promoted"  # the live champion is never tagged rolled_back
+
+
+@pytest.mark.parametrize("at", ["1", "2"])
+def test_a_gate_decision_killed_between_its_alias_writes_is_undone_and_never_torn(at, champion, project_env,
+                                                                                  tmp_path):
+    """The evaluate step itself, killed at the first and at the second alias write of a
+    promotion; the next evaluate of the version undoes it, then decides again whole."""
+    version = str(mlflow.register_model(champion["pyfunc_model_uri"], NAME).version)
+    evaluate = ["steps.evaluate", "--model-uri", f"models:/{NAME}/{version}",
+                "--reference-model-uri", champion["model_uri"], "--holdout-uri", champion["holdout_uri"]]
+    killed(project_env, tmp_path, at, *evaluate)
+    assert view()["champion"] == "1" and view()["previous_champion"] is None
+    assert tags(version).get("gate.outcome") == "promoted"  # recorded before any alias moved
+    again = subprocess.run([sys.executable, "-m", *evaluate], cwd=tmp_path, timeout=300, capture_output=True,
+                           text=True, env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "undid an interrupted change (evaluate run " in again.stderr
+    assert raw_aliases() == {"champion": version, "previous_champion": "1"}
+    assert UNDONE_TAG in tags(version) and tags(version)["gate.outcome"] == "promoted"
+    sound()

@@ -116,3 +116,58 @@ def test_moving_the_artifact_store_keeps_the_record_valid(tmp_path):
     assert integrity.directory_digest(model_dir) == before
     (model_dir / "MLmodel").write_text(yaml.safe_dump({"artifact_path": "file:///c/d", "flavors": {"x": 1}}))
     assert integrity.directory_digest(model_dir) != before
+
+
+def test_a_model_file_changed_right_after_its_upload_fails_packaging_and_registers_nothing(champion, cfg,
+                                                                                           monkeypatch):
+    """The record is the digest of what was uploaded, not of what the store holds afterwards:
+    a writer of the artifact store who changes the model's code the moment MLflow has copied
+    it gets a failed step, not a change recorded as genuine."""
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    from steps import package_pyfunc
+
+    upload = LocalArtifactRepository.log_artifacts
+
+    def log_artifacts(self, local_dir, artifact_path=None):
+        upload(self, local_dir, artifact_path)
+        for code in Path(self.artifact_dir, artifact_path or "").glob("*.py"):  # right after the copy
+            code.write_text(code.read_text() + "\nimport os  # changed after the upload\n")
+
+    monkeypatch.setattr(LocalArtifactRepository, "log_artifacts", log_artifacts)
+    before = MlflowClient().search_model_versions(f"name = '{NAME}'")
+    with mlflow.start_run(), pytest.raises(integrity.UntrustedModel, match="differ from those uploaded"):
+        package_pyfunc.run(champion["joblib_uri"], champion["joblib_sha256"], champion["holdout_uri"], cfg)
+    assert len(MlflowClient().search_model_versions(f"name = '{NAME}'")) == len(before)
+
+
+def test_the_digest_recorded_is_that_of_the_files_uploaded(champion, cfg):
+    from steps import package_pyfunc
+
+    with mlflow.start_run():
+        outputs = package_pyfunc.run(champion["joblib_uri"], champion["joblib_sha256"], champion["holdout_uri"], cfg)
+    model_id = outputs["pyfunc_model_uri"].removeprefix("models:/")
+    recorded = MlflowClient().get_logged_model(model_id).tags[integrity.FILES_DIGEST_TAG]
+    assert recorded == integrity.stored_digest(model_id)
+    integrity.load_verified(outputs["registered_model_uri"])
+
+
+@pytest.mark.parametrize("artifact", ["data/holdout.parquet", "data/contract.yaml"])
+def test_data_a_step_hands_on_is_read_only_as_it_was_logged(artifact, champion, cfg):
+    """train records the SHA-256 of the holdout and the contract; package_pyfunc and evaluate
+    refuse a copy that differs (here: a row appended to the stored holdout's bytes)."""
+    from steps import evaluate, package_pyfunc
+
+    train_run = champion["holdout_uri"].removeprefix("runs:/").split("/")[0]
+    stored = Path(MlflowClient().get_run(train_run).info.artifact_uri.removeprefix("file://")) / artifact
+    stored.write_bytes(stored.read_bytes() + b"\n")
+    uri = f"runs:/{train_run}/{artifact}"
+    with pytest.raises(integrity.UntrustedModel, match=f"refusing to read {uri}: the file in the artifact store "
+                                                       "differs from the one logged"):
+        with integrity.verified_artifact(uri):
+            pass
+    run = (lambda: package_pyfunc.run(champion["joblib_uri"], champion["joblib_sha256"], champion["holdout_uri"],
+                                      cfg)) if artifact.endswith(".yaml") else (lambda: evaluate.run(
+        f"models:/{NAME}/{champion['registered_model_version']}", champion["model_uri"], champion["holdout_uri"], cfg))
+    with mlflow.start_run(), pytest.raises(integrity.UntrustedModel, match="refusing to read"):
+        run()

@@ -94,10 +94,11 @@ def locked(lock: Path) -> dict[str, list[Locked]]:
     return entries
 
 
-def lock_sha256(lock: Path = RUNTIME_LOCK) -> str:
-    """SHA-256 of the lock's bytes; ``"missing"`` when there is no lock file."""
+def lock_sha256(lock: Path | None = None) -> str:
+    """SHA-256 of the lock's bytes (``requirements.lock`` unless given); ``"missing"`` when
+    there is no lock file."""
     try:
-        return hashlib.sha256(lock.read_bytes()).hexdigest()
+        return hashlib.sha256((lock or RUNTIME_LOCK).read_bytes()).hexdigest()
     except FileNotFoundError:
         return "missing"
 

@@ -16,7 +16,8 @@ SHA-256 of ``requirements.lock`` (:func:`lock_sha256`) is part of every step's c
 and of each registered version's lineage.
 
 Standard library only: ``python -m core.dependencies check`` runs before anything is
-installed, and ``python -m core.dependencies conda`` prints the generated ``conda.yaml``.
+installed, ``python -m core.dependencies conda`` prints the generated ``conda.yaml``, and
+``python -m core.dependencies pins LOCK`` the lock's pins without hashes (``make lock-check``).
 """
 
 from __future__ import annotations
@@ -103,12 +104,17 @@ def lock_sha256(lock: Path | None = None) -> str:
         return "missing"
 
 
+def pins(lock: Path) -> list[str]:
+    """Every entry of ``lock`` as ``name==version`` with its marker, without hashes."""
+    return [
+        f"{name}=={entry.version}" + (f" ; {entry.marker}" if entry.marker else "")
+        for name, entries in sorted(locked(lock).items())
+        for entry in entries
+    ]
+
+
 def conda_env(lock: Path = RUNTIME_LOCK) -> str:
     """``conda.yaml`` as ``make lock`` writes it: Python and every runtime pin of ``lock``."""
-    pins = []
-    for name, entries in sorted(locked(lock).items()):
-        for entry in entries:
-            pins.append(f"{name}=={entry.version}" + (f" ; {entry.marker}" if entry.marker else ""))
     lines = [
         "# Written by `make lock` from requirements.lock (core/dependencies.py); do not edit.",
         "# Environment for `mlflow run .` with the conda, uv or virtualenv env manager: every",
@@ -121,7 +127,7 @@ def conda_env(lock: Path = RUNTIME_LOCK) -> str:
         f"  - python={CONDA_PYTHON}",
         "  - pip",
         "  - pip:",
-        *(f'      - "{pin}"' for pin in pins),
+        *(f'      - "{pin}"' for pin in pins(lock)),
     ]
     return "\n".join(lines) + "\n"
 
@@ -189,7 +195,10 @@ def main(argv: list[str]) -> int:
     if command == "conda":
         sys.stdout.write(conda_env())
         return 0
-    print("usage: python -m core.dependencies check|conda", file=sys.stderr)
+    if command == "pins" and len(argv) == 2:
+        sys.stdout.write("".join(f"{pin}\n" for pin in pins(Path(argv[1]))))
+        return 0
+    print("usage: python -m core.dependencies check | conda | pins LOCK", file=sys.stderr)
     return 2
 
 

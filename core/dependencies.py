@@ -3,8 +3,9 @@
 - ``pyproject.toml``: ``[project] dependencies`` (what the pipeline, the model and the
   server need) and ``[dependency-groups] dev`` (the test and lint tools), each pinned ``==``.
 - ``requirements.lock``: every distribution the runtime declarations pull in, pinned, with
-  the hashes of its files, for Linux, macOS and Windows on Python 3.11 and later
-  (``uv pip compile --universal``). ``make run`` installs exactly this.
+  the hashes of its files, for every platform from Python 3.11 on (``uv pip compile
+  --universal``: markers where a platform needs something else). ``make run`` installs
+  exactly this.
 - ``requirements-dev.lock``: the same for runtime and dev together, resolved with the
   runtime lock as constraints, so that the tests run the versions ``make run`` installs.
 - ``conda.yaml``: written from ``requirements.lock`` (:func:`conda_env`), for ``mlflow run``

@@ -1,8 +1,11 @@
 # `make run` and `make test` work from a fresh clone: they create .venv and install
-# the pinned dependencies once with uv (faster than pip; it reads UV_* settings,
-# not pip.conf or PIP_*, and takes every package from PyPI): `make run`
-# what the pipeline needs (requirements.txt), `make test` the test tools as well
-# (requirements-dev.txt: pytest, pyspark, psycopg, ...), then run.
+# into it exactly what a lock names, every file checked against its hash, with uv
+# (pinned below; it reads UV_* settings, not pip.conf or PIP_*, and takes every package
+# from PyPI): `make run` requirements.lock, `make test` requirements-dev.lock (the
+# runtime plus pytest, pyspark, psycopg, ruff, ...). Packages not in the lock are
+# removed (uv pip sync), except pip, setuptools and uv itself.
+# The dependencies are declared once, in pyproject.toml; `make lock` writes the locks
+# and conda.yaml from it, `make lock-check` fails when they disagree.
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
@@ -13,7 +16,14 @@ TEST_STAMP := $(VENV)/.installed-dev
 # only what runs is compiled, once. PYTHONDONTWRITEBYTECODE, set on some machines, would
 # make every process compile every import again (~40% more CPU).
 export PYTHONDONTWRITEBYTECODE :=
-UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python
+UV_SYNC := $(BIN)/uv pip sync --quiet --require-hashes --python $(BIN)/python
+# Locks for Linux, macOS and Windows, Python 3.11 and later; versions already in a lock
+# are kept unless LOCK_ARGS says otherwise (e.g. LOCK_ARGS=--upgrade, or
+# LOCK_ARGS="--upgrade-package mlflow"). The dev lock is resolved within the runtime
+# lock, so that the tests run the versions `make run` installs.
+LOCK_ARGS ?=
+UV_COMPILE := $(BIN)/uv pip compile --quiet pyproject.toml --universal --python-version 3.11 \
+  --generate-hashes --custom-compile-command "make lock" $(LOCK_ARGS)
 
 # Steps started by `mlflow run` call `python` and `mlflow` from PATH: use the venv's.
 export PATH := $(BIN):$(PATH)
@@ -34,7 +44,7 @@ PORT ?=
 POLL ?=
 WORKERS ?=
 
-.PHONY: setup run retrain rollback promote reproduce batch serve score bench bench-big test test-fast test-stress ui clean
+.PHONY: setup lock lock-check run retrain rollback promote reproduce batch serve score bench bench-big test test-fast test-stress ui clean
 
 setup: $(STAMP)
 
@@ -42,13 +52,38 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-$(STAMP): requirements.txt | $(BIN)/uv
-	$(UV_INSTALL) -r requirements.txt
+# The offline check first: a lock that no longer matches pyproject.toml is not installed.
+$(STAMP): requirements.lock pyproject.toml | $(BIN)/uv
+	$(BIN)/python -m core.dependencies check
+	$(UV_SYNC) requirements.lock
 	touch $@
 
-$(TEST_STAMP): requirements.txt requirements-dev.txt | $(BIN)/uv
-	$(UV_INSTALL) -r requirements-dev.txt
+$(TEST_STAMP): requirements.lock requirements-dev.lock pyproject.toml | $(BIN)/uv
+	$(BIN)/python -m core.dependencies check
+	$(UV_SYNC) requirements-dev.lock
 	touch $(STAMP) $@
+
+# Resolves from PyPI: the runtime lock, the dev lock within it, then conda.yaml from the runtime lock.
+lock: | $(BIN)/uv
+	$(UV_COMPILE) -o requirements.lock
+	$(UV_COMPILE) --group dev -c requirements.lock -o requirements-dev.lock
+	$(BIN)/python -m core.dependencies conda > conda.yaml.tmp && mv conda.yaml.tmp conda.yaml
+
+# The offline comparison (also a unit test), then the locks resolved again from PyPI in a
+# temporary folder, within the committed locks' versions (without their hashes, which uv
+# would otherwise copy): any difference in what is pinned, or in a hash, fails.
+lock-check: | $(BIN)/uv
+	$(BIN)/python -m core.dependencies check
+	@tmp="$$(mktemp -d)" && trap 'rm -rf "$$tmp"' EXIT && cp pyproject.toml "$$tmp" && \
+	$(BIN)/python -m core.dependencies pins requirements.lock > "$$tmp/runtime.pins" && \
+	$(BIN)/python -m core.dependencies pins requirements-dev.lock > "$$tmp/dev.pins" && \
+	(cd "$$tmp" && $(UV_COMPILE) -c runtime.pins -o requirements.lock && \
+	  $(UV_COMPILE) --group dev -c dev.pins -o requirements-dev.lock) && \
+	for lock in requirements.lock requirements-dev.lock; do \
+	  grep -v '^ *#' "$$lock" > "$$tmp/$$lock.committed"; grep -v '^ *#' "$$tmp/$$lock" > "$$tmp/$$lock.resolved"; \
+	  diff -u "$$tmp/$$lock.committed" "$$tmp/$$lock.resolved" || \
+	    { echo "$$lock is not what pyproject.toml resolves to (its versions kept): run make lock"; exit 1; }; \
+	done; echo "lock-check: the locks are what pyproject.toml resolves to"
 
 # The store is checked first (`mlflow run` alone retries a server that is down for minutes),
 # and the experiment the config names (experiment.name) created: `mlflow run` puts the runs there.

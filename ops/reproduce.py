@@ -9,7 +9,10 @@ split; its recorded data digest must match the version's) and the git commit.
 Builds the estimator from the recorded config, fits it again on the logged
 training split, and compares ``predict``, ``predict_proba`` and ``predict_log_proba``
 on the holdout with the registered version's: they must be identical.
-Warns when the current checkout differs from the recorded commit.
+Warns when the current checkout differs from the recorded commit, and says which
+dependency lock built the version (the SHA-256 of ``requirements.lock`` recorded on
+the version, or on its train run) against the checkout's: a refit under another lock
+may install other versions of any package and so predict differently.
 Exits 0 when identical, 1 when not or when the lineage is incomplete.
 """
 
@@ -26,9 +29,11 @@ from omegaconf import OmegaConf
 
 from core import contracts
 from core.config import build_estimator, compose_config, describe_error, split_overrides
+from core.dependencies import RUNTIME_LOCK, lock_sha256
 from core.integrity import load_verified, verified_artifact
 from model.dispatch_model import PREDICT_METHOD_PARAM, PREDICT_METHODS
-from pipeline.lineage import git_state
+from pipeline.cache import COMPONENT_TAG_PREFIX
+from pipeline.lineage import LOCK_TAG, git_state
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,36 @@ def reproduce(name: str, model_version: str) -> dict[str, bool]:
     return results
 
 
+def lock_statement(name: str, model_version: str) -> str:
+    """Which ``requirements.lock`` built the version, against the checkout's (:func:`describe_lock`).
+
+    The lock's SHA-256 is read from the version's lineage tag, else from its train run's
+    cache record (``pipeline.cache.lock``)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    tags = MlflowClient().get_model_version(name, model_version).tags
+    recorded = tags.get(LOCK_TAG)
+    if not recorded and tags.get("lineage.train_run_id"):
+        recorded = mlflow.get_run(tags["lineage.train_run_id"]).data.tags.get(COMPONENT_TAG_PREFIX + "lock")
+    return describe_lock(model_version, recorded, tags.get("lineage.git_commit"), lock_sha256())
+
+
+def describe_lock(model_version: str, recorded: str | None, commit: str | None, current: str) -> str:
+    """One line naming the lock that built ``model_version`` and how it compares with the
+    checkout's (``current``: :func:`core.dependencies.lock_sha256`)."""
+    lock = RUNTIME_LOCK.name
+    if not recorded:
+        return f"lock: version {model_version} records no {lock} digest; the checkout's {lock} is sha256 {current}"
+    if recorded == current:
+        return f"lock: version {model_version} was built with {lock} sha256 {recorded}, the checkout's"
+    source = f" (git show {commit}:{lock})" if commit and commit != "unknown" else ""
+    return (
+        f"lock: version {model_version} was built with {lock} sha256 {recorded}{source}; the checkout's "
+        f"{lock} is sha256 {current}: packages installed from it may differ from those that built it"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -100,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
+        print(lock_statement(name, args.version))
         results = reproduce(name, args.version)
     except (ReproductionError, MlflowException) as err:
         print(f"reproduce: {getattr(err, 'message', err)}", file=sys.stderr)

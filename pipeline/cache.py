@@ -10,7 +10,9 @@ A step's key is the SHA-256 of its components:
   point's definition in ``MLproject``;
 - ``inputs``: the keys of the upstream steps whose outputs it consumes;
 - ``data``: the data digest (``train`` only);
-- ``packages``: the versions of the packages the pipeline depends on.
+- ``packages``: the installed versions of the packages the pipeline depends on;
+- ``lock``: the SHA-256 of ``requirements.lock`` (itself, not digested again): a
+  changed lock misses every step, even where the packages above kept their versions.
 
 After a step run finishes, ``main`` tags it with the key (``pipeline.cache_key``)
 and each component digest (``pipeline.cache.<component>``). A later step with
@@ -70,8 +72,10 @@ def step_key(
     upstream_keys: Mapping[str, str],
     packages: Mapping[str, str],
     data_digest: str | None = None,
+    lock: str = "",
 ) -> StepKey:
-    """The cache key of ``step`` for these parameters, config, code, inputs and packages."""
+    """The cache key of ``step`` for these parameters, config, code, inputs, packages and
+    dependency lock (``lock``: its SHA-256, :func:`core.dependencies.lock_sha256`)."""
     config = {
         section: OmegaConf.to_container(OmegaConf.select(cfg, section), resolve=True)
         if OmegaConf.is_config(OmegaConf.select(cfg, section))
@@ -96,6 +100,7 @@ def step_key(
         ),
         "inputs": json_digest({name: upstream_keys[name] for name in graph.upstream(step)}),
         "packages": json_digest(dict(packages)),
+        "lock": lock,
     }
     if step == "train":
         components["data"] = data_digest or ""

@@ -1,5 +1,5 @@
-"""Facts about the code and environment a run used: git state and package
-versions. The step cache keys on them; registered versions carry them."""
+"""Facts about the code and environment a run used: git state, the dependency lock's
+digest and package versions. The step cache keys on them; registered versions carry them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from core.contracts import PROJECT_DIR
+
+# The SHA-256 of requirements.lock, on pipeline runs, step runs and registered versions.
+LOCK_TAG = "lineage.lock_sha256"
 
 # Packages whose version changes what a step produces.
 PIPELINE_PACKAGES = (
@@ -25,7 +28,8 @@ PIPELINE_PACKAGES = (
 
 
 # What a logged model needs at load time; pinned (pinned_requirements) so that
-# `mlflow models serve --env-manager uv` rebuilds the same environment.
+# `mlflow models serve --env-manager uv` rebuilds the same environment. Each is declared
+# in pyproject.toml; in an environment from `make setup` the versions are the lock's.
 MODEL_PACKAGES = ("mlflow", "scikit-learn", "joblib", "numpy", "pandas", "scipy")
 
 
@@ -41,7 +45,8 @@ def package_versions(packages: Iterable[str] = PIPELINE_PACKAGES) -> dict[str, s
 
 
 def pinned_requirements(packages: Iterable[str]) -> list[str]:
-    """``name==version`` for each package as installed here, for a model's requirements."""
+    """``name==version`` for each package as installed here, for a model's requirements
+    (what the model was built with; tests/unit/test_dependencies.py checks they are the lock's)."""
     return [f"{package}=={version}" for package, version in package_versions(packages).items()]
 
 
@@ -61,3 +66,4 @@ def git_state(root: Path = PROJECT_DIR) -> tuple[str, bool]:
     except (OSError, subprocess.CalledProcessError):
         return "unknown", True
     return commit, bool(status.strip())
+

@@ -41,7 +41,7 @@ from core import contracts
 from core.config import multirun_flag
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from pipeline import cache, record, unchanged
-from pipeline.lineage import git_state
+from pipeline.lineage import LOCK_TAG, git_state
 from pipeline.process import loading, run_as_process
 from pipeline.run import PipelineContext, run_pipeline
 from pipeline.step import die_with_parent, log_config, parse_step_args, step_parser
@@ -108,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             {
                 "lineage.git_commit": commit,
                 "lineage.git_dirty": str(dirty).lower(),
+                LOCK_TAG: ctx.lock_sha256,
                 contracts.DATA_DIGEST_TAG: digest,
                 **record.start_tags(cfg, name, trigger),
             }

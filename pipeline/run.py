@@ -17,10 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from core import contracts
 from core.config import build_estimator
+from core.dependencies import lock_sha256
 from core.gate import GATE_RUN_TAG
 from core.registry import alias_version, parse_registered_uri
 from pipeline import cache, graph
-from pipeline.lineage import git_state, package_versions
+from pipeline.lineage import LOCK_TAG, git_state, package_versions
 from pipeline.step import handed_to_step, read_outputs
 from pipeline.step_server import StepServer
 from pipeline.summary import PipelineSummary, StepResult, step_run_name
@@ -47,6 +48,7 @@ class PipelineContext:
     env_manager: str
     data_digest: str
     packages: Mapping[str, str]
+    lock_sha256: str  # of requirements.lock (pipeline.lineage)
 
     @classmethod
     def create(cls, cfg: DictConfig, overrides: Sequence[str], force: frozenset[str], env_run,
@@ -59,7 +61,7 @@ class PipelineContext:
         return cls(
             cfg=cfg, overrides=list(overrides), force=force, env_manager=env_manager_of(env_run),
             data_digest=data_digest if data_digest is not None else compute_digest(cfg.data),
-            packages=package_versions(),
+            packages=package_versions(), lock_sha256=lock_sha256(),
         )
 
 
@@ -89,7 +91,8 @@ def _run_steps(ctx: PipelineContext, summary: PipelineSummary, cached_only_in: s
     for step in graph.NAMES:
         params = graph.params_for(step, outputs)
         key = cache.step_key(
-            step, params, ctx.cfg, keys, ctx.packages, ctx.data_digest if step == "train" else None
+            step, params, ctx.cfg, keys, ctx.packages, ctx.data_digest if step == "train" else None,
+            lock=ctx.lock_sha256,
         )
         found = cache.lookup(
             key, experiment_id, forced=step in ctx.force,
@@ -284,6 +287,7 @@ def tag_lineage(model_uri: str, ctx: PipelineContext, summary: PipelineSummary) 
         "lineage.config": OmegaConf.to_yaml(ctx.cfg, resolve=True),
         "lineage.pipeline_run_id": summary.run_id,
         "lineage.packages": json.dumps(dict(ctx.packages), sort_keys=True),
+        LOCK_TAG: ctx.lock_sha256,
         **runs,
     }
     _tag_version(model_uri, tags)

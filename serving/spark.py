@@ -17,8 +17,8 @@ Each prediction column carries, as Spark column metadata, the model that compute
 ``scored.schema["prediction"].metadata["model_version"]``. Spark keeps column
 metadata in the Parquet files it writes and reads it back.
 
-Needs ``pyspark`` and Java (not installed by ``requirements.txt``; see
-``requirements-dev.txt``).
+Needs ``pyspark`` and Java (not in ``requirements.lock``; in
+``requirements-dev.lock``).
 """
 
 from __future__ import annotations

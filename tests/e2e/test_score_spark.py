@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from serving import spark as score_spark
 from tests.support.factories import FEATURES, package, rows
 
-pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (requirements-dev.txt)")
+pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (requirements-dev.lock)")
 # One worker runs this module: its tests share one Spark session.
 pytestmark = [pytest.mark.xdist_group("spark")]
 

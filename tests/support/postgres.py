@@ -30,7 +30,7 @@ def unavailable() -> str | None:
     try:
         import psycopg
     except ImportError:
-        return "psycopg is not installed (requirements-dev.txt)"
+        return "psycopg is not installed (requirements-dev.lock)"
     try:
         psycopg.connect(f"{ADMIN_DSN} connect_timeout=5").close()
     except psycopg.OperationalError as err:

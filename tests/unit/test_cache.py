@@ -13,12 +13,14 @@ from pipeline import cache, graph
 from pipeline.step import read_outputs, record_outputs
 
 PACKAGES = {"mlflow": "3.17.2", "scikit-learn": "1.9.1"}
+LOCK = "a" * 64  # the SHA-256 of requirements.lock
 UPSTREAM = {"train": "t" * 64, "serialize": "s" * 64, "package_pyfunc": "p" * 64}
 
 
-def key(step, cfg=None, params=None, packages=PACKAGES, upstream=UPSTREAM, data="d" * 64):
+def key(step, cfg=None, params=None, packages=PACKAGES, upstream=UPSTREAM, data="d" * 64, lock=LOCK):
     cfg = cfg if cfg is not None else compose_config([])
-    return cache.step_key(step, params or {}, cfg, upstream, packages, data if step == "train" else None)
+    return cache.step_key(step, params or {}, cfg, upstream, packages, data if step == "train" else None,
+                          lock=lock)
 
 
 def changed(a, b):
@@ -57,6 +59,36 @@ def test_params_packages_and_inputs_are_in_the_key():
     assert changed(key("serialize", params={"model_uri": "a"}), key("serialize", params={"model_uri": "b"})) == ["params"]
     assert changed(key("train"), key("train", packages={**PACKAGES, "mlflow": "3.18.0"})) == ["packages"]
     assert changed(key("serialize"), key("serialize", upstream={**UPSTREAM, "train": "x" * 64})) == ["inputs"]
+
+
+def test_a_changed_lock_misses_every_step_with_the_same_package_versions():
+    for step in graph.NAMES:
+        assert changed(key(step), key(step, lock="b" * 64)) == ["lock"]
+
+
+def test_a_changed_lock_is_a_cache_miss_that_names_it():
+    """A run recorded under one lock is not reused under another; its tags keep the lock's digest."""
+    finished = fake_step_run(key("train"))
+    assert cache.lookup(key("train"), experiment_id(), forced=False).hit_run_id == finished
+    assert mlflow.get_run(finished).data.tags[cache.COMPONENT_TAG_PREFIX + "lock"] == LOCK
+    found = cache.lookup(key("train", lock="b" * 64), experiment_id(), forced=False)
+    assert not found.hit
+    assert found.reason == f"lock changed since run {finished}"
+
+
+def test_the_pipeline_keys_on_the_lock_file(tmp_path, monkeypatch, cfg):
+    """PipelineContext takes the digest of requirements.lock: editing the file changes every key."""
+    from core import dependencies
+    from pipeline import run
+
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("six==1.17.0\n")
+    monkeypatch.setattr(dependencies, "RUNTIME_LOCK", lock)
+    before = run.PipelineContext.create(cfg, [], frozenset(), None, data_digest="d" * 64)
+    lock.write_text("six==1.16.0\n")
+    after = run.PipelineContext.create(cfg, [], frozenset(), None, data_digest="d" * 64)
+    assert before.lock_sha256 != after.lock_sha256
+    assert changed(key("evaluate", lock=before.lock_sha256), key("evaluate", lock=after.lock_sha256)) == ["lock"]
 
 
 def project_copy(tmp_path):

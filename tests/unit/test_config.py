@@ -1,4 +1,4 @@
-"""Config composition, overrides and the project's pinned environment."""
+"""Config composition and overrides (the pinned environment: tests/unit/test_dependencies.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -208,29 +207,9 @@ def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
 
 
-def _pins(lines):
-    return sorted(line.strip() for line in lines if "==" in line and not line.strip().startswith("#"))
-
-
-def test_conda_yaml_pins_match_requirements():
-    conda = yaml.safe_load((contracts.PROJECT_DIR / "conda.yaml").read_text())
-    pip_section = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
-    requirements = (contracts.PROJECT_DIR / "requirements.txt").read_text().splitlines()
-    assert _pins(pip_section) == _pins(requirements)
-    assert not any(line.split("==")[0] == "sklearn" for line in _pins(requirements))
-
-
 def test_unbalanced_quote_is_rejected():
     with pytest.raises(ValueError, match="Unbalanced quotes"):
         split_overrides(["registry.model_name='a b"])
-
-
-def test_pins_are_the_installed_versions():
-    from importlib.metadata import version
-
-    requirements = (contracts.PROJECT_DIR / "requirements.txt").read_text().splitlines()
-    for name, pinned in (line.split("==") for line in _pins(requirements)):
-        assert version(name) == pinned, name
 
 
 def test_unregistered_model_with_the_gate_on_is_refused_before_any_run(capsys):

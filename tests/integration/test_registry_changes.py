@@ -194,3 +194,47 @@ def test_a_gate_decision_killed_between_its_alias_writes_is_undone_and_never_tor
     assert raw_aliases() == {"champion": version, "previous_champion": "1"}
     assert UNDONE_TAG in tags(version) and tags(version)["gate.outcome"] == "promoted"
     sound()
+
+
+def left_half_made(version: str = "2") -> None:
+    """What a process killed between the first and the second alias write of a promotion of
+    ``version`` leaves: its intent, and previous_champion already moved."""
+    import json
+
+    client = MlflowClient()
+    intent = {"what": f"a promotion of version {version}", "at": "then", "by": {"pid": 1, "host": "h"},
+              "aliases_before": {"previous_champion": "1", "champion": "3"},
+              "aliases_after": {"previous_champion": "3", "champion": version},
+              "tags_before": {version: {"gate.outcome": "challenger"}}, "descriptions_before": {}}
+    client.set_registered_model_tag(NAME, INTENT_TAG, json.dumps(intent))
+    client.set_model_version_tag(NAME, version, "gate.outcome", "promoted")
+    client.set_registered_model_alias(NAME, "previous_champion", "3")
+
+
+@pytest.mark.parametrize("command", ["serve", "pipeline"])
+def test_the_scoring_server_and_the_pipeline_undo_a_half_made_change_before_they_read_the_champion(
+        command, versions, capsys):
+    from pipeline.main import settle_registry
+    from serving.server import settle_alias
+
+    left_half_made()
+    assert view()["previous_champion"] == "1" and raw_aliases()["previous_champion"] == "3"
+    if command == "serve":
+        settle_alias(f"models:/{NAME}@champion")
+    else:
+        settle_registry("pipeline", NAME)
+    assert "undid an interrupted change (a promotion of version 2, begun then)" in capsys.readouterr().err
+    assert raw_aliases() == {"champion": "3", "previous_champion": "1", "challenger": "2"}
+    assert tags("2")["gate.outcome"] == "challenger"
+    sound()
+
+
+def test_a_server_leaves_a_change_alone_while_its_decision_holds_the_gate_lock(versions, capsys):
+    from core.locks import gate_lock
+    from serving.server import settle_alias
+
+    left_half_made()
+    with gate_lock(0):  # a live decision
+        settle_alias(f"models:/{NAME}@champion")
+    assert INTENT_TAG in MlflowClient().get_registered_model(NAME).tags and capsys.readouterr().err == ""
+    assert view()["previous_champion"] == "1"  # and reads the aliases as before it

@@ -69,12 +69,19 @@ def alias_target(client, name: str, alias: str) -> str | None:
     """The version number ``alias`` points at on registered model ``name`` (one registry
     read); None only when the registry says there is no such model or alias. Any other
     error is raised (fail closed), as in :func:`alias_version`."""
+    return alias_read(client, name, alias)[0]
+
+
+def alias_read(client, name: str, alias: str) -> tuple[str | None, bool]:
+    """(:func:`alias_target`, whether a change of ``name`` is under way or was left half
+    made), from one registry read: a reader that sees one pending looks again soon."""
     model = _unless_missing(lambda: client.get_registered_model(name))
     if model is None:
-        return None
-    before = pending_change(model).get("aliases_before", {})
+        return None, False
+    intent = pending_change(model)
+    before = intent.get("aliases_before", {})
     version = before[alias] if alias in before else model.aliases.get(alias)
-    return None if version is None else str(version)
+    return (None if version is None else str(version)), bool(intent)
 
 
 def pending_change(model) -> dict:

@@ -16,6 +16,10 @@ server), or at once when woken (:meth:`Follower.wake`: a signed MLflow webhook, 
    version it started on; no request waits for a load, and while 1 to 3 run (in slices,
    :func:`gently`) the requests answered meanwhile keep their pace.
 
+The alias is read as it was before a change of the registry under way (a gate decision,
+a rollback: ``core.registry``); while one is, it is read again every
+:data:`PENDING_RECHECK` seconds, as the change's end sends no webhook.
+
 A version that fails 1 or 2 is not swapped in: the server keeps answering with the
 version it has, logs why, reports it (:meth:`Follower.status`), and tries that version
 again only when the alias moves again (away and back counts). A registry that cannot be
@@ -40,13 +44,18 @@ from urllib.parse import quote
 from mlflow.exceptions import MlflowException
 
 from core.integrity import load_verified, resolve
-from core.registry import alias_target
+from core.registry import alias_read
 from serving.model_check import ModelCheckFailed, check_model
 from serving.workers import WAKE_CHECK_SECONDS, Shared
 
 log = logging.getLogger("serving.follower")
 
 DEFAULT_POLL_INTERVAL = 10.0  # seconds
+# A change of the registry under way (core.registry) is read as the state before it; its
+# end moves no alias and so sends no webhook: the alias is read again this often until the
+# change is over, for at most PENDING_PATIENCE seconds (then at the poll interval).
+PENDING_RECHECK = 0.5  # seconds
+PENDING_PATIENCE = 60.0
 # Loading a version is about 0.1 s of Python (YAML, MLflow's loader, the check) holding the
 # GIL against the requests answered meanwhile, which then take about twice as long. So a
 # swap's load runs a third of the time (LOAD_SLICE on, LOAD_PAUSE off): requests keep
@@ -129,10 +138,12 @@ def gently(running: float = LOAD_SLICE, pause: float = LOAD_PAUSE):
         sys.setprofile(None)
 
 
-def read_alias(name: str, alias: str) -> str | None:
+def read_alias(name: str, alias: str) -> tuple[str | None, bool]:
+    """The alias's version as it was before a registry change under way, and whether one is
+    (``core.registry.alias_read``)."""
     from mlflow import MlflowClient
 
-    return alias_target(MlflowClient(), name, alias)
+    return alias_read(MlflowClient(), name, alias)
 
 
 class Follower:
@@ -140,7 +151,7 @@ class Follower:
 
     def __init__(self, model_uri: str, build_app: Callable[[Any], Any],
                  poll_interval: float = DEFAULT_POLL_INTERVAL,
-                 read: Callable[[str, str], str | None] = read_alias,
+                 read: Callable[[str, str], tuple[str | None, bool] | str | None] = read_alias,
                  load: Callable[[str, Callable], Served] = load_served, shared: Shared | None = None):
         self.model_uri = model_uri
         self.target = parse_alias(model_uri)  # None: pinned
@@ -156,13 +167,15 @@ class Follower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._wake_mark = ""  # the shared wake file's content when following started
+        self._recheck_at: float | None = None  # when to read again a change seen under way
+        self._pending_since: float | None = None
 
     def start_serving(self) -> Served:
         """Load and check the first version (an alias read now); raise if it cannot be served."""
         uri = self.model_uri
         if self.target is not None:
             name, alias = self.target
-            self.last_seen = self._read(name, alias)
+            self.last_seen = self._read_version(name, alias)
             if self.last_seen is None:
                 raise MlflowException(f"registered model {name!r} has no alias {alias!r}")
             uri = f"models:/{name}/{self.last_seen}"
@@ -181,7 +194,7 @@ class Follower:
         name, alias = self.target
         with self._checking:
             try:
-                version = self._read(name, alias)
+                version = self._read_version(name, alias)
             except Exception as err:  # the registry is down or failing: keep serving, read again later
                 log.warning("cannot read alias %s of %s: %s; still serving version %s", alias, name, err,
                             self.current.version)
@@ -240,6 +253,19 @@ class Follower:
             "poll_interval_seconds": self.poll_interval if self.target else None,
         } | self.worker_status()
 
+    def _read_version(self, name: str, alias: str) -> str | None:
+        """Read the alias; when a registry change is under way, plan to read it again soon."""
+        found = self._read(name, alias)
+        version, pending = found if isinstance(found, tuple) else (found, False)
+        now = time.monotonic()
+        if not pending:
+            self._pending_since = self._recheck_at = None
+        else:
+            self._pending_since = self._pending_since or now
+            patient = now - self._pending_since < PENDING_PATIENCE
+            self._recheck_at = now + PENDING_RECHECK if patient else None
+        return version
+
     def worker_status(self) -> dict:
         """This worker's part of :meth:`status`: its pid, version and last check."""
         return {"pid": os.getpid(), "served": self.current.describe() if self.current else None,
@@ -278,16 +304,18 @@ class Follower:
             # every WAKE_CHECK_SECONDS for a webhook another worker received.
             waits = [next_poll - time.monotonic()] if self.poll_interval > 0 else []
             waits += [WAKE_CHECK_SECONDS] if self.shared else []
+            waits += [self._recheck_at - time.monotonic()] if self._recheck_at is not None else []
             woken = self._wake.wait(max(0.0, min(waits)) if waits else None)
             if self._stop.is_set():
                 return
             if self.shared is not None and (seen := self.shared.wake_mark()) != mark:
                 mark, woken = seen, True
-            if not woken and (self.poll_interval <= 0 or time.monotonic() < next_poll):
+            due = self._recheck_at is not None and time.monotonic() >= self._recheck_at
+            if not woken and not due and (self.poll_interval <= 0 or time.monotonic() < next_poll):
                 continue
             self._wake.clear()  # a wake from now on is answered by another check after this one
             try:
-                self.check("webhook" if woken else "poll")
+                self.check("webhook" if woken else "pending" if due else "poll")
             except Exception:  # a bug here must not stop the following: logged, and the next poll runs
                 log.exception("checking alias %s of %s failed", self.target[1], self.target[0])
             next_poll = time.monotonic() + self.poll_interval

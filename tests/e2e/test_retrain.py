@@ -16,7 +16,8 @@ from mlflow import MlflowClient
 from core import contracts
 from model.dispatch_model import sha256_file
 from ops import make_batch, reproduce, retrain
-from pipeline import graph, locks
+from core import locks
+from pipeline import graph
 from tests.support.helpers import wait_until
 
 MODEL = "iris-classifier"

@@ -264,7 +264,7 @@ def test_a_validation_that_cannot_run_fails_closed(champion, cfg, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("shapes (30, 3) and (30, 2) differ")
 
-    monkeypatch.setattr(evaluate, "validate_predictions", broken)
+    monkeypatch.setattr(validation, "validate_predictions", broken)
     outputs = {k: champion[k] for k in ("registered_model_uri", "model_uri", "holdout_uri")}
     with pytest.raises(validation.ValidationFailed, match="validate_predictions .RuntimeError: shapes"):
         reevaluate(outputs, cfg)

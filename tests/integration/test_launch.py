@@ -52,12 +52,12 @@ def probe_report(process: subprocess.Popen) -> dict:
 
 
 def test_a_forked_step_gets_the_callers_arguments_environment_streams_and_exit_status(server):
-    process = launch(server.environ(), "exit", "3")
+    process = launch(server.environ() | {"PIPELINE_DRIVER": "123@4.500"}, "exit", "3")
     report = probe_report(process)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 3
     assert report["ppid"] == server.process.pid != process.pid  # forked by the server
-    assert report["driver"] == str(server.process.pid)  # the parent the step checks
+    assert report["driver"] == "123@4.500"  # the caller's driver, which the step checks, not the server
     assert report == {**report, "argv": ["exit", "3"], "probe": "from the caller", "name": "__main__",
                       "cwd": str(contracts.PROJECT_DIR)}
     assert "on stderr" in err and "running it here" not in err

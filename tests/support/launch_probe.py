@@ -14,7 +14,7 @@ import time
 if __name__ == "__main__":
     print(json.dumps({
         "argv": sys.argv[1:], "cwd": os.getcwd(), "pid": os.getpid(), "ppid": os.getppid(),
-        "probe": os.environ.get("PROBE"), "driver": os.environ.get("PIPELINE_DRIVER_PID"),
+        "probe": os.environ.get("PROBE"), "driver": os.environ.get("PIPELINE_DRIVER"),
         "name": __name__, "frozen": gc.get_freeze_count(), "collecting": gc.isenabled(),
     }), flush=True)
     print("on stderr", file=sys.stderr, flush=True)

@@ -162,3 +162,32 @@ CLASSES = [0, 1, 2]
 def test_the_model_check_refuses_outputs_no_method_could_give(method, output, problem):
     found = output_problem(method, output, 2, CLASSES)
     assert found == problem if problem is None else problem in found
+
+
+def test_a_server_woken_during_a_registry_change_reads_again_until_it_is_over(registry):
+    """A webhook for an alias write arrives while the change is under way (its intent still
+    recorded): the alias reads as before it. The end of the change sends no webhook, so a
+    server that only listens to webhooks reads again by itself until the change is over."""
+    pending = {"on": True}
+
+    def read(name, alias):
+        return ("1", True) if pending["on"] else (registry.alias, False)
+
+    registry.alias = "2"
+    f = Follower(URI, lambda version: f"app of {version}", read=read, load=registry.load, poll_interval=0)
+    f.start_serving()
+    f.start()
+    try:
+        f.wake()  # the webhook: the change is still under way
+        deadline = time.monotonic() + 10
+        while f.last_check is None or f.last_check["trigger"] != "webhook":
+            assert time.monotonic() < deadline, "the wake was not answered"
+            time.sleep(0.02)
+        assert f.current.version == "1"
+        pending["on"] = False  # the change ends; no webhook comes
+        while f.current.version != "2":
+            assert time.monotonic() < deadline + 30, f.last_check
+            time.sleep(0.02)
+        assert f.last_check["trigger"] == "pending"
+    finally:
+        f.stop()

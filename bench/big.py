@@ -90,7 +90,6 @@ def main(argv=None) -> None:
         tmp = Path(tmp)
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
                "PYTHONPATH": str(PROJECT_DIR), "PIPELINE_LOCK_DIR": str(tmp / "locks"),
-               "PIPELINE_CONFIG_CACHE": str(tmp / "config-cache"),  # empty: the pipeline composes
                "PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         env.pop("MLFLOW_EXPERIMENT_NAME", None)
         data = tmp / "big.csv"

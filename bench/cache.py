@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.composed import CACHE_ENV
 from core.contracts import PROJECT_DIR
 from pipeline.step_server import PRELOAD_ENV
 
@@ -62,13 +61,11 @@ def main(argv=None) -> None:
                 folder.mkdir()
                 # an existing store: creating its tables is not the pipeline's cost
                 timed(query_store, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}, folder)
-            # Each attempt's own config cache, empty: the cold run composes, the reruns read it back.
-            run_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
-                       CACHE_ENV: str(store / "config-cache")}
+            run_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
             floor.append(sum(timed(import_stack, env, cwd) for _ in range(5)))
             cold.append(timed(retrain, run_env, store))
             cold_apart.append(timed(retrain, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{apart / 'mlflow.db'}",
-                                              PRELOAD_ENV: "0", CACHE_ENV: str(apart / "config-cache")}, apart))
+                                              PRELOAD_ENV: "0"}, apart))
             baseline.append(timed(import_mlflow, env, cwd))
             cached.append(timed(retrain, run_env, store))
             # As `make run` does: the configured experiment, where ops.retrain's runs went.

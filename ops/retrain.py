@@ -33,8 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core import contracts
-from core.composed import load_config
-from core.config import describe_error, is_override_error, multirun_flag, split_overrides
+from core.config import compose_config, describe_error, is_override_error, multirun_flag, split_overrides
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from core.locks import LockBusy, file_lock, lock_path
 from pipeline.process import run_as_process
@@ -98,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             expand(overrides)
         else:
-            load_config(overrides)
+            compose_config(overrides)
     except Exception as err:
         if not is_override_error(err):
             raise

@@ -3,10 +3,13 @@ digest and package versions. The step cache keys on them; registered versions ca
 
 from __future__ import annotations
 
+import json
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from core.contracts import PROJECT_DIR
 
@@ -67,3 +70,33 @@ def git_state(root: Path = PROJECT_DIR) -> tuple[str, bool]:
         return "unknown", True
     return commit, bool(status.strip())
 
+
+def tag_lineage(model_uri: str, ctx, summary) -> None:
+    """Write where a newly registered version came from on the version itself (``ctx``: the
+    ``pipeline.run.PipelineContext``, ``summary``: the ``PipelineSummary`` so far)."""
+    commit, dirty = git_state()
+    runs = {f"lineage.{s.step}_run_id": s.run_id or "" for s in summary.steps}
+    tags = {
+        "lineage.git_commit": commit,
+        "lineage.git_dirty": str(dirty).lower(),
+        "lineage.data_digest": ctx.data_digest,
+        "lineage.overrides": " ".join(ctx.overrides),
+        "lineage.config": OmegaConf.to_yaml(ctx.cfg, resolve=True),
+        "lineage.pipeline_run_id": summary.run_id,
+        "lineage.packages": json.dumps(dict(ctx.packages), sort_keys=True),
+        LOCK_TAG: ctx.lock_sha256,
+        **runs,
+    }
+    tag_version(model_uri, tags)
+
+
+def tag_version(model_uri: str, tags: Mapping[str, str]) -> None:
+    """Set ``tags`` on the registered version ``models:/<name>/<version>``."""
+    from mlflow import MlflowClient
+
+    from core.registry import parse_registered_uri
+
+    name, model_version = parse_registered_uri(model_uri)
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, model_version, key, value)

@@ -7,13 +7,12 @@ sweep's gated rerun (``pipeline/sweep.py``); it imports neither.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core import contracts
 from core.config import build_estimator
@@ -21,7 +20,7 @@ from core.dependencies import lock_sha256
 from core.gate import GATE_RUN_TAG
 from core.registry import alias_version, parse_registered_uri
 from pipeline import cache, graph
-from pipeline.lineage import LOCK_TAG, git_state, package_versions
+from pipeline.lineage import package_versions, tag_lineage, tag_version
 from pipeline.step import handed_to_step, read_outputs
 from pipeline.step_server import StepServer
 from pipeline.summary import PipelineSummary, StepResult, step_run_name
@@ -134,7 +133,7 @@ def _run_steps(ctx: PipelineContext, summary: PipelineSummary, cached_only_in: s
             # Lineage before the cache key: a reused version always carries it.
             tag_lineage(outputs["registered_model_uri"], ctx, summary)
         if step == "evaluate" and result.status == "FINISHED" and registered:
-            _tag_version(outputs["registered_model_uri"], {"lineage.evaluate_run_id": result.run_id})
+            tag_version(outputs["registered_model_uri"], {"lineage.evaluate_run_id": result.run_id})
         if result.status == "FINISHED":
             cache.record(result.run_id, key)
         _record_step(result)
@@ -273,33 +272,6 @@ def _record_step(result: StepResult) -> None:
             prefix + "error": result.error,
         }
     )
-
-
-def tag_lineage(model_uri: str, ctx: PipelineContext, summary: PipelineSummary) -> None:
-    """Write where a newly registered version came from on the version itself."""
-    commit, dirty = git_state()
-    runs = {f"lineage.{s.step}_run_id": s.run_id or "" for s in summary.steps}
-    tags = {
-        "lineage.git_commit": commit,
-        "lineage.git_dirty": str(dirty).lower(),
-        "lineage.data_digest": ctx.data_digest,
-        "lineage.overrides": " ".join(ctx.overrides),
-        "lineage.config": OmegaConf.to_yaml(ctx.cfg, resolve=True),
-        "lineage.pipeline_run_id": summary.run_id,
-        "lineage.packages": json.dumps(dict(ctx.packages), sort_keys=True),
-        LOCK_TAG: ctx.lock_sha256,
-        **runs,
-    }
-    _tag_version(model_uri, tags)
-
-
-def _tag_version(model_uri: str, tags: Mapping[str, str]) -> None:
-    from mlflow import MlflowClient
-
-    name, model_version = parse_registered_uri(model_uri)
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(name, model_version, key, value)
 
 
 def _last_child_run_id(step: str) -> str | None:

@@ -21,8 +21,7 @@ import time
 from collections.abc import Sequence
 
 from core import contracts
-from core.composed import load_config
-from core.config import split_overrides
+from core.config import compose_config, split_overrides
 from pipeline.run import PipelineContext, run_pipeline
 from pipeline.summary import PipelineSummary
 
@@ -79,14 +78,14 @@ def repeated_sweep(arguments: Sequence[str], uncomposable: set[str], good: Seque
     if failed != uncomposable:  # a job failed when run (it may not now), or what composes changed
         return None
     for overrides in good:
-        cfg = load_config(overrides)
+        cfg = compose_config(overrides)
         job_cfg, step_overrides = sweep_job.job_config(cfg, sweep_job.job_overrides(overrides))
         ctx = PipelineContext.create(job_cfg, step_overrides, frozenset(), None)
         if not cached_plan(ctx, experiment_id).unchanged:
             return None
     best = last.data.tags["sweep.best_overrides"]
     best_overrides = [] if best == "(defaults)" else split_overrides([best])
-    gated = cached_plan(PipelineContext.create(load_config(best_overrides), best_overrides, frozenset(), None),
+    gated = cached_plan(PipelineContext.create(compose_config(best_overrides), best_overrides, frozenset(), None),
                         experiment_id)
     return last if gated.unchanged else None
 

@@ -13,8 +13,8 @@ server), or at once when woken (:meth:`Follower.wake`: a signed MLflow webhook, 
    logged input example);
 3. builds its scoring app and swaps it in: one assignment of :attr:`Follower.current`,
    which each request reads once when it starts. A request in flight finishes on the
-   version it started on; no request waits for a load, and while 1 to 3 run (in slices,
-   :func:`gently`) the requests answered meanwhile keep their pace.
+   version it started on; no request waits for a load (requests answered during one
+   share the interpreter with it: bench/swap.py measures their latency).
 
 The alias is read as it was before a change of the registry under way (a gate decision,
 a rollback: ``core.registry``); while one is, it is read again every
@@ -29,10 +29,8 @@ else (``models:/<name>/3``, ``models:/m-<id>``) is pinned: nothing is polled, ev
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -56,12 +54,6 @@ DEFAULT_POLL_INTERVAL = 10.0  # seconds
 # change is over, for at most PENDING_PATIENCE seconds (then at the poll interval).
 PENDING_RECHECK = 0.5  # seconds
 PENDING_PATIENCE = 60.0
-# Loading a version is about 0.1 s of Python (YAML, MLflow's loader, the check) holding the
-# GIL against the requests answered meanwhile, which then take about twice as long. So a
-# swap's load runs a third of the time (LOAD_SLICE on, LOAD_PAUSE off): requests keep
-# their pace and the swap takes about 0.8 s instead of 0.2 s (bench/swap.py).
-LOAD_SLICE = 0.001  # seconds
-LOAD_PAUSE = 0.002
 NAME_HEADER = "X-Model-Name"
 VERSION_HEADER = "X-Model-Version"
 
@@ -116,26 +108,6 @@ def load_served(model_uri: str, build_app: Callable[[Any], Any]) -> Served:
     check_model(model)
     name = exact.removeprefix("models:/").rpartition("/")[0] if version is not None else model_id
     return Served(name, version, exact, model_id, build_app(model), time.time(), time.monotonic() - started)
-
-
-@contextlib.contextmanager
-def gently(running: float = LOAD_SLICE, pause: float = LOAD_PAUSE):
-    """Run the block (in this thread) about ``running / (running + pause)`` of the time: a
-    profile hook, called on each function call and return, sleeps ``pause`` (which releases
-    the GIL) once ``running`` seconds have passed since the last sleep."""
-    last = time.perf_counter()
-
-    def hook(frame, event, arg):
-        nonlocal last
-        if time.perf_counter() - last >= running:
-            time.sleep(pause)
-            last = time.perf_counter()
-
-    sys.setprofile(hook)
-    try:
-        yield
-    finally:
-        sys.setprofile(None)
 
 
 def read_alias(name: str, alias: str) -> tuple[str | None, bool]:
@@ -216,8 +188,7 @@ class Follower:
     def _swap(self, trigger: str, name: str, version: str) -> str:
         old = self.current
         try:
-            with gently():  # the requests answered meanwhile keep their pace
-                new = self._load(f"models:/{name}/{version}", self._build_app)
+            new = self._load(f"models:/{name}/{version}", self._build_app)
         except (MlflowException, ModelCheckFailed) as err:
             return self._refuse(trigger, version, getattr(err, "message", None) or str(err))
         except Exception as err:  # a load that fails in any other way refuses the version just the same

@@ -128,7 +128,6 @@ def tracking_store(empty_store: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     mlflow.set_tracking_uri(uri)
     monkeypatch.setenv("PIPELINE_LOCK_DIR", str(tmp_path / "locks"))
     monkeypatch.setenv("PIPELINE_SWEEP_DIR", str(tmp_path / "multirun"))
-    monkeypatch.setenv("PIPELINE_CONFIG_CACHE", str(tmp_path / "config-cache"))
     # Read by in-process runs and by `mlflow run` (its --experiment-name default).
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
     yield uri

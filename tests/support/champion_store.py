@@ -52,7 +52,7 @@ def build(template: Path) -> None:
     result = mlflow_run(
         venv_env(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
                  PIPELINE_LOCK_DIR=str(template / "locks"),
-                 PIPELINE_CONFIG_CACHE=str(template / "config-cache"), PYTHONPATH=str(contracts.PROJECT_DIR)),
+                 PYTHONPATH=str(contracts.PROJECT_DIR)),
         template, timeout=BUILD_TIMEOUT,
     )
     if result.returncode != 0 or "promoted version 1 to champion" not in result.stdout:

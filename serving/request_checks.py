@@ -4,10 +4,20 @@ quotes the whole body back, or with a prediction made from misread input.
 
 - no ``Content-Type`` (415; MLflow fails on it with a 500), a ``Content-Encoding``
   other than identity (415: MLflow would read gzip bytes as text);
+- a Parquet body (``application/vnd.apache.parquet``, 415): what it takes in memory
+  once read cannot be known before reading it (a few kilobytes of dictionary-encoded
+  Parquet can hold millions of rows of one long text);
+- a body larger than :data:`MAX_BODY_BYTES` (413, before it is read whole: serving.server)
+  or holding more than :data:`MAX_ROWS` rows (413), so that JSON and CSV, the formats
+  MLflow's app parses here, are bounded in memory and rows before MLflow parses them;
 - a JSON or CSV body that is not UTF-8 (400; MLflow quotes every byte back);
 - a body that is not JSON (400 naming line and column; MLflow quotes it whole), or
   nested deeper than :data:`MAX_JSON_DEPTH` (400; MLflow fails with a 500 on a
   depth Python's parser cannot recurse to);
+- a JSON integer beyond the range of a double (400 naming where, in the data or in
+  ``params``; MLflow fails with a 500 past Python's 4,300 digits of int conversion);
+- a ``dataframe_split`` column name that is not a string (400 naming its position;
+  MLflow fails with a 500);
 - a column named twice: ``dataframe_split`` columns, a key twice in one JSON object
   (``json`` keeps the last), a CSV header (pandas renames the second ``<name>.1``,
   which the model then ignores); MLflow answers the first with an error about
@@ -26,18 +36,23 @@ import csv
 import io
 import json
 import re
+import sys
 
 # What MLflow's scoring server reads and how it names the parts of a JSON body
 # (mlflow.pyfunc.scoring_server); repeated here so that importing this module
 # does not import MLflow.
 JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
+PARQUET_TYPE = "application/vnd.apache.parquet"
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 PARAMS_KEY = "params"
 NUMERIC_TYPES = ("double", "float", "long", "integer")  # MLflow DataType names
 
 MAX_MESSAGE_CHARS = 500  # an error message, as sent (JSON-escaped); quoted input beyond it is cut
 MAX_JSON_DEPTH = 32  # a request needs 4 levels ({"dataframe_split": {"data": [[...]]}})
+MAX_BODY_BYTES = 16 * 1024 * 1024  # about 500,000 rows of this model's two features as JSON
+MAX_ROWS = 100_000  # rows per request; files of any size: python -m serving.batch
+MAX_INT_DIGITS = len(str(int(sys.float_info.max)))  # 309: no longer integer fits in a double
 
 # What pandas.read_csv takes as a boolean (its default true_values and false_values).
 PANDAS_BOOLEANS = frozenset({"True", "TRUE", "true", "False", "FALSE", "false"})
@@ -63,6 +78,78 @@ def capped(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     while keep and len(json.dumps(message[:keep])) - 2 > limit:
         keep //= 2
     return f"{message[:keep]}... ({len(message) - keep} more characters not shown)"
+
+
+def too_large(what: str) -> Refused:
+    return Refused(413, "BAD_REQUEST",
+                   f"The request is too large: {what}. Send at most {MAX_ROWS:,} rows and "
+                   f"{MAX_BODY_BYTES:,} bytes per request; score larger files with python -m serving.batch.")
+
+
+class _HugeInteger:
+    """Where ``json`` met an integer beyond a double's range (kept instead of converting it)."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+
+def _bounded_int(text: str) -> int | _HugeInteger:
+    """``json``'s integer parser, up to a double's range: converting thousands of digits
+    is slow, and past 4,300 Python refuses with a ValueError that is not a JSONDecodeError."""
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INT_DIGITS or abs(value := int(text)) > sys.float_info.max:
+        return _HugeInteger(digits)
+    return value
+
+
+def _step(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    if key.isidentifier():
+        return f"{path}.{key}" if path else key
+    return f"{path}[{json.dumps(key)}]"
+
+
+def _where(value: object, target: object, path: str = "") -> str | None:
+    """The path (``params.x``, ``dataframe_split.data[0][1]``) to ``target`` inside
+    ``value``, parsed JSON nested at most :data:`MAX_JSON_DEPTH` deep."""
+    if value is target:
+        return path or "the top of the body"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if (found := _where(item, target, _step(path, key))) is not None:
+            return found
+    return None
+
+
+def load_json(body: bytes | str, **hooks) -> object:
+    """``body`` parsed, refused (:class:`Refused`, 400) if nested deeper than
+    :data:`MAX_JSON_DEPTH`: every JSON body this server reads goes through here.
+    ``json.JSONDecodeError`` for a body that is not JSON."""
+    try:
+        payload = json.loads(body, **hooks)
+    except RecursionError:  # Python's parser gives up near 1,000 levels
+        raise Refused(400, "BAD_REQUEST", f"Invalid input: the JSON body is nested deeper than "
+                                          f"{MAX_JSON_DEPTH} levels.") from None
+    if (depth := json_depth(body if isinstance(body, bytes) else body.encode())) > MAX_JSON_DEPTH:
+        raise Refused(400, "BAD_REQUEST",
+                      f"Invalid input: the JSON body is nested {depth} levels deep; the limit is "
+                      f"{MAX_JSON_DEPTH}.")
+    return payload
+
+
+def json_rows(payload: dict) -> int:
+    """The number of rows in a request's input, in whichever of MLflow's layouts it comes."""
+    rows = 0
+    for key in INPUT_KEYS:
+        data = payload.get(key)
+        if key == "dataframe_split" and isinstance(data, dict):
+            data = data.get("data")
+        if isinstance(data, dict):  # a dict of columns
+            data = max((values for values in data.values() if isinstance(values, list)), key=len, default=[])
+        if isinstance(data, list):
+            rows = max(rows, len(data))
+    return rows
 
 
 def json_depth(body: bytes) -> int:
@@ -152,21 +239,29 @@ def _boolean_in_numeric_column(payload: dict, numeric: frozenset[str]) -> tuple[
 def check_json(body: bytes, numeric: frozenset[str]) -> None:
     """Refuse a JSON body MLflow would answer with a 500, echo whole, or misread."""
     text = utf8(body, "JSON")
+    huge: list[_HugeInteger] = []
+
+    def bounded_int(digits: str) -> int | _HugeInteger:
+        value = _bounded_int(digits)
+        if isinstance(value, _HugeInteger):
+            huge.append(value)
+        return value
+
     try:
-        payload = json.loads(text, object_pairs_hook=_unique_keys)
+        payload = load_json(text, object_pairs_hook=_unique_keys, parse_int=bounded_int)
     except json.JSONDecodeError as err:
         raise Refused(400, "BAD_REQUEST",
                       f"Invalid input: the body is not valid JSON: {err.msg} at line {err.lineno}, "
                       f"column {err.colno} (character {err.pos}).") from None
-    except RecursionError:  # Python's parser gives up near 1,000 levels
-        raise Refused(400, "BAD_REQUEST", f"Invalid input: the JSON body is nested deeper than "
-                                          f"{MAX_JSON_DEPTH} levels.") from None
-    if (depth := json_depth(body)) > MAX_JSON_DEPTH:
-        raise Refused(400, "BAD_REQUEST",
-                      f"Invalid input: the JSON body is nested {depth} levels deep; the limit is "
-                      f"{MAX_JSON_DEPTH} (a request needs 4).")
+    if huge:
+        raise Refused(400, "INVALID_PARAMETER_VALUE",
+                      f"Invalid input: the integer at {capped(_where(payload, huge[0]) or 'the body', 200)} "
+                      f"has {huge[0].digits:,} digits, beyond the range of a double (magnitude up to "
+                      f"{sys.float_info.max:.4g}); send it as a number a double can hold.")
     if not isinstance(payload, dict):
         return  # MLflow's own 400 names what it got
+    if (rows := json_rows(payload)) > MAX_ROWS:
+        raise too_large(f"{rows:,} rows")
     params = payload.get(PARAMS_KEY)
     if params is not None and not isinstance(params, dict):
         raise Refused(400, "INVALID_PARAMETER_VALUE",
@@ -174,12 +269,38 @@ def check_json(body: bytes, numeric: frozenset[str]) -> None:
                       f"not {type(params).__name__}.")
     split = payload.get("dataframe_split")
     if isinstance(split, dict) and isinstance(split.get("columns"), list):
+        for position, name in enumerate(split["columns"]):
+            if not isinstance(name, str):
+                raise Refused(400, "INVALID_PARAMETER_VALUE",
+                              f"dataframe_split's columns: the name at position {position} is the JSON "
+                              f"{json_type(name)} {capped(json.dumps(name), 100)}; column names are strings.")
         if (twice := first_duplicate(split["columns"])) is not None:
             raise named_twice(twice, "dataframe_split's columns")
-    if numeric and (b"true" in body or b"false" in body):  # the common case: no value to look at
-        if found := _boolean_in_numeric_column(payload, numeric):
-            row, column, value = found
-            raise boolean_for_number(row, column, json.dumps(value))
+    # b"true"/b"false" absent: the common case, no value to look at
+    if numeric and (b"true" in body or b"false" in body) and (
+            found := _boolean_in_numeric_column(payload, numeric)):
+        row, column, value = found
+        raise boolean_for_number(row, column, json.dumps(value))
+
+
+def json_type(value: object) -> str:
+    """The JSON name of ``value``'s type: array, object, number, boolean, null, string."""
+    if isinstance(value, bool):
+        return "boolean"
+    names = {list: "array", dict: "object", int: "number", float: "number", str: "string"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def csv_rows(body: bytes) -> int:
+    """The number of data rows of a CSV body, as pandas counts them (blank lines skipped, a
+    quoted line break inside a cell); counted exactly only when its lines exceed
+    :data:`MAX_ROWS`."""
+    if body.count(b"\n") <= MAX_ROWS:
+        return body.count(b"\n")  # at least the rows, header and blank lines left out
+    try:
+        return sum(1 for row in csv.reader(io.StringIO(utf8(body, "CSV"))) if row) - 1
+    except csv.Error:
+        return body.count(b"\n")
 
 
 def check_csv(body: bytes, numeric: frozenset[str]) -> None:
@@ -187,6 +308,8 @@ def check_csv(body: bytes, numeric: frozenset[str]) -> None:
     (pandas would rename the second ``<name>.1`` and the model would ignore it), or has
     ``True``/``False`` in a numeric column (pandas reads them as 1.0 and 0.0)."""
     rows = (row for row in csv.reader(io.StringIO(utf8(body, "CSV"))) if row)  # pandas skips blank lines
+    if (count := csv_rows(body)) > MAX_ROWS:
+        raise too_large(f"{count:,} rows")
     try:
         header = next(rows, [])
         if (twice := first_duplicate(header)) is not None:
@@ -217,13 +340,30 @@ def check_request(headers, body: bytes, numeric: frozenset[str]) -> None:
         raise Refused(415, "BAD_REQUEST",
                       f"A Content-Type header is required: {JSON_TYPE} or {CSV_TYPE} "
                       "(with no other charset than utf-8).")
-    mime, *parameters = (part.strip() for part in content_type.split(";"))
-    if any(part.lower().startswith("charset=") and part[8:].lower() != "utf-8" for part in parameters):
-        return  # MLflow's 415 names the charset
+    if len(body) > MAX_BODY_BYTES:  # serving.server stops reading sooner; here for any other caller
+        raise too_large(f"more than {MAX_BODY_BYTES:,} bytes")
+    mime = parsed_as(content_type)
+    if mime == PARQUET_TYPE:
+        raise Refused(415, "BAD_REQUEST",
+                      f"Content-Type {PARQUET_TYPE} is not accepted: the memory a Parquet body takes once "
+                      f"read cannot be bounded before reading it. Send {JSON_TYPE} or {CSV_TYPE}, or score "
+                      "Parquet files with python -m serving.batch.")
     if mime == JSON_TYPE:
         check_json(body, numeric)
     elif mime == CSV_TYPE:
         check_csv(body, numeric)
+
+
+def parsed_as(content_type: str) -> str | None:
+    """The format MLflow's app parses a body of ``content_type`` as (JSON, CSV or Parquet),
+    or None where it answers 415 without parsing: its own reading of the header
+    (``mlflow.pyfunc.scoring_server.invocations``), where a parameter named twice counts
+    once, the last one, and a name is matched exactly."""
+    mime, *pairs = (part.strip() for part in content_type.split(";"))
+    parameters = {key: value for key, _, value in (pair.partition("=") for pair in pairs)}
+    if parameters.get("charset", "utf-8").lower() != "utf-8" or set(parameters) - {"charset"}:
+        return None  # MLflow's 415 names the charset or the parameter
+    return mime if mime in (JSON_TYPE, CSV_TYPE, PARQUET_TYPE) else None
 
 
 def numeric_columns(schema) -> frozenset[str]:

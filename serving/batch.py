@@ -19,11 +19,15 @@ key-value metadata: ``model_uri`` (exactly that model: an alias is read once),
 ``model_id`` and, for a registered version, ``model_name`` and ``model_version``;
 the ``score`` run has the same as tags. A CSV output has no place for them.
 
-The file is written under a temporary name and renamed at the end. Every refusal
-(a missing or colliding column, a value that is not a number in a number column,
-a value the model refuses, a file that is not UTF-8, a bad ``--chunk-size`` or
-``--output``) is one line on stderr naming the file, row and column or the
-parameter, and exit 1; it leaves no partial output, and an existing output file
+The output is written in a folder of its own made beside it (``.<name>.<random>``,
+created exclusively, readable by the scorer only: a file or link planted under any
+name is never written through) and moved over ``--output`` (``os.replace``) at the
+end; that folder is removed however scoring ends, SIGTERM and Ctrl-C included
+(exit 143 and 130). Every refusal (a missing or colliding column, a value that is
+not a number in a number column, a value the model refuses, a file that is not
+UTF-8, a bad ``--chunk-size`` or ``--output``, an output folder that cannot be
+written) is one line on stderr naming the file, row and column, the parameter or
+the folder, and exit 1; it leaves no partial output, and an existing output file
 as it was.
 
 Rows outside the training data's contract (a value beyond the training range, a
@@ -41,9 +45,12 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
+import signal
 import sys
+import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +61,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from core import contract, contracts
 from core.errors import StepError
 from core.integrity import load_verified, resolve
-from core.tabular import AtomicWriter, columns, count_rows, iter_chunks
+from core.tabular import AtomicWriter, TableError, columns, count_rows, iter_chunks
 from model.dispatch_model import (
     DEFAULT_PREDICT_METHOD,
     PREDICT_METHOD_PARAM,
@@ -149,6 +156,47 @@ def refused_rows(model, features: pd.DataFrame, params: dict) -> str:
     return f"rows {features.index[0]} to {features.index[-1]}"
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread (as Ctrl-C raises KeyboardInterrupt) so that
+    ``with`` and ``finally`` blocks remove what scoring had begun to write."""
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def staged_output(output_path: Path, role: str = "Output file") -> Iterator[Path]:
+    """A path to write ``output_path``'s content to, inside a folder made for it beside
+    ``output_path`` (``tempfile.mkdtemp``: a new random name, created exclusively, mode
+    0700, so no file or link planted there can be written through); moved over
+    ``output_path`` (``os.replace``) when the block ends without an error. The folder is
+    removed however the block ends."""
+    if output_path.is_dir():
+        raise TableError(f"{role} {output_path} is a directory; name a file in it")
+    folder = output_path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TableError(f"{role} {output_path}: its directory cannot be made: {err}") from err
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", dir=folder))
+    except OSError as err:
+        raise TableError(f"{role} {output_path}: its folder {folder} cannot be written: "
+                         f"{err.strerror or err}") from None
+    try:
+        yield stage / output_path.name
+        if (stage / output_path.name).exists():
+            try:
+                os.replace(stage / output_path.name, output_path)
+            except OSError as err:
+                raise TableError(f"{role} {output_path} cannot be written: {err}") from err
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if stage.exists():  # an error was raised; this only reports what is left
+            log.warning("could not remove the temporary folder %s", stage)
+
+
 def score_file(
     model,
     input_path: Path,
@@ -198,7 +246,7 @@ def score_file(
     chunks = iter_chunks(input_path, chunk_size, role="Input file", text_columns=text,
                          kept_columns=[c for c in ids if c not in features])
     rows = 0
-    with AtomicWriter(output_path, metadata=provenance) as writer, tqdm(
+    with staged_output(output_path) as staged, AtomicWriter(staged, metadata=provenance) as writer, tqdm(
         total=count_rows(input_path, "Input file"), unit="rows",
         disable=None if progress is None else not progress,
     ) as bar:
@@ -263,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     contracts.configure_tracking()
     id_columns = None if args.id_columns in (None, "") else [c.strip() for c in args.id_columns.split(",")]
     in_project_run = "MLFLOW_RUN_ID" in os.environ
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         exact, provenance = scored_by(args.model_uri)
         model = load_verified(exact)  # its files checked first: core.integrity
@@ -287,6 +336,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (StepError, MlflowException) as err:
         print(f"score: error: {one_line(getattr(err, 'message', err))}", file=sys.stderr)
         sys.exit(1)
+    except (Terminated, KeyboardInterrupt) as err:
+        name = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
+        print(f"score: stopped by {name}; no partial output left", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     version = provenance.get(contracts.SCORED_BY_VERSION_KEY)
     print(f"{args.output}: {rows} rows scored with {args.predict_method} by {args.model_uri}"
           + (f" (version {version})" if version else ""))

@@ -45,12 +45,10 @@ import argparse
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +59,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from core import contract, contracts
 from core.errors import StepError
 from core.integrity import load_verified, resolve
-from core.tabular import AtomicWriter, TableError, columns, count_rows, iter_chunks
+from core.tabular import AtomicWriter, columns, count_rows, iter_chunks
 from model.dispatch_model import (
     DEFAULT_PREDICT_METHOD,
     PREDICT_METHOD_PARAM,
@@ -69,6 +67,7 @@ from model.dispatch_model import (
     offered_methods,
 )
 from serving.chunk_types import ScoringError, check_chunk
+from serving.staging import Terminated, staged_output, terminate
 
 log = logging.getLogger(__name__)
 
@@ -154,47 +153,6 @@ def refused_rows(model, features: pd.DataFrame, params: dict) -> str:
     if refuses(features.iloc[low:low + 1]):
         return f"row {features.index[low]}"
     return f"rows {features.index[0]} to {features.index[-1]}"
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread (as Ctrl-C raises KeyboardInterrupt) so that
-    ``with`` and ``finally`` blocks remove what scoring had begun to write."""
-
-
-def _terminate(signum, frame):
-    raise Terminated(signum)
-
-
-@contextlib.contextmanager
-def staged_output(output_path: Path, role: str = "Output file") -> Iterator[Path]:
-    """A path to write ``output_path``'s content to, inside a folder made for it beside
-    ``output_path`` (``tempfile.mkdtemp``: a new random name, created exclusively, mode
-    0700, so no file or link planted there can be written through); moved over
-    ``output_path`` (``os.replace``) when the block ends without an error. The folder is
-    removed however the block ends."""
-    if output_path.is_dir():
-        raise TableError(f"{role} {output_path} is a directory; name a file in it")
-    folder = output_path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise TableError(f"{role} {output_path}: its directory cannot be made: {err}") from err
-    try:
-        stage = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", dir=folder))
-    except OSError as err:
-        raise TableError(f"{role} {output_path}: its folder {folder} cannot be written: "
-                         f"{err.strerror or err}") from None
-    try:
-        yield stage / output_path.name
-        if (stage / output_path.name).exists():
-            try:
-                os.replace(stage / output_path.name, output_path)
-            except OSError as err:
-                raise TableError(f"{role} {output_path} cannot be written: {err}") from err
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-        if stage.exists():  # an error was raised; this only reports what is left
-            log.warning("could not remove the temporary folder %s", stage)
 
 
 def score_file(
@@ -311,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     contracts.configure_tracking()
     id_columns = None if args.id_columns in (None, "") else [c.strip() for c in args.id_columns.split(",")]
     in_project_run = "MLFLOW_RUN_ID" in os.environ
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         exact, provenance = scored_by(args.model_uri)
         model = load_verified(exact)  # its files checked first: core.integrity

@@ -12,10 +12,8 @@ quotes the whole body back, or with a prediction made from misread input.
   MLflow's app parses here, are bounded in memory and rows before MLflow parses them;
 - a JSON or CSV body that is not UTF-8 (400; MLflow quotes every byte back);
 - a body that is not JSON (400 naming line and column; MLflow quotes it whole), or
-  nested deeper than :data:`MAX_JSON_DEPTH` (400; MLflow fails with a 500 on a
-  depth Python's parser cannot recurse to);
-- a JSON integer beyond the range of a double (400 naming where, in the data or in
-  ``params``; MLflow fails with a 500 past Python's 4,300 digits of int conversion);
+  nested too deep or holding an integer beyond a double (400;
+  :mod:`serving.bounded_json`);
 - a ``dataframe_split`` column name that is not a string (400 naming its position;
   MLflow fails with a 500);
 - a column named twice: ``dataframe_split`` columns, a key twice in one JSON object
@@ -26,7 +24,7 @@ quotes the whole body back, or with a prediction made from misread input.
 - ``true``/``false`` (CSV: ``True``/``False``) in a column the signature declares
   numeric: MLflow's parser casts them to 1.0 and 0.0 before the model sees them.
 
-Every refusal is :class:`Refused`: a status, MLflow's error code and a message that
+Every refusal is :class:`~serving.bounded_json.Refused`: a status, MLflow's error code and a message that
 names the row, the column or the position, and quotes at most a few hundred characters.
 """
 
@@ -36,7 +34,8 @@ import csv
 import io
 import json
 import re
-import sys
+
+from serving.bounded_json import Refused, capped, load_json
 
 # What MLflow's scoring server reads and how it names the parts of a JSON body
 # (mlflow.pyfunc.scoring_server); repeated here so that importing this module
@@ -48,94 +47,18 @@ INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 PARAMS_KEY = "params"
 NUMERIC_TYPES = ("double", "float", "long", "integer")  # MLflow DataType names
 
-MAX_MESSAGE_CHARS = 500  # an error message, as sent (JSON-escaped); quoted input beyond it is cut
-MAX_JSON_DEPTH = 32  # a request needs 4 levels ({"dataframe_split": {"data": [[...]]}})
 MAX_BODY_BYTES = 16 * 1024 * 1024  # about 500,000 rows of this model's two features as JSON
 MAX_ROWS = 100_000  # rows per request; files of any size: python -m serving.batch
-MAX_INT_DIGITS = len(str(int(sys.float_info.max)))  # 309: no longer integer fits in a double
 
 # What pandas.read_csv takes as a boolean (its default true_values and false_values).
 PANDAS_BOOLEANS = frozenset({"True", "TRUE", "true", "False", "FALSE", "false"})
 CSV_BOOLEAN = re.compile(rb"true|false", re.IGNORECASE)
-JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-NOT_A_BRACKET = bytes(set(range(256)) - set(b"[]{}"))  # to delete with bytes.translate
-
-
-class Refused(Exception):
-    """A request refused before MLflow sees it: the HTTP status, MLflow's error code, a message."""
-
-    def __init__(self, status: int, error_code: str, message: str):
-        super().__init__(message)
-        self.status, self.error_code, self.message = status, error_code, message
-
-
-def capped(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """``message`` cut so that it takes at most about ``limit`` characters once JSON-escaped
-    (a quoted value may be megabytes long, or all escapes), saying how much was cut."""
-    if len(json.dumps(message)) - 2 <= limit:
-        return message
-    keep = limit
-    while keep and len(json.dumps(message[:keep])) - 2 > limit:
-        keep //= 2
-    return f"{message[:keep]}... ({len(message) - keep} more characters not shown)"
 
 
 def too_large(what: str) -> Refused:
     return Refused(413, "BAD_REQUEST",
                    f"The request is too large: {what}. Send at most {MAX_ROWS:,} rows and "
                    f"{MAX_BODY_BYTES:,} bytes per request; score larger files with python -m serving.batch.")
-
-
-class _HugeInteger:
-    """Where ``json`` met an integer beyond a double's range (kept instead of converting it)."""
-
-    def __init__(self, digits: int):
-        self.digits = digits
-
-
-def _bounded_int(text: str) -> int | _HugeInteger:
-    """``json``'s integer parser, up to a double's range: converting thousands of digits
-    is slow, and past 4,300 Python refuses with a ValueError that is not a JSONDecodeError."""
-    digits = len(text) - text.startswith("-")
-    if digits > MAX_INT_DIGITS or abs(value := int(text)) > sys.float_info.max:
-        return _HugeInteger(digits)
-    return value
-
-
-def _step(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    if key.isidentifier():
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key)}]"
-
-
-def _where(value: object, target: object, path: str = "") -> str | None:
-    """The path (``params.x``, ``dataframe_split.data[0][1]``) to ``target`` inside
-    ``value``, parsed JSON nested at most :data:`MAX_JSON_DEPTH` deep."""
-    if value is target:
-        return path or "the top of the body"
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        if (found := _where(item, target, _step(path, key))) is not None:
-            return found
-    return None
-
-
-def load_json(body: bytes | str, **hooks) -> object:
-    """``body`` parsed, refused (:class:`Refused`, 400) if nested deeper than
-    :data:`MAX_JSON_DEPTH`: every JSON body this server reads goes through here.
-    ``json.JSONDecodeError`` for a body that is not JSON."""
-    try:
-        payload = json.loads(body, **hooks)
-    except RecursionError:  # Python's parser gives up near 1,000 levels
-        raise Refused(400, "BAD_REQUEST", f"Invalid input: the JSON body is nested deeper than "
-                                          f"{MAX_JSON_DEPTH} levels.") from None
-    if (depth := json_depth(body if isinstance(body, bytes) else body.encode())) > MAX_JSON_DEPTH:
-        raise Refused(400, "BAD_REQUEST",
-                      f"Invalid input: the JSON body is nested {depth} levels deep; the limit is "
-                      f"{MAX_JSON_DEPTH}.")
-    return payload
 
 
 def json_rows(payload: dict) -> int:
@@ -150,16 +73,6 @@ def json_rows(payload: dict) -> int:
         if isinstance(data, list):
             rows = max(rows, len(data))
     return rows
-
-
-def json_depth(body: bytes) -> int:
-    """The deepest nesting of arrays and objects in ``body``, valid JSON (its strings,
-    brackets and all, are skipped; on valid JSON that regex scan is linear)."""
-    import numpy as np
-
-    brackets = np.frombuffer(JSON_STRING.sub(b"", body).translate(None, NOT_A_BRACKET), dtype=np.uint8)
-    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
-    return int(np.cumsum(steps).max(initial=0))
 
 
 def quoted(name: object) -> str:
@@ -239,25 +152,12 @@ def _boolean_in_numeric_column(payload: dict, numeric: frozenset[str]) -> tuple[
 def check_json(body: bytes, numeric: frozenset[str]) -> None:
     """Refuse a JSON body MLflow would answer with a 500, echo whole, or misread."""
     text = utf8(body, "JSON")
-    huge: list[_HugeInteger] = []
-
-    def bounded_int(digits: str) -> int | _HugeInteger:
-        value = _bounded_int(digits)
-        if isinstance(value, _HugeInteger):
-            huge.append(value)
-        return value
-
     try:
-        payload = load_json(text, object_pairs_hook=_unique_keys, parse_int=bounded_int)
+        payload = load_json(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         raise Refused(400, "BAD_REQUEST",
                       f"Invalid input: the body is not valid JSON: {err.msg} at line {err.lineno}, "
                       f"column {err.colno} (character {err.pos}).") from None
-    if huge:
-        raise Refused(400, "INVALID_PARAMETER_VALUE",
-                      f"Invalid input: the integer at {capped(_where(payload, huge[0]) or 'the body', 200)} "
-                      f"has {huge[0].digits:,} digits, beyond the range of a double (magnitude up to "
-                      f"{sys.float_info.max:.4g}); send it as a number a double can hold.")
     if not isinstance(payload, dict):
         return  # MLflow's own 400 names what it got
     if (rows := json_rows(payload)) > MAX_ROWS:

@@ -20,8 +20,7 @@ formats (``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs``,
 CSV). One middleware (:func:`guarded`) in front of it:
 
 - reads the body of each ``POST /invocations`` up to ``MAX_BODY_BYTES`` and answers
-  413 beyond (a ``Content-Length`` above it at once, without reading; the rest of a
-  longer body is not read);
+  413 beyond, reading no further (:class:`serving.front.BoundedBody`);
 - checks each ``POST /invocations`` before MLflow parses it and refuses what MLflow
   would answer with a 500, answer by quoting the whole body back, or misread, and
   what it would take without bound in rows or memory (:mod:`serving.request_checks`
@@ -60,17 +59,9 @@ from mlflow.exceptions import MlflowException
 from core import contracts
 from serving import webhook
 from serving.follower import DEFAULT_POLL_INTERVAL, Follower
-from serving.front import Front, read_body
+from serving.front import BoundedBody, Front
 from serving.model_check import ModelCheckFailed
-from serving.request_checks import (
-    JSON_TYPE,
-    MAX_BODY_BYTES,
-    Refused,
-    capped,
-    check_request,
-    numeric_columns,
-    too_large,
-)
+from serving.request_checks import JSON_TYPE, Refused, capped, check_request, numeric_columns
 from serving.workers import SHARED_DIR_ENV, Shared
 
 log = logging.getLogger("serving.server")
@@ -137,42 +128,6 @@ def error_answer(status: int, body: bytes, media_type: str, where: str) -> bytes
     payload.pop("detail", None)
     payload.setdefault("error_code", default_code)
     return json.dumps(payload).encode()
-
-
-class BoundedBody:
-    """ASGI middleware: the body of a ``POST /invocations`` read up to ``MAX_BODY_BYTES``
-    and handed on whole, or a 413 (a larger ``Content-Length`` is refused unread)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/invocations" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers", ())).get(b"content-length", b"")
-        body = None if declared.isdigit() and int(declared) > MAX_BODY_BYTES else await read_body(
-            receive, MAX_BODY_BYTES)
-        if body is None:
-            refusal = too_large(f"more than {MAX_BODY_BYTES:,} bytes")
-            log.info("POST /invocations -> %d: %s", refusal.status, refusal.message)
-            answer = error_body(refusal.error_code, refusal.message)
-            await send({"type": "http.response.start", "status": refusal.status,
-                        "headers": [(b"content-type", JSON_TYPE.encode()),
-                                    (b"content-length", str(len(answer)).encode()),
-                                    (b"connection", b"close")]})  # the rest of the body is not read
-            await send({"type": "http.response.body", "body": answer})
-            return
-        handed = False
-
-        async def replay():
-            nonlocal handed
-            if handed:
-                return await receive()
-            handed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
 
 
 def guarded(app, input_schema):

@@ -15,7 +15,7 @@ MLflow signs as Standard Webhooks do (``mlflow/webhooks/delivery.py``): headers
 :func:`verify` refuses a call without them (401), with another signature or a timestamp
 more than :data:`MAX_AGE_SECONDS` away from now (403, so an old call cannot be replayed
 later), and a body that is not a JSON object or is nested deeper than
-:data:`serving.request_checks.MAX_JSON_DEPTH` (400).
+:data:`serving.bounded_json.MAX_JSON_DEPTH` (400).
 
 Register a scoring server with the tracking server (once; the tracking server needs
 ``MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https`` for a plain-http URL and
@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from serving.request_checks import Refused, load_json
+from serving.bounded_json import Refused, load_json
 
 PATH = "/webhooks/mlflow"
 SECRET_ENV = "SERVING_WEBHOOK_SECRET"

@@ -22,7 +22,8 @@ from sklearn.linear_model import LogisticRegression
 from core import contracts
 from core.config import compose_config
 from model.dispatch_model import PREDICT_METHODS
-from serving.request_checks import MAX_BODY_BYTES, MAX_MESSAGE_CHARS
+from serving.bounded_json import MAX_MESSAGE_CHARS
+from serving.request_checks import MAX_BODY_BYTES
 from serving.server import LOG_ZERO
 from tests.support.factories import EXPERIMENT, FEATURES, new_store, package, venv_env
 from tests.support.helpers import free_port, stop, wait_for_http

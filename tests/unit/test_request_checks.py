@@ -1,5 +1,5 @@
 """The server's request checks and answer rewrites as plain functions (serving/request_checks.py,
-serving/server.py), on the edge cases a running server is slow to reach."""
+serving/bounded_json.py, serving/server.py), on the edge cases a running server is slow to reach."""
 
 from __future__ import annotations
 
@@ -7,15 +7,8 @@ import json
 
 import pytest
 
-from serving.request_checks import (
-    MAX_BODY_BYTES,
-    MAX_MESSAGE_CHARS,
-    MAX_ROWS,
-    Refused,
-    capped,
-    check_request,
-    json_depth,
-)
+from serving.bounded_json import MAX_MESSAGE_CHARS, Refused, capped, json_depth
+from serving.request_checks import MAX_BODY_BYTES, MAX_ROWS, check_request
 from serving.server import LOG_ZERO, client_message, strict_predictions
 
 JSON = {"content-type": "application/json"}

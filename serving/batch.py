@@ -19,11 +19,15 @@ key-value metadata: ``model_uri`` (exactly that model: an alias is read once),
 ``model_id`` and, for a registered version, ``model_name`` and ``model_version``;
 the ``score`` run has the same as tags. A CSV output has no place for them.
 
-The file is written under a temporary name and renamed at the end. Every refusal
-(a missing or colliding column, a value that is not a number in a number column,
-a value the model refuses, a file that is not UTF-8, a bad ``--chunk-size`` or
-``--output``) is one line on stderr naming the file, row and column or the
-parameter, and exit 1; it leaves no partial output, and an existing output file
+The output is written in a folder of its own made beside it (``.<name>.<random>``,
+created exclusively, readable by the scorer only: a file or link planted under any
+name is never written through) and moved over ``--output`` (``os.replace``) at the
+end; that folder is removed however scoring ends, SIGTERM and Ctrl-C included
+(exit 143 and 130). Every refusal (a missing or colliding column, a value that is
+not a number in a number column, a value the model refuses, a file that is not
+UTF-8, a bad ``--chunk-size`` or ``--output``, an output folder that cannot be
+written) is one line on stderr naming the file, row and column, the parameter or
+the folder, and exit 1; it leaves no partial output, and an existing output file
 as it was.
 
 Rows outside the training data's contract (a value beyond the training range, a
@@ -41,6 +45,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -62,6 +67,7 @@ from model.dispatch_model import (
     offered_methods,
 )
 from serving.chunk_types import ScoringError, check_chunk
+from serving.staging import Terminated, staged_output, terminate
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +204,7 @@ def score_file(
     chunks = iter_chunks(input_path, chunk_size, role="Input file", text_columns=text,
                          kept_columns=[c for c in ids if c not in features])
     rows = 0
-    with AtomicWriter(output_path, metadata=provenance) as writer, tqdm(
+    with staged_output(output_path) as staged, AtomicWriter(staged, metadata=provenance) as writer, tqdm(
         total=count_rows(input_path, "Input file"), unit="rows",
         disable=None if progress is None else not progress,
     ) as bar:
@@ -263,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     contracts.configure_tracking()
     id_columns = None if args.id_columns in (None, "") else [c.strip() for c in args.id_columns.split(",")]
     in_project_run = "MLFLOW_RUN_ID" in os.environ
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         exact, provenance = scored_by(args.model_uri)
         model = load_verified(exact)  # its files checked first: core.integrity
@@ -287,6 +294,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (StepError, MlflowException) as err:
         print(f"score: error: {one_line(getattr(err, 'message', err))}", file=sys.stderr)
         sys.exit(1)
+    except (Terminated, KeyboardInterrupt) as err:
+        name = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
+        print(f"score: stopped by {name}; no partial output left", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     version = provenance.get(contracts.SCORED_BY_VERSION_KEY)
     print(f"{args.output}: {rows} rows scored with {args.predict_method} by {args.model_uri}"
           + (f" (version {version})" if version else ""))

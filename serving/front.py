@@ -23,6 +23,7 @@ import logging
 
 from serving import webhook
 from serving.follower import Follower
+from serving.request_checks import MAX_BODY_BYTES, too_large
 
 log = logging.getLogger("serving.front")
 
@@ -63,6 +64,38 @@ async def read_body(receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+class BoundedBody:
+    """ASGI middleware of the scoring app (serving.server.guarded): the body of a ``POST
+    /invocations`` read up to ``MAX_BODY_BYTES`` and handed on whole, or a 413 (a larger
+    ``Content-Length`` refused unread; the rest of a longer body is not read)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/invocations" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", ())).get(b"content-length", b"")
+        too_long = declared.isdigit() and int(declared) > MAX_BODY_BYTES
+        body = None if too_long else await read_body(receive, MAX_BODY_BYTES)
+        if body is None:
+            refusal = too_large(f"more than {MAX_BODY_BYTES:,} bytes")
+            log.info("POST /invocations -> %d: %s", refusal.status, refusal.message)
+            await Answer.error(refusal.status, refusal.message)(scope, receive, send)
+            return
+        handed = False
+
+        async def replay():
+            nonlocal handed
+            if handed:
+                return await receive()
+            handed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 class Front:

@@ -4,10 +4,18 @@ quotes the whole body back, or with a prediction made from misread input.
 
 - no ``Content-Type`` (415; MLflow fails on it with a 500), a ``Content-Encoding``
   other than identity (415: MLflow would read gzip bytes as text);
+- a Parquet body (``application/vnd.apache.parquet``, 415): what it takes in memory
+  once read cannot be known before reading it (a few kilobytes of dictionary-encoded
+  Parquet can hold millions of rows of one long text);
+- a body larger than :data:`MAX_BODY_BYTES` (413, before it is read whole: serving.server)
+  or holding more than :data:`MAX_ROWS` rows (413), so that JSON and CSV, the formats
+  MLflow's app parses here, are bounded in memory and rows before MLflow parses them;
 - a JSON or CSV body that is not UTF-8 (400; MLflow quotes every byte back);
 - a body that is not JSON (400 naming line and column; MLflow quotes it whole), or
-  nested deeper than :data:`MAX_JSON_DEPTH` (400; MLflow fails with a 500 on a
-  depth Python's parser cannot recurse to);
+  nested too deep or holding an integer beyond a double (400;
+  :mod:`serving.bounded_json`);
+- a ``dataframe_split`` column name that is not a string (400 naming its position;
+  MLflow fails with a 500);
 - a column named twice: ``dataframe_split`` columns, a key twice in one JSON object
   (``json`` keeps the last), a CSV header (pandas renames the second ``<name>.1``,
   which the model then ignores); MLflow answers the first with an error about
@@ -16,7 +24,7 @@ quotes the whole body back, or with a prediction made from misread input.
 - ``true``/``false`` (CSV: ``True``/``False``) in a column the signature declares
   numeric: MLflow's parser casts them to 1.0 and 0.0 before the model sees them.
 
-Every refusal is :class:`Refused`: a status, MLflow's error code and a message that
+Every refusal is :class:`~serving.bounded_json.Refused`: a status, MLflow's error code and a message that
 names the row, the column or the position, and quotes at most a few hundred characters.
 """
 
@@ -27,52 +35,44 @@ import io
 import json
 import re
 
+from serving.bounded_json import Refused, capped, load_json
+
 # What MLflow's scoring server reads and how it names the parts of a JSON body
 # (mlflow.pyfunc.scoring_server); repeated here so that importing this module
 # does not import MLflow.
 JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
+PARQUET_TYPE = "application/vnd.apache.parquet"
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 PARAMS_KEY = "params"
 NUMERIC_TYPES = ("double", "float", "long", "integer")  # MLflow DataType names
 
-MAX_MESSAGE_CHARS = 500  # an error message, as sent (JSON-escaped); quoted input beyond it is cut
-MAX_JSON_DEPTH = 32  # a request needs 4 levels ({"dataframe_split": {"data": [[...]]}})
+MAX_BODY_BYTES = 16 * 1024 * 1024  # about 500,000 rows of this model's two features as JSON
+MAX_ROWS = 100_000  # rows per request; files of any size: python -m serving.batch
 
 # What pandas.read_csv takes as a boolean (its default true_values and false_values).
 PANDAS_BOOLEANS = frozenset({"True", "TRUE", "true", "False", "FALSE", "false"})
 CSV_BOOLEAN = re.compile(rb"true|false", re.IGNORECASE)
-JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-NOT_A_BRACKET = bytes(set(range(256)) - set(b"[]{}"))  # to delete with bytes.translate
 
 
-class Refused(Exception):
-    """A request refused before MLflow sees it: the HTTP status, MLflow's error code, a message."""
-
-    def __init__(self, status: int, error_code: str, message: str):
-        super().__init__(message)
-        self.status, self.error_code, self.message = status, error_code, message
+def too_large(what: str) -> Refused:
+    return Refused(413, "BAD_REQUEST",
+                   f"The request is too large: {what}. Send at most {MAX_ROWS:,} rows and "
+                   f"{MAX_BODY_BYTES:,} bytes per request; score larger files with python -m serving.batch.")
 
 
-def capped(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """``message`` cut so that it takes at most about ``limit`` characters once JSON-escaped
-    (a quoted value may be megabytes long, or all escapes), saying how much was cut."""
-    if len(json.dumps(message)) - 2 <= limit:
-        return message
-    keep = limit
-    while keep and len(json.dumps(message[:keep])) - 2 > limit:
-        keep //= 2
-    return f"{message[:keep]}... ({len(message) - keep} more characters not shown)"
-
-
-def json_depth(body: bytes) -> int:
-    """The deepest nesting of arrays and objects in ``body``, valid JSON (its strings,
-    brackets and all, are skipped; on valid JSON that regex scan is linear)."""
-    import numpy as np
-
-    brackets = np.frombuffer(JSON_STRING.sub(b"", body).translate(None, NOT_A_BRACKET), dtype=np.uint8)
-    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
-    return int(np.cumsum(steps).max(initial=0))
+def json_rows(payload: dict) -> int:
+    """The number of rows in a request's input, in whichever of MLflow's layouts it comes."""
+    rows = 0
+    for key in INPUT_KEYS:
+        data = payload.get(key)
+        if key == "dataframe_split" and isinstance(data, dict):
+            data = data.get("data")
+        if isinstance(data, dict):  # a dict of columns
+            data = max((values for values in data.values() if isinstance(values, list)), key=len, default=[])
+        if isinstance(data, list):
+            rows = max(rows, len(data))
+    return rows
 
 
 def quoted(name: object) -> str:
@@ -153,20 +153,15 @@ def check_json(body: bytes, numeric: frozenset[str]) -> None:
     """Refuse a JSON body MLflow would answer with a 500, echo whole, or misread."""
     text = utf8(body, "JSON")
     try:
-        payload = json.loads(text, object_pairs_hook=_unique_keys)
+        payload = load_json(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         raise Refused(400, "BAD_REQUEST",
                       f"Invalid input: the body is not valid JSON: {err.msg} at line {err.lineno}, "
                       f"column {err.colno} (character {err.pos}).") from None
-    except RecursionError:  # Python's parser gives up near 1,000 levels
-        raise Refused(400, "BAD_REQUEST", f"Invalid input: the JSON body is nested deeper than "
-                                          f"{MAX_JSON_DEPTH} levels.") from None
-    if (depth := json_depth(body)) > MAX_JSON_DEPTH:
-        raise Refused(400, "BAD_REQUEST",
-                      f"Invalid input: the JSON body is nested {depth} levels deep; the limit is "
-                      f"{MAX_JSON_DEPTH} (a request needs 4).")
     if not isinstance(payload, dict):
         return  # MLflow's own 400 names what it got
+    if (rows := json_rows(payload)) > MAX_ROWS:
+        raise too_large(f"{rows:,} rows")
     params = payload.get(PARAMS_KEY)
     if params is not None and not isinstance(params, dict):
         raise Refused(400, "INVALID_PARAMETER_VALUE",
@@ -174,12 +169,38 @@ def check_json(body: bytes, numeric: frozenset[str]) -> None:
                       f"not {type(params).__name__}.")
     split = payload.get("dataframe_split")
     if isinstance(split, dict) and isinstance(split.get("columns"), list):
+        for position, name in enumerate(split["columns"]):
+            if not isinstance(name, str):
+                raise Refused(400, "INVALID_PARAMETER_VALUE",
+                              f"dataframe_split's columns: the name at position {position} is the JSON "
+                              f"{json_type(name)} {capped(json.dumps(name), 100)}; column names are strings.")
         if (twice := first_duplicate(split["columns"])) is not None:
             raise named_twice(twice, "dataframe_split's columns")
-    if numeric and (b"true" in body or b"false" in body):  # the common case: no value to look at
-        if found := _boolean_in_numeric_column(payload, numeric):
-            row, column, value = found
-            raise boolean_for_number(row, column, json.dumps(value))
+    # b"true"/b"false" absent: the common case, no value to look at
+    if numeric and (b"true" in body or b"false" in body) and (
+            found := _boolean_in_numeric_column(payload, numeric)):
+        row, column, value = found
+        raise boolean_for_number(row, column, json.dumps(value))
+
+
+def json_type(value: object) -> str:
+    """The JSON name of ``value``'s type: array, object, number, boolean, null, string."""
+    if isinstance(value, bool):
+        return "boolean"
+    names = {list: "array", dict: "object", int: "number", float: "number", str: "string"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def csv_rows(body: bytes) -> int:
+    """The number of data rows of a CSV body, as pandas counts them (blank lines skipped, a
+    quoted line break inside a cell); counted exactly only when its lines exceed
+    :data:`MAX_ROWS`."""
+    if body.count(b"\n") <= MAX_ROWS:
+        return body.count(b"\n")  # at least the rows, header and blank lines left out
+    try:
+        return sum(1 for row in csv.reader(io.StringIO(utf8(body, "CSV"))) if row) - 1
+    except csv.Error:
+        return body.count(b"\n")
 
 
 def check_csv(body: bytes, numeric: frozenset[str]) -> None:
@@ -187,6 +208,8 @@ def check_csv(body: bytes, numeric: frozenset[str]) -> None:
     (pandas would rename the second ``<name>.1`` and the model would ignore it), or has
     ``True``/``False`` in a numeric column (pandas reads them as 1.0 and 0.0)."""
     rows = (row for row in csv.reader(io.StringIO(utf8(body, "CSV"))) if row)  # pandas skips blank lines
+    if (count := csv_rows(body)) > MAX_ROWS:
+        raise too_large(f"{count:,} rows")
     try:
         header = next(rows, [])
         if (twice := first_duplicate(header)) is not None:
@@ -217,13 +240,30 @@ def check_request(headers, body: bytes, numeric: frozenset[str]) -> None:
         raise Refused(415, "BAD_REQUEST",
                       f"A Content-Type header is required: {JSON_TYPE} or {CSV_TYPE} "
                       "(with no other charset than utf-8).")
-    mime, *parameters = (part.strip() for part in content_type.split(";"))
-    if any(part.lower().startswith("charset=") and part[8:].lower() != "utf-8" for part in parameters):
-        return  # MLflow's 415 names the charset
+    if len(body) > MAX_BODY_BYTES:  # serving.server stops reading sooner; here for any other caller
+        raise too_large(f"more than {MAX_BODY_BYTES:,} bytes")
+    mime = parsed_as(content_type)
+    if mime == PARQUET_TYPE:
+        raise Refused(415, "BAD_REQUEST",
+                      f"Content-Type {PARQUET_TYPE} is not accepted: the memory a Parquet body takes once "
+                      f"read cannot be bounded before reading it. Send {JSON_TYPE} or {CSV_TYPE}, or score "
+                      "Parquet files with python -m serving.batch.")
     if mime == JSON_TYPE:
         check_json(body, numeric)
     elif mime == CSV_TYPE:
         check_csv(body, numeric)
+
+
+def parsed_as(content_type: str) -> str | None:
+    """The format MLflow's app parses a body of ``content_type`` as (JSON, CSV or Parquet),
+    or None where it answers 415 without parsing: its own reading of the header
+    (``mlflow.pyfunc.scoring_server.invocations``), where a parameter named twice counts
+    once, the last one, and a name is matched exactly."""
+    mime, *pairs = (part.strip() for part in content_type.split(";"))
+    parameters = {key: value for key, _, value in (pair.partition("=") for pair in pairs)}
+    if parameters.get("charset", "utf-8").lower() != "utf-8" or set(parameters) - {"charset"}:
+        return None  # MLflow's 415 names the charset or the parameter
+    return mime if mime in (JSON_TYPE, CSV_TYPE, PARQUET_TYPE) else None
 
 
 def numeric_columns(schema) -> frozenset[str]:

@@ -19,9 +19,12 @@ that ``mlflow models serve --env-manager local`` runs under uvicorn): the same
 formats (``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs``,
 CSV). One middleware (:func:`guarded`) in front of it:
 
+- reads the body of each ``POST /invocations`` up to ``MAX_BODY_BYTES`` and answers
+  413 beyond, reading no further (:class:`serving.front.BoundedBody`);
 - checks each ``POST /invocations`` before MLflow parses it and refuses what MLflow
-  would answer with a 500, answer by quoting the whole body back, or misread
-  (:mod:`serving.request_checks` lists what);
+  would answer with a 500, answer by quoting the whole body back, or misread, and
+  what it would take without bound in rows or memory (:mod:`serving.request_checks`
+  lists what);
 - rewrites every answer of 400 and above into MLflow's JSON shape
   (``{"error_code": ..., "message": ...}``; MLflow's 415s and 504 are plain text),
   without a stack trace (MLflow attaches its traceback, ``stack_trace``, to a CSV
@@ -56,7 +59,7 @@ from mlflow.exceptions import MlflowException
 from core import contracts
 from serving import webhook
 from serving.follower import DEFAULT_POLL_INTERVAL, Follower
-from serving.front import Front
+from serving.front import BoundedBody, Front
 from serving.model_check import ModelCheckFailed
 from serving.request_checks import JSON_TYPE, Refused, capped, check_request, numeric_columns
 from serving.workers import SHARED_DIR_ENV, Shared
@@ -164,6 +167,7 @@ def guarded(app, input_schema):
                                        "the details."), 500, media_type=JSON_TYPE)
         return Response(content=content, status_code=response.status_code, media_type=JSON_TYPE)
 
+    app.add_middleware(BoundedBody)  # added last: the outermost, before ``guard`` reads the body
     return app
 
 

@@ -14,7 +14,8 @@ MLflow signs as Standard Webhooks do (``mlflow/webhooks/delivery.py``): headers
 ``X-MLflow-Signature: v1,<base64 HMAC-SHA256 of "<delivery id>.<timestamp>.<body>">``.
 :func:`verify` refuses a call without them (401), with another signature or a timestamp
 more than :data:`MAX_AGE_SECONDS` away from now (403, so an old call cannot be replayed
-later), and a body that is not a JSON object (400).
+later), and a body that is not a JSON object or is nested deeper than
+:data:`serving.bounded_json.MAX_JSON_DEPTH` (400).
 
 Register a scoring server with the tracking server (once; the tracking server needs
 ``MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https`` for a plain-http URL and
@@ -29,13 +30,14 @@ import argparse
 import base64
 import hashlib
 import hmac
-import json
 import os
 import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from serving.bounded_json import Refused, load_json
 
 PATH = "/webhooks/mlflow"
 SECRET_ENV = "SERVING_WEBHOOK_SECRET"
@@ -79,7 +81,8 @@ def signature(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str
 
 def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | None = None) -> dict:
     """The call's JSON payload if it is signed with ``secret`` within :data:`MAX_AGE_SECONDS`
-    of ``now``; else :class:`WebhookRefused` (401 unsigned, 403 wrong or stale, 400 not JSON)."""
+    of ``now``; else :class:`WebhookRefused` (401 unsigned, 403 wrong or stale, 400 not JSON or
+    nested too deep)."""
     sent = headers.get(SIGNATURE_HEADER)
     delivery_id, timestamp = headers.get(DELIVERY_ID_HEADER), headers.get(TIMESTAMP_HEADER)
     if not sent or not delivery_id or not timestamp:
@@ -97,7 +100,9 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | No
     if not any(hmac.compare_digest(candidate, expected) for candidate in sent.split()):
         raise WebhookRefused(403, "the signature does not match this server's secret")
     try:
-        payload = json.loads(body)
+        payload = load_json(body)
+    except Refused as refusal:
+        raise WebhookRefused(400, refusal.message) from None
     except ValueError:
         payload = None
     if not isinstance(payload, dict):

@@ -22,7 +22,8 @@ from sklearn.linear_model import LogisticRegression
 from core import contracts
 from core.config import compose_config
 from model.dispatch_model import PREDICT_METHODS
-from serving.request_checks import MAX_MESSAGE_CHARS
+from serving.bounded_json import MAX_MESSAGE_CHARS
+from serving.request_checks import MAX_BODY_BYTES
 from serving.server import LOG_ZERO
 from tests.support.factories import EXPERIMENT, FEATURES, new_store, package, venv_env
 from tests.support.helpers import free_port, stop, wait_for_http
@@ -238,6 +239,52 @@ def test_params_that_are_not_an_object_are_refused(served):
     assert_refused(response, 400, "'params' must be a JSON object")
 
 
+HUGE = "9" * 4301  # past Python's 4,300 digits of int-str conversion: MLflow alone fails with a 500
+HOLES = {  # body, Content-Type, status, message
+    "an integer of 4,301 digits in data": (
+        f'{{"dataframe_split": {{"columns": {json.dumps(FEATURES)}, "data": [[1.4, {HUGE}]]}}}}',
+        "application/json", 400, "the integer at dataframe_split.data[0][1] has 4,301 digits"),
+    "an integer of 4,301 digits in params": (
+        f'{{"inputs": {{"petal length (cm)": [1.4], "petal width (cm)": [0.2]}}, "params": {{"x": {HUGE}}}}}',
+        "application/json", 400, "the integer at params.x has 4,301 digits"),
+    "a charset named twice, the last utf-8": (
+        f'{{"inputs": {{"petal length (cm)": [{HUGE}]}}}}', "application/json; charset=latin-1; charset=utf-8",
+        400, "the integer at inputs[\"petal length (cm)\"][0] has 4,301 digits"),
+    "a list as a column name": (
+        json.dumps(split([[1.4, 0.2]], columns=[[FEATURES[0]], FEATURES[1]])), "application/json", 400,
+        "dataframe_split's columns: the name at position 0 is the JSON array"),
+    "Parquet": (b"PAR1" + bytes(64) + b"PAR1", "application/vnd.apache.parquet", 415,
+                "application/vnd.apache.parquet is not accepted"),
+    "a body beyond the size limit": (b" " * (MAX_BODY_BYTES + 1), "application/json", 413,
+                                     f"more than {MAX_BODY_BYTES:,} bytes"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOLES))
+def test_what_mlflow_alone_fails_on_or_takes_without_bound_is_a_short_4xx(served, case):
+    base, _ = served
+    body, content_type, status, expected = HOLES[case]
+    assert_refused(post(base, body, {"Content-Type": content_type}), status, expected)
+
+
+def test_a_chunked_body_beyond_the_size_limit_is_a_413_read_no_further(served):
+    base, _ = served
+    chunk = b" " * 2**20
+    sent = []
+
+    def chunks():  # no Content-Length: requests sends it chunked
+        for _ in range(MAX_BODY_BYTES // len(chunk) * 4):
+            sent.append(len(chunk))
+            yield chunk
+
+    try:
+        response = requests.post(f"{base}/invocations", data=chunks(), timeout=60,
+                                 headers={"Content-Type": "application/json"})
+    except requests.ConnectionError:  # the server may close before the client has sent it all
+        return
+    assert_refused(response, 413, f"more than {MAX_BODY_BYTES:,} bytes")
+
+
 def test_other_errors_are_json_in_mlflows_shape(served):
     base, _ = served
     assert_refused(requests.get(f"{base}/invocations", timeout=30), 405, "Method Not Allowed")
@@ -304,7 +351,8 @@ REQUESTS = st.one_of(
     st.tuples(st.just("application/json"), JSON_BODIES | st.text(max_size=30)),
     st.tuples(st.just("text/csv"), CSV_BODIES | st.text(max_size=40)),
     st.tuples(st.sampled_from(["", "application/json; charset=utf-8", "text/csv; charset=UTF-8",
-                               "text/plain"]), JSON_BODIES | CSV_BODIES),
+                               "text/plain", "application/vnd.apache.parquet",
+                               "application/json; charset=latin-1; charset=utf-8"]), JSON_BODIES | CSV_BODIES),
 )
 
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import signal
+import stat
 import subprocess
 import sys
+import time
 
 import mlflow
 import numpy as np
@@ -190,8 +195,9 @@ def refused(argv: list[str], capsys) -> str:
 
 
 def assert_nothing_written(folder, output, before: bytes | None = None) -> None:
-    """No temporary file left under ``folder``; ``output`` absent, or still holding ``before``."""
+    """No temporary file or folder left under ``folder``; ``output`` absent, or still holding ``before``."""
     assert list(folder.rglob("*.partial")) == []
+    assert list(output.parent.glob(f".{output.name}*")) == []
     if before is None:
         assert not output.exists()
     else:
@@ -389,3 +395,112 @@ def test_a_parquet_output_records_the_version_that_scored_it(model_uri, tmp_path
                         contracts.SCORED_BY_ID_KEY: model_uri.removeprefix("models:/"),
                         contracts.SCORED_BY_NAME_KEY: "scored-by", contracts.SCORED_BY_VERSION_KEY: str(version)}
     assert pd.read_csv(tmp_path / "out.csv").columns.tolist() == ["id", "note", "prediction"]  # CSV: no room
+
+
+# The temporary output: created exclusively, never written through a planted link, removed
+# on SIGTERM and Ctrl-C; an output folder that cannot be written is one line.
+
+PREDICTABLE = (".{name}.partial", "{name}.partial", ".{name}.tmp", "{name}.tmp", "{name}~", ".{name}")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_link_planted_at_a_predictable_name_is_not_followed(model_and_estimator, tmp_path, suffix):
+    model, estimator = model_and_estimator
+    folder = tmp_path / "scored"
+    folder.mkdir()
+    source, out, victim = tmp_path / "in.csv", folder / f"out{suffix}", tmp_path / "victim.txt"
+    rows(30).to_csv(source, index=False)
+    victim.write_text("the scorer can write this file\n")
+    links = [folder / pattern.format(name=out.name) for pattern in PREDICTABLE]
+    for link in links:
+        link.symlink_to(victim)
+    assert score.score_file(model, source, out, "predict", chunk_size=7) == 30
+    assert victim.read_text() == "the scorer can write this file\n"
+    assert all(link.is_symlink() and link.resolve() == victim for link in links)  # left as they were
+    result = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
+    np.testing.assert_array_equal(result["prediction"], estimator.predict(rows(30)[FEATURES]))
+    assert sorted(path.name for path in folder.iterdir()) == sorted([out.name, *(link.name for link in links)])
+
+
+def score_command(source, out, model_uri: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "serving.batch", "--input", str(source), "--output", str(out),
+            "--model-uri", model_uri, "--no-progress", *extra]
+
+
+@pytest.mark.parametrize(("sent", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_scoring_leaves_no_temporary_file(model_uri, tmp_path, sent, code):
+    """The real process, stopped once it has written its first chunk (4,000 chunks of 5 rows
+    remain: it is still scoring whenever the signal arrives)."""
+    folder = tmp_path / "scored"
+    folder.mkdir()
+    source, out = tmp_path / "in.csv", folder / "out.csv"
+    rows(20_000).to_csv(source, index=False)
+    process = subprocess.Popen(score_command(source, out, model_uri, "--chunk-size", "5"),
+                               cwd=contracts.PROJECT_DIR, env=venv_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240  # generous: a busy machine loads MLflow and the model slowly
+        while not list(folder.glob(".out.csv.*/.out.csv.partial")) and process.poll() is None:
+            assert time.monotonic() < deadline, "no temporary output appeared"
+            time.sleep(0.05)
+        (partial,) = folder.glob(".out.csv.*/.out.csv.partial")
+        assert stat.S_IMODE(partial.parent.stat().st_mode) == 0o700  # a folder only the scorer can enter
+        process.send_signal(sent)
+        _, stderr = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == code, stderr[-2000:]
+    assert stderr.splitlines() == [f"score: stopped by {sent.name}; no partial output left"]
+    assert list(folder.iterdir()) == []
+
+
+def read_only_mount(folder) -> list[str] | None:
+    """A command prefix running a command with a read-only file system mounted on ``folder``
+    (a private mount namespace: ``unshare -m``, as root on Linux), or None where that is not
+    possible here."""
+    if sys.platform != "linux" or os.geteuid() != 0 or not shutil.which("unshare"):
+        return None
+    prefix = ["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o ro tmpfs "{folder}" && exec "$@"', "sh"]
+    probe = subprocess.run([*prefix, "sh", "-c", f'! touch "{folder}/probe" 2>/dev/null'], check=False, capture_output=True)
+    return prefix if probe.returncode == 0 else None
+
+
+def without_write_permission(folder) -> list[str] | None:
+    """A command prefix running a command that ``folder`` (now mode 0555) denies writing: none
+    needed for a user; root ignores file modes, so root's command runs without the capability
+    to (``setpriv``, Linux). None where neither denies."""
+    folder.chmod(0o555)
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            return None
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+    probe = subprocess.run([*prefix, "sh", "-c", f'! touch "{folder}/probe" 2>/dev/null'], check=False, capture_output=True)
+    return prefix if probe.returncode == 0 else None
+
+
+@pytest.mark.parametrize(("how", "reason"), [(read_only_mount, "Read-only file system"),
+                                             (without_write_permission, "Permission denied")])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_an_output_folder_that_cannot_be_written_is_one_line(model_uri, tmp_path, how, reason, suffix):
+    """This machine may run tests as root, which file modes do not stop: the folder is made
+    unwritable in ways that hold for root too (a read-only mount, or a process without the
+    capability to override modes), each skipped where it cannot be set up."""
+    folder = tmp_path / "unwritable"
+    folder.mkdir()
+    source, out = tmp_path / "in.csv", folder / f"out{suffix}"
+    rows(40).to_csv(source, index=False)
+    prefix = how(folder)
+    if prefix is None:
+        pytest.skip(f"{how.__name__}: cannot make a folder unwritable for this process here")
+    try:
+        result = subprocess.run([*prefix, *score_command(source, out, model_uri)], check=False, cwd=contracts.PROJECT_DIR,
+                                env=venv_env(), capture_output=True, text=True, timeout=300)
+    finally:
+        folder.chmod(0o755)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.splitlines() == [
+        f"score: error: Output file {out}: its folder {folder} cannot be written: {reason}"]
+    assert list(folder.iterdir()) == []

@@ -44,6 +44,11 @@ REFUSED = {  # headers, body, status, message
     "an hour old": (signed(timestamp=NOW - 3600), BODY, 403, "signed 3600 s away from now"),
     "not a time": (signed(timestamp=NOW) | {webhook.TIMESTAMP_HEADER: "yesterday"}, BODY, 403, "not a Unix time"),
     "not an object": (signed(b"[1]", timestamp=NOW), b"[1]", 400, "not a JSON object"),
+    # 60 KB, within the server's webhook size limit; Python's parser fails near 1,000 levels
+    "nested 30,000 deep": (signed(b"[" * 30_000 + b"]" * 30_000, timestamp=NOW), b"[" * 30_000 + b"]" * 30_000,
+                           400, "the JSON body is nested deeper than 32 levels"),
+    "nested 40 deep": (signed(b"[" * 40 + b"]" * 40, timestamp=NOW), b"[" * 40 + b"]" * 40,
+                       400, "the JSON body is nested 40 levels deep; the limit is 32"),
 }
 
 

@@ -4,6 +4,7 @@ artifact store is refused and the served one kept; a pinned version never moves.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -71,5 +72,8 @@ def test_a_pinned_version_never_moves(champion, tmp_path, cfg):
     assert follower.start_serving().version == v1
     MlflowClient().set_registered_model_alias(NAME, "champion", new_version(tmp_path, cfg, C=0.01))
     assert follower.check() == "pinned" and follower.current.version == v1
+    before = follower.status()["last_check"]
     follower.start()
-    assert follower._thread is None  # nothing polls
+    time.sleep(2.5)  # two poll intervals and more: nothing polls
+    follower.stop()
+    assert follower.status()["last_check"] == before and follower.current.version == v1

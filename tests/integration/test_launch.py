@@ -61,8 +61,7 @@ def test_a_forked_step_gets_the_callers_arguments_environment_streams_and_exit_s
     assert report == {**report, "argv": ["exit", "3"], "probe": "from the caller", "name": "__main__",
                       "cwd": str(contracts.PROJECT_DIR)}
     assert "on stderr" in err and "running it here" not in err
-    # What the server loaded is frozen: the step's collections do not walk (and copy) it.
-    assert report["frozen"] > 100_000 and report["collecting"]
+    assert report["collecting"]  # a step's garbage collector runs as in any process
 
 
 def test_the_step_modules_preload_and_fork(server):

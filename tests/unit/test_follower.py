@@ -99,11 +99,14 @@ def test_an_unreadable_registry_keeps_the_version_served_and_is_read_again(regis
 
 
 def test_a_pinned_version_is_never_read_again(registry):
-    f = follower(registry, "models:/iris-classifier/1")
+    f = follower(registry, "models:/iris-classifier/1", poll_interval=0.05)
     registry.alias = "2"
     assert f.check() == "pinned" and f.current.version == "1"
+    before = f.status()["last_check"]
     f.start()
-    assert f._thread is None
+    time.sleep(0.5)  # ten poll intervals
+    f.stop()
+    assert f.status()["last_check"] == before and f.current.version == "1"
     assert f.status()["following"] is False and f.status()["alias"] is None
 
 

@@ -21,9 +21,8 @@ import pytest
 import yaml
 from sklearn import datasets
 
-from core import data, profile
+from core import data
 from core.config import compose_config
-from core.features import as_sent
 from steps import evaluate
 from tests.support.factories import run_chain
 
@@ -45,6 +44,12 @@ def r_export(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def as_sent(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as a client sends it: ``category`` columns as text, gaps as NaN."""
+    return frame.assign(**{name: frame[name].astype(object).where(frame[name].notna(), np.nan)
+                           for name in frame.columns if isinstance(frame[name].dtype, pd.CategoricalDtype)})
+
+
 def through_pipeline(tmp_path, frame: pd.DataFrame, file: str, target: str, *overrides: str):
     """Write ``frame`` to ``file``, run train, serialize, package and evaluate; return the
     outputs, the evaluate result, the profile train logged (``{column: entry}``), the
@@ -56,8 +61,10 @@ def through_pipeline(tmp_path, frame: pd.DataFrame, file: str, target: str, *ove
     outputs = run_chain(cfg)
     with mlflow.start_run():
         result = evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
+    from core.profile import PROFILE_ARTIFACT
+
     train_run = outputs["holdout_uri"].split("/")[1]
-    logged = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{train_run}/{profile.PROFILE_ARTIFACT}"))
+    logged = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{train_run}/{PROFILE_ARTIFACT}"))
     model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@champion")
     reference = mlflow.sklearn.load_model(outputs["model_uri"])
     holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(outputs["holdout_uri"]))

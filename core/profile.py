@@ -29,6 +29,8 @@ PROFILE_ARTIFACT = "data/profile.yaml"
 IDENTIFIER_SHARE = 0.95  # distinct in at least this share of its non-empty rows
 IDENTIFIER_MIN_ROWS = 20  # fewer non-empty values: too few to tell an identifier
 FEATURE, LEFT_OUT = "feature", "left out"
+# Reasons that are the config's choice, not what the column looks like: no warning.
+LISTED, UNLISTED, DROPPED = "listed in data.features", "not listed in data.features", "listed in data.drop"
 # Dates and times written as text, ISO 8601: a date, then optionally a time and a zone.
 ISO_DATE = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
 EPOCH = pd.Timestamp("1970-01-01")
@@ -122,10 +124,9 @@ def describe(name, values: pd.Series, listed: bool | None, dropped: bool) -> Col
     else:
         why = ""
     if dropped:
-        return column(kind, LEFT_OUT, "listed in data.drop")
+        return column(kind, LEFT_OUT, DROPPED)
     if listed is not None:
-        return column(kind, FEATURE if listed else LEFT_OUT, "listed in data.features" if listed else
-                      "not listed in data.features")
+        return column(kind, FEATURE if listed else LEFT_OUT, LISTED if listed else UNLISTED)
     if kind in ("identifier", "empty"):
         return column(kind, LEFT_OUT, why)
     return column(kind, FEATURE, why or kind)
@@ -152,7 +153,7 @@ def chosen(profile: Sequence[Column], use: str = FEATURE) -> list[str]:
 def left_out_lines(profile: Sequence[Column]) -> list[str]:
     """One line per column left out for what it looks like (not for a config list)."""
     return [f"column {c.name!r} left out: {c.kind} ({c.reason}); list it in data.features to keep it"
-            for c in profile if c.use == LEFT_OUT and "data." not in c.reason]
+            for c in profile if c.use == LEFT_OUT and c.reason not in (UNLISTED, DROPPED)]
 
 
 def profile_yaml(profile: Sequence[Column], source: str, rows: int) -> str:

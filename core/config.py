@@ -41,11 +41,20 @@ class Candidates(str, Enum):
     none = "none"  # not registered
 
 
+class Dates(str, Enum):
+    """What training does with feature columns of dates or times (``core.profile``)."""
+
+    refuse = "refuse"  # stop, naming the columns
+    days = "days"  # train on them as days since 1970-01-01 (a float; clients send that number)
+
+
 @dataclass
 class DataConfig:
     loader: Any = MISSING  # {_target_: callable returning a DataFrame, ...its arguments}
     path: Optional[str] = None  # the file data=file reads
-    features: Optional[list[str]] = None  # None: every column except the target
+    features: Optional[list[str]] = None  # None: every column except the target (core.profile)
+    drop: list[str] = field(default_factory=list)  # columns left out, whatever they look like
+    dates: Dates = Dates.refuse
     target: str = "target"
     test_size: float = 0.2  # fraction of rows held out, strictly between 0 and 1
     random_state: int = 0

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from core import tabular
+from core import profile, tabular
 from core.contracts import PROJECT_DIR
 from core.errors import StepError
-from core.features import plain_gaps
+from core.features import plain_categories, plain_gaps
 
 log = logging.getLogger(__name__)
 
@@ -85,20 +85,8 @@ def feature_list(frame: pd.DataFrame, features: Sequence[str] | None, target: st
 
 
 def index_columns(frame: pd.DataFrame, target: str) -> list[str]:
-    """Columns that are a saved row index, not a feature: pandas' ``Unnamed: 0``
-    (``to_csv`` without ``index=False``), or integers equal to 0..n-1 or 1..n."""
-    found = []
-    for column in frame.columns:
-        if column == target:
-            continue
-        values = frame[column]
-        if str(column).startswith("Unnamed: "):
-            found.append(column)
-        elif pd.api.types.is_integer_dtype(values) and len(values) > 2 and not values.isna().any():
-            start = int(values.iloc[0])
-            if start in (0, 1) and (values.to_numpy() == np.arange(start, start + len(values))).all():
-                found.append(column)
-    return found
+    """Columns that are a saved row index, not a feature (``core.profile.is_saved_index``)."""
+    return [c for c in frame.columns if c != target and profile.is_saved_index(c, frame[c])]
 
 
 def looks_continuous(labels: pd.Series) -> bool:
@@ -132,11 +120,13 @@ def validate_frame(
         raise DataError(f"Data {source} lacks column(s) {missing}; it has {list(frame.columns)}")
     if not features:
         raise DataError(f"Data {source} has no feature columns besides the target {target!r}")
-    dates = [c for c in features if pd.api.types.is_datetime64_any_dtype(frame[c])]
+    dates = [c for c in features if profile.is_date(frame[c])]
     if dates:
         raise DataError(
-            f"Data {source}: feature column(s) {dates} hold dates or times; derive numbers "
-            "from them (a year, a day of the week) or leave them out with data.features"
+            f"Data {source}: feature column(s) {dates} hold dates or times (e.g. "
+            f"{_plain(frame[dates[0]].dropna().iloc[0])!r} in row {frame[dates[0]].first_valid_index()}); "
+            "set data.dates=days to train on them as days since 1970-01-01, derive numbers "
+            "from them yourself, or leave them out with data.drop"
         )
     labels = frame[target]
     if labels.isna().any():
@@ -210,6 +200,13 @@ def _plain(value):
 
 def prepare_data(data_cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Load, validate and split the configured data: (train, holdout, feature names)."""
+    train, holdout, features, _ = prepare(data_cfg)
+    return train, holdout, features
+
+
+def prepare(data_cfg: DictConfig):
+    """Load, profile (``core.profile``), validate and split the configured data:
+    (train, holdout, feature names, the profile of every column)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
     from sklearn.model_selection import train_test_split
@@ -221,14 +218,19 @@ def prepare_data(data_cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, list
         if isinstance(err.__cause__, DataError):  # Hydra wraps it; the cause names the file
             raise err.__cause__ from None
         raise
-    frame = plain_gaps(frame)
-    if data_cfg.features is None:  # every column but the target: leave out a saved row index
-        dropped = index_columns(frame, data_cfg.target)
-        if dropped:
-            log.warning("Data %s: column(s) %s look like a saved row index, not a feature; "
-                        "left out (list data.features to keep them)", source, dropped)
-            frame = frame.drop(columns=dropped)
-    features = feature_list(frame, data_cfg.features, data_cfg.target)
+    frame = plain_categories(plain_gaps(frame))
+    drop = list(OmegaConf.select(data_cfg, "drop", default=None) or [])
+    unknown = [c for c in drop if c not in frame.columns]
+    if unknown or data_cfg.target in drop:
+        raise DataError(f"Data {source}: data.drop names {unknown or [data_cfg.target]}, "
+                        f"{'the target' if not unknown else 'not a column'}; it has {list(frame.columns)}")
+    columns = profile.profile_frame(frame, data_cfg.target, data_cfg.features, drop)
+    for line in profile.left_out_lines(columns):
+        log.warning("Data %s: %s", source, line)
+    features = profile.chosen(columns) if data_cfg.features is None else list(data_cfg.features)
+    if OmegaConf.select(data_cfg, "dates", default="refuse") == "days":  # a str Enum, or text
+        dates = [c for c in features if c in frame.columns and profile.is_date(frame[c])]
+        frame = frame.assign(**{c: profile.as_days(frame[c]) for c in dates})
     validate_frame(
         frame, features, data_cfg.target, data_cfg.test_size, data_cfg.stratify, source,
         data_cfg.max_duplicate_share,
@@ -246,4 +248,4 @@ def prepare_data(data_cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, list
             f"Data {source}: class(es) {absent} did not land in the training split; "
             "set data.stratify=true or add rows"
         )
-    return train, holdout, features
+    return train, holdout, features, columns

@@ -32,12 +32,35 @@ def plain_gaps(frame: pd.DataFrame) -> pd.DataFrame:
     changed = {}
     for name in frame.columns:
         values = frame[name]
-        if not pd.api.types.is_extension_array_dtype(values.dtype) or not values.isna().any():
+        if (not pd.api.types.is_extension_array_dtype(values.dtype) or not values.isna().any()
+                or isinstance(values.dtype, pd.CategoricalDtype)):  # categories take NaN as they are
             continue
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
             changed[name] = values.astype(np.float64)
         else:
             changed[name] = values.astype(object).where(values.notna(), np.nan)
+    return frame.assign(**changed) if changed else frame
+
+
+def plain_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """``category`` columns whose categories are not text (numbers, booleans) as the values
+    they hold: a client sends such values as numbers, and the signature says so. Text
+    categories stay ``category`` (``hist_gradient_boosting`` takes them natively)."""
+    changed = {
+        name: frame[name].astype(object).where(frame[name].notna(), np.nan).infer_objects()
+        for name in frame.columns
+        if isinstance(frame[name].dtype, pd.CategoricalDtype)
+        and pd.api.types.infer_dtype(frame[name].cat.categories, skipna=True) != "string"
+    }
+    return frame.assign(**changed) if changed else frame
+
+
+def as_sent(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as a client sends it to the model: ``category`` columns as text (objects,
+    NaN for a gap), which the signature declares ``string`` and MLflow's schema takes;
+    MLflow refuses a ``category`` column there ("Can not safely convert category")."""
+    changed = {name: frame[name].astype(object).where(frame[name].notna(), np.nan)
+               for name in frame.columns if isinstance(frame[name].dtype, pd.CategoricalDtype)}
     return frame.assign(**changed) if changed else frame
 
 
@@ -51,9 +74,9 @@ def input_schema(frame: pd.DataFrame):
 
 def nullable_columns(estimator, features: pd.DataFrame) -> list[str]:
     """The feature columns in which the fitted ``estimator`` accepts a missing value, found
-    by asking it: a complete row it predicts is predicted again with that column's value
-    missing. Integer columns are left out: MLflow's schema refuses a gap in a ``long``
-    column before the model sees it.
+    by asking it: a row it predicts (:func:`_predictable_row`) is predicted again with
+    that column's value missing. Integer columns are left out: MLflow's schema refuses a
+    gap in a ``long`` column before the model sees it.
 
     More exact than scikit-learn's ``allow_nan`` tag, which a ``Pipeline`` takes from its
     last step (a ``SimpleImputer`` in front of a ``LogisticRegression`` says False).
@@ -75,11 +98,24 @@ def nullable_columns(estimator, features: pd.DataFrame) -> list[str]:
     return accepted
 
 
+def template_row(features: pd.DataFrame, position: int) -> pd.DataFrame:
+    """Row ``position`` of ``features`` with each gap filled by a value its column holds
+    elsewhere (the column's ``position``-th value, cycling): a row with as few gaps as the
+    table allows, found even in a table where every row has a gap. A column with no value
+    at all keeps its gap."""
+    row = features.iloc[[position]].copy()
+    for column in row.columns[row.isna().iloc[0].to_numpy()]:
+        present = features[column].dropna()
+        if len(present):
+            row[column] = pd.Series([present.iloc[position % len(present)]], index=row.index,
+                                    dtype=features[column].dtype)
+    return row
+
+
 def _predictable_row(estimator, features: pd.DataFrame, tries: int = 20) -> pd.DataFrame | None:
-    """The first of the first ``tries`` rows without a gap that ``estimator`` predicts."""
-    complete = features[features.notna().all(axis=1)].head(tries)
-    for position in range(len(complete)):
-        row = complete.iloc[[position]]
+    """The first of the first ``tries`` rows (:func:`template_row`) that ``estimator`` predicts."""
+    for position in range(min(tries, len(features))):
+        row = template_row(features, position)
         try:
             estimator.predict(row)
         except Exception:  # noqa: BLE001 - try the next row

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import StepError
+from core.features import as_sent
 from model.dispatch_model import (
     NULLABLE_CONFIG_KEY,
     PREDICT_METHOD_PARAM,
@@ -44,8 +45,10 @@ class Check:
 
 
 def call(model, features: pd.DataFrame, method: str | None):
+    """The pyfunc's output for ``features`` as a client sends them (``category`` columns
+    as text: ``core.features.as_sent``); the native estimator is asked with them as they are."""
     params = None if method is None else {PREDICT_METHOD_PARAM: method}
-    return np.asarray(model.predict(features, params=params))
+    return np.asarray(model.predict(as_sent(features), params=params))
 
 
 def model_methods(model) -> list[str]:

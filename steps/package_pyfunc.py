@@ -42,7 +42,7 @@ from core import contracts
 from core.contract import CONTRACT_ARTIFACT
 from core.contract import METADATA_KEY as CONTRACT_METADATA_KEY
 from core.errors import StepError
-from core.features import input_schema, nullable_columns
+from core.features import as_sent, input_schema, nullable_columns
 from core.integrity import log_model_recorded, verified_artifact
 from model import dispatch_model
 from model.dispatch_model import (
@@ -117,7 +117,7 @@ def log_dispatch_model(
         artifacts={ESTIMATOR_ARTIFACT_KEY: estimator_path},
         model_config={DIGEST_CONFIG_KEY: digest, NULLABLE_CONFIG_KEY: nullable},
         signature=model_signature(estimator, features),
-        input_example=features.head(5),
+        input_example=as_sent(features.head(5)),
         pip_requirements=pinned_requirements(MODEL_PACKAGES),
         metadata=metadata,
     ))

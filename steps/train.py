@@ -8,7 +8,9 @@ Writes, on its MLflow run:
   tags ``data.digest`` (content hash), ``data.rows`` and ``data.source``;
 - ``data/train.parquet`` and ``data/holdout.parquet``: the exact split, also
   logged as MLflow dataset inputs (contexts ``training`` and ``testing``), and
-  ``data/contract.yaml``, each with its SHA-256 as run tag ``artifact.sha256.<path>``;
+  ``data/contract.yaml`` and ``data/profile.yaml`` (what each column is and whether it
+  is a feature, ``core.profile``; each column left out is also a warning in the log),
+  each with its SHA-256 as run tag ``artifact.sha256.<path>``;
 - the fitted estimator as a native ``mlflow.sklearn`` model named ``model`` (a pickle),
   the digest of its files as uploaded as its tag ``model.files_sha256`` (``core.integrity``).
 
@@ -29,7 +31,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from sklearn.base import BaseEstimator
 
-from core import contract, contracts, data
+from core import contract, contracts, data, profile
 from core.config import build_estimator, flatten
 from core.errors import StepError
 from core.integrity import log_artifact_recorded, log_model_recorded
@@ -170,7 +172,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
     )
 
     digest = data.data_digest(cfg.data)
-    train, holdout, features = data.prepare_data(cfg.data)
+    train, holdout, features, columns = data.prepare(cfg.data)
     after = data.data_digest(cfg.data)
     if after != digest or (expected_digest and digest != expected_digest):
         raise data.DataError(
@@ -198,6 +200,8 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
     log_dataset(dataset_input(train, "train", target), "training")
     log_dataset(dataset_input(holdout, "holdout", target), "testing")
     log_contract(train[features])
+    log_text(profile.profile_yaml(columns, data.describe_source(cfg.data), len(train) + len(holdout)),
+             profile.PROFILE_ARTIFACT)
 
     estimator = fit_estimator(build_estimator(cfg.model), train, features, target)
     model_info = log_native_model(estimator, train[features].head(SCHEMA_SAMPLE_ROWS))
@@ -219,10 +223,15 @@ def log_contract(features: pd.DataFrame) -> None:
     except Exception as err:  # noqa: BLE001 - pandera cannot describe some dtypes
         log.warning("no data contract logged: %s: %s", type(err).__name__, err)
         return
+    log_text(text, contract.CONTRACT_ARTIFACT)
+
+
+def log_text(text: str, artifact: str) -> None:
+    """Log ``text`` as ``artifact``, its SHA-256 recorded (``core.integrity``)."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(contract.CONTRACT_ARTIFACT).name
+        path = Path(tmp) / Path(artifact).name
         path.write_text(text)
-        log_artifact_recorded(path, contract.CONTRACT_ARTIFACT)
+        log_artifact_recorded(path, artifact)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

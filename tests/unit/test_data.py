@@ -163,7 +163,7 @@ def test_a_saved_row_index_is_left_out_with_a_warning(tmp_path, caplog):
     _, _, from_pandas = data.prepare_data(file_cfg(tmp_path / "indexed.csv"))
     _, _, numbered = data.prepare_data(file_cfg(write(frame, tmp_path / "numbered.csv")))
     assert "Unnamed: 0" not in from_pandas and "row" not in numbered
-    assert "['Unnamed: 0'] look like a saved row index" in caplog.text
+    assert "column 'Unnamed: 0' left out: identifier (a saved row index)" in caplog.text
     kept = file_cfg(tmp_path / "numbered.csv", "data.features=[row,'petal width (cm)']")
     assert data.prepare_data(kept)[2] == ["row", "petal width (cm)"]  # listed: kept
 

@@ -156,6 +156,13 @@ def left_out_lines(profile: Sequence[Column]) -> list[str]:
             for c in profile if c.use == LEFT_OUT and c.reason not in (UNLISTED, DROPPED)]
 
 
+def left_out_summary(profile: Sequence[Column]) -> str:
+    """The columns left out for what they look like, for the pipeline's summary:
+    ``rownames (identifier), notes (empty)``; empty when none."""
+    return ", ".join(f"{c.name} ({c.kind})" for c in profile
+                     if c.use == LEFT_OUT and c.reason not in (UNLISTED, DROPPED))
+
+
 def profile_yaml(profile: Sequence[Column], source: str, rows: int) -> str:
     import yaml
 

@@ -31,7 +31,7 @@ STEPS: tuple[Step, ...] = (
         "train",
         params={"data_digest": (DATA_DIGEST,)},
         config=("data", "model"),
-        outputs=("model_uri", "holdout_uri"),
+        outputs=("model_uri", "holdout_uri", "columns_left_out"),
     ),
     Step(
         "serialize",

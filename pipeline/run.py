@@ -139,6 +139,7 @@ def _run_steps(ctx: PipelineContext, summary: PipelineSummary, cached_only_in: s
         _record_step(result)
         keys[step] = key.key
     summary.gate_outcome = outputs.get("gate_outcome")
+    summary.columns_left_out = outputs.get("columns_left_out")
     summary.broken_champion_version = outputs.get("broken_champion_version")
     # Read the alias now rather than trusting a cached evaluate: a rollback may have moved it.
     from mlflow import MlflowClient

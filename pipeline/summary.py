@@ -85,6 +85,7 @@ class PipelineSummary:
     gate_outcome: str | None = None
     champion_version: str | None = None
     broken_champion_version: str | None = None  # the champion the gate found it could not load
+    columns_left_out: str | None = None  # by train's column profile: "rownames (identifier), ..."
     name: str = "pipeline"  # the run's name
 
     @property
@@ -135,6 +136,8 @@ class PipelineSummary:
                 f"  {step.shown:<15} {step.status:<9} {step.seconds:6.1f}s  run {step.run_id or '-'}"
                 f"  {step.cache} ({step.reason})"
             )
+        if self.columns_left_out:
+            lines.append(f"  columns left out: {self.columns_left_out}")
         lines.append(f"  registered version: {self.registered_model_version or '-'}")
         lines.append(f"  validation: {self.validation_status}")
         lines.append(f"  outcome: {self.outcome}")
@@ -163,6 +166,8 @@ class PipelineSummary:
             + (f"[{model_name} v{version}]({ui_version_page(model_name, version)})" if version else "none")
             + f" · validation: {self.validation_status} · trigger: {trigger}",
         ]
+        if self.columns_left_out:
+            lines += ["", f"Columns left out by the profile: {_escape(self.columns_left_out)}"]
         return "\n".join(lines)
 
 

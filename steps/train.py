@@ -15,7 +15,8 @@ Writes, on its MLflow run:
   the digest of its files as uploaded as its tag ``model.files_sha256`` (``core.integrity``).
 
 Outputs (run tags ``pipeline.output.*``): ``model_uri`` (``models:/m-…``),
-``holdout_uri`` (``runs:/<run>/data/holdout.parquet``).
+``holdout_uri`` (``runs:/<run>/data/holdout.parquet``), and ``columns_left_out`` when the
+profile left columns out for what they look like (``rownames (identifier), notes (empty)``).
 
 Run alone: ``python -m steps.train [overrides]`` or ``mlflow run . -e train``.
 """
@@ -210,6 +211,8 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
         "model_uri": model_info.model_uri,
         "holdout_uri": f"runs:/{run_id}/{contracts.HOLDOUT_ARTIFACT}",
     }
+    if left_out := profile.left_out_summary(columns):
+        outputs["columns_left_out"] = left_out
     record_outputs(outputs)
     return outputs
 

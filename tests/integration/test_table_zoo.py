@@ -112,6 +112,7 @@ def test_an_r_export_leaves_out_its_rownames_and_empty_column_and_refuses_its_te
                                       "body_mass_g", "sex", "year"]
     assert "column 'rownames' left out: identifier (text distinct in 344 of 344 rows)" in caplog.text
     assert "column 'notes' left out: empty (no value in any row)" in caplog.text
+    assert outputs["columns_left_out"] == "rownames (identifier), notes (empty)"  # in the pipeline's summary
     assert set(model.metadata.metadata["nullable_features"]) == {
         "island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex"}
     assert_same_as_native(model, reference, features)

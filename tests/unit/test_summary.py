@@ -72,3 +72,11 @@ def test_the_description_is_a_table_of_steps_with_links_and_safe_cells():
     assert text.endswith("[iris-classifier v3](#/models/iris-classifier/versions/3) · validation: passed · trigger: schedule")
     assert summary(*["FINISHED"] * 4).markdown("5", "m", "sweep", headline="best of 2 jobs").startswith(
         "**promoted**: best of 2 jobs\n")
+
+
+def test_the_columns_the_profile_left_out_are_in_the_summary_and_the_description():
+    done = summary(*["FINISHED"] * 4)
+    assert "left out" not in done.render() and "left out" not in done.markdown("5", "m", "manual")
+    done.columns_left_out = "rownames (identifier), notes (empty)"
+    assert "  columns left out: rownames (identifier), notes (empty)\n" in done.render()
+    assert done.markdown("5", "m", "manual").endswith("Columns left out by the profile: rownames (identifier), notes (empty)")

@@ -82,6 +82,7 @@ class GateConfig:
     challenger_alias: str = "challenger"
     previous_champion_alias: str = "previous_champion"
     keep_methods: bool = True
+    allow_schema_change: bool = False  # a version with other input columns may replace the champion
     enabled: bool = True
 
 

@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 
 from core import contracts
+from core.errors import without_data
 from serving import webhook
 from serving.follower import DEFAULT_POLL_INTERVAL, Follower
 from serving.front import BoundedBody, Front
@@ -69,11 +70,6 @@ log = logging.getLogger("serving.server")
 MAX_LOGGED_TRACE_CHARS = 20_000  # its last line may quote a value megabytes long
 LOG_ZERO = -sys.float_info.max  # how log(0) = -inf is sent
 
-# MLflow's echoes of the request's data in its messages.
-ECHO_PREFIX = "Failed to predict data '"
-ECHO_END = ". \nError: "
-SCHEMA_ECHO = re.compile(r"Failed to enforce schema of data .*? with schema '(?P<schema>\[.*?\])'\. Error: ",
-                         re.DOTALL)
 # MLflow appends a note about its 1.x request format to every "which input field?" error.
 PROTOCOL_NOTE = re.compile(r"\s*IMPORTANT: The MLflow Model scoring protocol has changed.*", re.DOTALL)
 
@@ -81,10 +77,7 @@ PROTOCOL_NOTE = re.compile(r"\s*IMPORTANT: The MLflow Model scoring protocol has
 def client_message(message: str) -> str:
     """MLflow's message without the data it echoes: its ``Failed to predict data '<input>'``
     prefix, the ``of data '<input>'`` of a schema error, and its note on the 1.x protocol."""
-    if message.startswith(ECHO_PREFIX) and ECHO_END in message:
-        message = message.rpartition(ECHO_END)[2]
-    message = SCHEMA_ECHO.sub(r"The input does not match the model's schema \g<schema>: ", message, count=1)
-    return PROTOCOL_NOTE.sub("", message)
+    return PROTOCOL_NOTE.sub("", without_data(message))
 
 
 def error_body(error_code: str, message: str) -> bytes:

@@ -62,7 +62,7 @@ from serving import webhook
 from serving.follower import DEFAULT_POLL_INTERVAL, Follower
 from serving.front import BoundedBody, Front
 from serving.model_check import ModelCheckFailed
-from serving.request_checks import JSON_TYPE, Refused, capped, check_request, numeric_columns
+from serving.request_checks import JSON_TYPE, TEXT_TYPES, Refused, capped, check_request, numeric_columns
 from serving.workers import SHARED_DIR_ENV, Shared
 
 log = logging.getLogger("serving.server")
@@ -125,11 +125,11 @@ def error_answer(status: int, body: bytes, media_type: str, where: str) -> bytes
 
 def guarded(app, input_schema):
     """Put in front of MLflow's scoring ``app`` the checks and rewrites the module docstring lists;
-    ``input_schema``: the model's, whose numeric columns refuse booleans."""
+    ``input_schema``: the model's, whose numeric columns refuse booleans and text columns numbers."""
     from fastapi import Request
     from fastapi.responses import Response
 
-    numeric = numeric_columns(input_schema)
+    numeric, text = numeric_columns(input_schema), numeric_columns(input_schema, TEXT_TYPES)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -139,7 +139,7 @@ def guarded(app, input_schema):
             body = await request.body()  # Starlette hands the same body on to MLflow
             try:
                 # Off the event loop, as MLflow parses: a large body takes a while.
-                await asyncio.to_thread(check_request, request.headers, body, numeric)
+                await asyncio.to_thread(check_request, request.headers, body, numeric, text)
             except Refused as refusal:
                 log.info("%s -> %d: %s", where, refusal.status, capped(refusal.message, 200))
                 return Response(error_body(refusal.error_code, refusal.message), refusal.status,

@@ -35,8 +35,8 @@ def test_a_stored_message_keeps_no_rows_and_says_what_is_missing():
               "'['a': double (required), 'b': double (required)]'. Error: Model is missing inputs ['b']."
     kept = stored(message)
     assert "0.123456789" not in kept and "\n" not in kept
-    assert kept == ("The input does not match the model's schema ['a': double (required), 'b': double "
-                    "(required)]: Model is missing inputs ['b'].")
+    assert kept == ("The input does not match the model's schema: Model is missing inputs ['b']. Its schema: "
+                    "['a': double (required), 'b': double (required)]")
     assert stored("x" * 5000, 100) == "x" * 100 + "... (4900 more characters not stored)"
     predicted = "Failed to predict data '   a\n0  0.123456789'. \nError: could not convert 'q' to float"
     assert without_data(predicted) == "could not convert 'q' to float"
@@ -53,8 +53,8 @@ def test_mlflow_own_schema_error_loses_its_rows(tmp_path):
     with pytest.raises(MlflowException) as raised:
         mlflow.pyfunc.load_model(str(tmp_path / "echo")).predict(frame[["a"]])
     assert "0    0.123457" in str(raised.value)  # what MLflow says: the rows
-    assert stored(str(raised.value)) == ("The input does not match the model's schema ['a': double (required), "
-                                         "'b': double (required)]: Model is missing inputs ['b'].")
+    assert stored(str(raised.value)) == ("The input does not match the model's schema: Model is missing inputs "
+                                         "['b']. Its schema: ['a': double (required), 'b': double (required)]")
 
 
 def test_a_broken_champion_reason_holds_no_rows():

@@ -62,7 +62,14 @@ from serving import webhook
 from serving.follower import DEFAULT_POLL_INTERVAL, Follower
 from serving.front import BoundedBody, Front
 from serving.model_check import ModelCheckFailed
-from serving.request_checks import JSON_TYPE, TEXT_TYPES, Refused, capped, check_request, numeric_columns
+from serving.request_checks import (
+    JSON_TYPE,
+    TEXT_TYPES,
+    Refused,
+    capped,
+    check_request,
+    numeric_columns,
+)
 from serving.workers import SHARED_DIR_ENV, Shared
 
 log = logging.getLogger("serving.server")

@@ -63,3 +63,29 @@ def test_a_broken_champion_reason_holds_no_rows():
     tags = gate.broken_tags(error, "run-1")
     assert "0.123456789" not in tags["validation.broken_reason"]
     assert "Incompatible input types for column a" in tags["validation.broken_reason"]
+
+
+def test_mlflow_integer_hint_is_silenced_and_said_once_in_our_words(caplog):
+    """MLflow warns at every schema inference over integer columns (four times a pipeline)."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    from core import contracts
+    from steps.package_pyfunc import model_signature
+
+    frame = pd.DataFrame({"n": [1, 2, 3, 4], "x": [0.5, 1.5, 2.5, 3.5]})
+    estimator = LogisticRegression().fit(frame, [0, 1, 0, 1])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        infer_signature(frame)
+        assert any("Hint: Inferred schema contains integer" in str(w.message) for w in seen)  # MLflow's
+        seen.clear()
+        contracts.configure_logging()
+        with caplog.at_level("INFO", logger="steps.package_pyfunc"):
+            model_signature(estimator, frame)
+            infer_signature(frame)
+    assert not [w for w in seen if "Hint: Inferred schema" in str(w.message)]
+    ours = [r.getMessage() for r in caplog.records if "typed long" in r.getMessage()]
+    assert ours == ["integer column(s) ['n'] are typed long: a request or batch row with a gap there is "
+                    "refused (a column with gaps in training is typed double)"]

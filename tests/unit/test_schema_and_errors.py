@@ -87,5 +87,5 @@ def test_mlflow_integer_hint_is_silenced_and_said_once_in_our_words(caplog):
             infer_signature(frame)
     assert not [w for w in seen if "Hint: Inferred schema" in str(w.message)]
     ours = [r.getMessage() for r in caplog.records if "typed long" in r.getMessage()]
-    assert ours == ["integer column(s) ['n'] are typed long: a request or batch row with a gap there is "
-                    "refused (a column with gaps in training is typed double)"]
+    assert ours == [("integer column(s) ['n'] are typed long: a request or batch row with a gap there is "
+                     "refused (a column with gaps in training is typed double)")]

@@ -82,6 +82,7 @@ class GateConfig:
     challenger_alias: str = "challenger"
     previous_champion_alias: str = "previous_champion"
     keep_methods: bool = True
+    allow_schema_change: bool = False  # a version with other input columns may replace the champion
     enabled: bool = True
 
 
@@ -131,14 +132,33 @@ def split_overrides(args: Sequence[str]) -> list[str]:
     ``mlflow run -P hydra_options="a=1 b=2"`` shell-quotes the value, so it arrives
     as one argument (and an empty value as ``''``). Each argument is split on
     whitespace outside quotes, and the quotes are kept for Hydra to parse
-    (``registry.model_name='a b'`` stays one override).
+    (``registry.model_name='a b'`` stays one override). An override quoted whole,
+    as a shell would take it (``make run HYDRA_OPTIONS="'data.features=[a,b]'"``,
+    where the shell keeps the inner quotes), loses those outer quotes.
     """
     overrides: list[str] = []
     for arg in args:
         if _OVERRIDE_TOKEN.sub("", arg).strip():
             raise ValueError(f"Unbalanced quotes in Hydra overrides: {arg!r}")
-        overrides.extend(_OVERRIDE_TOKEN.findall(arg))
+        overrides.extend(_unquoted_whole(token) for token in _OVERRIDE_TOKEN.findall(arg))
     return overrides
+
+
+def _unquoted_whole(token: str) -> str:
+    """``'key=value'`` as ``key=value``; refused when that would not stay one override
+    (the pipeline hands its overrides on to each step as one string)."""
+    quote, inner = token[0], token[1:-1]
+    if len(token) < 2 or quote not in "'\"" or token[-1] != quote or quote in inner or "=" not in inner:
+        return token
+    if _OVERRIDE_TOKEN.findall(inner) != [inner]:
+        key, _, value = inner.partition("=")
+        if value.startswith("[") and value.endswith("]"):
+            value = "[" + ",".join(f"'{item.strip()}'" for item in value[1:-1].split(",")) + "]"
+        else:
+            value = f"'{value}'"
+        raise ValueError(f"Hydra override {token} is quoted whole and holds a space: quote the value "
+                         f"instead, as {key}={value}")
+    return inner
 
 
 MULTIRUN_FLAGS = ("-m", "--multirun")

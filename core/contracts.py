@@ -93,10 +93,18 @@ def sqlite_artifact_root(db: Path) -> str:
     return (db.parent / "mlruns").as_uri()
 
 
+# MLflow warns about integer columns each time it infers a schema (four times in a
+# pipeline); steps.package_pyfunc says it once, in terms of this project.
+INTEGER_HINT = r"Hint: Inferred schema contains integer column"
+
+
 def configure_logging() -> None:
+    import warnings
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    warnings.filterwarnings("ignore", message=INTEGER_HINT, category=UserWarning)
 
 
 # Set unless the user chose otherwise, and inherited by step processes: bounded

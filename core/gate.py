@@ -7,7 +7,12 @@ passes when it meets the absolute thresholds. With ``gate.keep_methods``, a
 version offering fewer prediction methods than the champion is not promoted. A
 version an operator rolled back is never re-promoted. A champion that cannot be
 loaded or scored is broken, not the incumbent: the new version is judged as if
-there were none (its absolute thresholds), and replaces it when it passes.
+there were none (its absolute thresholds), and replaces it when it passes. A version
+whose inputs differ from the champion's (columns added, removed or retyped:
+``core.schema``) is a decision, not a fault: the champion is not scored on a holdout
+it cannot read, and the version is kept as challenger (promoted by ``ops.promote``)
+unless ``gate.allow_schema_change`` lets it replace the champion on its absolute
+thresholds.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from core.contracts import BROKEN_REASON_TAG, BROKEN_RUN_TAG, VALIDATION_STATUS_TAG
+from core.errors import stored
 
 NOT_REPROMOTED = "; not re-promoted"
 GATE_RUN_TAG = "gate.run_id"  # the evaluate run whose decision the version's gate.* tags record
@@ -119,12 +125,14 @@ def judge(
     rolled_back_reason: str | None,
     champion_version: str | None,
     score_champion: Callable[[], ChampionScore],
+    schema_change: str | None = None,
 ) -> GateDecision:
     """Decide whether version ``model_version`` replaces the champion.
 
     ``rolled_back_reason`` is the version's recorded reason when an operator rolled
     it back (None otherwise); ``score_champion`` is called only when the decision
-    needs the champion's metrics.
+    needs the champion's metrics, never when ``schema_change`` says how the version's
+    inputs differ from the champion's (``core.schema.input_difference``).
     """
     if rolled_back_reason is not None:
         # Stays rolled back however often it is evaluated again (the tag is kept).
@@ -137,6 +145,8 @@ def judge(
     if champion_version is None:
         passed, reason, thresholds = decide(candidate_metrics, None, gate_cfg.metrics)
         return GateDecision(passed, reason, None, None, thresholds)
+    if schema_change is not None:
+        return schema_decision(gate_cfg, model_version, candidate_metrics, champion_version, schema_change)
     champion = score_champion()
     if champion.metrics is None:
         # Keeping it would keep it forever: every later version would be a challenger.
@@ -156,13 +166,30 @@ def judge(
     return GateDecision(passed, reason, champion_version, champion.metrics, thresholds)
 
 
+def schema_decision(gate_cfg, model_version: str, candidate_metrics: Mapping[str, float],
+                    champion_version: str, schema_change: str) -> GateDecision:
+    """A version whose inputs differ from the champion's: kept as challenger, or with
+    ``gate.allow_schema_change`` judged on the absolute thresholds alone (the champion
+    cannot be compared on a holdout it cannot read); the champion is not broken for it."""
+    differs = f"its inputs differ from the champion's (version {champion_version}): {schema_change}"
+    if not gate_cfg.allow_schema_change:
+        return GateDecision(False, (
+            f"{differs}; a change of inputs changes what every caller sends, so it is promoted only by "
+            f"an operator (make promote VERSION={model_version} REASON=...) or with gate.allow_schema_change=true"
+        ), champion_version)
+    passed, reason, thresholds = decide(candidate_metrics, None, gate_cfg.metrics)
+    verdict = "it meets every absolute threshold" if passed else reason
+    return GateDecision(passed, f"{differs}; judged on its own (gate.allow_schema_change=true): {verdict}",
+                        champion_version, None, thresholds)
+
+
 def decision_tags(decision: GateDecision, candidate_metrics: Mapping[str, float], run_id: str) -> dict[str, str]:
     """The tags that record a decision on the model version, made by run ``run_id``."""
     return {
         GATE_RUN_TAG: run_id,
         VALIDATION_STATUS_TAG: "passed",
         "gate.outcome": decision.outcome,
-        "gate.reason": decision.reason,
+        "gate.reason": stored(decision.reason, 4000),
         "gate.candidate_metrics": json.dumps(candidate_metrics, sort_keys=True),
         "gate.champion_metrics": json.dumps(decision.champion_metrics, sort_keys=True),
         "gate.champion_version": decision.champion_version or "",
@@ -176,7 +203,7 @@ def broken_tags(error: str, run_id: str) -> dict[str, str]:
     being the champion."""
     return {
         VALIDATION_STATUS_TAG: "broken",
-        BROKEN_REASON_TAG: f"could not be loaded or scored as champion: {error}"[:5000],
+        BROKEN_REASON_TAG: stored(f"could not be loaded or scored as champion: {error}"),
         BROKEN_RUN_TAG: run_id,
     }
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.errors import StepError
+from core.errors import StepError, stored
 from core.features import as_sent
 from model.dispatch_model import (
     NULLABLE_CONFIG_KEY,
@@ -42,6 +42,10 @@ class Check:
     name: str
     passed: bool
     detail: str
+
+    def __post_init__(self):
+        # Details end in tags, descriptions and pipeline.error: MLflow's messages quote rows.
+        object.__setattr__(self, "detail", stored(self.detail))
 
 
 def call(model, features: pd.DataFrame, method: str | None):

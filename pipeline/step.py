@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from core.composed import HANDED_DOWN_ENV, config_for, hand_down
 from core.config import describe_error, is_override_error, split_overrides
 from core.contracts import CONFIG_ARTIFACT, ERROR_TAG, OUTPUT_TAG_PREFIX, OVERRIDES_TAG, STEP_TAG
-from core.errors import StepError
+from core.errors import StepError, stored, without_data
 from pipeline.step_server import DRIVER_ENV, parent_death_signal
 
 log = logging.getLogger(__name__)
@@ -256,13 +256,13 @@ def run_in_mlflow_run(body) -> None:
             mlflow.set_tag(ERROR_TAG, f"stopped: {err}")
             raise SystemExit(1) from err
         except Exception as err:
-            message = getattr(err, "message", None) or str(err)
+            message = without_data(getattr(err, "message", None) or str(err))
             if isinstance(err, StepError) or (isinstance(err, MlflowException) and err.error_code in refusals):
                 log.error("%s", message)
             else:
                 log.exception("%s: %s", type(err).__name__, message)
                 message = f"{type(err).__name__}: {message}"
-            mlflow.set_tag(ERROR_TAG, message[:4000])
+            mlflow.set_tag(ERROR_TAG, stored(message, 4000))
             raise SystemExit(1) from err
 
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core import contracts
 from core.config import Candidates, check_ranges, describe_error, register_schema
+from core.errors import stored
 from core.metrics import HOLDOUT_METRICS
 from pipeline import record
 from pipeline.step import log_config, record_outputs
@@ -113,7 +114,7 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
             record_outputs(outputs)
         status = "FINISHED" if summary.succeeded and not error else "FAILED"
         message = error or ("" if status == "FINISHED" else summary.outcome)
-        mlflow.set_tags({contracts.ERROR_TAG: message[:4000],
+        mlflow.set_tags({contracts.ERROR_TAG: stored(message, 4000),
                          **record.end_tags(summary, sweep_run.info.experiment_id, cfg.registry.model_name, "sweep",
                                            detail=error or summary.outcome)})
         if error:
@@ -149,7 +150,7 @@ def record_uncomposable(sweep_run, overrides: Sequence[str], err: Exception) -> 
             contracts.STEP_TAG: JOB_STEP,
             "sweep.overrides": " ".join(overrides),
             "sweep.run_id": sweep_run.info.run_id,
-            contracts.ERROR_TAG: message[:4000],
+            contracts.ERROR_TAG: stored(message, 4000),
             contracts.OUTCOME_TAG: "failed",
             contracts.OUTCOME_DETAIL_TAG: "not run: its config cannot be composed",
         },

@@ -57,7 +57,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from core import contract, contracts
-from core.errors import StepError
+from core.errors import StepError, stored
 from core.integrity import load_verified, resolve
 from core.tabular import AtomicWriter, columns, count_rows, iter_chunks
 from model.dispatch_model import (
@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 if len(report):
                     mlflow.log_table(report.astype({"example": str, "first_row": str}), "drift.json")
     except (StepError, MlflowException) as err:
-        print(f"score: error: {one_line(getattr(err, 'message', err))}", file=sys.stderr)
+        print(f"score: error: {stored(one_line(getattr(err, 'message', err)), 500)}", file=sys.stderr)
         sys.exit(1)
     except (Terminated, KeyboardInterrupt) as err:
         name = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"

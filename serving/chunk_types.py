@@ -4,8 +4,9 @@ A CSV gives text; a Parquet file its own types. Each feature column becomes what
 the signature says (numbers parsed, text as text, booleans as booleans, a gap as
 a gap), or the chunk is refused naming the file, row and column: a value that is
 not a number in a number column (a boolean included: pandas would take it as 1
-or 0), not a whole number of 64 bits in an integer one, not true/false in a
-boolean one.
+or 0), not a whole number of 64 bits in an integer one, a gap in an integer one
+(MLflow's schema cannot carry it, and would refuse the whole chunk quoting its
+rows), not true/false in a boolean one.
 """
 
 from __future__ import annotations
@@ -47,10 +48,15 @@ def check_chunk(chunk: pd.DataFrame, types: dict[str, str], source: Path) -> pd.
             continue
         numbers = pd.to_numeric(values, errors="coerce")
         bad = (numbers.isna() & values.notna()) | truth_values(values)
+        gaps = pd.Series(False, index=values.index)
         if kind in ("long", "integer"):
             bad |= numbers.notna() & ((numbers % 1 != 0) | (numbers.abs() >= 2**63))
-        if bad.any():
-            row = bad.idxmax()
+            gaps = values.isna()
+        if (bad | gaps).any():
+            row = (bad | gaps).idxmax()
+            if gaps[row]:
+                raise ScoringError(f"{source}: row {row}, column {column!r}: empty, where the model takes a "
+                                   "whole number (its signature types the column long, which has no gap)")
             expected = "a whole number (64 bits)" if kind in ("long", "integer") else "a number"
             raise ScoringError(
                 f"{source}: row {row}, column {column!r}: {shown(chunk.at[row, column])} is not {expected}"

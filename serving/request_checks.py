@@ -22,7 +22,11 @@ quotes the whole body back, or with a prediction made from misread input.
   ``'DataFrame' object has no attribute 'dtype'``;
 - ``params`` that is not a JSON object;
 - ``true``/``false`` (CSV: ``True``/``False``) in a column the signature declares
-  numeric: MLflow's parser casts them to 1.0 and 0.0 before the model sees them.
+  numeric: MLflow's parser casts them to 1.0 and 0.0 before the model sees them;
+- a JSON number in a column the signature declares ``string`` (``"sex": 1``): the
+  model would score it as a category never seen. A CSV cell has no type: MLflow reads
+  each CSV column with the signature's type, so ``1`` in a text column is the text
+  ``"1"``, scored as whatever category that is (unseen, usually); not refused.
 
 Every refusal is :class:`~serving.bounded_json.Refused`: a status, MLflow's error code and a message that
 names the row, the column or the position, and quotes at most a few hundred characters.
@@ -46,6 +50,7 @@ PARQUET_TYPE = "application/vnd.apache.parquet"
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 PARAMS_KEY = "params"
 NUMERIC_TYPES = ("double", "float", "long", "integer")  # MLflow DataType names
+TEXT_TYPES = ("string",)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # about 500,000 rows of this model's two features as JSON
 MAX_ROWS = 100_000  # rows per request; files of any size: python -m serving.batch
@@ -91,6 +96,12 @@ def boolean_for_number(row: int, column: str, shown: str) -> Refused:
                    "numbers; booleans are not read as 1 or 0.")
 
 
+def number_for_text(row: int, column: str, shown: str) -> Refused:
+    return Refused(400, "INVALID_PARAMETER_VALUE",
+                   f"Column {quoted(column)} takes text: input row {row} has the number {capped(shown, 40)}; "
+                   "send it as a JSON string.")
+
+
 def utf8(body: bytes, kind: str) -> str:
     """``body`` decoded, or a refusal naming the first byte that is not UTF-8 (MLflow quotes them all)."""
     try:
@@ -124,32 +135,39 @@ def first_duplicate(names: list) -> str | None:
     return None
 
 
-def _boolean_in_numeric_column(payload: dict, numeric: frozenset[str]) -> tuple[int, str, bool] | None:
-    """(row, column, value) of the first ``true``/``false`` sent for a numeric column, in any
-    of MLflow's JSON layouts: split rows, records, or a dict of columns."""
+def _cells(payload: dict):
+    """(row, column, value) of every cell of the input, in any of MLflow's JSON layouts:
+    split rows, records, or a dict of columns."""
     for key in INPUT_KEYS:
         data = payload.get(key)
         if key == "dataframe_split":
             if not (isinstance(data, dict) and isinstance(data.get("columns"), list)
                     and isinstance(data.get("data"), list)):
                 continue
-            cells = ((row, column, value) for row, values in enumerate(data["data"])
-                     if isinstance(values, list) for column, value in zip(data["columns"], values))
+            yield from ((row, column, value) for row, values in enumerate(data["data"])
+                        if isinstance(values, list) for column, value in zip(data["columns"], values))
         elif isinstance(data, list):  # records
-            cells = ((row, column, value) for row, record in enumerate(data) if isinstance(record, dict)
-                     for column, value in record.items())
+            yield from ((row, column, value) for row, record in enumerate(data) if isinstance(record, dict)
+                        for column, value in record.items())
         elif isinstance(data, dict):  # a dict of columns
-            cells = ((row, column, value) for column, values in data.items()
-                     for row, value in enumerate(values if isinstance(values, list) else [values]))
-        else:
+            yield from ((row, column, value) for column, values in data.items()
+                        for row, value in enumerate(values if isinstance(values, list) else [values]))
+
+
+def _wrong_kind(payload: dict, numeric: frozenset[str], strings: frozenset[str]) -> Refused | None:
+    """The refusal of the first ``true``/``false`` sent for a numeric column, or number sent
+    for a text column."""
+    for row, column, value in _cells(payload):
+        if not isinstance(column, str):
             continue
-        for row, column, value in cells:
-            if isinstance(value, bool) and isinstance(column, str) and column in numeric:
-                return row, column, value
+        if isinstance(value, bool) and column in numeric:
+            return boolean_for_number(row, column, json.dumps(value))
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and column in strings:
+            return number_for_text(row, column, json.dumps(value))
     return None
 
 
-def check_json(body: bytes, numeric: frozenset[str]) -> None:
+def check_json(body: bytes, numeric: frozenset[str], strings: frozenset[str] = frozenset()) -> None:
     """Refuse a JSON body MLflow would answer with a 500, echo whole, or misread."""
     text = utf8(body, "JSON")
     try:
@@ -176,11 +194,10 @@ def check_json(body: bytes, numeric: frozenset[str]) -> None:
                               f"{json_type(name)} {capped(json.dumps(name), 100)}; column names are strings.")
         if (twice := first_duplicate(split["columns"])) is not None:
             raise named_twice(twice, "dataframe_split's columns")
-    # b"true"/b"false" absent: the common case, no value to look at
-    if numeric and (b"true" in body or b"false" in body) and (
-            found := _boolean_in_numeric_column(payload, numeric)):
-        row, column, value = found
-        raise boolean_for_number(row, column, json.dumps(value))
+    # No text column, and b"true"/b"false" absent: the common case, no value to look at
+    if (strings or (numeric and (b"true" in body or b"false" in body))) and (
+            refusal := _wrong_kind(payload, numeric, strings)):
+        raise refusal
 
 
 def json_type(value: object) -> str:
@@ -225,11 +242,11 @@ def check_csv(body: bytes, numeric: frozenset[str]) -> None:
         return  # pandas' parse error, from MLflow, names the line
 
 
-def check_request(headers, body: bytes, numeric: frozenset[str]) -> None:
+def check_request(headers, body: bytes, numeric: frozenset[str], strings: frozenset[str] = frozenset()) -> None:
     """Raise :class:`Refused` for a ``POST /invocations`` that MLflow's app would answer with
     a 500, a 400 quoting the whole body, or a prediction from misread input; else return.
 
-    ``numeric``: the columns the model's signature declares as numbers.
+    ``numeric``, ``strings``: the columns the model's signature declares as numbers, as strings.
     """
     encoding = headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity"):
@@ -249,7 +266,7 @@ def check_request(headers, body: bytes, numeric: frozenset[str]) -> None:
                       f"read cannot be bounded before reading it. Send {JSON_TYPE} or {CSV_TYPE}, or score "
                       "Parquet files with python -m serving.batch.")
     if mime == JSON_TYPE:
-        check_json(body, numeric)
+        check_json(body, numeric, strings)
     elif mime == CSV_TYPE:
         check_csv(body, numeric)
 
@@ -266,9 +283,10 @@ def parsed_as(content_type: str) -> str | None:
     return mime if mime in (JSON_TYPE, CSV_TYPE, PARQUET_TYPE) else None
 
 
-def numeric_columns(schema) -> frozenset[str]:
-    """The input columns ``schema`` (an MLflow ``Schema``, or None) declares as numbers."""
+def numeric_columns(schema, types=NUMERIC_TYPES) -> frozenset[str]:
+    """The input columns ``schema`` (an MLflow ``Schema``, or None) declares as numbers
+    (or as one of ``types``: :data:`TEXT_TYPES` for text)."""
     if schema is None or not schema.has_input_names():
         return frozenset()
     return frozenset(spec.name for spec in schema.inputs
-                     if getattr(getattr(spec, "type", None), "name", None) in NUMERIC_TYPES)
+                     if getattr(getattr(spec, "type", None), "name", None) in types)

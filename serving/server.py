@@ -57,11 +57,19 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 
 from core import contracts
+from core.errors import without_data
 from serving import webhook
 from serving.follower import DEFAULT_POLL_INTERVAL, Follower
 from serving.front import BoundedBody, Front
 from serving.model_check import ModelCheckFailed
-from serving.request_checks import JSON_TYPE, Refused, capped, check_request, numeric_columns
+from serving.request_checks import (
+    JSON_TYPE,
+    TEXT_TYPES,
+    Refused,
+    capped,
+    check_request,
+    numeric_columns,
+)
 from serving.workers import SHARED_DIR_ENV, Shared
 
 log = logging.getLogger("serving.server")
@@ -69,11 +77,6 @@ log = logging.getLogger("serving.server")
 MAX_LOGGED_TRACE_CHARS = 20_000  # its last line may quote a value megabytes long
 LOG_ZERO = -sys.float_info.max  # how log(0) = -inf is sent
 
-# MLflow's echoes of the request's data in its messages.
-ECHO_PREFIX = "Failed to predict data '"
-ECHO_END = ". \nError: "
-SCHEMA_ECHO = re.compile(r"Failed to enforce schema of data .*? with schema '(?P<schema>\[.*?\])'\. Error: ",
-                         re.DOTALL)
 # MLflow appends a note about its 1.x request format to every "which input field?" error.
 PROTOCOL_NOTE = re.compile(r"\s*IMPORTANT: The MLflow Model scoring protocol has changed.*", re.DOTALL)
 
@@ -81,10 +84,7 @@ PROTOCOL_NOTE = re.compile(r"\s*IMPORTANT: The MLflow Model scoring protocol has
 def client_message(message: str) -> str:
     """MLflow's message without the data it echoes: its ``Failed to predict data '<input>'``
     prefix, the ``of data '<input>'`` of a schema error, and its note on the 1.x protocol."""
-    if message.startswith(ECHO_PREFIX) and ECHO_END in message:
-        message = message.rpartition(ECHO_END)[2]
-    message = SCHEMA_ECHO.sub(r"The input does not match the model's schema \g<schema>: ", message, count=1)
-    return PROTOCOL_NOTE.sub("", message)
+    return PROTOCOL_NOTE.sub("", without_data(message))
 
 
 def error_body(error_code: str, message: str) -> bytes:
@@ -132,11 +132,11 @@ def error_answer(status: int, body: bytes, media_type: str, where: str) -> bytes
 
 def guarded(app, input_schema):
     """Put in front of MLflow's scoring ``app`` the checks and rewrites the module docstring lists;
-    ``input_schema``: the model's, whose numeric columns refuse booleans."""
+    ``input_schema``: the model's, whose numeric columns refuse booleans and text columns numbers."""
     from fastapi import Request
     from fastapi.responses import Response
 
-    numeric = numeric_columns(input_schema)
+    numeric, text = numeric_columns(input_schema), numeric_columns(input_schema, TEXT_TYPES)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -146,7 +146,7 @@ def guarded(app, input_schema):
             body = await request.body()  # Starlette hands the same body on to MLflow
             try:
                 # Off the event loop, as MLflow parses: a large body takes a while.
-                await asyncio.to_thread(check_request, request.headers, body, numeric)
+                await asyncio.to_thread(check_request, request.headers, body, numeric, text)
             except Refused as refusal:
                 log.info("%s -> %d: %s", where, refusal.status, capped(refusal.message, 200))
                 return Response(error_body(refusal.error_code, refusal.message), refusal.status,

@@ -31,7 +31,9 @@ aliases: one unit (``core.registry.apply_change``), undone if stopped half way, 
 made after any half-made change is undone. A failed validation moves no alias to the version
 (and removes any it held: fail closed) and ends the run with a non-zero exit; a
 version kept as challenger is not a failure. A version an operator rolled back
-is never re-promoted. A champion that cannot be loaded or scored is broken: it is
+is never re-promoted. A version whose inputs differ from the champion's (``core.schema``,
+compared before the champion is scored) is kept as challenger, the champion untouched,
+unless ``gate.allow_schema_change``. A champion that cannot be loaded or scored is broken: it is
 tagged ``validation_status=broken`` with ``validation.broken_reason``, and the
 version replaces it if it meets the gate's absolute thresholds (a store that cannot
 be reached is no broken champion: the step fails and no alias moves). Run by the
@@ -60,7 +62,7 @@ from dataclasses import asdict
 import pandas as pd
 
 from core import contracts
-from core.errors import StepError
+from core.errors import StepError, stored
 from core.gate import (
     ROLLED_BACK,
     ChampionScore,
@@ -83,6 +85,7 @@ from core.registry import (
     recover,
 )
 from core.report import REPORT_DIR, log_report
+from core.schema import schema_change
 from core.tracking import unreachable
 from core.validation import ValidationFailed, load_and_validate, model_methods
 from core.locks import gate_lock
@@ -126,7 +129,7 @@ def champion_scorer(name: str, version: str, features, labels, classes, scored: 
             if unreachable(err):
                 raise
             log.warning("champion %s could not be scored: %s: %s", uri, type(err).__name__, err)
-            return ChampionScore(version, error=f"{type(err).__name__}: {err}"[:1000])
+            return ChampionScore(version, error=stored(f"{type(err).__name__}: {err}"))
         mlflow.log_metrics({f"champion_{k}": v for k, v in outputs.metrics.items()})
         scored.append(outputs)
         return ChampionScore(version, dict(outputs.metrics), model_methods(model))
@@ -151,7 +154,7 @@ def record_safely(log_artifacts) -> None:
         log_artifacts()
     except Exception as err:  # noqa: BLE001 - any failure here must not fail the step
         log.warning("could not log the evaluation record: %s: %s", type(err).__name__, err)
-        mlflow.set_tag("pipeline.report_error", f"{type(err).__name__}: {err}"[:4000])
+        mlflow.set_tag("pipeline.report_error", stored(f"{type(err).__name__}: {err}", 4000))
 
 
 def run(
@@ -247,11 +250,14 @@ def run(
         version_tags = client.get_model_version(name, model_version).tags
         champion = alias_version(client, name, cfg.registry.champion_alias)
         champion_version = None if champion is None else str(champion.version)
+        # Compared first: a champion is never scored on a holdout with other columns.
+        changed = None if champion_version in (None, model_version) else schema_change(
+            f"models:/{name}/{champion_version}", model)
         decision = judge(
             cfg.gate, model_version, candidate_metrics, model_methods(model),
             version_tags.get("gate.reason", "") if version_tags.get("gate.outcome") == ROLLED_BACK else None,
             champion_version,
-            champion_scorer(name, champion_version, features, labels, classes, champion_outputs),
+            champion_scorer(name, champion_version, features, labels, classes, champion_outputs), changed,
         )
         aliases = Aliases.of(cfg)
         change = decision_change(

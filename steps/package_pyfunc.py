@@ -78,7 +78,12 @@ def model_signature(estimator, features: pd.DataFrame):
     method = default_method(estimator)
     example = features.head(5)
     inferred = infer_signature(example, getattr(estimator, method)(example), params={PREDICT_METHOD_PARAM: method})
-    return ModelSignature(input_schema(features), inferred.outputs, inferred.params)
+    inputs = input_schema(features)
+    integers = [spec.name for spec in inputs.inputs if spec.type.name in ("long", "integer")]
+    if integers:  # instead of MLflow's hint, silenced by contracts.configure_logging
+        log.info("integer column(s) %s are typed long: a request or batch row with a gap there is "
+                 "refused (a column with gaps in training is typed double)", integers)
+    return ModelSignature(inputs, inferred.outputs, inferred.params)
 
 
 def model_metadata(estimator, features: Sequence[str]) -> dict:

@@ -297,3 +297,33 @@ def test_the_driver_hands_its_config_down_only_while_it_starts_a_step_and_not_a_
     monkeypatch.setattr(step, "HAND_DOWN_LIMIT", 100)
     with step.handed_to_step(compose_config(overrides), overrides):
         assert os.environ[HANDED_DOWN_ENV] == "" and config_for(overrides).model.C == 4
+
+
+# As docs/data.md writes them inside make run HYDRA_OPTIONS="...": the shell keeps the inner
+# quotes, and `make run` hands the string to `python -m core.tracking` and, through
+# `mlflow run -P hydra_options=...`, to pipeline.main as one argument.
+QUOTED_WHOLE = ("model=hist_gradient_boosting 'model.categorical_features=[island,sex]' "
+                "'data.features=[\"petal width (cm)\",\"petal length (cm)\"]'")
+
+
+def test_an_override_quoted_whole_works_where_make_run_passes_it(capsys):
+    from core import tracking
+
+    tracking.main([QUOTED_WHOLE])
+    assert capsys.readouterr().out.strip() == compose_config([]).experiment.name
+    _, cfg = parse_step_args(step_parser("test"), [QUOTED_WHOLE])
+    assert list(cfg.model.categorical_features) == ["island", "sex"]
+    assert list(cfg.data.features) == ["petal width (cm)", "petal length (cm)"]
+    # The driver hands its overrides on to each step as one string: they split the same again.
+    overrides = split_overrides([QUOTED_WHOLE])
+    assert split_overrides([" ".join(overrides)]) == overrides
+
+
+def test_an_override_quoted_whole_with_a_space_says_how_to_quote_it(capsys):
+    from core import tracking
+
+    with pytest.raises(SystemExit) as exit_info:
+        tracking.main(["'data.features=[petal width (cm),petal length (cm)]'"])
+    assert exit_info.value.code == 2
+    assert ("quote the value instead, as data.features=['petal width (cm)','petal length (cm)']"
+            in capsys.readouterr().err)

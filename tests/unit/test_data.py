@@ -100,7 +100,13 @@ def bad(frame_or_text, tmp_path, name="bad.csv"):
         ),
         (  # a regression target
             lambda t: bad(pd.DataFrame({"a": np.arange(60.0), "target": np.linspace(0, 1.111, 60)}), t),
-            "target 'target' looks continuous (60 distinct float values, e.g. 0.0)",
+            "target 'target' looks continuous (60 distinct float values, e.g. 0.01883",
+        ),
+        (  # few distinct fractions, one seen once: a rating, not classes (Fair's affairs data)
+            lambda t: bad(pd.DataFrame({"a": np.arange(200.0), "target": [0.0] * 150 + [0.6222222] + [
+                round(k / 9, 7) for k in range(1, 8)] * 7}), t),
+            "target 'target' looks continuous (9 distinct float values, e.g. 0.6222222); "
+            "this pipeline trains classifiers",
         ),
         (  # 3 distinct rows repeated 20 times: the holdout would be the training set
             lambda t: bad(pd.DataFrame({"a": [1.0, 2.0, 3.0] * 20, "target": [0, 1, 1] * 20}), t),

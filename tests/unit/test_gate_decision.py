@@ -153,3 +153,17 @@ def test_decision_tags_record_outcome_reason_and_both_versions_metrics():
     assert gate.describe_bounds(decision) == "accuracy >= 0.95; log_loss <= 0.25"
 
 
+
+
+def test_a_schema_change_never_scores_the_champion_nor_calls_it_broken():
+    def never():
+        raise AssertionError("the champion was scored on a holdout with other columns")
+
+    cfg = compose_config([]).gate
+    kept = gate.judge(cfg, "2", {"accuracy": 1.0, "log_loss": 0.1}, ALL_METHODS, None, "1", never,
+                      schema_change="removed 'b' (double)")
+    assert (kept.outcome, kept.champion_broken, kept.champion_version) == ("challenger", None, "1")
+    assert "removed 'b' (double)" in kept.reason and "make promote VERSION=2" in kept.reason
+    allowed = gate.judge(compose_config(["gate.allow_schema_change=true"]).gate, "2",
+                         {"accuracy": 1.0, "log_loss": 0.1}, ALL_METHODS, None, "1", never, "removed 'b' (double)")
+    assert allowed.promoted and allowed.champion_broken is None and allowed.champion_version == "1"

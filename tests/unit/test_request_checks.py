@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from serving.bounded_json import MAX_MESSAGE_CHARS, Refused, capped, json_depth
@@ -140,5 +141,51 @@ def test_mlflows_echoes_of_the_data_are_dropped():
     schema = "['a': double (required)]"
     echoed = (f"Failed to predict data '   a\n0  {'9' * 5000}'. \nError: Failed to enforce schema of data "
               f"'   a\n0  {'9' * 5000}' with schema '{schema}'. Error: Model is missing inputs ['b'].")
-    assert client_message(echoed) == (f"The input does not match the model's schema {schema}: "
-                                      "Model is missing inputs ['b'].")
+    assert client_message(echoed) == ("The input does not match the model's schema: "
+                                      f"Model is missing inputs ['b']. Its schema: {schema}")
+
+
+TEXT_LAYOUTS = {
+    "records": {"dataframe_records": [{"sex": "male", "x": 1.0}, {"sex": 1, "x": 2.0}]},
+    "split": {"dataframe_split": {"columns": ["x", "sex"], "data": [[1.0, "male"], [2.0, 1]]}},
+    "columns": {"inputs": {"x": [1.0, 2.0], "sex": ["male", 1]}},
+}
+
+
+@pytest.mark.parametrize("layout", sorted(TEXT_LAYOUTS))
+def test_a_number_for_a_text_column_is_refused_naming_row_and_column(layout):
+    body = json.dumps(TEXT_LAYOUTS[layout]).encode()
+    check_request(JSON, body, frozenset({"x"}))  # no text column declared: MLflow's to judge
+    with pytest.raises(Refused) as refused:
+        check_request(JSON, body, frozenset({"x"}), frozenset({"sex"}))
+    assert refused.value.status == 400
+    assert refused.value.message.startswith("Column 'sex' takes text: input row 1 has the number 1")
+    check_request(JSON, json.dumps({"inputs": {"x": [1], "sex": ["1"]}}).encode(),
+                  frozenset({"x"}), frozenset({"sex"}))  # the text "1" is text
+
+
+def test_a_csv_cell_has_no_type_so_a_number_in_a_text_column_is_text():
+    """Documented limit: MLflow reads each CSV column with the signature's type."""
+    import io
+
+    from mlflow.models import infer_signature
+    from mlflow.pyfunc.scoring_server import parse_csv_input
+
+    from serving.request_checks import TEXT_TYPES, numeric_columns
+
+    signature = infer_signature(pd.DataFrame({"sex": ["male"], "x": [1.0]}))
+    text = numeric_columns(signature.inputs, TEXT_TYPES)
+    assert text == {"sex"} and numeric_columns(signature.inputs) == {"x"}
+    body = "sex,x\nmale,1.0\n1,2.0\n"
+    check_request({"content-type": "text/csv"}, body.encode(), frozenset({"x"}), text)
+    assert parse_csv_input(io.StringIO(body), schema=signature.inputs)["sex"].tolist() == ["male", "1"]
+
+
+def test_on_a_wide_table_a_missing_column_is_named_within_the_cut():
+    columns = [f"measurement_{i:02d}_of_the_sensor" for i in range(64)]
+    schema = "[" + ", ".join(f"'{c}': double (required)" for c in columns) + "]"
+    message = (f"Failed to enforce schema of data '   a\n0  1.0' with schema '{schema}'. "
+               f"Error: Model is missing inputs ['{columns[-1]}'].")
+    shown = capped(client_message(message))
+    assert f"Model is missing inputs ['{columns[-1]}']" in shown
+    assert "1.0" not in shown.split("Its schema")[0]

@@ -141,7 +141,12 @@ bench-big: $(STAMP)
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
-test: $(TEST_STAMP)
+# The code as ruff checks and formats it (settings in pyproject.toml); part of make test.
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(PYTEST) -p no:randomly $(PYTEST_ARGS)
 
 test-fast: $(TEST_STAMP)

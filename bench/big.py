@@ -60,10 +60,19 @@ print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN
 
 def measured(command: list[str], env: dict) -> tuple[float, float]:
     """(seconds, peak MiB) of ``command`` and its descendants."""
-    out = subprocess.run(
-        [sys.executable, "-c", MEASURE, *command], env=env, cwd=PROJECT_DIR,
-        capture_output=True, text=True, check=True,
-    ).stdout.strip().splitlines()[-1].split()
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", MEASURE, *command],
+            env=env,
+            cwd=PROJECT_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+        .split()
+    )
     seconds, kib, code = float(out[0]), int(out[1]), int(out[2])
     if code != 0:
         raise RuntimeError(f"{command} exited {code}")
@@ -88,9 +97,13 @@ def main(argv=None) -> None:
     python = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-               "PYTHONPATH": str(PROJECT_DIR), "PIPELINE_LOCK_DIR": str(tmp / "locks"),
-               "PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+            "PYTHONPATH": str(PROJECT_DIR),
+            "PIPELINE_LOCK_DIR": str(tmp / "locks"),
+            "PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         env.pop("MLFLOW_EXPERIMENT_NAME", None)
         data = tmp / "big.csv"
         started = time.perf_counter()
@@ -124,15 +137,31 @@ def main(argv=None) -> None:
                             break
                         dst.write(line)
             rows[fraction] = measured(
-                [python, "-m", "serving.batch", "--no-progress", "--input", str(part),
-                 "--output", str(tmp / "scored.csv"), "--model-uri", contracts.CHAMPION_URI], env)
+                [
+                    python,
+                    "-m",
+                    "serving.batch",
+                    "--no-progress",
+                    "--input",
+                    str(part),
+                    "--output",
+                    str(tmp / "scored.csv"),
+                    "--model-uri",
+                    contracts.CHAMPION_URI,
+                ],
+                env,
+            )
         raw = measured([python, "-c", RAW_SCORE, joblib_path, str(data), str(tmp / "raw.csv")], env)
         print(f"\n{'scoring (predict_proba)':<34} {'seconds':>8} {'peak MiB':>9}")
         for fraction in (4, 2, 1):
-            print(f"{f'serving.batch, {args.rows // fraction:,} rows':<34} {rows[fraction][0]:8.1f} {rows[fraction][1]:9.0f}")
+            print(
+                f"{f'serving.batch, {args.rows // fraction:,} rows':<34} {rows[fraction][0]:8.1f} {rows[fraction][1]:9.0f}"
+            )
         print(f"{f'raw estimator, {args.rows:,} rows':<34} {raw[0]:8.1f} {raw[1]:9.0f}")
-        print(f"ratio score/raw: time {rows[1][0] / raw[0]:.2f}, memory {rows[1][1] / raw[1]:.2f}; "
-              f"score memory at full/quarter size: {rows[1][1] / rows[4][1]:.2f}")
+        print(
+            f"ratio score/raw: time {rows[1][0] / raw[0]:.2f}, memory {rows[1][1] / raw[1]:.2f}; "
+            f"score memory at full/quarter size: {rows[1][1] / rows[4][1]:.2f}"
+        )
 
 
 if __name__ == "__main__":

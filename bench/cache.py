@@ -64,13 +64,17 @@ def main(argv=None) -> None:
             run_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
             floor.append(sum(timed(import_stack, env, cwd) for _ in range(5)))
             cold.append(timed(retrain, run_env, store))
-            cold_apart.append(timed(retrain, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{apart / 'mlflow.db'}",
-                                              PRELOAD_ENV: "0"}, apart))
+            cold_apart.append(
+                timed(
+                    retrain, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{apart / 'mlflow.db'}", PRELOAD_ENV: "0"}, apart
+                )
+            )
             baseline.append(timed(import_mlflow, env, cwd))
             cached.append(timed(retrain, run_env, store))
             # As `make run` does: the configured experiment, where ops.retrain's runs went.
-            experiment = subprocess.run([python, "-m", "core.tracking"], env=run_env, cwd=store, check=True,
-                                        capture_output=True, text=True).stdout.strip()
+            experiment = subprocess.run(
+                [python, "-m", "core.tracking"], env=run_env, cwd=store, check=True, capture_output=True, text=True
+            ).stdout.strip()
             cached_mlflow_run.append(timed([*mlflow_run, "--experiment-name", experiment], run_env, store))
     median = statistics.median
     base, stack = median(baseline), median(floor)
@@ -84,8 +88,11 @@ def main(argv=None) -> None:
     ]
     print(f"{'measurement':<42} {'seconds':>8} {'x import':>9} {'x floor':>8}  target")
     for name, seconds, import_target, floor_target in rows:
-        target = f"<= {import_target}x import" if import_target and import_target != 1.0 else (
-            f"<= {floor_target}x floor" if floor_target and floor_target != 1.0 else "")
+        target = (
+            f"<= {import_target}x import"
+            if import_target and import_target != 1.0
+            else (f"<= {floor_target}x floor" if floor_target and floor_target != 1.0 else "")
+        )
         print(f"{name:<42} {seconds:8.2f} {seconds / base:9.2f} {seconds / stack:8.2f}  {target}")
 
 

@@ -73,8 +73,8 @@ def main(argv=None) -> None:
                 inner = max(1, 2000 // max(1, size // 10)) if size <= 100 else 1
                 raw_s, py_s = [], []
                 for _ in range(repeat):  # interleaved, so noise hits both alike
-                    raw_s.append(best_of(lambda: raw(frame), inner) )
-                    py_s.append(best_of(lambda: model.predict(frame, params=params), inner))
+                    raw_s.append(best_of(lambda raw=raw, frame=frame: raw(frame), inner))
+                    py_s.append(best_of(lambda frame=frame, params=params: model.predict(frame, params=params), inner))
                 r, p = statistics.median(raw_s), statistics.median(py_s)
                 print(f"{method:<18} {size:>9,} {r * 1e3:10.3f} {p * 1e3:10.3f} {p / r:7.2f}")
 

@@ -50,8 +50,22 @@ def start_server(command: list[str], env: dict, log: Path, what: str) -> tuple[s
 
 
 def serve(model_uri: str, env: dict, log: Path) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-               "-h", "127.0.0.1", "-w", "1", "-p"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-w",
+        "1",
+        "-p",
+    ]
     return start_server(command, env, log, model_uri)
 
 
@@ -81,8 +95,11 @@ def main(argv=None) -> None:
             native = mlflow.sklearn.log_model(
                 estimator, name="native", signature=infer_signature(example, estimator.predict(example))
             )
-        env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         dispatch_uri = mlflow.search_logged_models(output_format="list")
         dispatch_uri = next(m.model_uri for m in dispatch_uri if m.name == "model")
         servers = {
@@ -90,8 +107,10 @@ def main(argv=None) -> None:
             "native sklearn": serve(native.model_uri, env, tmp / "native.log"),
         }
         bodies = {
-            "dynamic-dispatch": {"dataframe_split": {"columns": features, "data": [[1.4, 0.2]]},
-                                 "params": {"predict_method": "predict"}},
+            "dynamic-dispatch": {
+                "dataframe_split": {"columns": features, "data": [[1.4, 0.2]]},
+                "params": {"predict_method": "predict"},
+            },
             "native sklearn": {"dataframe_split": {"columns": features, "data": [[1.4, 0.2]]}},
         }
         try:

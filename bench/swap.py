@@ -61,8 +61,16 @@ def build_versions(tmp: Path) -> list[str]:
 
 
 def serve(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "serving.server", "--model-uri", f"models:/{NAME}@champion",
-               "--poll-interval", "0", "--port"]
+    command = [
+        sys.executable,
+        "-m",
+        "serving.server",
+        "--model-uri",
+        f"models:/{NAME}@champion",
+        "--poll-interval",
+        "0",
+        "--port",
+    ]
     return start_server(command, env, log, "the server")
 
 
@@ -70,11 +78,20 @@ def call_webhook(session: requests.Session, base: str, version: str) -> None:
     """What MLflow sends when the alias moved, signed (serving.webhook)."""
     from serving.webhook import DELIVERY_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 
-    body = json.dumps({"entity": "model_version_alias", "action": "created",
-                       "data": {"name": NAME, "alias": "champion", "version": version}}).encode()
+    body = json.dumps(
+        {
+            "entity": "model_version_alias",
+            "action": "created",
+            "data": {"name": NAME, "alias": "champion", "version": version},
+        }
+    ).encode()
     delivery, stamp = str(uuid.uuid4()), str(int(time.time()))
-    headers = {"Content-Type": "application/json", DELIVERY_ID_HEADER: delivery, TIMESTAMP_HEADER: stamp,
-               SIGNATURE_HEADER: signature(SECRET, delivery, stamp, body)}
+    headers = {
+        "Content-Type": "application/json",
+        DELIVERY_ID_HEADER: delivery,
+        TIMESTAMP_HEADER: stamp,
+        SIGNATURE_HEADER: signature(SECRET, delivery, stamp, body),
+    }
     session.post(f"{base}/webhooks/mlflow", data=body, headers=headers, timeout=10).raise_for_status()
 
 
@@ -103,11 +120,17 @@ def main(argv=None) -> None:
         tmp = Path(tmp)
         versions = build_versions(tmp)
         client = mlflow.MlflowClient()
-        env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "SERVING_WEBHOOK_SECRET": SECRET,
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+            "SERVING_WEBHOOK_SECRET": SECRET,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         process, base = serve(env, tmp / "server.log")
-        body = {"dataframe_split": {"columns": ["petal length (cm)", "petal width (cm)"], "data": [[1.4, 0.2]]},
-                "params": {"predict_method": "predict_proba"}}
+        body = {
+            "dataframe_split": {"columns": ["petal length (cm)", "petal width (cm)"], "data": [[1.4, 0.2]]},
+            "params": {"predict_method": "predict_proba"},
+        }
         steady, during, reached = [], [], []
         try:
             with requests.Session() as session:
@@ -137,8 +160,10 @@ def main(argv=None) -> None:
     print(f"{'steady state':<20} {len(steady):6d} {s50:8.3f} {s99:8.3f}")
     print(f"{'during a swap':<20} {len(during):6d} {d50:8.3f} {d99:8.3f}")
     print(f"ratio swap/steady: p50 {d50 / s50:.2f}, p99 {d99 / s99:.2f}")
-    print(f"alias move -> first answer by the new version: median {statistics.median(reached) * 1e3:.0f} ms, "
-          f"max {max(reached) * 1e3:.0f} ms ({len(reached)} swaps)")
+    print(
+        f"alias move -> first answer by the new version: median {statistics.median(reached) * 1e3:.0f} ms, "
+        f"max {max(reached) * 1e3:.0f} ms ({len(reached)} swaps)"
+    )
 
 
 if __name__ == "__main__":

@@ -156,8 +156,9 @@ def _unquoted_whole(token: str) -> str:
             value = "[" + ",".join(f"'{item.strip()}'" for item in value[1:-1].split(",")) + "]"
         else:
             value = f"'{value}'"
-        raise ValueError(f"Hydra override {token} is quoted whole and holds a space: quote the value "
-                         f"instead, as {key}={value}")
+        raise ValueError(
+            f"Hydra override {token} is quoted whole and holds a space: quote the value instead, as {key}={value}"
+        )
     return inner
 
 

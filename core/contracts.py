@@ -57,6 +57,7 @@ SCORED_BY_ID_KEY = "model_id"
 SCORED_BY_NAME_KEY = "model_name"
 SCORED_BY_VERSION_KEY = "model_version"
 
+
 # Pages of the MLflow UI, for links in descriptions (Markdown, relative to the UI's address).
 def ui_run_page(experiment_id: str, run_id: str, artifact: str | None = None) -> str:
     return f"#/experiments/{experiment_id}/runs/{run_id}" + (f"/artifactPath/{artifact}" if artifact else "")
@@ -101,9 +102,7 @@ INTEGER_HINT = r"Hint: Inferred schema contains integer column"
 def configure_logging() -> None:
     import warnings
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", message=INTEGER_HINT, category=UserWarning)
 
 

@@ -177,19 +177,26 @@ def validate_frame(
 def fit_hint(features: pd.DataFrame, error: Exception) -> str:
     """Why an estimator may have refused these features, for its fit error: text columns
     it cannot encode, or missing values it does not accept (the first row and column)."""
-    text = [c for c in features.columns
-            if not (pd.api.types.is_numeric_dtype(features[c]) or pd.api.types.is_bool_dtype(features[c]))]
+    text = [
+        c
+        for c in features.columns
+        if not (pd.api.types.is_numeric_dtype(features[c]) or pd.api.types.is_bool_dtype(features[c]))
+    ]
     nulls = features.isna()
     message = str(error)
     if text and ("string" in message or "could not convert" in message):
-        return (f"; feature column(s) {text} hold text, which this estimator cannot take as is: "
-                "use a model config that encodes them (model=tabular_logistic_regression)")
+        return (
+            f"; feature column(s) {text} hold text, which this estimator cannot take as is: "
+            "use a model config that encodes them (model=tabular_logistic_regression)"
+        )
     if nulls.to_numpy().any() and ("NaN" in message or "missing" in message):
         row, column = np.argwhere(nulls.to_numpy())[0]
-        return (f"; the data has missing values (first at row {features.index[row]}, column "
-                f"{features.columns[column]!r}), which this estimator does not accept: use a model "
-                "config that imputes them (model=tabular_logistic_regression) or accepts them "
-                "(model=hist_gradient_boosting)")
+        return (
+            f"; the data has missing values (first at row {features.index[row]}, column "
+            f"{features.columns[column]!r}), which this estimator does not accept: use a model "
+            "config that imputes them (model=tabular_logistic_regression) or accepts them "
+            "(model=hist_gradient_boosting)"
+        )
     return ""
 
 
@@ -222,8 +229,10 @@ def prepare(data_cfg: DictConfig):
     drop = list(OmegaConf.select(data_cfg, "drop", default=None) or [])
     unknown = [c for c in drop if c not in frame.columns]
     if unknown or data_cfg.target in drop:
-        raise DataError(f"Data {source}: data.drop names {unknown or [data_cfg.target]}, "
-                        f"{'the target' if not unknown else 'not a column'}; it has {list(frame.columns)}")
+        raise DataError(
+            f"Data {source}: data.drop names {unknown or [data_cfg.target]}, "
+            f"{'the target' if not unknown else 'not a column'}; it has {list(frame.columns)}"
+        )
     columns = profile.profile_frame(frame, data_cfg.target, data_cfg.features, drop)
     for line in profile.left_out_lines(columns):
         log.warning("Data %s: %s", source, line)
@@ -232,8 +241,7 @@ def prepare(data_cfg: DictConfig):
         dates = [c for c in features if c in frame.columns and profile.is_date(frame[c])]
         frame = frame.assign(**{c: profile.as_days(frame[c]) for c in dates})
     validate_frame(
-        frame, features, data_cfg.target, data_cfg.test_size, data_cfg.stratify, source,
-        data_cfg.max_duplicate_share,
+        frame, features, data_cfg.target, data_cfg.test_size, data_cfg.stratify, source, data_cfg.max_duplicate_share
     )
     frame = frame[[*features, data_cfg.target]]
     train, holdout = train_test_split(
@@ -245,7 +253,6 @@ def prepare(data_cfg: DictConfig):
     absent = sorted(_plain(c) for c in set(frame[data_cfg.target]) - set(train[data_cfg.target]))
     if absent:
         raise DataError(
-            f"Data {source}: class(es) {absent} did not land in the training split; "
-            "set data.stratify=true or add rows"
+            f"Data {source}: class(es) {absent} did not land in the training split; set data.stratify=true or add rows"
         )
     return train, holdout, features, columns

@@ -133,8 +133,9 @@ def conda_env(lock: Path = RUNTIME_LOCK) -> str:
     return "\n".join(lines) + "\n"
 
 
-def problems(pyproject: Path = PYPROJECT, runtime_lock: Path = RUNTIME_LOCK, dev_lock: Path = DEV_LOCK,
-             conda: Path = CONDA_ENV) -> list[str]:
+def problems(
+    pyproject: Path = PYPROJECT, runtime_lock: Path = RUNTIME_LOCK, dev_lock: Path = DEV_LOCK, conda: Path = CONDA_ENV
+) -> list[str]:
     """Where the locks and ``conda.yaml`` disagree with the declarations; empty when they agree.
 
     Offline: it compares pins, and does not resolve again (``make lock-check`` does)."""

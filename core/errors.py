@@ -10,8 +10,11 @@ MAX_STORED_CHARS = 1000  # an error message kept on a run or a registered versio
 # MLflow quotes the whole input in two of its messages: ``Failed to predict data '<rows>'.
 # \nError: ...`` and ``Failed to enforce schema of data '<rows>' with schema '[...]'. Error: ...``.
 PREDICT_ECHO = re.compile(r"\AFailed to predict data '.*\. \nError: ", re.DOTALL)
-SCHEMA_ECHO = re.compile(r"Failed to enforce schema of data .*? with schema '(?P<schema>\[.*?\])'\. Error: "
-                         r"(?P<error>.*)\Z", re.DOTALL)
+SCHEMA_ECHO = re.compile(
+    r"Failed to enforce schema of data .*? with schema '(?P<schema>\[.*?\])'\. Error: "
+    r"(?P<error>.*)\Z",
+    re.DOTALL,
+)
 
 
 class StepError(Exception):
@@ -24,8 +27,9 @@ def without_data(message: str) -> str:
     prefix dropped, and a schema error said error first (it names the column), then the
     schema (64 columns of it fill any cut), without the ``of data '<rows>'``."""
     message = PREDICT_ECHO.sub("", message, count=1)
-    return SCHEMA_ECHO.sub(r"The input does not match the model's schema: \g<error> Its schema: \g<schema>",
-                           message, count=1)
+    return SCHEMA_ECHO.sub(
+        r"The input does not match the model's schema: \g<error> Its schema: \g<schema>", message, count=1
+    )
 
 
 def stored(message: str, limit: int = MAX_STORED_CHARS) -> str:

@@ -32,8 +32,11 @@ def plain_gaps(frame: pd.DataFrame) -> pd.DataFrame:
     changed = {}
     for name in frame.columns:
         values = frame[name]
-        if (not pd.api.types.is_extension_array_dtype(values.dtype) or not values.isna().any()
-                or isinstance(values.dtype, pd.CategoricalDtype)):  # categories take NaN as they are
+        if (
+            not pd.api.types.is_extension_array_dtype(values.dtype)
+            or not values.isna().any()
+            or isinstance(values.dtype, pd.CategoricalDtype)
+        ):  # categories take NaN as they are
             continue
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
             changed[name] = values.astype(np.float64)
@@ -59,8 +62,11 @@ def as_sent(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` as a client sends it to the model: ``category`` columns as text (objects,
     NaN for a gap), which the signature declares ``string`` and MLflow's schema takes;
     MLflow refuses a ``category`` column there ("Can not safely convert category")."""
-    changed = {name: frame[name].astype(object).where(frame[name].notna(), np.nan)
-               for name in frame.columns if isinstance(frame[name].dtype, pd.CategoricalDtype)}
+    changed = {
+        name: frame[name].astype(object).where(frame[name].notna(), np.nan)
+        for name in frame.columns
+        if isinstance(frame[name].dtype, pd.CategoricalDtype)
+    }
     return frame.assign(**changed) if changed else frame
 
 
@@ -107,8 +113,9 @@ def template_row(features: pd.DataFrame, position: int) -> pd.DataFrame:
     for column in row.columns[row.isna().iloc[0].to_numpy()]:
         present = features[column].dropna()
         if len(present):
-            row[column] = pd.Series([present.iloc[position % len(present)]], index=row.index,
-                                    dtype=features[column].dtype)
+            row[column] = pd.Series(
+                [present.iloc[position % len(present)]], index=row.index, dtype=features[column].dtype
+            )
     return row
 
 

@@ -66,9 +66,7 @@ def gate_thresholds(gate_metrics: Mapping, champion_metrics: Mapping[str, float]
 
 
 def decide(
-    candidate_metrics: Mapping[str, float],
-    champion_metrics: Mapping[str, float] | None,
-    gate_metrics: Mapping,
+    candidate_metrics: Mapping[str, float], champion_metrics: Mapping[str, float] | None, gate_metrics: Mapping
 ) -> tuple[bool, str, dict]:
     """Apply the gate with ``mlflow.validate_evaluation_results``: (passed, reason, thresholds)."""
     from mlflow.models.evaluation import EvaluationResult
@@ -76,19 +74,25 @@ def decide(
 
     missing = [name for name in gate_metrics if name not in candidate_metrics]
     if missing:
-        return False, (
-            f"gated metric(s) {', '.join(missing)} cannot be computed for this model "
-            "(log_loss and roc_auc_ovr need predict_proba); remove them from gate.metrics "
-            "to gate on the others"
-        ), {}
+        return (
+            False,
+            (
+                f"gated metric(s) {', '.join(missing)} cannot be computed for this model "
+                "(log_loss and roc_auc_ovr need predict_proba); remove them from gate.metrics "
+                "to gate on the others"
+            ),
+            {},
+        )
     thresholds = gate_thresholds(gate_metrics, champion_metrics)
     described = {
-        name: {"threshold": t.threshold, "greater_is_better": t.greater_is_better}
-        for name, t in thresholds.items()
+        name: {"threshold": t.threshold, "greater_is_better": t.greater_is_better} for name, t in thresholds.items()
     }
     try:
-        mlflow_validate(thresholds, EvaluationResult(dict(candidate_metrics), {}),
-                        EvaluationResult(dict(champion_metrics or {}), {}))
+        mlflow_validate(
+            thresholds,
+            EvaluationResult(dict(candidate_metrics), {}),
+            EvaluationResult(dict(champion_metrics or {}), {}),
+        )
     except ModelValidationFailedException as err:
         return False, err.message, described
     if champion_metrics is None:
@@ -137,8 +141,10 @@ def judge(
     if rolled_back_reason is not None:
         # Stays rolled back however often it is evaluated again (the tag is kept).
         return GateDecision(
-            False, rolled_back_reason.removesuffix(NOT_REPROMOTED) + NOT_REPROMOTED,
-            champion_version, kept_as=ROLLED_BACK,
+            False,
+            rolled_back_reason.removesuffix(NOT_REPROMOTED) + NOT_REPROMOTED,
+            champion_version,
+            kept_as=ROLLED_BACK,
         )
     if champion_version == model_version:
         return GateDecision(True, "already the champion; re-validated", model_version)
@@ -166,21 +172,31 @@ def judge(
     return GateDecision(passed, reason, champion_version, champion.metrics, thresholds)
 
 
-def schema_decision(gate_cfg, model_version: str, candidate_metrics: Mapping[str, float],
-                    champion_version: str, schema_change: str) -> GateDecision:
+def schema_decision(
+    gate_cfg, model_version: str, candidate_metrics: Mapping[str, float], champion_version: str, schema_change: str
+) -> GateDecision:
     """A version whose inputs differ from the champion's: kept as challenger, or with
     ``gate.allow_schema_change`` judged on the absolute thresholds alone (the champion
     cannot be compared on a holdout it cannot read); the champion is not broken for it."""
     differs = f"its inputs differ from the champion's (version {champion_version}): {schema_change}"
     if not gate_cfg.allow_schema_change:
-        return GateDecision(False, (
-            f"{differs}; a change of inputs changes what every caller sends, so it is promoted only by "
-            f"an operator (make promote VERSION={model_version} REASON=...) or with gate.allow_schema_change=true"
-        ), champion_version)
+        return GateDecision(
+            False,
+            (
+                f"{differs}; a change of inputs changes what every caller sends, so it is promoted only by "
+                f"an operator (make promote VERSION={model_version} REASON=...) or with gate.allow_schema_change=true"
+            ),
+            champion_version,
+        )
     passed, reason, thresholds = decide(candidate_metrics, None, gate_cfg.metrics)
     verdict = "it meets every absolute threshold" if passed else reason
-    return GateDecision(passed, f"{differs}; judged on its own (gate.allow_schema_change=true): {verdict}",
-                        champion_version, None, thresholds)
+    return GateDecision(
+        passed,
+        f"{differs}; judged on its own (gate.allow_schema_change=true): {verdict}",
+        champion_version,
+        None,
+        thresholds,
+    )
 
 
 def decision_tags(decision: GateDecision, candidate_metrics: Mapping[str, float], run_id: str) -> dict[str, str]:
@@ -216,8 +232,9 @@ def describe_bounds(decision: GateDecision) -> str:
     )
 
 
-def describe_markdown(decision: GateDecision, version: str, candidate_metrics: Mapping[str, float],
-                      report_link: str) -> str:
+def describe_markdown(
+    decision: GateDecision, version: str, candidate_metrics: Mapping[str, float], report_link: str
+) -> str:
     """The decision as a registered version's description in the MLflow UI: the outcome and
     why, each metric against the champion's and the bound applied, and a link to the report."""
     champion = decision.champion_version

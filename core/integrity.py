@@ -77,7 +77,8 @@ def directory_digest(path: str | Path) -> str:
     """SHA-256 over the relative names and contents of every file under ``path``."""
     root = Path(path)
     files = [
-        p.relative_to(root) for p in root.rglob("*")
+        p.relative_to(root)
+        for p in root.rglob("*")
         if p.is_file() and str(p.relative_to(root)) not in DOWNLOAD_ONLY_FILES
     ]
     return files_digest(files, root=root, read=_content)
@@ -127,8 +128,9 @@ def log_model_recorded(log_model: Callable[[], object]):
         info = log_model()
     digest = sent.get(info.model_id)
     if digest is None:
-        raise UntrustedModel(f"logged model {info.model_id}: its files were not uploaded as a model's folder; "
-                             "nothing to record")
+        raise UntrustedModel(
+            f"logged model {info.model_id}: its files were not uploaded as a model's folder; nothing to record"
+        )
     MlflowClient().set_logged_model_tags(info.model_id, {FILES_DIGEST_TAG: digest})
     stored = stored_digest(info.model_id)
     if not hmac.compare_digest(stored, digest):
@@ -181,8 +183,10 @@ def verified_artifact(uri: str) -> Iterator[Path]:
         raise UntrustedModel(f"cannot verify {uri}: only runs:/<run id>/<path> artifacts have a recorded digest")
     expected = MlflowClient().get_run(run_id).data.tags.get(ARTIFACT_DIGEST_TAG_PREFIX + artifact_path)
     if not expected:
-        raise UntrustedModel(f"refusing to read {uri}: its run has no record of its digest "
-                             f"(tag {ARTIFACT_DIGEST_TAG_PREFIX}{artifact_path})")
+        raise UntrustedModel(
+            f"refusing to read {uri}: its run has no record of its digest "
+            f"(tag {ARTIFACT_DIGEST_TAG_PREFIX}{artifact_path})"
+        )
     with tempfile.TemporaryDirectory(prefix="verified-artifact-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         actual = sha256_of(local)
@@ -213,8 +217,9 @@ def resolve(model_uri: str) -> tuple[str, str | None, str]:
     if at and "/" not in name:  # read as every reader here reads an alias: never half a change
         version = alias_target(client, name, alias)
         if version is None:
-            raise MlflowException(f"Registered model {name!r} has no alias {alias!r} ({model_uri})",
-                                  error_code=RESOURCE_DOES_NOT_EXIST)
+            raise MlflowException(
+                f"Registered model {name!r} has no alias {alias!r} ({model_uri})", error_code=RESOURCE_DOES_NOT_EXIST
+            )
         model_uri = f"models:/{name}/{version}"
     found = get_model_name_and_version(client, model_uri)
     if len(found) == 1:

@@ -63,9 +63,7 @@ def file_lock(path: Path, wait: float) -> Iterator[None]:
                 if time.monotonic() >= deadline:
                     handle.seek(0)
                     holder = handle.read().strip() or "unknown"
-                    raise LockBusy(
-                        f"another pipeline run holds {path} ({holder}); waited {wait:g} s"
-                    ) from None
+                    raise LockBusy(f"another pipeline run holds {path} ({holder}); waited {wait:g} s") from None
                 time.sleep(0.2)
         handle.seek(0)
         handle.truncate()

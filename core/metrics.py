@@ -36,9 +36,7 @@ def holdout_metrics(labels, predicted, proba, classes: Sequence) -> dict[str, fl
         if len(classes) == 2:  # scikit-learn wants the positive class's column for binary AUC
             result["roc_auc_ovr"] = metrics.roc_auc_score(labels, proba[:, 1])
         else:
-            result["roc_auc_ovr"] = metrics.roc_auc_score(
-                labels, proba, multi_class="ovr", labels=list(classes)
-            )
+            result["roc_auc_ovr"] = metrics.roc_auc_score(labels, proba, multi_class="ovr", labels=list(classes))
     return {name: float(value) for name, value in result.items()}
 
 

@@ -75,8 +75,11 @@ def as_days(values: pd.Series) -> pd.Series:
     NaN for a gap: the number ``data.dates=days`` trains on and clients send."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         values = values.astype(object)
-    stamps = pd.to_datetime(values.astype(object).where(values.notna(), None), format="ISO8601",
-                            utc=True) if not pd.api.types.is_datetime64_any_dtype(values) else values
+    stamps = (
+        pd.to_datetime(values.astype(object).where(values.notna(), None), format="ISO8601", utc=True)
+        if not pd.api.types.is_datetime64_any_dtype(values)
+        else values
+    )
     if getattr(stamps.dt, "tz", None) is not None:
         stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
     return ((stamps - EPOCH) / pd.Timedelta(days=1)).astype(np.float64)
@@ -97,7 +100,8 @@ def feature_kind(values: pd.Series) -> str:
     if isinstance(values.dtype, pd.CategoricalDtype):
         return "category"
     if pd.api.types.is_bool_dtype(values) or (
-            values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "boolean"):
+        values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "boolean"
+    ):
         return "boolean"
     return "number" if pd.api.types.is_numeric_dtype(values) else "text"
 
@@ -119,8 +123,12 @@ def describe(name, values: pd.Series, listed: bool | None, dropped: bool) -> Col
     elif is_saved_index(name, values):
         kind, why = "identifier", "a saved row index"
     elif (kind in ("text", "category") or pd.api.types.is_integer_dtype(values)) and (
-            len(present) >= IDENTIFIER_MIN_ROWS and distinct >= IDENTIFIER_SHARE * len(present)):
-        kind, why = "identifier", f"{kind if kind != 'number' else 'integers'} distinct in {distinct} of {len(present)} rows"
+        len(present) >= IDENTIFIER_MIN_ROWS and distinct >= IDENTIFIER_SHARE * len(present)
+    ):
+        kind, why = (
+            "identifier",
+            f"{kind if kind != 'number' else 'integers'} distinct in {distinct} of {len(present)} rows",
+        )
     else:
         why = ""
     if dropped:
@@ -132,15 +140,25 @@ def describe(name, values: pd.Series, listed: bool | None, dropped: bool) -> Col
     return column(kind, FEATURE, why or kind)
 
 
-def profile_frame(frame: pd.DataFrame, target: str, features: Sequence[str] | None,
-                  drop: Sequence[str] = ()) -> list[Column]:
+def profile_frame(
+    frame: pd.DataFrame, target: str, features: Sequence[str] | None, drop: Sequence[str] = ()
+) -> list[Column]:
     """Every column of ``frame`` described (:func:`describe`), in the frame's order."""
     listed = None if features is None else set(features)
     found = []
     for name in frame.columns:
         if name == target:
-            found.append(Column(str(name), "target", "target", "data.target", str(frame[name].dtype),
-                                int(frame[name].isna().sum()), int(frame[name].nunique())))
+            found.append(
+                Column(
+                    str(name),
+                    "target",
+                    "target",
+                    "data.target",
+                    str(frame[name].dtype),
+                    int(frame[name].isna().sum()),
+                    int(frame[name].nunique()),
+                )
+            )
             continue
         found.append(describe(name, frame[name], None if listed is None else name in listed, name in drop))
     return found
@@ -152,20 +170,23 @@ def chosen(profile: Sequence[Column], use: str = FEATURE) -> list[str]:
 
 def left_out_lines(profile: Sequence[Column]) -> list[str]:
     """One line per column left out for what it looks like (not for a config list)."""
-    return [f"column {c.name!r} left out: {c.kind} ({c.reason}); list it in data.features to keep it"
-            for c in profile if c.use == LEFT_OUT and c.reason not in (UNLISTED, DROPPED)]
+    return [
+        f"column {c.name!r} left out: {c.kind} ({c.reason}); list it in data.features to keep it"
+        for c in profile
+        if c.use == LEFT_OUT and c.reason not in (UNLISTED, DROPPED)
+    ]
 
 
 def left_out_summary(profile: Sequence[Column]) -> str:
     """The columns left out for what they look like, for the pipeline's summary:
     ``rownames (identifier), notes (empty)``; empty when none."""
-    return ", ".join(f"{c.name} ({c.kind})" for c in profile
-                     if c.use == LEFT_OUT and c.reason not in (UNLISTED, DROPPED))
+    return ", ".join(
+        f"{c.name} ({c.kind})" for c in profile if c.use == LEFT_OUT and c.reason not in (UNLISTED, DROPPED)
+    )
 
 
 def profile_yaml(profile: Sequence[Column], source: str, rows: int) -> str:
     import yaml
 
     columns = {c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in profile}
-    return yaml.safe_dump({"source": source, "rows": rows, "columns": columns}, sort_keys=False,
-                          allow_unicode=True)
+    return yaml.safe_dump({"source": source, "rows": rows, "columns": columns}, sort_keys=False, allow_unicode=True)

@@ -47,9 +47,7 @@ def parse_registered_uri(model_uri: str) -> tuple[str, str]:
     body = model_uri[len(prefix) :] if model_uri.startswith(prefix) else ""
     name, _, model_version = body.rpartition("/")
     if not name or not model_version.isdigit():
-        raise ValueError(
-            f"{model_uri!r} is not a registered version URI of the form models:/<name>/<version>"
-        )
+        raise ValueError(f"{model_uri!r} is not a registered version URI of the form models:/<name>/<version>")
     return name, model_version
 
 
@@ -159,9 +157,13 @@ def apply_change(client, name: str, change: Change, alive: Callable[[], None] | 
         if version in change.descriptions:
             descriptions_before[version] = found.description or ""
     intent = {
-        "what": change.what, "at": _now(), "by": _who(),
-        "aliases_before": aliases_before, "aliases_after": dict(change.aliases),
-        "tags_before": tags_before, "descriptions_before": descriptions_before,
+        "what": change.what,
+        "at": _now(),
+        "by": _who(),
+        "aliases_before": aliases_before,
+        "aliases_after": dict(change.aliases),
+        "tags_before": tags_before,
+        "descriptions_before": descriptions_before,
     }
     if alive:
         alive()
@@ -182,8 +184,11 @@ def apply_change(client, name: str, change: Change, alive: Callable[[], None] | 
         try:
             _undo(client, name, intent, f"stopped while it was made ({type(err).__name__}: {err})"[:500])
         except Exception as undo_err:  # noqa: BLE001 - the next recover() undoes it
-            log.error("could not undo the interrupted change of %s (%s); the next command under "
-                      "the gate lock will", name, undo_err)
+            log.error(
+                "could not undo the interrupted change of %s (%s); the next command under the gate lock will",
+                name,
+                undo_err,
+            )
         raise
     return aliases_before
 
@@ -200,8 +205,10 @@ def recover(client, name: str) -> str | None:
     by = intent.get("by", {})
     why = f"its process (pid {by.get('pid', '?')} on {by.get('host', '?')}) ended before it was complete"
     _undo(client, name, intent, why)
-    return (f"{name}: undid an interrupted change ({intent.get('what', 'unknown')}, begun {intent.get('at', '?')}): "
-            f"{why}; aliases as before it: {_describe(intent.get('aliases_before', {}))}")
+    return (
+        f"{name}: undid an interrupted change ({intent.get('what', 'unknown')}, begun {intent.get('at', '?')}): "
+        f"{why}; aliases as before it: {_describe(intent.get('aliases_before', {}))}"
+    )
 
 
 def _undo(client, name: str, intent: Mapping, why: str) -> None:
@@ -248,15 +255,25 @@ def _who() -> dict:
     return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
-def decision_change(what: str, model_version: str, decision, tags: dict[str, str], aliases: Aliases,
-                    description: str | None = None, challenger: str | None = None) -> Change:
+def decision_change(
+    what: str,
+    model_version: str,
+    decision,
+    tags: dict[str, str],
+    aliases: Aliases,
+    description: str | None = None,
+    challenger: str | None = None,
+) -> Change:
     """The :class:`Change` that records a gate decision on version ``model_version``: its
     ``tags`` and ``description``, then the aliases. Promoted: the old champion (unless
     broken) to ``previous_champion``, the version to ``champion``, and ``challenger`` off it
     if ``challenger`` (the alias's current version) names it. Kept as challenger: the
     ``challenger`` alias to it. Rolled back: no alias."""
-    change = Change(what, tags={model_version: dict(tags)},
-                    descriptions={model_version: description} if description is not None else {})
+    change = Change(
+        what,
+        tags={model_version: dict(tags)},
+        descriptions={model_version: description} if description is not None else {},
+    )
     if not decision.promoted:
         if decision.outcome == "challenger":  # a rolled-back version is no challenger
             change.aliases[aliases.challenger] = model_version

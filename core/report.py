@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.contracts import ui_run_page
+from core.errors import stored
 from core.metrics import ModelOutputs
 
 REPORT_DIR = "report"
@@ -40,6 +43,8 @@ CAPTIONS = {
     "calibration_curves.png": "Calibration curves (one-vs-rest)",
     "metrics_comparison.png": "Metrics: new version vs champion",
 }
+
+log = logging.getLogger(__name__)
 
 
 def _figure(panels: int, width: float = 4.2, height: float = 3.8):
@@ -56,10 +61,8 @@ def confusion_matrices(models: Sequence[ModelOutputs], labels, classes):
     from sklearn.metrics import ConfusionMatrixDisplay
 
     fig, axes = _figure(len(models))
-    for model, ax in zip(models, axes):
-        ConfusionMatrixDisplay.from_predictions(
-            labels, model.predicted, labels=list(classes), ax=ax, colorbar=False
-        )
+    for model, ax in zip(models, axes, strict=False):
+        ConfusionMatrixDisplay.from_predictions(labels, model.predicted, labels=list(classes), ax=ax, colorbar=False)
         ax.set_title(model.name)
     fig.tight_layout()
     return fig
@@ -69,7 +72,7 @@ def _per_class_curves(models: Sequence[ModelOutputs], labels, classes, draw, tit
     """One panel per class; each model's one-vs-rest curve for that class, overlaid."""
     fig, axes = _figure(len(classes))
     truth = np.asarray(labels)
-    for index, (label, ax) in enumerate(zip(classes, axes)):
+    for index, (label, ax) in enumerate(zip(classes, axes, strict=False)):
         for rank, model in enumerate(models):
             style = {"linestyle": "-" if rank == 0 else "--"}
             draw(truth == label, model.proba[:, index], model.name, ax, style)
@@ -103,9 +106,7 @@ def calibration_curves(models, labels, classes):
     from sklearn.calibration import CalibrationDisplay
 
     def draw(truth, score, name, ax, style):
-        CalibrationDisplay.from_predictions(
-            truth, score, n_bins=CALIBRATION_BINS, name=name, ax=ax, **style
-        )
+        CalibrationDisplay.from_predictions(truth, score, n_bins=CALIBRATION_BINS, name=name, ax=ax, **style)
 
     return _per_class_curves(
         models, labels, classes, draw, "Calibration", ("Mean predicted probability", "Fraction of positives")
@@ -165,8 +166,9 @@ def png_bytes(fig) -> bytes:
     return buffer.getvalue()
 
 
-def render_html(title: str, summary: Sequence[str], table: pd.DataFrame, images: Mapping[str, bytes],
-                notes: Sequence[str] = ()) -> str:
+def render_html(
+    title: str, summary: Sequence[str], table: pd.DataFrame, images: Mapping[str, bytes], notes: Sequence[str] = ()
+) -> str:
     """One self-contained page: summary lines, the metrics table, every image inline."""
     parts = [
         "<!DOCTYPE html>",
@@ -185,14 +187,17 @@ def render_html(title: str, summary: Sequence[str], table: pd.DataFrame, images:
     for file_name, data in images.items():
         caption = CAPTIONS.get(file_name, file_name)
         encoded = base64.b64encode(data).decode("ascii")
-        parts += [f"<h2>{html.escape(caption)}</h2>",
-                  f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">']
+        parts += [
+            f"<h2>{html.escape(caption)}</h2>",
+            f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">',
+        ]
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def log_report(title: str, summary: Sequence[str], candidate: ModelOutputs,
-               champion: ModelOutputs | None, labels, classes) -> list[str]:
+def log_report(
+    title: str, summary: Sequence[str], candidate: ModelOutputs, champion: ModelOutputs | None, labels, classes
+) -> list[str]:
     """Build the report and log it under ``report/`` of the active run; return the file names."""
     import mlflow
 
@@ -212,3 +217,23 @@ def log_report(title: str, summary: Sequence[str], candidate: ModelOutputs,
         mlflow.log_artifacts(tmp, REPORT_DIR)
     mlflow.log_table(table.reset_index(), f"{REPORT_DIR}/metrics.json")
     return [*images, "report.html", "metrics.json"]
+
+
+def report_page(artifact: str = f"{REPORT_DIR}/report.html") -> str:
+    """This run's artifact ``artifact`` in the MLflow UI (a relative link for descriptions)."""
+    import mlflow
+
+    run = mlflow.active_run().info
+    return ui_run_page(run.experiment_id, run.run_id, artifact)
+
+
+def record_safely(log_artifacts) -> None:
+    """Run ``log_artifacts``; a failure (an upload error, a figure too large) becomes a
+    warning and tag ``pipeline.report_error`` instead of failing a step whose outcome stands."""
+    import mlflow
+
+    try:
+        log_artifacts()
+    except Exception as err:  # noqa: BLE001 - any failure here must not fail the step
+        log.warning("could not log the evaluation record: %s: %s", type(err).__name__, err)
+        mlflow.set_tag("pipeline.report_error", stored(f"{type(err).__name__}: {err}", 4000))

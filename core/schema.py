@@ -29,10 +29,16 @@ def input_difference(old: Mapping[str, str] | None, new: Mapping[str, str] | Non
         return None
     added = [f"{name!r} ({kind})" for name, kind in new.items() if name not in old]
     removed = [f"{name!r} ({kind})" for name, kind in old.items() if name not in new]
-    retyped = [f"{name!r} ({old[name]} -> {kind})" for name, kind in new.items()
-               if name in old and UNTYPED not in (kind, old[name]) and kind != old[name]]
-    parts = [f"{what} {', '.join(names)}" for what, names in
-             (("added", added), ("removed", removed), ("retyped", retyped)) if names]
+    retyped = [
+        f"{name!r} ({old[name]} -> {kind})"
+        for name, kind in new.items()
+        if name in old and UNTYPED not in (kind, old[name]) and kind != old[name]
+    ]
+    parts = [
+        f"{what} {', '.join(names)}"
+        for what, names in (("added", added), ("removed", removed), ("retyped", retyped))
+        if names
+    ]
     return "; ".join(parts) or None
 
 
@@ -48,5 +54,6 @@ def schema_change(champion_uri: str, model) -> str | None:
         log.warning("could not read the inputs of %s: %s: %s", champion_uri, type(err).__name__, err)
         return None
     metadata = model.metadata
-    return input_difference(model_inputs(info.signature, info.metadata),
-                            model_inputs(metadata.signature, metadata.metadata))
+    return input_difference(
+        model_inputs(info.signature, info.metadata), model_inputs(metadata.signature, metadata.metadata)
+    )

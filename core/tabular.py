@@ -27,9 +27,7 @@ def file_format(path: Path, role: str = "File") -> str:
     """``csv`` or ``parquet``, from the extension of ``path``."""
     found = FORMATS.get(Path(path).suffix.lower())
     if found is None:
-        raise TableError(
-            f"{role} {path}: unsupported extension {Path(path).suffix!r}; use one of {', '.join(FORMATS)}"
-        )
+        raise TableError(f"{role} {path}: unsupported extension {Path(path).suffix!r}; use one of {', '.join(FORMATS)}")
     return found
 
 
@@ -53,9 +51,11 @@ def not_utf8(path: Path, role: str = "File") -> str:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as err:
-                return (f"{role} {path} is not UTF-8 text: line {number} has the byte "
-                        f"0x{line[err.start]:02x} (byte {offset + err.start} of the file); "
-                        "save it as UTF-8")
+                return (
+                    f"{role} {path} is not UTF-8 text: line {number} has the byte "
+                    f"0x{line[err.start]:02x} (byte {offset + err.start} of the file); "
+                    "save it as UTF-8"
+                )
             offset += len(line)
     return f"{role} {path} is not UTF-8 text; save it as UTF-8"
 
@@ -98,11 +98,7 @@ def count_rows(path: Path, role: str = "File") -> int | None:
 
 
 def iter_chunks(
-    path: Path,
-    chunk_size: int,
-    role: str = "File",
-    text_columns: Sequence[str] = (),
-    kept_columns: Sequence[str] = (),
+    path: Path, chunk_size: int, role: str = "File", text_columns: Sequence[str] = (), kept_columns: Sequence[str] = ()
 ) -> Iterator[pd.DataFrame]:
     """The file's rows in order, ``chunk_size`` (at least 1) at a time, indexed by row number.
 
@@ -209,9 +205,11 @@ class AtomicWriter:
                 try:
                     pa.array([value], type=kind, from_pandas=True)
                 except (pa.ArrowInvalid, pa.ArrowTypeError):
-                    return (f"{self.role} {self.path}: row {self._rows + position}, column {name!r}: "
-                            f"{value!r} is not {kind} like the rows before it (a Parquet column "
-                            "has one type); write a .csv, or leave the column out")
+                    return (
+                        f"{self.role} {self.path}: row {self._rows + position}, column {name!r}: "
+                        f"{value!r} is not {kind} like the rows before it (a Parquet column "
+                        "has one type); write a .csv, or leave the column out"
+                    )
         return None
 
     def __enter__(self):

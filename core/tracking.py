@@ -37,8 +37,7 @@ def check_server(tracking_uri: str, timeout: float) -> None:
     except (urllib.error.URLError, OSError, ValueError) as err:  # ValueError: a malformed URL
         problem = getattr(err, "reason", err)
     raise StoreUnavailable(
-        f"tracking server {tracking_uri} is unreachable ({problem}); checked {url} "
-        f"with a {timeout:g} s timeout"
+        f"tracking server {tracking_uri} is unreachable ({problem}); checked {url} with a {timeout:g} s timeout"
     )
 
 
@@ -69,8 +68,9 @@ def unreachable(err: BaseException) -> bool:
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                            ConnectionError, TimeoutError)):
+        if isinstance(
+            err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, TimeoutError)
+        ):
             return True
         if str(getattr(err, "message", "")).startswith("API request to "):
             return True

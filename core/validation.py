@@ -103,7 +103,8 @@ def validate_edge_rows(model, reference, features: pd.DataFrame, methods, atol: 
         else:
             finite = np.isfinite(expected)
             same = np.array_equal(finite, np.isfinite(got)) and bool(
-                np.all(np.abs(got[finite] - expected[finite]) <= atol))
+                np.all(np.abs(got[finite] - expected[finite]) <= atol)
+            )
         if not same:
             problems.append(f"{method} differs from the estimator")
     detail = "; ".join(problems) or f"{len(rows)} row(s) with a gap or an unseen category agree"
@@ -169,8 +170,7 @@ def validate_predictions(model, reference, features: pd.DataFrame, atol: float) 
         checks.append(
             Check(
                 f"default_method_is_{default_name}",
-                default.shape == outputs[default_name].shape
-                and np.array_equal(default, outputs[default_name]),
+                default.shape == outputs[default_name].shape and np.array_equal(default, outputs[default_name]),
                 f"default output shape {default.shape}",
             )
         )

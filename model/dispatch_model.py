@@ -100,8 +100,7 @@ def resolve_predict_method(estimator, params: dict | None) -> str:
         method = default_method(estimator)
     if method not in PREDICT_METHODS:  # "" included: an empty name is a mistake, not the default
         raise MlflowException(
-            f"Unsupported {PREDICT_METHOD_PARAM} {method!r}; allowed values are "
-            f"{', '.join(PREDICT_METHODS)}.",
+            f"Unsupported {PREDICT_METHOD_PARAM} {method!r}; allowed values are {', '.join(PREDICT_METHODS)}.",
             error_code=INVALID_PARAMETER_VALUE,
         )
     if not hasattr(estimator, method):
@@ -135,9 +134,7 @@ def check_input(model_input, estimator_name: str, nullable) -> pd.DataFrame:
     error with a stack trace, or, worse, a NaN is scored without a word.
     """
     if len(model_input) == 0:
-        raise MlflowException(
-            "Input has no rows; send at least one row.", error_code=INVALID_PARAMETER_VALUE
-        )
+        raise MlflowException("Input has no rows; send at least one row.", error_code=INVALID_PARAMETER_VALUE)
     if not hasattr(model_input, "columns"):
         return model_input
     if _all_finite_floats(model_input):  # the common case, checked in one pass
@@ -244,8 +241,7 @@ class DynamicDispatchModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context):
         self.estimator = load_verified_estimator(
-            context.artifacts[ESTIMATOR_ARTIFACT_KEY],
-            (context.model_config or {}).get(DIGEST_CONFIG_KEY),
+            context.artifacts[ESTIMATOR_ARTIFACT_KEY], (context.model_config or {}).get(DIGEST_CONFIG_KEY)
         )
         # Columns of probability outputs follow this order.
         self.classes_ = getattr(self.estimator, "classes_", None)

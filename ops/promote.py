@@ -41,10 +41,10 @@ from hydra.errors import HydraException
 from core import contracts
 from core.config import compose_config, describe_error, split_overrides
 from core.gate import GateDecision
+from core.locks import GATE_LOCK_WAIT, LockBusy, gate_lock
 from core.registry import Aliases, alias_target, alias_version, apply_change, decision_change, find_version, recover
 from ops.retrain import EXIT_LOCKED
 from ops.rollback import now, operator_name, record_removed
-from core.locks import GATE_LOCK_WAIT, LockBusy, gate_lock
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,14 @@ def promote(client, name: str, version: str, reason: str, aliases: Aliases) -> s
         "promote.at": when,
         "promote.reason": reason,
     }
-    change = decision_change(f"ops.promote by {who}: version {version} to champion", version, decision, tags,
-                             aliases, challenger=alias_target(client, name, aliases.challenger))
+    change = decision_change(
+        f"ops.promote by {who}: version {version} to champion",
+        version,
+        decision,
+        tags,
+        aliases,
+        challenger=alias_target(client, name, aliases.challenger),
+    )
     apply_change(client, name, change)
     return old
 
@@ -99,8 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("version", help="the registered version to make champion")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. registry.model_name=x")
     parser.add_argument("--reason", default="", help="why it is promoted past the gate (required)")
-    parser.add_argument("--wait", type=float, default=GATE_LOCK_WAIT,
-                        help=f"seconds to wait for the gate lock (default {GATE_LOCK_WAIT:g})")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=GATE_LOCK_WAIT,
+        help=f"seconds to wait for the gate lock (default {GATE_LOCK_WAIT:g})",
+    )
     return parser
 
 

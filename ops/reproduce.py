@@ -61,8 +61,11 @@ def reproduce(name: str, model_version: str) -> dict[str, bool]:
     if commit != tags.get("lineage.git_commit") or dirty:
         log.warning(
             "checkout is at %s%s; version %s was built from %s%s",
-            commit, " (dirty)" if dirty else "", model_version,
-            tags.get("lineage.git_commit"), " (dirty)" if tags.get("lineage.git_dirty") == "true" else "",
+            commit,
+            " (dirty)" if dirty else "",
+            model_version,
+            tags.get("lineage.git_commit"),
+            " (dirty)" if tags.get("lineage.git_dirty") == "true" else "",
         )
     if not tags.get("lineage.config"):
         raise ReproductionError(f"{name} version {model_version} lacks lineage tag 'lineage.config'")
@@ -117,9 +120,7 @@ def describe_lock(model_version: str, recorded: str | None, commit: str | None, 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("version", help="registered model version to rebuild")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. registry.model_name=x")
     args = parser.parse_args(argv)

@@ -34,8 +34,8 @@ from pathlib import Path
 
 from core import contracts
 from core.config import compose_config, describe_error, is_override_error, multirun_flag, split_overrides
-from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from core.locks import LockBusy, file_lock, lock_path
+from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from pipeline.process import run_as_process
 
 log = logging.getLogger(__name__)
@@ -73,15 +73,21 @@ def run_pipeline(overrides: Sequence[str], force: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the lock (default 0)")
     parser.add_argument("--force", default="", help="rerun cached steps: 'all' or names, comma-separated")
-    parser.add_argument("--connect-timeout", type=float, default=None,
-                        help="seconds (default 10, or MLFLOW_HTTP_REQUEST_TIMEOUT where shorter)")
-    parser.add_argument("--trigger", choices=("schedule", "manual"), default="schedule",
-                        help="recorded as tag pipeline.trigger on the runs (default schedule)")
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=None,
+        help="seconds (default 10, or MLFLOW_HTTP_REQUEST_TIMEOUT where shorter)",
+    )
+    parser.add_argument(
+        "--trigger",
+        choices=("schedule", "manual"),
+        default="schedule",
+        help="recorded as tag pipeline.trigger on the runs (default schedule)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the pipeline")
     return parser
 

@@ -45,9 +45,9 @@ from dataclasses import dataclass
 
 from core import contracts
 from core.gate import ROLLED_BACK
+from core.locks import GATE_LOCK_WAIT, LockBusy, gate_lock
 from core.registry import Change, alias_version, apply_change, recover
 from ops.retrain import EXIT_LOCKED
-from core.locks import GATE_LOCK_WAIT, LockBusy, gate_lock
 from pipeline.step import parse_step_args, step_parser
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,11 @@ def rollback(client, name: str, champion_alias: str, previous_alias: str) -> Rol
         to = tags.get(TO_VERSION_TAG)
         raise RollbackError(
             f"{name} version {new} ({previous_alias}) was rolled back "
-            + (f"in favour of version {to}, not of the champion (version {old})" if to
-               else "without a record of what to undo")
+            + (
+                f"in favour of version {to}, not of the champion (version {old})"
+                if to
+                else "without a record of what to undo"
+            )
             + f"; a rollback does not make it champion again: python -m ops.promote {new} --reason '...' does"
         )
     what = f"ops.rollback by {operator_name()}: champion from version {old} to version {new}"
@@ -161,8 +164,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     from mlflow import MlflowClient
 
     parser = step_parser(__doc__)
-    parser.add_argument("--wait", type=float, default=GATE_LOCK_WAIT,
-                        help=f"seconds to wait for the gate lock (default {GATE_LOCK_WAIT:g})")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=GATE_LOCK_WAIT,
+        help=f"seconds to wait for the gate lock (default {GATE_LOCK_WAIT:g})",
+    )
     args, cfg = parse_step_args(parser, argv)
     contracts.configure_logging()
     contracts.configure_tracking()

@@ -91,8 +91,12 @@ def step_key(
         "code": json_digest(
             {
                 "files": files_digest(
-                    sorted({*step_code_files(step), *(f for module in target_modules(config)
-                                                      for f in imported_files(module))}),
+                    sorted(
+                        {
+                            *step_code_files(step),
+                            *(f for module in target_modules(config) for f in imported_files(module)),
+                        }
+                    ),
                     root=CODE_ROOT,
                 ),
                 "entry_point": entry_point_definition(step),
@@ -256,10 +260,7 @@ def lookup(step_key_: StepKey, experiment_id: str, forced: bool, still_valid=Non
     step = step_key_.step
     if forced:
         return Lookup(None, "forced")
-    hits = _search(
-        experiment_id,
-        f"tags.`{CACHE_KEY_TAG}` = '{step_key_.key}' and attributes.status = 'FINISHED'",
-    )
+    hits = _search(experiment_id, f"tags.`{CACHE_KEY_TAG}` = '{step_key_.key}' and attributes.status = 'FINISHED'")
     for run in hits:
         outputs = outputs_of(run)
         problem = _stale_outputs(run.info.run_id, outputs)
@@ -270,20 +271,13 @@ def lookup(step_key_: StepKey, experiment_id: str, forced: bool, still_valid=Non
         return Lookup(None, problem)
     previous = _search(
         experiment_id,
-        f"tags.`{contracts.STEP_TAG}` = '{step}' and attributes.status = 'FINISHED' "
-        f"and tags.`{CACHE_KEY_TAG}` != ''",
+        f"tags.`{contracts.STEP_TAG}` = '{step}' and attributes.status = 'FINISHED' and tags.`{CACHE_KEY_TAG}` != ''",
     )
     if not previous:
         return Lookup(None, f"no earlier finished {step} run")
     tags = previous[0].data.tags
-    changed = [
-        name
-        for name, digest in step_key_.components.items()
-        if tags.get(COMPONENT_TAG_PREFIX + name) != digest
-    ]
-    return Lookup(
-        None, f"{', '.join(changed) or 'key'} changed since run {previous[0].info.run_id}"
-    )
+    changed = [name for name, digest in step_key_.components.items() if tags.get(COMPONENT_TAG_PREFIX + name) != digest]
+    return Lookup(None, f"{', '.join(changed) or 'key'} changed since run {previous[0].info.run_id}")
 
 
 def _stale_outputs(run_id: str, outputs: Mapping[str, str]) -> str | None:

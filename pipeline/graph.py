@@ -33,19 +33,10 @@ STEPS: tuple[Step, ...] = (
         config=("data", "model"),
         outputs=("model_uri", "holdout_uri", "columns_left_out"),
     ),
-    Step(
-        "serialize",
-        params={"model_uri": ("model_uri",)},
-        config=(),
-        outputs=("joblib_uri", "joblib_sha256"),
-    ),
+    Step("serialize", params={"model_uri": ("model_uri",)}, config=(), outputs=("joblib_uri", "joblib_sha256")),
     Step(
         "package_pyfunc",
-        params={
-            "joblib_uri": ("joblib_uri",),
-            "joblib_sha256": ("joblib_sha256",),
-            "example_uri": ("holdout_uri",),
-        },
+        params={"joblib_uri": ("joblib_uri",), "joblib_sha256": ("joblib_sha256",), "example_uri": ("holdout_uri",)},
         config=("registry",),
         outputs=("pyfunc_model_uri", "registered_model_uri", "registered_model_version"),
     ),

@@ -60,10 +60,15 @@ def run_on_server(address: str, module: str, args: list[str]) -> str | None:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(address)
-        request = json.dumps({
-            "module": module, "argv": args, "env": dict(os.environ), "cwd": os.getcwd(),
-            "python": os.path.realpath(sys.executable),
-        }).encode()
+        request = json.dumps(
+            {
+                "module": module,
+                "argv": args,
+                "env": dict(os.environ),
+                "cwd": os.getcwd(),
+                "python": os.path.realpath(sys.executable),
+            }
+        ).encode()
         socket.send_fds(conn, [HEADER.pack(len(request))], [0, 1, 2])
         conn.sendall(request)
         answers = conn.makefile("r", encoding="utf-8")

@@ -67,9 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         parser = step_parser(__doc__)
         parser.add_argument(
-            "--force",
-            default="",
-            help="rerun these steps even when cached: 'all' or names, comma-separated",
+            "--force", default="", help="rerun these steps even when cached: 'all' or names, comma-separated"
         )
         args, cfg = parse_step_args(parser, argv)
         launched = os.environ.get(MLFLOW_RUN_ID.name)  # the run `mlflow run` made for this pipeline
@@ -78,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             force = cache.parse_force(args.force)
             if cfg.gate.enabled and not cfg.registry.register:
-                raise ValueError("registry.register=false needs gate.enabled=false: the gate decides on registered versions")
+                raise ValueError(
+                    "registry.register=false needs gate.enabled=false: the gate decides on registered versions"
+                )
             trigger = record.trigger()
             digest = data_digest(cfg.data)
         except (ValueError, DataError) as err:
@@ -118,8 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             run_pipeline(ctx, summary)
         finally:
             mlflow.log_dict(
-                {**asdict(summary), "succeeded": summary.succeeded, "outcome": summary.outcome},
-                "summary.json",
+                {**asdict(summary), "succeeded": summary.succeeded, "outcome": summary.outcome}, "summary.json"
             )
             mlflow.set_tags(
                 {

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-
 # Set by run_as_process: this process is one of the pipeline's own, whose memory its
 # main may freeze (loading). Not in a test that calls a main function in its own process.
 _whole_process = False

@@ -58,8 +58,10 @@ def experiment_for(wanted: str, overrides: Sequence[str], launched_run) -> str:
     experiment_id = launched_run.info.experiment_id
     actual = mlflow.get_experiment(experiment_id).name
     if actual != wanted:
-        message = (f"mlflow run made this run in experiment {actual!r}, the config names {wanted!r}; "
-                   f"start it with `mlflow run . --experiment-name {wanted!r}` (make run does)")
+        message = (
+            f"mlflow run made this run in experiment {actual!r}, the config names {wanted!r}; "
+            f"start it with `mlflow run . --experiment-name {wanted!r}` (make run does)"
+        )
         if any(o.lstrip("+").partition("=")[0] == EXPERIMENT_KEY for o in overrides):
             raise WrongExperiment(message)
         log.warning("%s; its runs stay in %r", message, actual)
@@ -70,8 +72,12 @@ def start_tags(cfg: DictConfig, name: str, trigger_: str) -> dict[str, str]:
     """The tags a pipeline run (or sweep, or job) gets when it starts."""
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-    return {MLFLOW_RUN_NAME: name, contracts.TRIGGER_TAG: trigger_,
-            contracts.MODEL_CLASS_TAG: model_class(cfg.model), DRIVER_TAG: driver()}
+    return {
+        MLFLOW_RUN_NAME: name,
+        contracts.TRIGGER_TAG: trigger_,
+        contracts.MODEL_CLASS_TAG: model_class(cfg.model),
+        DRIVER_TAG: driver(),
+    }
 
 
 def driver() -> str:
@@ -96,30 +102,35 @@ def end_abandoned_runs(experiment_id: str) -> list[str]:
 
     client, host = MlflowClient(), socket.gethostname()
     ended = []
-    running = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`{DRIVER_TAG}` LIKE '{host}/%'",
-                                 max_results=200)
+    running = client.search_runs(
+        [experiment_id], f"attributes.status = 'RUNNING' and tags.`{DRIVER_TAG}` LIKE '{host}/%'", max_results=200
+    )
     for run in running:
         identity = run.data.tags[DRIVER_TAG].removeprefix(f"{host}/")
         if process_alive(identity):
             continue
         reason = f"ended by a later pipeline: its driver (pid {identity.partition('@')[0]} on {host}) was gone"
-        children = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and "
-                                                       f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run.info.run_id}'")
+        children = client.search_runs(
+            [experiment_id], f"attributes.status = 'RUNNING' and tags.`{MLFLOW_PARENT_RUN_ID}` = '{run.info.run_id}'"
+        )
         for abandoned in [*children, run]:
             client.set_tag(abandoned.info.run_id, contracts.ERROR_TAG, reason)
             client.set_terminated(abandoned.info.run_id, status="KILLED")
-        log.warning("pipeline run %s (%s) was left RUNNING: %s; now KILLED", run.info.run_id,
-                    run.info.run_name, reason)
+        log.warning("pipeline run %s (%s) was left RUNNING: %s; now KILLED", run.info.run_id, run.info.run_name, reason)
         ended.append(run.info.run_id)
     return ended
 
 
-def end_tags(summary: PipelineSummary, experiment_id: str, model_name: str, trigger_: str,
-             detail: str | None = None) -> dict[str, str]:
+def end_tags(
+    summary: PipelineSummary, experiment_id: str, model_name: str, trigger_: str, detail: str | None = None
+) -> dict[str, str]:
     """The outcome tags and the description (``mlflow.note.content``) of a finished pipeline run."""
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
     detail = detail or summary.outcome
     note = summary.markdown(experiment_id, model_name, trigger_, headline=detail)
-    return {contracts.OUTCOME_TAG: summary.outcome_word, contracts.OUTCOME_DETAIL_TAG: detail[:4000],
-            MLFLOW_RUN_NOTE: note}
+    return {
+        contracts.OUTCOME_TAG: summary.outcome_word,
+        contracts.OUTCOME_DETAIL_TAG: detail[:4000],
+        MLFLOW_RUN_NOTE: note,
+    }

@@ -50,17 +50,22 @@ class PipelineContext:
     lock_sha256: str  # of requirements.lock (pipeline.lineage)
 
     @classmethod
-    def create(cls, cfg: DictConfig, overrides: Sequence[str], force: frozenset[str], env_run,
-               data_digest: str | None = None) -> "PipelineContext":
+    def create(
+        cls, cfg: DictConfig, overrides: Sequence[str], force: frozenset[str], env_run, data_digest: str | None = None
+    ) -> "PipelineContext":
         """The context for one pipeline: steps run under ``env_run``'s env manager (None: the
         pipeline was not started by ``mlflow run``, ``local``); the data
         digest is computed here unless given (main computes it before any run starts)."""
         from core.data import data_digest as compute_digest
 
         return cls(
-            cfg=cfg, overrides=list(overrides), force=force, env_manager=env_manager_of(env_run),
+            cfg=cfg,
+            overrides=list(overrides),
+            force=force,
+            env_manager=env_manager_of(env_run),
             data_digest=data_digest if data_digest is not None else compute_digest(cfg.data),
-            packages=package_versions(), lock_sha256=lock_sha256(),
+            packages=package_versions(),
+            lock_sha256=lock_sha256(),
         )
 
 
@@ -80,8 +85,7 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary, cached_only_in:
         server.close()
 
 
-def _run_steps(ctx: PipelineContext, summary: PipelineSummary, cached_only_in: str | None,
-               server: StepServer) -> None:
+def _run_steps(ctx: PipelineContext, summary: PipelineSummary, cached_only_in: str | None, server: StepServer) -> None:
     import mlflow
 
     experiment_id = cached_only_in or mlflow.active_run().info.experiment_id
@@ -90,15 +94,23 @@ def _run_steps(ctx: PipelineContext, summary: PipelineSummary, cached_only_in: s
     for step in graph.NAMES:
         params = graph.params_for(step, outputs)
         key = cache.step_key(
-            step, params, ctx.cfg, keys, ctx.packages, ctx.data_digest if step == "train" else None,
+            step,
+            params,
+            ctx.cfg,
+            keys,
+            ctx.packages,
+            ctx.data_digest if step == "train" else None,
             lock=ctx.lock_sha256,
         )
         found = cache.lookup(
-            key, experiment_id, forced=step in ctx.force,
+            key,
+            experiment_id,
+            forced=step in ctx.force,
             still_valid=_decision_still_holds(ctx.cfg) if step == "evaluate" else None,
         )
-        result = StepResult(step=step, cache="hit" if found.hit else "miss", reason=found.reason,
-                            name=step_run_name(step, outputs))
+        result = StepResult(
+            step=step, cache="hit" if found.hit else "miss", reason=found.reason, name=step_run_name(step, outputs)
+        )
         summary.steps.append(result)
         log.info("step %s: cache %s (%s)", step, result.cache, result.reason)
         if cached_only_in and not found.hit:
@@ -146,9 +158,7 @@ def _run_steps(ctx: PipelineContext, summary: PipelineSummary, cached_only_in: s
     from mlflow.exceptions import MlflowException
 
     try:
-        champion = alias_version(
-            MlflowClient(), ctx.cfg.registry.model_name, ctx.cfg.registry.champion_alias
-        )
+        champion = alias_version(MlflowClient(), ctx.cfg.registry.model_name, ctx.cfg.registry.champion_alias)
     except MlflowException as err:  # for the summary only: the gate has decided already
         log.warning("could not read the champion for the summary: %s", err.message)
         summary.champion_version = "unknown (the registry could not be read)"
@@ -195,11 +205,21 @@ def _decision_of_failed_evaluate(cfg: DictConfig, model_uri: str, result: StepRe
     if not result.run_id or tags.get(GATE_RUN_TAG) != result.run_id:
         return {}
     champion = alias_version(client, name, cfg.registry.champion_alias)
-    decided = {"validation_status": tags.get(contracts.VALIDATION_STATUS_TAG, "passed"),
-               "gate_outcome": tags.get("gate.outcome", ""), "champion_version": str(champion.version) if champion else ""}
-    log.warning("evaluate (run %s) failed after its decision was recorded: version %s %s; the registry holds it",
-                result.run_id, version, decided["gate_outcome"])
-    result.status, result.reason = "FINISHED", f"{result.reason}; ended after its decision was recorded ({result.error or 'killed'})"
+    decided = {
+        "validation_status": tags.get(contracts.VALIDATION_STATUS_TAG, "passed"),
+        "gate_outcome": tags.get("gate.outcome", ""),
+        "champion_version": str(champion.version) if champion else "",
+    }
+    log.warning(
+        "evaluate (run %s) failed after its decision was recorded: version %s %s; the registry holds it",
+        result.run_id,
+        version,
+        decided["gate_outcome"],
+    )
+    result.status, result.reason = (
+        "FINISHED",
+        f"{result.reason}; ended after its decision was recorded ({result.error or 'killed'})",
+    )
     result.error = ""
     return decided
 
@@ -208,8 +228,9 @@ class StepNotStarted(RuntimeError):
     """A step was refused before its process started (e.g. its config cannot be built)."""
 
 
-def _run_step(step: str, params: dict[str, str], ctx: PipelineContext, experiment_id: str, run_name: str,
-              server: StepServer):
+def _run_step(
+    step: str, params: dict[str, str], ctx: PipelineContext, experiment_id: str, run_name: str, server: StepServer
+):
     """Run one step as a child run named ``run_name``; return its run id (None if MLflow could not start it)."""
     import mlflow
     from mlflow.exceptions import ExecutionException
@@ -284,13 +305,10 @@ def _last_child_run_id(step: str) -> str | None:
     runs = mlflow.search_runs(
         experiment_ids=[parent.experiment_id],
         filter_string=(
-            f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.run_id}' "
-            f"and tags.`{MLFLOW_PROJECT_ENTRY_POINT}` = '{step}'"
+            f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.run_id}' and tags.`{MLFLOW_PROJECT_ENTRY_POINT}` = '{step}'"
         ),
         order_by=["attributes.start_time DESC"],
         max_results=1,
         output_format="list",
     )
     return runs[0].info.run_id if runs else None
-
-

@@ -38,9 +38,7 @@ log = logging.getLogger(__name__)
 
 def step_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser whose trailing positional arguments are Hydra overrides."""
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -160,8 +158,9 @@ def process_alive(identity: str) -> bool:
 
 
 @contextlib.contextmanager
-def handed_to_step(cfg: DictConfig, overrides: Sequence[str],
-                   server: Mapping[str, str] | None = None) -> Iterator[None]:
+def handed_to_step(
+    cfg: DictConfig, overrides: Sequence[str], server: Mapping[str, str] | None = None
+) -> Iterator[None]:
     """What the driver hands the step it starts, in its environment (``mlflow.projects.run``
     passes on ``os.environ``): this process's pid and start time, which the step checks
     before it changes the registry (forked by the step server or not), the config
@@ -239,12 +238,7 @@ def run_in_mlflow_run(body) -> None:
     """
     import mlflow
     from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import (
-        INVALID_PARAMETER_VALUE,
-        INVALID_STATE,
-        RESOURCE_DOES_NOT_EXIST,
-        ErrorCode,
-    )
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, INVALID_STATE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
     refusals = {ErrorCode.Name(code) for code in (INVALID_PARAMETER_VALUE, INVALID_STATE, RESOURCE_DOES_NOT_EXIST)}
     with mlflow.start_run():
@@ -284,5 +278,8 @@ def read_outputs(run_id: str) -> dict[str, str]:
 
 def outputs_of(run) -> dict[str, str]:
     """The outputs published on ``run`` (an MLflow ``Run``, as a search returns it)."""
-    return {key.removeprefix(OUTPUT_TAG_PREFIX): value for key, value in run.data.tags.items()
-            if key.startswith(OUTPUT_TAG_PREFIX)}
+    return {
+        key.removeprefix(OUTPUT_TAG_PREFIX): value
+        for key, value in run.data.tags.items()
+        if key.startswith(OUTPUT_TAG_PREFIX)
+    }

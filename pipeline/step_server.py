@@ -1,11 +1,9 @@
 """The step server: one process per pipeline that imports the step modules once and
 forks a copy of itself for each step (``pipeline.launch`` is the step's side).
 
-A step's process spends most of its time on a small table importing mlflow and its
-store, scikit-learn and pandas (about 2 s on a quiet machine, twice that on a slow
-one); the driver starts this server when the first step of a pipeline is to run
-(:class:`StepServer`), so that those imports are made once, beside the driver's own
-work, and each step starts in milliseconds. It runs on Linux only, where forking a
+On a small table a step's process spends most of its time importing mlflow, its store,
+scikit-learn and pandas; the driver starts this server at the first step that runs
+(:class:`StepServer`): those imports are made once, and each step starts in milliseconds. It runs on Linux only, where forking a
 process that has imported these libraries is safe (macOS's system libraries are not
 fork-safe); ``PIPELINE_PRELOAD=0`` turns it off there too: each step then starts its
 own interpreter.
@@ -45,10 +43,11 @@ DRIVER_ENV = "PIPELINE_DRIVER"
 PARENT_DEATH_SIGNAL_ENV = "PIPELINE_PARENT_DEATH_SIGNAL"
 HEADER = struct.Struct("!Q")  # length of the JSON request that follows
 # Imported by the server besides the step modules: what the steps import inside functions.
-LIBRARIES = (
-    "mlflow.sklearn", "mlflow.pyfunc", "mlflow.store.tracking.sqlalchemy_store",
-    "mlflow.store.model_registry.sqlalchemy_store", "mlflow.store.tracking.rest_store",
-    "sklearn.metrics", "sklearn.calibration", "pyarrow.parquet", "matplotlib.pyplot",
+LIBRARIES = tuple(
+    """
+    mlflow.sklearn mlflow.pyfunc mlflow.store.tracking.sqlalchemy_store mlflow.store.model_registry.sqlalchemy_store
+    mlflow.store.tracking.rest_store sklearn.metrics sklearn.calibration pyarrow.parquet matplotlib.pyplot
+""".split()
 )
 
 
@@ -129,7 +128,11 @@ def serve(listener_fd: int, driver: int, modules: list[str]) -> None:
                 break
             conn = steps.pop(pid, None)
             if conn is not None:
-                ended = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.waitstatus_to_exitcode(status)}"
+                ended = (
+                    f"signal {os.WTERMSIG(status)}"
+                    if os.WIFSIGNALED(status)
+                    else f"exit {os.waitstatus_to_exitcode(status)}"
+                )
                 with contextlib.suppress(OSError):  # its client may be gone
                     conn.sendall(f"{ended}\n".encode())
                 conn.close()
@@ -140,8 +143,9 @@ def serve(listener_fd: int, driver: int, modules: list[str]) -> None:
         if listener in readable:
             conn, _ = listener.accept()
             try:
-                pid = _fork_step(conn, (listener, *steps.values()), loaded, unsafe, here, python,
-                                 (wake_read, wake_write))
+                pid = _fork_step(
+                    conn, (listener, *steps.values()), loaded, unsafe, here, python, (wake_read, wake_write)
+                )
             except OSError as err:  # a client gone before its answer: nothing was forked
                 say(f"a request was dropped: {err}")
                 conn.close()
@@ -183,10 +187,15 @@ def _fork_step(conn, sockets, loaded, unsafe, here, python, wake) -> int | None:
         conn.close()
         return None
     refusal = unsafe or (
-        f"module {request['module']} not preloaded" if request["module"] not in loaded
-        else f"another interpreter, {request['python']}" if request["python"] != python
-        else f"another directory, {request['cwd']}" if os.path.realpath(request["cwd"]) != here
-        else "" if len(fds) == 3 else "no standard streams"
+        f"module {request['module']} not preloaded"
+        if request["module"] not in loaded
+        else f"another interpreter, {request['python']}"
+        if request["python"] != python
+        else f"another directory, {request['cwd']}"
+        if os.path.realpath(request["cwd"]) != here
+        else ""
+        if len(fds) == 3
+        else "no standard streams"
     )
     if refusal:
         conn.sendall(f"refused {refusal}\n".encode())
@@ -270,9 +279,17 @@ class StepServer:
             listener.bind(os.path.join(self.folder, "steps.sock"))
             listener.listen(64)
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.step_server", str(listener.fileno()), str(os.getpid()),
-                 ",".join(self.modules)],
-                pass_fds=[listener.fileno()], cwd=self.cwd, stdin=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline.step_server",
+                    str(listener.fileno()),
+                    str(os.getpid()),
+                    ",".join(self.modules),
+                ],
+                pass_fds=[listener.fileno()],
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
             )
         except OSError as err:  # e.g. a socket path too long for TMPDIR: the steps start as usual
             say(f"no step server ({err}); each step starts its own interpreter")

@@ -90,9 +90,7 @@ class PipelineSummary:
 
     @property
     def succeeded(self) -> bool:
-        return len(self.steps) == len(graph.STEPS) and all(
-            s.status in ("FINISHED", "CACHED") for s in self.steps
-        )
+        return len(self.steps) == len(graph.STEPS) and all(s.status in ("FINISHED", "CACHED") for s in self.steps)
 
     @property
     def unchanged(self) -> bool:
@@ -147,6 +145,7 @@ class PipelineSummary:
         """The summary as the run's description in the MLflow UI, with links to the step
         runs and the registered version (the UI's own routes); ``headline``: the outcome
         sentence, when the run's is more than this summary's (a sweep's)."""
+
         def run_link(run_id: str | None) -> str:
             return f"[{run_id[:8]}]({ui_run_page(experiment_id, run_id)})" if run_id else "-"
 

@@ -36,13 +36,7 @@ import sys
 from collections.abc import Sequence
 
 from core import contracts
-from core.config import (
-    compose_config,
-    describe_error,
-    experiment_name,
-    multirun_flag,
-    split_overrides,
-)
+from core.config import compose_config, describe_error, experiment_name, multirun_flag, split_overrides
 from core.metrics import HOLDOUT_METRICS
 from pipeline import record, sweep_job, unchanged
 from pipeline.step import step_parser
@@ -98,7 +92,10 @@ def jobs_table(sweep_run_id: str, expected: Sequence[Sequence[str]]):
                 "job": number,
                 "overrides": shown,
                 "status": run.info.status if run else "NOT RUN",
-                **{name: (run.data.metrics.get(name, float("nan")) if run else float("nan")) for name in HOLDOUT_METRICS},
+                **{
+                    name: (run.data.metrics.get(name, float("nan")) if run else float("nan"))
+                    for name in HOLDOUT_METRICS
+                },
                 "validation": tags.get(contracts.OUTPUT_TAG_PREFIX + "validation_status", ""),
                 "registered_version": tags.get(contracts.OUTPUT_TAG_PREFIX + "registered_model_version", ""),
                 "methods": methods_offered(tags.get(contracts.OUTPUT_TAG_PREFIX + "pyfunc_model_uri", "")),
@@ -159,19 +156,33 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
     with mlflow.start_run(experiment_id=None if launched else experiment_id) as sweep_run:
         run_id = sweep_run.info.run_id
         mlflow.set_tags(
-            {contracts.STEP_TAG: SWEEP_STEP, "sweep.overrides": " ".join(arguments), "sweep.jobs": str(len(expected)),
-             **record.start_tags(first if first is not None else compose_config([]), sweep_name, trigger)}
+            {
+                contracts.STEP_TAG: SWEEP_STEP,
+                "sweep.overrides": " ".join(arguments),
+                "sweep.jobs": str(len(expected)),
+                **record.start_tags(first if first is not None else compose_config([]), sweep_name, trigger),
+            }
         )
         for job, err in errors:
             sweep_job.record_uncomposable(sweep_run, sweep_job.job_overrides(job), err)
         if good:
             try:
-                launch([*arguments, f"+hydra.job.env_set.{sweep_job.SWEEP_RUN_ENV}={run_id}",
-                        f"+hydra.job.env_set.{sweep_job.SWEEP_FORCE_ENV}='{force}'"])
+                launch(
+                    [
+                        *arguments,
+                        f"+hydra.job.env_set.{sweep_job.SWEEP_RUN_ENV}={run_id}",
+                        f"+hydra.job.env_set.{sweep_job.SWEEP_FORCE_ENV}='{force}'",
+                    ]
+                )
             except SweepError as err:
                 log.error("%s", err)
-                mlflow.set_tags({contracts.ERROR_TAG: str(err), contracts.OUTCOME_TAG: "failed",
-                                 contracts.OUTCOME_DETAIL_TAG: f"sweep failed: {err}"})
+                mlflow.set_tags(
+                    {
+                        contracts.ERROR_TAG: str(err),
+                        contracts.OUTCOME_TAG: "failed",
+                        contracts.OUTCOME_DETAIL_TAG: f"sweep failed: {err}",
+                    }
+                )
                 mlflow.end_run("FAILED")
                 return 1
         table = jobs_table(run_id, expected)
@@ -180,8 +191,10 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
         table["excluded"] = exclusions(table, needs, metric)
         mlflow.log_table(table, JOBS_TABLE_ARTIFACT)
         with _display_options():
-            print(f"sweep run {run_id}: {len(table)} job{'s' if len(table) != 1 else ''}\n"
-                  f"{table.drop(columns=['run_id']).to_string(index=False)}")
+            print(
+                f"sweep run {run_id}: {len(table)} job{'s' if len(table) != 1 else ''}\n"
+                f"{table.drop(columns=['run_id']).to_string(index=False)}"
+            )
         failed = int((table["status"] != "FINISHED").sum())
         mlflow.log_metrics({"jobs": len(table), "jobs_failed": failed})
 
@@ -196,39 +209,54 @@ def run_sweep(arguments: Sequence[str], force: str = "") -> int:
             return 1
         best_overrides = expected[int(best["job"])]
         mlflow.set_tags(
-            {"sweep.best_job": str(best["job"]), "sweep.best_run_id": best["run_id"],
-             "sweep.best_overrides": best["overrides"], "sweep.metric": metric}
+            {
+                "sweep.best_job": str(best["job"]),
+                "sweep.best_run_id": best["run_id"],
+                "sweep.best_overrides": best["overrides"],
+                "sweep.metric": metric,
+            }
         )
         mlflow.log_metric(f"best_{metric}", float(best[metric]))
-        log.info("sweep: best job %s (%s = %s): %s", best["job"], metric, best[metric],
-                 best["overrides"])
+        log.info("sweep: best job %s (%s = %s): %s", best["job"], metric, best[metric], best["overrides"])
 
         # The best job's pipeline again, gate on: train and serialize come from its cache.
         cfg = compose_config(best_overrides)
         summary = PipelineSummary(run_id=run_id, name=sweep_name)
         run_pipeline(
-            PipelineContext.create(cfg, best_overrides, frozenset(s for s in cache.parse_force(force) if s == "evaluate"),
-                                   mlflow.get_run(run_id)),
+            PipelineContext.create(
+                cfg,
+                best_overrides,
+                frozenset(s for s in cache.parse_force(force) if s == "evaluate"),
+                mlflow.get_run(run_id),
+            ),
             summary,
         )
         client = MlflowClient()
         for row in table.itertuples():
             if row.registered_version and row.registered_version != summary.registered_model_version:
-                client.set_model_version_tag(cfg.registry.model_name, row.registered_version,
-                                             "sweep.outcome", "candidate")
+                client.set_model_version_tag(
+                    cfg.registry.model_name, row.registered_version, "sweep.outcome", "candidate"
+                )
         if summary.registered_model_version:
-            client.set_model_version_tag(cfg.registry.model_name, summary.registered_model_version,
-                                         "sweep.outcome", "best")
-            client.set_model_version_tag(cfg.registry.model_name, summary.registered_model_version,
-                                         "sweep.run_id", run_id)
+            client.set_model_version_tag(
+                cfg.registry.model_name, summary.registered_model_version, "sweep.outcome", "best"
+            )
+            client.set_model_version_tag(
+                cfg.registry.model_name, summary.registered_model_version, "sweep.run_id", run_id
+            )
         mlflow.set_tags(
             {
                 "registered_model_version": summary.registered_model_version or "",
                 contracts.VALIDATION_STATUS_TAG: summary.validation_status,
                 # The estimator that went through the gate.
                 contracts.MODEL_CLASS_TAG: model_class(cfg.model),
-                **record.end_tags(summary, experiment_id, cfg.registry.model_name, trigger,
-                                  detail=f"best of {len(table)} jobs ({failed} failed): {summary.outcome}"),
+                **record.end_tags(
+                    summary,
+                    experiment_id,
+                    cfg.registry.model_name,
+                    trigger,
+                    detail=f"best of {len(table)} jobs ({failed} failed): {summary.outcome}",
+                ),
             }
         )
         print(summary.render(), flush=True)

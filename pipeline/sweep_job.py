@@ -34,6 +34,7 @@ JOB_STEP = "sweep_job"
 SWEEP_RUN_ENV = "PIPELINE_SWEEP_RUN_ID"
 SWEEP_FORCE_ENV = "PIPELINE_SWEEP_FORCE"
 
+
 def job_overrides(overrides: Sequence[str]) -> list[str]:
     """A job's own overrides, as Hydra gives them to its task (``hydra.overrides.task``),
     without Hydra's own (``hydra/launcher=...``, ``hydra.launcher.n_jobs=...``) and the
@@ -95,12 +96,19 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     status, message = "FAILED", "the job stopped before its pipeline finished"
     try:
         log_config(job_cfg, step_overrides, step=JOB_STEP)
-        mlflow.set_tags({"sweep.overrides": " ".join(overrides), "sweep.run_id": sweep_run.info.run_id,
-                         **record.start_tags(cfg, named("job", overrides), "sweep")})
+        mlflow.set_tags(
+            {
+                "sweep.overrides": " ".join(overrides),
+                "sweep.run_id": sweep_run.info.run_id,
+                **record.start_tags(cfg, named("job", overrides), "sweep"),
+            }
+        )
         summary = PipelineSummary(run_id=job_run.info.run_id, name=named("job", overrides))
         error = ""
         try:
-            ctx = PipelineContext.create(job_cfg, step_overrides, cache.parse_force(os.environ.get(SWEEP_FORCE_ENV, "")), sweep_run)
+            ctx = PipelineContext.create(
+                job_cfg, step_overrides, cache.parse_force(os.environ.get(SWEEP_FORCE_ENV, "")), sweep_run
+            )
             run_pipeline(ctx, summary)
         except Exception as err:  # anything a job raises fails that job alone
             error = f"{type(err).__name__}: {err}"
@@ -114,9 +122,18 @@ def run_job(cfg: DictConfig, overrides: Sequence[str]) -> dict:
             record_outputs(outputs)
         status = "FINISHED" if summary.succeeded and not error else "FAILED"
         message = error or ("" if status == "FINISHED" else summary.outcome)
-        mlflow.set_tags({contracts.ERROR_TAG: stored(message, 4000),
-                         **record.end_tags(summary, sweep_run.info.experiment_id, cfg.registry.model_name, "sweep",
-                                           detail=error or summary.outcome)})
+        mlflow.set_tags(
+            {
+                contracts.ERROR_TAG: stored(message, 4000),
+                **record.end_tags(
+                    summary,
+                    sweep_run.info.experiment_id,
+                    cfg.registry.model_name,
+                    "sweep",
+                    detail=error or summary.outcome,
+                ),
+            }
+        )
         if error:
             mlflow.set_tag(contracts.OUTCOME_TAG, "failed")
         print(summary.render(), flush=True)

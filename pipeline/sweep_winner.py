@@ -75,11 +75,13 @@ def gate_needs(client, cfg, versions: Sequence[str]) -> GateNeeds:
     if champion_version is not None and cfg.gate.keep_methods:
         methods = methods_offered(f"models:/{name}/{champion_version}")
     rolled_back = frozenset(
-        version for version in set(versions) - {""}
+        version
+        for version in set(versions) - {""}
         if client.get_model_version(name, version).tags.get("gate.outcome") == ROLLED_BACK
     )
-    return GateNeeds(tuple(cfg.gate.metrics), champion_version,
-                     tuple(m for m in methods.split(METHODS_SEPARATOR) if m), rolled_back)
+    return GateNeeds(
+        tuple(cfg.gate.metrics), champion_version, tuple(m for m in methods.split(METHODS_SEPARATOR) if m), rolled_back
+    )
 
 
 def exclusion(job: Mapping, needs: GateNeeds, metric: str | None = None) -> str:
@@ -97,8 +99,7 @@ def exclusion(job: Mapping, needs: GateNeeds, metric: str | None = None) -> str:
     offered = str(job.get("methods") or "").split(METHODS_SEPARATOR)
     lost = [method for method in needs.champion_methods if method not in offered]
     if lost:
-        return (f"no {', '.join(lost)}, which the champion (version {needs.champion_version}) offers "
-                "(gate.keep_methods)")
+        return f"no {', '.join(lost)}, which the champion (version {needs.champion_version}) offers (gate.keep_methods)"
     version = str(job.get("registered_version") or "")
     if version in needs.rolled_back:
         return f"version {version} was rolled back"
@@ -117,7 +118,9 @@ def best_job(table: pd.DataFrame, metric: str, needs: GateNeeds = GateNeeds()):
         return None
     order = [metric, *[name for name in HOLDOUT_METRICS if name != metric]]
     ranked = eligible.sort_values(
-        [*order, "job"], ascending=[*(not HOLDOUT_METRICS[name] for name in order), True],
-        na_position="last", kind="stable",
+        [*order, "job"],
+        ascending=[*(not HOLDOUT_METRICS[name] for name in order), True],
+        na_position="last",
+        kind="stable",
     )
     return ranked.iloc[0]

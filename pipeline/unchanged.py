@@ -45,14 +45,16 @@ def repeated_pipeline(plan: PipelineSummary, experiment_id: str):
     if not plan.unchanged:
         return None
     found = mlflow.search_runs(
-        experiment_ids=[experiment_id], filter_string=f"tags.`{EVALUATE_RUN_TAG}` = '{plan.steps[-1].run_id}'",
-        order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.`{EVALUATE_RUN_TAG}` = '{plan.steps[-1].run_id}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
     )
     return found[0] if found else None
 
 
-def repeated_sweep(arguments: Sequence[str], uncomposable: set[str], good: Sequence[Sequence[str]],
-                   experiment_id: str):
+def repeated_sweep(arguments: Sequence[str], uncomposable: set[str], good: Sequence[Sequence[str]], experiment_id: str):
     """The last sweep run this sweep repeats unchanged, or None. ``uncomposable`` holds the
     overrides (joined) of the jobs Hydra cannot compose now, ``good`` the other jobs'."""
     import mlflow
@@ -63,7 +65,9 @@ def repeated_sweep(arguments: Sequence[str], uncomposable: set[str], good: Seque
     finished = mlflow.search_runs(
         experiment_ids=[experiment_id],
         filter_string=f"tags.`{contracts.STEP_TAG}` = 'sweep' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=200, output_format="list",
+        order_by=["attributes.start_time DESC"],
+        max_results=200,
+        output_format="list",
     )
     last = next((run for run in finished if run.data.tags.get("sweep.overrides") == " ".join(arguments)), None)
     if last is None or not last.data.tags.get("sweep.best_overrides"):
@@ -71,7 +75,7 @@ def repeated_sweep(arguments: Sequence[str], uncomposable: set[str], good: Seque
     jobs = mlflow.search_runs(
         experiment_ids=[experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{last.info.run_id}' and tags.`{contracts.STEP_TAG}` = "
-                      f"'{sweep_job.JOB_STEP}'",
+        f"'{sweep_job.JOB_STEP}'",
         output_format="list",
     )
     failed = {job.data.tags.get("sweep.overrides", "") for job in jobs if job.info.status != "FINISHED"}
@@ -85,8 +89,9 @@ def repeated_sweep(arguments: Sequence[str], uncomposable: set[str], good: Seque
             return None
     best = last.data.tags["sweep.best_overrides"]
     best_overrides = [] if best == "(defaults)" else split_overrides([best])
-    gated = cached_plan(PipelineContext.create(compose_config(best_overrides), best_overrides, frozenset(), None),
-                        experiment_id)
+    gated = cached_plan(
+        PipelineContext.create(compose_config(best_overrides), best_overrides, frozenset(), None), experiment_id
+    )
     return last if gated.unchanged else None
 
 
@@ -102,11 +107,16 @@ def count_on(run, trigger: str):
     client = MlflowClient()
     client.log_metric(run.info.run_id, UNCHANGED_METRIC, count, timestamp=int(now * 1000), step=count)
     client.set_tag(run.info.run_id, LAST_UNCHANGED_TAG, f"{stamp} ({trigger})")
-    client.set_tag(run.info.run_id, MLFLOW_RUN_NOTE,
-                   f"{note}{NOTE_MARK} {count}, the last at {stamp} ({trigger}); every step cached, no new run.")
+    client.set_tag(
+        run.info.run_id,
+        MLFLOW_RUN_NOTE,
+        f"{note}{NOTE_MARK} {count}, the last at {stamp} ({trigger}); every step cached, no new run.",
+    )
     return client.get_run(run.info.run_id)
 
 
 def counted_message(run) -> str:
-    return (f"  no new run: unchanged rerun {int(run.data.metrics[UNCHANGED_METRIC])} counted on run "
-            f"{run.info.run_id} ({run.info.run_name}; metric {UNCHANGED_METRIC})")
+    return (
+        f"  no new run: unchanged rerun {int(run.data.metrics[UNCHANGED_METRIC])} counted on run "
+        f"{run.info.run_id} ({run.info.run_name}; metric {UNCHANGED_METRIC})"
+    )

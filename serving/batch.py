@@ -2,8 +2,7 @@
 
 Reads:
 - ``--model-uri``: any pyfunc model URI (default ``models:/iris-classifier@champion``);
-- ``--input``: a CSV or Parquet file, read in chunks of ``--chunk-size`` rows so
-  memory stays flat however large the file is;
+- ``--input``: a CSV or Parquet file, read in chunks of ``--chunk-size`` rows;
 - ``--predict-method``: ``predict``, ``predict_proba`` (default) or ``predict_log_proba``;
 - ``--id-columns``: input columns copied to the output (default: every column
   that is not a model feature).
@@ -60,12 +59,7 @@ from core import contract, contracts
 from core.errors import StepError, stored
 from core.integrity import load_verified, resolve
 from core.tabular import AtomicWriter, columns, count_rows, iter_chunks
-from model.dispatch_model import (
-    DEFAULT_PREDICT_METHOD,
-    PREDICT_METHOD_PARAM,
-    PREDICT_METHODS,
-    offered_methods,
-)
+from model.dispatch_model import DEFAULT_PREDICT_METHOD, PREDICT_METHOD_PARAM, PREDICT_METHODS, offered_methods
 from serving.chunk_types import ScoringError, check_chunk
 from serving.staging import Terminated, staged_output, terminate
 
@@ -89,8 +83,7 @@ def prediction_columns(result: np.ndarray, method: str, classes: Sequence) -> pd
 
 
 def copied_columns(
-    header: Sequence[str], features: Sequence[str], names: Sequence[str], id_columns: Sequence[str] | None,
-    source: Path,
+    header: Sequence[str], features: Sequence[str], names: Sequence[str], id_columns: Sequence[str] | None, source: Path
 ) -> list[str]:
     """The input columns copied to the output (``id_columns``, default every column that
     is not a feature), checked against the input's ``header`` and the output column
@@ -150,7 +143,7 @@ def refused_rows(model, features: pd.DataFrame, params: dict) -> str:
             high = middle
         else:
             low = middle
-    if refuses(features.iloc[low:low + 1]):
+    if refuses(features.iloc[low : low + 1]):
         return f"row {features.index[low]}"
     return f"rows {features.index[0]} to {features.index[-1]}"
 
@@ -201,13 +194,17 @@ def score_file(
     data_contract = metadata.get(contract.METADATA_KEY)
     checker = contract.load_contract(data_contract) if drift is not None and data_contract else None
     text = [name for name, kind in types.items() if kind == "string"]
-    chunks = iter_chunks(input_path, chunk_size, role="Input file", text_columns=text,
-                         kept_columns=[c for c in ids if c not in features])
+    chunks = iter_chunks(
+        input_path, chunk_size, role="Input file", text_columns=text, kept_columns=[c for c in ids if c not in features]
+    )
     rows = 0
-    with staged_output(output_path) as staged, AtomicWriter(staged, metadata=provenance) as writer, tqdm(
-        total=count_rows(input_path, "Input file"), unit="rows",
-        disable=None if progress is None else not progress,
-    ) as bar:
+    with (
+        staged_output(output_path) as staged,
+        AtomicWriter(staged, metadata=provenance) as writer,
+        tqdm(
+            total=count_rows(input_path, "Input file"), unit="rows", disable=None if progress is None else not progress
+        ) as bar,
+    ):
         for chunk in chunks:
             if chunk.empty:  # a CSV with a header only
                 continue
@@ -215,9 +212,7 @@ def score_file(
             if checker is not None:
                 drift.append(contract.drift(checker, features_chunk))
             result = predict_chunk(model, features_chunk, method, input_path)
-            out = pd.concat(
-                [chunk[ids].reset_index(drop=True), prediction_columns(result, method, classes)], axis=1
-            )
+            out = pd.concat([chunk[ids].reset_index(drop=True), prediction_columns(result, method, classes)], axis=1)
             writer.write(out)
             rows += len(chunk)
             bar.update(len(chunk))
@@ -253,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--predict-method", default=DEFAULT_PREDICT_METHOD, choices=PREDICT_METHODS)
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="rows per chunk")
     parser.add_argument(
-        "--id-columns", default=None,
+        "--id-columns",
+        default=None,
         help="comma-separated input columns to copy to the output (default: all non-feature columns)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -278,15 +274,28 @@ def main(argv: Sequence[str] | None = None) -> None:
             if in_project_run:  # its name in the MLflow UI's runs table
                 mlflow.set_tag(MLFLOW_RUN_NAME, f"score {Path(args.input).name}")
             rows = score_file(
-                model, args.input, args.output, args.predict_method, args.chunk_size, id_columns,
-                progress=False if args.no_progress else None, drift=drift, provenance=provenance,
+                model,
+                args.input,
+                args.output,
+                args.predict_method,
+                args.chunk_size,
+                id_columns,
+                progress=False if args.no_progress else None,
+                drift=drift,
+                provenance=provenance,
             )
             report = contract.combine(drift)
             for line in contract.describe(report):
                 print(f"score: outside the training data's contract: {line}", file=sys.stderr)
             if in_project_run:
-                mlflow.log_params({"model_uri": args.model_uri, "input": str(args.input),
-                                   "output": str(args.output), "predict_method": args.predict_method})
+                mlflow.log_params(
+                    {
+                        "model_uri": args.model_uri,
+                        "input": str(args.input),
+                        "output": str(args.output),
+                        "predict_method": args.predict_method,
+                    }
+                )
                 mlflow.log_metric("rows_scored", rows)
                 mlflow.set_tags(provenance)
                 if len(report):
@@ -301,8 +310,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     version = provenance.get(contracts.SCORED_BY_VERSION_KEY)
-    print(f"{args.output}: {rows} rows scored with {args.predict_method} by {args.model_uri}"
-          + (f" (version {version})" if version else ""))
+    print(
+        f"{args.output}: {rows} rows scored with {args.predict_method} by {args.model_uri}"
+        + (f" (version {version})" if version else "")
+    )
 
 
 if __name__ == "__main__":

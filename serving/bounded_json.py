@@ -93,17 +93,23 @@ def load_json(body: bytes | str, **hooks) -> object:
     try:
         payload = json.loads(body, parse_int=bounded_int, **hooks)
     except RecursionError:  # Python's parser gives up near 1,000 levels
-        raise Refused(400, "BAD_REQUEST", f"Invalid input: the JSON body is nested deeper than "
-                                          f"{MAX_JSON_DEPTH} levels.") from None
+        raise Refused(
+            400, "BAD_REQUEST", f"Invalid input: the JSON body is nested deeper than {MAX_JSON_DEPTH} levels."
+        ) from None
     if (depth := json_depth(body if isinstance(body, bytes) else body.encode())) > MAX_JSON_DEPTH:
-        raise Refused(400, "BAD_REQUEST",
-                      f"Invalid input: the JSON body is nested {depth} levels deep; the limit is "
-                      f"{MAX_JSON_DEPTH}.")
+        raise Refused(
+            400,
+            "BAD_REQUEST",
+            f"Invalid input: the JSON body is nested {depth} levels deep; the limit is {MAX_JSON_DEPTH}.",
+        )
     if huge:
-        raise Refused(400, "INVALID_PARAMETER_VALUE",
-                      f"Invalid input: the integer at {capped(_where(payload, huge[0]) or 'the body', 200)} "
-                      f"has {huge[0].digits:,} digits, beyond the range of a double (magnitude up to "
-                      f"{sys.float_info.max:.4g}); send it as a number a double can hold.")
+        raise Refused(
+            400,
+            "INVALID_PARAMETER_VALUE",
+            f"Invalid input: the integer at {capped(_where(payload, huge[0]) or 'the body', 200)} "
+            f"has {huge[0].digits:,} digits, beyond the range of a double (magnitude up to "
+            f"{sys.float_info.max:.4g}); send it as a number a double can hold.",
+        )
     return payload
 
 

@@ -55,8 +55,10 @@ def check_chunk(chunk: pd.DataFrame, types: dict[str, str], source: Path) -> pd.
         if (bad | gaps).any():
             row = (bad | gaps).idxmax()
             if gaps[row]:
-                raise ScoringError(f"{source}: row {row}, column {column!r}: empty, where the model takes a "
-                                   "whole number (its signature types the column long, which has no gap)")
+                raise ScoringError(
+                    f"{source}: row {row}, column {column!r}: empty, where the model takes a "
+                    "whole number (its signature types the column long, which has no gap)"
+                )
             expected = "a whole number (64 bits)" if kind in ("long", "integer") else "a number"
             raise ScoringError(
                 f"{source}: row {row}, column {column!r}: {shown(chunk.at[row, column])} is not {expected}"
@@ -91,12 +93,15 @@ def booleans(values: pd.Series, column: str, source: Path) -> pd.Series:
     or from text as a CSV holds it (true/false, 1/0, any case)."""
     if pd.api.types.is_bool_dtype(values) and not values.isna().any():
         return values
-    parsed = values.map(lambda v: v if isinstance(v, (bool, np.bool_)) or pd.isna(v)
-                        else TRUTH.get(str(v).strip().lower().removesuffix(".0"), "bad"))
+    parsed = values.map(
+        lambda v: (
+            v
+            if isinstance(v, (bool, np.bool_)) or pd.isna(v)
+            else TRUTH.get(str(v).strip().lower().removesuffix(".0"), "bad")
+        )
+    )
     bad = parsed.map(lambda v: isinstance(v, str))
     if bad.any():
         row = bad.idxmax()
-        raise ScoringError(
-            f"{source}: row {row}, column {column!r}: {shown(values.at[row])} is not true or false"
-        )
+        raise ScoringError(f"{source}: row {row}, column {column!r}: {shown(values.at[row])} is not true or false")
     return parsed.astype(object).where(parsed.notna(), None)

@@ -34,16 +34,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
 
 from mlflow.exceptions import MlflowException
 
-from core.integrity import load_verified, resolve
 from core.registry import alias_read
-from serving.model_check import ModelCheckFailed, check_model
+from serving.model_check import ModelCheckFailed
+from serving.served import Served, iso, load_served
 from serving.workers import WAKE_CHECK_SECONDS, Shared
 
 log = logging.getLogger("serving.follower")
@@ -54,17 +51,6 @@ DEFAULT_POLL_INTERVAL = 10.0  # seconds
 # change is over, for at most PENDING_PATIENCE seconds (then at the poll interval).
 PENDING_RECHECK = 0.5  # seconds
 PENDING_PATIENCE = 60.0
-NAME_HEADER = "X-Model-Name"
-VERSION_HEADER = "X-Model-Version"
-
-
-def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
-
-
-def header_value(text: str) -> bytes:
-    """``text`` as an HTTP header value: as it is if printable ASCII, else percent-encoded."""
-    return (text if text.isascii() and text.isprintable() else quote(text)).encode("ascii")
 
 
 def parse_alias(model_uri: str) -> tuple[str, str] | None:
@@ -72,42 +58,6 @@ def parse_alias(model_uri: str) -> tuple[str, str] | None:
     body = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else ""
     name, at, alias = body.rpartition("@")
     return (name, alias) if at and name and alias and "/" not in body else None
-
-
-@dataclass(frozen=True)
-class Served:
-    """One loaded, checked model version and the scoring app that answers with it."""
-
-    name: str  # the registered model's name; a logged model's id when it is not registered
-    version: str | None  # None for a logged model that is not a registered version
-    uri: str  # exactly this model: models:/<name>/<version> or models:/m-<id>
-    model_id: str
-    app: Any  # the ASGI app answering with this model
-    loaded_at: float
-    load_seconds: float
-
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """What every answer produced by this model carries: its name and version."""
-        found = [(NAME_HEADER.lower().encode(), header_value(self.name))]
-        if self.version is not None:
-            found.append((VERSION_HEADER.lower().encode(), header_value(self.version)))
-        return found
-
-    def describe(self) -> dict:
-        return {"name": self.name, "version": self.version, "uri": self.uri, "model_id": self.model_id,
-                "loaded_at": iso(self.loaded_at), "load_seconds": round(self.load_seconds, 3)}
-
-
-def load_served(model_uri: str, build_app: Callable[[Any], Any]) -> Served:
-    """Load ``model_uri`` verified (``core.integrity``), check it (``serving.model_check``)
-    and build its app with ``build_app(model)``. Raises what the load or the check raised."""
-    started = time.monotonic()
-    exact, version, model_id = resolve(model_uri)  # an alias is read once: what is checked is what is served
-    model = load_verified(exact)
-    check_model(model)
-    name = exact.removeprefix("models:/").rpartition("/")[0] if version is not None else model_id
-    return Served(name, version, exact, model_id, build_app(model), time.time(), time.monotonic() - started)
 
 
 def read_alias(name: str, alias: str) -> tuple[str | None, bool]:
@@ -121,10 +71,15 @@ def read_alias(name: str, alias: str) -> tuple[str | None, bool]:
 class Follower:
     """The version a server answers with, and the thread that moves it (module docstring)."""
 
-    def __init__(self, model_uri: str, build_app: Callable[[Any], Any],
-                 poll_interval: float = DEFAULT_POLL_INTERVAL,
-                 read: Callable[[str, str], tuple[str | None, bool] | str | None] = read_alias,
-                 load: Callable[[str, Callable], Served] = load_served, shared: Shared | None = None):
+    def __init__(
+        self,
+        model_uri: str,
+        build_app: Callable[[Any], Any],
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        read: Callable[[str, str], tuple[str | None, bool] | str | None] = read_alias,
+        load: Callable[[str, Callable], Served] = load_served,
+        shared: Shared | None = None,
+    ):
         self.model_uri = model_uri
         self.target = parse_alias(model_uri)  # None: pinned
         self.poll_interval = poll_interval
@@ -153,8 +108,13 @@ class Follower:
             uri = f"models:/{name}/{self.last_seen}"
         self.current = self._load(uri, self._build_app)
         self._outcome("start", self.current.version, "loaded")
-        log.info("serving %s version %s (%s), loaded and checked in %.2f s", self.current.name,
-                 self.current.version, self.current.uri, self.current.load_seconds)
+        log.info(
+            "serving %s version %s (%s), loaded and checked in %.2f s",
+            self.current.name,
+            self.current.version,
+            self.current.uri,
+            self.current.load_seconds,
+        )
         return self.current
 
     def check(self, trigger: str = "poll") -> str:
@@ -168,20 +128,29 @@ class Follower:
             try:
                 version = self._read_version(name, alias)
             except Exception as err:  # the registry is down or failing: keep serving, read again later
-                log.warning("cannot read alias %s of %s: %s; still serving version %s", alias, name, err,
-                            self.current.version)
+                log.warning(
+                    "cannot read alias %s of %s: %s; still serving version %s", alias, name, err, self.current.version
+                )
                 return self._outcome(trigger, None, "unreadable", f"cannot read the alias: {err}")
             if version is None:
                 self.last_seen = None  # the alias set again later is a move, even to a refused version
-                return self._outcome(trigger, None, "no_alias", f"registered model {name!r} has no alias "
-                                     f"{alias!r}; still serving version {self.current.version}")
+                return self._outcome(
+                    trigger,
+                    None,
+                    "no_alias",
+                    f"registered model {name!r} has no alias {alias!r}; still serving version {self.current.version}",
+                )
             if version == self.current.version:
                 self.last_seen = version
                 return self._outcome(trigger, version, "current")
             if version == self.last_seen:
                 error = (self.last_refused or {}).get("error", "refused before")
-                return self._outcome(trigger, version, "not_retried", f"version {version} was refused and "
-                                     f"is tried again only when the alias moves again: {error}")
+                return self._outcome(
+                    trigger,
+                    version,
+                    "not_retried",
+                    f"version {version} was refused and is tried again only when the alias moves again: {error}",
+                )
             self.last_seen = version
             return self._swap(trigger, name, version)
 
@@ -195,19 +164,34 @@ class Follower:
             log.exception("loading version %s of %s failed", version, name)
             return self._refuse(trigger, version, f"{type(err).__name__}: {err}")
         self.current = new  # the swap: requests that start from now on get the new version
-        log.info("now serving %s version %s (was version %s): loaded and checked in %.2f s",
-                 name, version, old.version, new.load_seconds)
+        log.info(
+            "now serving %s version %s (was version %s): loaded and checked in %.2f s",
+            name,
+            version,
+            old.version,
+            new.load_seconds,
+        )
         return self._outcome(trigger, version, "swapped")
 
     def _refuse(self, trigger: str, version: str, error: str) -> str:
-        log.error("version %s of %s is not served: %s; still serving version %s", version,
-                  self.target[0], error, self.current.version)
+        log.error(
+            "version %s of %s is not served: %s; still serving version %s",
+            version,
+            self.target[0],
+            error,
+            self.current.version,
+        )
         self.last_refused = {"version": version, "at": iso(time.time()), "error": error}
         return self._outcome(trigger, version, "refused", error)
 
     def _record(self, trigger: str, version: str | None, outcome: str, error: str | None = None) -> dict:
-        return {"at": iso(time.time()), "trigger": trigger, "alias_version": version, "outcome": outcome,
-                "error": error}
+        return {
+            "at": iso(time.time()),
+            "trigger": trigger,
+            "alias_version": version,
+            "outcome": outcome,
+            "error": error,
+        }
 
     def _outcome(self, trigger: str, version: str | None, outcome: str, error: str | None = None) -> str:
         self.last_check = self._record(trigger, version, outcome, error)
@@ -239,8 +223,12 @@ class Follower:
 
     def worker_status(self) -> dict:
         """This worker's part of :meth:`status`: its pid, version and last check."""
-        return {"pid": os.getpid(), "served": self.current.describe() if self.current else None,
-                "last_check": self.last_check, "last_refused": self.last_refused}
+        return {
+            "pid": os.getpid(),
+            "served": self.current.describe() if self.current else None,
+            "last_check": self.last_check,
+            "last_refused": self.last_refused,
+        }
 
     def wake(self) -> None:
         """Read the alias now rather than at the next poll (a webhook said it moved), in

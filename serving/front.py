@@ -29,8 +29,13 @@ log = logging.getLogger("serving.front")
 
 STATUS_PATH = "/status"
 MAX_WEBHOOK_BYTES = 64 * 1024  # MLflow's payloads are a few hundred bytes
-ERROR_CODES = {400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 405: "BAD_REQUEST",
-               413: "BAD_REQUEST"}
+ERROR_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    405: "BAD_REQUEST",
+    413: "BAD_REQUEST",
+}
 
 
 class Answer:
@@ -44,9 +49,13 @@ class Answer:
         return cls(status, {"error_code": ERROR_CODES.get(status, "BAD_REQUEST"), "message": message})
 
     async def __call__(self, scope, receive, send) -> None:
-        await send({"type": "http.response.start", "status": self.status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(self.body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(self.body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": self.body})
 
 
@@ -123,8 +132,9 @@ class Front:
         if path == STATUS_PATH:
             answer = Answer(200, self.status()) if method == "GET" else Answer.error(405, "Method Not Allowed")
         elif path == webhook.PATH:
-            answer = await self._webhook(scope, receive) if method == "POST" else Answer.error(
-                405, "Method Not Allowed")
+            answer = (
+                await self._webhook(scope, receive) if method == "POST" else Answer.error(405, "Method Not Allowed")
+            )
         else:
             await served.app(scope, receive, send_with_version)
             return
@@ -140,8 +150,10 @@ class Front:
         from starlette.datastructures import Headers
 
         if self.secret is None:
-            return self._refused(403, "webhooks are not enabled on this server: start it with "
-                                      f"{webhook.SECRET_ENV} or --webhook-secret-file")
+            return self._refused(
+                403,
+                f"webhooks are not enabled on this server: start it with {webhook.SECRET_ENV} or --webhook-secret-file",
+            )
         body = await read_body(receive, MAX_WEBHOOK_BYTES)
         if body is None:
             return self._refused(413, f"the body is larger than {MAX_WEBHOOK_BYTES} bytes")
@@ -153,8 +165,9 @@ class Front:
         if target is None:
             return Answer(200, {"accepted": True, "check": "none: this server serves a pinned version"})
         if not webhook.concerns(payload, *target):
-            return Answer(200, {"accepted": True, "check": f"none: the call is not about alias {target[1]!r} "
-                                                           f"of {target[0]!r}"})
+            return Answer(
+                200, {"accepted": True, "check": f"none: the call is not about alias {target[1]!r} of {target[0]!r}"}
+            )
         self.follower.wake()
         return Answer(202, {"accepted": True, "check": "the alias is read now"})
 

@@ -2,34 +2,20 @@
 ``POST /invocations``: requests that app would answer with a 500, with a 400 that
 quotes the whole body back, or with a prediction made from misread input.
 
-- no ``Content-Type`` (415; MLflow fails on it with a 500), a ``Content-Encoding``
-  other than identity (415: MLflow would read gzip bytes as text);
-- a Parquet body (``application/vnd.apache.parquet``, 415): what it takes in memory
-  once read cannot be known before reading it (a few kilobytes of dictionary-encoded
-  Parquet can hold millions of rows of one long text);
-- a body larger than :data:`MAX_BODY_BYTES` (413, before it is read whole: serving.server)
-  or holding more than :data:`MAX_ROWS` rows (413), so that JSON and CSV, the formats
-  MLflow's app parses here, are bounded in memory and rows before MLflow parses them;
-- a JSON or CSV body that is not UTF-8 (400; MLflow quotes every byte back);
-- a body that is not JSON (400 naming line and column; MLflow quotes it whole), or
-  nested too deep or holding an integer beyond a double (400;
-  :mod:`serving.bounded_json`);
-- a ``dataframe_split`` column name that is not a string (400 naming its position;
-  MLflow fails with a 500);
-- a column named twice: ``dataframe_split`` columns, a key twice in one JSON object
-  (``json`` keeps the last), a CSV header (pandas renames the second ``<name>.1``,
-  which the model then ignores); MLflow answers the first with an error about
-  ``'DataFrame' object has no attribute 'dtype'``;
-- ``params`` that is not a JSON object;
-- ``true``/``false`` (CSV: ``True``/``False``) in a column the signature declares
-  numeric: MLflow's parser casts them to 1.0 and 0.0 before the model sees them;
-- a JSON number in a column the signature declares ``string`` (``"sex": 1``): the
-  model would score it as a category never seen. A CSV cell has no type: MLflow reads
-  each CSV column with the signature's type, so ``1`` in a text column is the text
-  ``"1"``, scored as whatever category that is (unseen, usually); not refused.
+- no ``Content-Type``, a ``Content-Encoding`` other than identity, or Parquet (415:
+  what a Parquet body takes once read cannot be known before reading it);
+- a body over :data:`MAX_BODY_BYTES` (413, before it is read whole) or over
+  :data:`MAX_ROWS` rows (413): JSON and CSV bounded before MLflow parses them;
+- a body that is not UTF-8, not JSON (naming line and column), nested too deep, or
+  holding an integer beyond a double (400; :mod:`serving.bounded_json`);
+- a ``dataframe_split`` column name that is not a string, a column named twice (in
+  ``dataframe_split``, one JSON object or a CSV header), ``params`` not an object (400);
+- ``true``/``false`` in a numeric column (MLflow would cast them to 1.0 and 0.0), a
+  JSON number in a ``string`` column (scored as an unseen category) (400). A CSV cell
+  has no type: MLflow reads ``1`` in a text column as the text ``"1"``; not refused.
 
-Every refusal is :class:`~serving.bounded_json.Refused`: a status, MLflow's error code and a message that
-names the row, the column or the position, and quotes at most a few hundred characters.
+Every refusal is :class:`~serving.bounded_json.Refused`: a status, MLflow's error code and
+a message naming the row, the column or the position, quoting a few hundred characters.
 """
 
 from __future__ import annotations
@@ -54,16 +40,17 @@ TEXT_TYPES = ("string",)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # about 500,000 rows of this model's two features as JSON
 MAX_ROWS = 100_000  # rows per request; files of any size: python -m serving.batch
-
-# What pandas.read_csv takes as a boolean (its default true_values and false_values).
-PANDAS_BOOLEANS = frozenset({"True", "TRUE", "true", "False", "FALSE", "false"})
+PANDAS_BOOLEANS = frozenset({"True", "TRUE", "true", "False", "FALSE", "false"})  # read_csv's booleans
 CSV_BOOLEAN = re.compile(rb"true|false", re.IGNORECASE)
 
 
 def too_large(what: str) -> Refused:
-    return Refused(413, "BAD_REQUEST",
-                   f"The request is too large: {what}. Send at most {MAX_ROWS:,} rows and "
-                   f"{MAX_BODY_BYTES:,} bytes per request; score larger files with python -m serving.batch.")
+    return Refused(
+        413,
+        "BAD_REQUEST",
+        f"The request is too large: {what}. Send at most {MAX_ROWS:,} rows and "
+        f"{MAX_BODY_BYTES:,} bytes per request; score larger files with python -m serving.batch.",
+    )
 
 
 def json_rows(payload: dict) -> int:
@@ -86,20 +73,29 @@ def quoted(name: object) -> str:
 
 
 def named_twice(column: str, where: str) -> Refused:
-    return Refused(400, "INVALID_PARAMETER_VALUE",
-                   f"Column {quoted(column)} appears twice in {where}; each column must be named once.")
+    return Refused(
+        400,
+        "INVALID_PARAMETER_VALUE",
+        f"Column {quoted(column)} appears twice in {where}; each column must be named once.",
+    )
 
 
 def boolean_for_number(row: int, column: str, shown: str) -> Refused:
-    return Refused(400, "INVALID_PARAMETER_VALUE",
-                   f"Input row {row} has the boolean {shown} in column {quoted(column)}, which takes "
-                   "numbers; booleans are not read as 1 or 0.")
+    return Refused(
+        400,
+        "INVALID_PARAMETER_VALUE",
+        f"Input row {row} has the boolean {shown} in column {quoted(column)}, which takes "
+        "numbers; booleans are not read as 1 or 0.",
+    )
 
 
 def number_for_text(row: int, column: str, shown: str) -> Refused:
-    return Refused(400, "INVALID_PARAMETER_VALUE",
-                   f"Column {quoted(column)} takes text: input row {row} has the number {capped(shown, 40)}; "
-                   "send it as a JSON string.")
+    return Refused(
+        400,
+        "INVALID_PARAMETER_VALUE",
+        f"Column {quoted(column)} takes text: input row {row} has the number {capped(shown, 40)}; "
+        "send it as a JSON string.",
+    )
 
 
 def utf8(body: bytes, kind: str) -> str:
@@ -107,9 +103,12 @@ def utf8(body: bytes, kind: str) -> str:
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise Refused(400, "BAD_REQUEST",
-                      f"Invalid input: the body is not UTF-8 text (byte 0x{body[err.start]:02x} at position "
-                      f"{err.start}). Send {kind} encoded as UTF-8, uncompressed.") from None
+        raise Refused(
+            400,
+            "BAD_REQUEST",
+            f"Invalid input: the body is not UTF-8 text (byte 0x{body[err.start]:02x} at position "
+            f"{err.start}). Send {kind} encoded as UTF-8, uncompressed.",
+        ) from None
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
@@ -118,9 +117,11 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     if len(result) != len(pairs):
         seen: set[str] = set()
         twice = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise Refused(400, "INVALID_PARAMETER_VALUE",
-                      f"Key {quoted(twice)} appears twice in one JSON object; column names and keys "
-                      "must be unique.")
+        raise Refused(
+            400,
+            "INVALID_PARAMETER_VALUE",
+            f"Key {quoted(twice)} appears twice in one JSON object; column names and keys must be unique.",
+        )
     return result
 
 
@@ -141,17 +142,29 @@ def _cells(payload: dict):
     for key in INPUT_KEYS:
         data = payload.get(key)
         if key == "dataframe_split":
-            if not (isinstance(data, dict) and isinstance(data.get("columns"), list)
-                    and isinstance(data.get("data"), list)):
+            if not (
+                isinstance(data, dict) and isinstance(data.get("columns"), list) and isinstance(data.get("data"), list)
+            ):
                 continue
-            yield from ((row, column, value) for row, values in enumerate(data["data"])
-                        if isinstance(values, list) for column, value in zip(data["columns"], values))
+            yield from (
+                (row, column, value)
+                for row, values in enumerate(data["data"])
+                if isinstance(values, list)
+                for column, value in zip(data["columns"], values, strict=False)
+            )
         elif isinstance(data, list):  # records
-            yield from ((row, column, value) for row, record in enumerate(data) if isinstance(record, dict)
-                        for column, value in record.items())
+            yield from (
+                (row, column, value)
+                for row, record in enumerate(data)
+                if isinstance(record, dict)
+                for column, value in record.items()
+            )
         elif isinstance(data, dict):  # a dict of columns
-            yield from ((row, column, value) for column, values in data.items()
-                        for row, value in enumerate(values if isinstance(values, list) else [values]))
+            yield from (
+                (row, column, value)
+                for column, values in data.items()
+                for row, value in enumerate(values if isinstance(values, list) else [values])
+            )
 
 
 def _wrong_kind(payload: dict, numeric: frozenset[str], strings: frozenset[str]) -> Refused | None:
@@ -173,30 +186,40 @@ def check_json(body: bytes, numeric: frozenset[str], strings: frozenset[str] = f
     try:
         payload = load_json(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
-        raise Refused(400, "BAD_REQUEST",
-                      f"Invalid input: the body is not valid JSON: {err.msg} at line {err.lineno}, "
-                      f"column {err.colno} (character {err.pos}).") from None
+        raise Refused(
+            400,
+            "BAD_REQUEST",
+            f"Invalid input: the body is not valid JSON: {err.msg} at line {err.lineno}, "
+            f"column {err.colno} (character {err.pos}).",
+        ) from None
     if not isinstance(payload, dict):
         return  # MLflow's own 400 names what it got
     if (rows := json_rows(payload)) > MAX_ROWS:
         raise too_large(f"{rows:,} rows")
     params = payload.get(PARAMS_KEY)
     if params is not None and not isinstance(params, dict):
-        raise Refused(400, "INVALID_PARAMETER_VALUE",
-                      f"'{PARAMS_KEY}' must be a JSON object such as {{\"predict_method\": \"predict\"}}, "
-                      f"not {type(params).__name__}.")
+        raise Refused(
+            400,
+            "INVALID_PARAMETER_VALUE",
+            f'\'{PARAMS_KEY}\' must be a JSON object such as {{"predict_method": "predict"}}, '
+            f"not {type(params).__name__}.",
+        )
     split = payload.get("dataframe_split")
     if isinstance(split, dict) and isinstance(split.get("columns"), list):
         for position, name in enumerate(split["columns"]):
             if not isinstance(name, str):
-                raise Refused(400, "INVALID_PARAMETER_VALUE",
-                              f"dataframe_split's columns: the name at position {position} is the JSON "
-                              f"{json_type(name)} {capped(json.dumps(name), 100)}; column names are strings.")
+                raise Refused(
+                    400,
+                    "INVALID_PARAMETER_VALUE",
+                    f"dataframe_split's columns: the name at position {position} is the JSON "
+                    f"{json_type(name)} {capped(json.dumps(name), 100)}; column names are strings.",
+                )
         if (twice := first_duplicate(split["columns"])) is not None:
             raise named_twice(twice, "dataframe_split's columns")
     # No text column, and b"true"/b"false" absent: the common case, no value to look at
     if (strings or (numeric and (b"true" in body or b"false" in body))) and (
-            refusal := _wrong_kind(payload, numeric, strings)):
+        refusal := _wrong_kind(payload, numeric, strings)
+    ):
         raise refusal
 
 
@@ -250,21 +273,27 @@ def check_request(headers, body: bytes, numeric: frozenset[str], strings: frozen
     """
     encoding = headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity"):
-        raise Refused(415, "BAD_REQUEST",
-                      f"Content-Encoding {quoted(encoding)} is not supported; send the body uncompressed.")
+        raise Refused(
+            415, "BAD_REQUEST", f"Content-Encoding {quoted(encoding)} is not supported; send the body uncompressed."
+        )
     content_type = headers.get("content-type", "").strip()
     if not content_type:
-        raise Refused(415, "BAD_REQUEST",
-                      f"A Content-Type header is required: {JSON_TYPE} or {CSV_TYPE} "
-                      "(with no other charset than utf-8).")
+        raise Refused(
+            415,
+            "BAD_REQUEST",
+            f"A Content-Type header is required: {JSON_TYPE} or {CSV_TYPE} (with no other charset than utf-8).",
+        )
     if len(body) > MAX_BODY_BYTES:  # serving.server stops reading sooner; here for any other caller
         raise too_large(f"more than {MAX_BODY_BYTES:,} bytes")
     mime = parsed_as(content_type)
     if mime == PARQUET_TYPE:
-        raise Refused(415, "BAD_REQUEST",
-                      f"Content-Type {PARQUET_TYPE} is not accepted: the memory a Parquet body takes once "
-                      f"read cannot be bounded before reading it. Send {JSON_TYPE} or {CSV_TYPE}, or score "
-                      "Parquet files with python -m serving.batch.")
+        raise Refused(
+            415,
+            "BAD_REQUEST",
+            f"Content-Type {PARQUET_TYPE} is not accepted: the memory a Parquet body takes once "
+            f"read cannot be bounded before reading it. Send {JSON_TYPE} or {CSV_TYPE}, or score "
+            "Parquet files with python -m serving.batch.",
+        )
     if mime == JSON_TYPE:
         check_json(body, numeric, strings)
     elif mime == CSV_TYPE:
@@ -288,5 +317,4 @@ def numeric_columns(schema, types=NUMERIC_TYPES) -> frozenset[str]:
     (or as one of ``types``: :data:`TEXT_TYPES` for text)."""
     if schema is None or not schema.has_input_names():
         return frozenset()
-    return frozenset(spec.name for spec in schema.inputs
-                     if getattr(getattr(spec, "type", None), "name", None) in types)
+    return frozenset(spec.name for spec in schema.inputs if getattr(getattr(spec, "type", None), "name", None) in types)

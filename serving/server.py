@@ -62,14 +62,7 @@ from serving import webhook
 from serving.follower import DEFAULT_POLL_INTERVAL, Follower
 from serving.front import BoundedBody, Front
 from serving.model_check import ModelCheckFailed
-from serving.request_checks import (
-    JSON_TYPE,
-    TEXT_TYPES,
-    Refused,
-    capped,
-    check_request,
-    numeric_columns,
-)
+from serving.request_checks import JSON_TYPE, TEXT_TYPES, Refused, capped, check_request, numeric_columns
 from serving.workers import SHARED_DIR_ENV, Shared
 
 log = logging.getLogger("serving.server")
@@ -121,8 +114,13 @@ def error_answer(status: int, body: bytes, media_type: str, where: str) -> bytes
         text = body.decode("utf-8", "replace").strip() or f"HTTP {status}"
         return error_body(default_code, client_message(text))
     if "stack_trace" in payload:
-        log.warning("%s -> %d: %s\n%s", where, status, capped(str(payload.get("message", ""))),
-                    capped(str(payload.pop("stack_trace")), MAX_LOGGED_TRACE_CHARS))
+        log.warning(
+            "%s -> %d: %s\n%s",
+            where,
+            status,
+            capped(str(payload.get("message", ""))),
+            capped(str(payload.pop("stack_trace")), MAX_LOGGED_TRACE_CHARS),
+        )
     message = payload.get("message", payload.get("detail", f"HTTP {status}"))
     payload["message"] = capped(client_message(message if isinstance(message, str) else json.dumps(message)))
     payload.pop("detail", None)
@@ -149,8 +147,7 @@ def guarded(app, input_schema):
                 await asyncio.to_thread(check_request, request.headers, body, numeric, text)
             except Refused as refusal:
                 log.info("%s -> %d: %s", where, refusal.status, capped(refusal.message, 200))
-                return Response(error_body(refusal.error_code, refusal.message), refusal.status,
-                                media_type=JSON_TYPE)
+                return Response(error_body(refusal.error_code, refusal.message), refusal.status, media_type=JSON_TYPE)
         try:
             response = await call_next(request)
             if response.status_code < 400 and not scoring:
@@ -163,8 +160,11 @@ def guarded(app, input_schema):
                 content = strict_predictions(content)
         except Exception:
             log.exception("%s failed", where)
-            return Response(error_body("INTERNAL_ERROR", "The server failed on this request; its log has "
-                                       "the details."), 500, media_type=JSON_TYPE)
+            return Response(
+                error_body("INTERNAL_ERROR", "The server failed on this request; its log has the details."),
+                500,
+                media_type=JSON_TYPE,
+            )
         return Response(content=content, status_code=response.status_code, media_type=JSON_TYPE)
 
     app.add_middleware(BoundedBody)  # added last: the outermost, before ``guard`` reads the body
@@ -188,8 +188,11 @@ class Options:
     webhook_secret_file: str | None = None
 
     def to_env(self) -> dict[str, str]:
-        values = {"model_uri": self.model_uri, "poll_interval": str(self.poll_interval),
-                  "webhook_secret_file": self.webhook_secret_file}
+        values = {
+            "model_uri": self.model_uri,
+            "poll_interval": str(self.poll_interval),
+            "webhook_secret_file": self.webhook_secret_file,
+        }
         return {ENVIRONMENT[key]: value for key, value in values.items() if value is not None}
 
     @classmethod
@@ -199,8 +202,11 @@ class Options:
         return cls(model_uri, interval, os.environ.get(ENVIRONMENT["webhook_secret_file"]) or None)
 
 
-ENVIRONMENT = {"model_uri": "SERVING_MODEL_URI", "poll_interval": "SERVING_POLL_INTERVAL",
-               "webhook_secret_file": webhook.SECRET_FILE_ENV}
+ENVIRONMENT = {
+    "model_uri": "SERVING_MODEL_URI",
+    "poll_interval": "SERVING_POLL_INTERVAL",
+    "webhook_secret_file": webhook.SECRET_FILE_ENV,
+}
 
 
 def build_front(options: Options, secret: str | None) -> Front:
@@ -256,12 +262,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model-uri", default=contracts.CHAMPION_URI, help=f"default {contracts.CHAMPION_URI}")
     parser.add_argument("--host", default="127.0.0.1", help="default loopback only")
     parser.add_argument("--port", type=int, default=5001)
-    parser.add_argument("--poll-interval", type=float, default=DEFAULT_POLL_INTERVAL,
-                        help=f"seconds between reads of the alias (default {DEFAULT_POLL_INTERVAL:g}; 0: only "
-                             "when a webhook calls)")
-    parser.add_argument("--webhook-secret-file",
-                        help="accept MLflow webhooks signed with the secret in this file "
-                             f"(or ${webhook.SECRET_ENV})")
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=DEFAULT_POLL_INTERVAL,
+        help=f"seconds between reads of the alias (default {DEFAULT_POLL_INTERVAL:g}; 0: only when a webhook calls)",
+    )
+    parser.add_argument(
+        "--webhook-secret-file",
+        help=f"accept MLflow webhooks signed with the secret in this file (or ${webhook.SECRET_ENV})",
+    )
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     args = parser.parse_args(argv)
     if args.poll_interval < 0 or args.workers < 1:
@@ -284,8 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     del front  # each worker loads its own
     with tempfile.TemporaryDirectory(prefix="serving-workers-") as shared:
         os.environ.update(options.to_env() | {SHARED_DIR_ENV: shared})
-        uvicorn.run("serving.server:create_app", factory=True, host=args.host, port=args.port,
-                    workers=args.workers)
+        uvicorn.run("serving.server:create_app", factory=True, host=args.host, port=args.port, workers=args.workers)
 
 
 if __name__ == "__main__":

@@ -29,12 +29,7 @@ import sys
 from collections.abc import Sequence
 
 from core.integrity import verified_copy
-from model.dispatch_model import (
-    DEFAULT_PREDICT_METHOD,
-    PREDICT_METHOD_PARAM,
-    PREDICT_METHODS,
-    offered_methods,
-)
+from model.dispatch_model import DEFAULT_PREDICT_METHOD, PREDICT_METHOD_PARAM, PREDICT_METHODS, offered_methods
 from serving.batch import COLUMN_PREFIX, scored_by
 
 RESULT_COLUMN = "__prediction"
@@ -84,8 +79,7 @@ def score_dataframe(spark, frame, model_uri: str, method: str = DEFAULT_PREDICT_
     prefix = COLUMN_PREFIX[method]
     return scored.select(
         *kept,
-        *[F.col(RESULT_COLUMN)[i].alias(f"{prefix}{label}", metadata=provenance)
-          for i, label in enumerate(classes)],
+        *[F.col(RESULT_COLUMN)[i].alias(f"{prefix}{label}", metadata=provenance) for i, label in enumerate(classes)],
     )
 
 

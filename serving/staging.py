@@ -51,8 +51,9 @@ def staged_output(output_path: Path, role: str = "Output file") -> Iterator[Path
     try:
         stage = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", dir=folder))
     except OSError as err:
-        raise TableError(f"{role} {output_path}: its folder {folder} cannot be written: "
-                         f"{err.strerror or err}") from None
+        raise TableError(
+            f"{role} {output_path}: its folder {folder} cannot be written: {err.strerror or err}"
+        ) from None
     try:
         yield stage / output_path.name
         if (stage / output_path.name).exists():

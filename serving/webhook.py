@@ -86,15 +86,17 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | No
     sent = headers.get(SIGNATURE_HEADER)
     delivery_id, timestamp = headers.get(DELIVERY_ID_HEADER), headers.get(TIMESTAMP_HEADER)
     if not sent or not delivery_id or not timestamp:
-        raise WebhookRefused(401, f"unsigned call: {SIGNATURE_HEADER}, {DELIVERY_ID_HEADER} and "
-                                  f"{TIMESTAMP_HEADER} are required")
+        raise WebhookRefused(
+            401, f"unsigned call: {SIGNATURE_HEADER}, {DELIVERY_ID_HEADER} and {TIMESTAMP_HEADER} are required"
+        )
     try:
         age = abs((time.time() if now is None else now) - int(timestamp))
     except ValueError:
         raise WebhookRefused(403, f"{TIMESTAMP_HEADER} is not a Unix time in seconds") from None
     if age > MAX_AGE_SECONDS:
-        raise WebhookRefused(403, f"the call is signed {age:.0f} s away from now; at most "
-                                  f"{MAX_AGE_SECONDS} s are accepted")
+        raise WebhookRefused(
+            403, f"the call is signed {age:.0f} s away from now; at most {MAX_AGE_SECONDS} s are accepted"
+        )
     expected = signature(secret, delivery_id, timestamp, body)
     # Standard Webhooks allows several space-separated signatures (while a secret is rotated).
     if not any(hmac.compare_digest(candidate, expected) for candidate in sent.split()):
@@ -113,8 +115,12 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | No
 def concerns(payload: dict, name: str, alias: str) -> bool:
     """Whether a verified payload reports a move of ``alias`` on registered model ``name``."""
     data = payload.get("data")
-    return (payload.get("entity") == ALIAS_ENTITY and isinstance(data, dict)
-            and data.get("name") == name and data.get("alias") == alias)
+    return (
+        payload.get("entity") == ALIAS_ENTITY
+        and isinstance(data, dict)
+        and data.get("name") == name
+        and data.get("alias") == alias
+    )
 
 
 def register(url: str, secret: str, name: str | None = None, client=None) -> str:
@@ -135,8 +141,9 @@ def register(url: str, secret: str, name: str | None = None, client=None) -> str
         if not page.token:
             break
         page = client.list_webhooks(page_token=page.token)
-    return client.create_webhook(name, url, events, secret=secret,
-                                 description="make serve: read the alias now").webhook_id
+    return client.create_webhook(
+        name, url, events, secret=secret, description="make serve: read the alias now"
+    ).webhook_id
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -144,8 +151,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", help=f"the scoring server's webhook URL, ending in {PATH}")
-    parser.add_argument("--secret-file",
-                        help=f"file holding the secret (default: ${SECRET_FILE_ENV}, then ${SECRET_ENV})")
+    parser.add_argument(
+        "--secret-file", help=f"file holding the secret (default: ${SECRET_FILE_ENV}, then ${SECRET_ENV})"
+    )
     parser.add_argument("--name", help="the webhook's name in the registry (default: serving-<host>-<port>)")
     args = parser.parse_args(argv)
     secret = read_secret(args.secret_file)

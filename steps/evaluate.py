@@ -63,16 +63,9 @@ import pandas as pd
 
 from core import contracts
 from core.errors import StepError, stored
-from core.gate import (
-    ROLLED_BACK,
-    ChampionScore,
-    broken_tags,
-    decision_tags,
-    describe_bounds,
-    describe_markdown,
-    judge,
-)
+from core.gate import ROLLED_BACK, ChampionScore, broken_tags, decision_tags, describe_bounds, describe_markdown, judge
 from core.integrity import load_verified, verified_artifact
+from core.locks import gate_lock
 from core.metrics import holdout_outputs
 from core.registry import (
     Aliases,
@@ -84,11 +77,10 @@ from core.registry import (
     parse_registered_uri,
     recover,
 )
-from core.report import REPORT_DIR, log_report
+from core.report import log_report, record_safely, report_page
 from core.schema import schema_change
 from core.tracking import unreachable
 from core.validation import ValidationFailed, load_and_validate, model_methods
-from core.locks import gate_lock
 from pipeline.process import run_as_process
 from pipeline.step import (
     check_pipeline_alive,
@@ -137,26 +129,6 @@ def champion_scorer(name: str, version: str, features, labels, classes, scored: 
     return score
 
 
-def report_page(artifact: str = f"{REPORT_DIR}/report.html") -> str:
-    """This run's artifact ``artifact`` in the MLflow UI (a relative link for descriptions)."""
-    import mlflow
-
-    run = mlflow.active_run().info
-    return contracts.ui_run_page(run.experiment_id, run.run_id, artifact)
-
-
-def record_safely(log_artifacts) -> None:
-    """Run ``log_artifacts``; a failure (an upload error, a figure too large) becomes a
-    warning and tag ``pipeline.report_error`` instead of failing a step whose outcome stands."""
-    import mlflow
-
-    try:
-        log_artifacts()
-    except Exception as err:  # noqa: BLE001 - any failure here must not fail the step
-        log.warning("could not log the evaluation record: %s: %s", type(err).__name__, err)
-        mlflow.set_tag("pipeline.report_error", stored(f"{type(err).__name__}: {err}", 4000))
-
-
 def run(
     model_uri: str, reference_model_uri: str, holdout_uri: str, cfg, overrides: Sequence[str] = ()
 ) -> dict[str, str]:
@@ -165,9 +137,7 @@ def run(
     from mlflow import MlflowClient
 
     log_config(cfg, overrides, step="evaluate")
-    mlflow.log_params(
-        {"model_uri": model_uri, "reference_model_uri": reference_model_uri, "holdout_uri": holdout_uri}
-    )
+    mlflow.log_params({"model_uri": model_uri, "reference_model_uri": reference_model_uri, "holdout_uri": holdout_uri})
     # A registered version (models:/<name>/<version>) or, with registry.register=false,
     # a logged model (models:/m-...) that is validated and scored but never gated.
     try:
@@ -203,20 +173,25 @@ def run(
             with gate_lock(GATE_LOCK_WAIT), signals_deferred():
                 settled(client, name)
                 held = [a for a, v in client.get_registered_model(name).aliases.items() if str(v) == model_version]
-                description = "**Failed validation**: " + "; ".join(
-                    f"{check.name} ({check.detail})" for check in failed)[:4000]
-                apply_change(client, name, Change(
-                    f"evaluate run {mlflow.active_run().info.run_id}: version {model_version} failed validation",
-                    tags={model_version: {contracts.VALIDATION_STATUS_TAG: "failed"}},
-                    descriptions={model_version: f"{description} ([checks]({report_page('validation.json')}))"},
-                    aliases=dict.fromkeys(held),
-                ), alive=check_pipeline_alive)
+                description = (
+                    "**Failed validation**: " + "; ".join(f"{check.name} ({check.detail})" for check in failed)[:4000]
+                )
+                apply_change(
+                    client,
+                    name,
+                    Change(
+                        f"evaluate run {mlflow.active_run().info.run_id}: version {model_version} failed validation",
+                        tags={model_version: {contracts.VALIDATION_STATUS_TAG: "failed"}},
+                        descriptions={model_version: f"{description} ([checks]({report_page('validation.json')}))"},
+                        aliases=dict.fromkeys(held),
+                    ),
+                    alive=check_pipeline_alive,
+                )
             for alias in held:
                 log.error("removed alias %s from %s, which failed validation", alias, model_uri)
         record_outputs({"validation_status": "failed"})
         raise ValidationFailed(
-            f"{model_uri} failed validation: "
-            + "; ".join(f"{check.name} ({check.detail})" for check in failed)
+            f"{model_uri} failed validation: " + "; ".join(f"{check.name} ({check.detail})" for check in failed)
         )
 
     label = f"version {model_version} (new)" if registered else "this model"
@@ -228,17 +203,25 @@ def run(
     if not cfg.gate.enabled:
         if registered:
             client.set_model_version_tag(name, model_version, contracts.VALIDATION_STATUS_TAG, "passed")
-        record_safely(lambda: log_report(
-            f"{model_uri}: evaluation on the holdout",
-            ["Not gated (gate.enabled=false): no alias was moved.", checked],
-            candidate, None, labels, classes,
-        ))
+        record_safely(
+            lambda: log_report(
+                f"{model_uri}: evaluation on the holdout",
+                ["Not gated (gate.enabled=false): no alias was moved.", checked],
+                candidate,
+                None,
+                labels,
+                classes,
+            )
+        )
         if registered:
-            record_safely(lambda: client.update_model_version(
-                name, model_version,
-                description=f"**Not gated** (gate.enabled=false): validated, no alias moved. "
-                            f"[Evaluation report]({report_page()})",
-            ))
+            record_safely(
+                lambda: client.update_model_version(
+                    name,
+                    model_version,
+                    description=f"**Not gated** (gate.enabled=false): validated, no alias moved. "
+                    f"[Evaluation report]({report_page()})",
+                )
+            )
         outputs = {"validation_status": "passed", "gate_outcome": "not gated"}
         record_outputs(outputs)
         return outputs
@@ -251,26 +234,38 @@ def run(
         champion = alias_version(client, name, cfg.registry.champion_alias)
         champion_version = None if champion is None else str(champion.version)
         # Compared first: a champion is never scored on a holdout with other columns.
-        changed = None if champion_version in (None, model_version) else schema_change(
-            f"models:/{name}/{champion_version}", model)
+        changed = (
+            None
+            if champion_version in (None, model_version)
+            else schema_change(f"models:/{name}/{champion_version}", model)
+        )
         decision = judge(
-            cfg.gate, model_version, candidate_metrics, model_methods(model),
+            cfg.gate,
+            model_version,
+            candidate_metrics,
+            model_methods(model),
             version_tags.get("gate.reason", "") if version_tags.get("gate.outcome") == ROLLED_BACK else None,
             champion_version,
-            champion_scorer(name, champion_version, features, labels, classes, champion_outputs), changed,
+            champion_scorer(name, champion_version, features, labels, classes, champion_outputs),
+            changed,
         )
         aliases = Aliases.of(cfg)
         change = decision_change(
             f"evaluate run {mlflow.active_run().info.run_id}: version {model_version} {decision.outcome}",
-            model_version, decision, decision_tags(decision, candidate_metrics, mlflow.active_run().info.run_id), aliases,
+            model_version,
+            decision,
+            decision_tags(decision, candidate_metrics, mlflow.active_run().info.run_id),
+            aliases,
             description=describe_markdown(decision, model_version, candidate_metrics, report_page()),
             challenger=alias_target(client, name, aliases.challenger),
         )
         if decision.champion_broken:  # recorded on it in the same change, before any alias moves
-            change.tags[decision.champion_version] = broken_tags(decision.champion_broken,
-                                                                 mlflow.active_run().info.run_id)
-            log.error("champion version %s of %s is broken: %s", decision.champion_version, name,
-                      decision.champion_broken)
+            change.tags[decision.champion_version] = broken_tags(
+                decision.champion_broken, mlflow.active_run().info.run_id
+            )
+            log.error(
+                "champion version %s of %s is broken: %s", decision.champion_version, name, decision.champion_broken
+            )
         # Only a live pipeline decides: the record first, then the aliases, each alias write
         # after a check that the pipeline is alive; stopped half way, the change is undone.
         with signals_deferred():
@@ -280,12 +275,20 @@ def run(
     # The decision is made and on the registry (the aliases have moved): failing to
     # log its record or report from here on is a warning, not a failed step.
     record_safely(lambda: mlflow.log_dict({**asdict(decision), "outcome": decision.outcome}, "gate.json"))
-    record_safely(lambda: log_report(
-        f"{name} version {model_version}: evaluation on the holdout",
-        [f"Gate: {decision.outcome} ({decision.reason}).",
-         f"Gate thresholds: {describe_bounds(decision) or 'none applied'}.", checked],
-        candidate, champion_outputs[0] if champion_outputs else None, labels, classes,
-    ))
+    record_safely(
+        lambda: log_report(
+            f"{name} version {model_version}: evaluation on the holdout",
+            [
+                f"Gate: {decision.outcome} ({decision.reason}).",
+                f"Gate thresholds: {describe_bounds(decision) or 'none applied'}.",
+                checked,
+            ],
+            candidate,
+            champion_outputs[0] if champion_outputs else None,
+            labels,
+            classes,
+        )
+    )
     outputs = {
         "validation_status": "passed",
         "gate_outcome": decision.outcome,
@@ -300,7 +303,8 @@ def run(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = step_parser(__doc__)
     parser.add_argument(
-        "--model-uri", required=True,
+        "--model-uri",
+        required=True,
         help="models:/<name>/<version> to validate (or models:/m-... with gate.enabled=false)",
     )
     parser.add_argument("--reference-model-uri", required=True, help="native sklearn model from train")
@@ -308,9 +312,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, cfg = parse_step_args(parser, argv)
     contracts.configure_logging()
     contracts.configure_tracking()
-    run_in_mlflow_run(
-        lambda: run(args.model_uri, args.reference_model_uri, args.holdout_uri, cfg, args.overrides),
-    )
+    run_in_mlflow_run(lambda: run(args.model_uri, args.reference_model_uri, args.holdout_uri, cfg, args.overrides))
 
 
 if __name__ == "__main__":

@@ -56,13 +56,7 @@ from model.dispatch_model import (
 )
 from pipeline.lineage import MODEL_PACKAGES, pinned_requirements
 from pipeline.process import run_as_process
-from pipeline.step import (
-    log_config,
-    parse_step_args,
-    record_outputs,
-    run_in_mlflow_run,
-    step_parser,
-)
+from pipeline.step import log_config, parse_step_args, record_outputs, run_in_mlflow_run, step_parser
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +75,11 @@ def model_signature(estimator, features: pd.DataFrame):
     inputs = input_schema(features)
     integers = [spec.name for spec in inputs.inputs if spec.type.name in ("long", "integer")]
     if integers:  # instead of MLflow's hint, silenced by contracts.configure_logging
-        log.info("integer column(s) %s are typed long: a request or batch row with a gap there is "
-                 "refused (a column with gaps in training is typed double)", integers)
+        log.info(
+            "integer column(s) %s are typed long: a request or batch row with a gap there is "
+            "refused (a column with gaps in training is typed double)",
+            integers,
+        )
     return ModelSignature(inputs, inferred.outputs, inferred.params)
 
 
@@ -116,16 +113,18 @@ def log_dispatch_model(
     if data_contract:
         metadata[CONTRACT_METADATA_KEY] = data_contract
     # What every consumer checks before loading it: the digest of the files as uploaded.
-    return log_model_recorded(lambda: mlflow.pyfunc.log_model(
-        name=contracts.LOGGED_MODEL_NAME,
-        python_model=str(MODEL_CODE_PATH),
-        artifacts={ESTIMATOR_ARTIFACT_KEY: estimator_path},
-        model_config={DIGEST_CONFIG_KEY: digest, NULLABLE_CONFIG_KEY: nullable},
-        signature=model_signature(estimator, features),
-        input_example=as_sent(features.head(5)),
-        pip_requirements=pinned_requirements(MODEL_PACKAGES),
-        metadata=metadata,
-    ))
+    return log_model_recorded(
+        lambda: mlflow.pyfunc.log_model(
+            name=contracts.LOGGED_MODEL_NAME,
+            python_model=str(MODEL_CODE_PATH),
+            artifacts={ESTIMATOR_ARTIFACT_KEY: estimator_path},
+            model_config={DIGEST_CONFIG_KEY: digest, NULLABLE_CONFIG_KEY: nullable},
+            signature=model_signature(estimator, features),
+            input_example=as_sent(features.head(5)),
+            pip_requirements=pinned_requirements(MODEL_PACKAGES),
+            metadata=metadata,
+        )
+    )
 
 
 def training_contract(example_uri: str) -> str | None:
@@ -161,28 +160,18 @@ def feature_columns(estimator, frame: pd.DataFrame, source: str) -> list[str]:
     return list(names)
 
 
-def run(
-    joblib_uri: str,
-    joblib_sha256: str,
-    example_uri: str,
-    cfg,
-    overrides: Sequence[str] = (),
-) -> dict[str, str]:
+def run(joblib_uri: str, joblib_sha256: str, example_uri: str, cfg, overrides: Sequence[str] = ()) -> dict[str, str]:
     """Package and register the model inside the active MLflow run."""
     import mlflow
 
     log_config(cfg, overrides, step="package_pyfunc")
-    mlflow.log_params(
-        {"joblib_uri": joblib_uri, DIGEST_CONFIG_KEY: joblib_sha256, "example_uri": example_uri}
-    )
+    mlflow.log_params({"joblib_uri": joblib_uri, DIGEST_CONFIG_KEY: joblib_sha256, "example_uri": example_uri})
     estimator_path = mlflow.artifacts.download_artifacts(artifact_uri=joblib_uri)
     estimator = load_verified_estimator(estimator_path, joblib_sha256)
     with verified_artifact(example_uri) as example_path:
         frame = pd.read_parquet(example_path)
     features = frame[feature_columns(estimator, frame, example_uri)]
-    model_info = log_dispatch_model(
-        estimator_path, joblib_sha256, estimator, features, training_contract(example_uri)
-    )
+    model_info = log_dispatch_model(estimator_path, joblib_sha256, estimator, features, training_contract(example_uri))
     outputs = {"pyfunc_model_uri": model_info.model_uri}
     if cfg.registry.register:
         run_id = mlflow.active_run().info.run_id
@@ -221,9 +210,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, cfg = parse_step_args(parser, argv)
     contracts.configure_logging()
     contracts.configure_tracking()
-    run_in_mlflow_run(
-        lambda: run(args.joblib_uri, args.joblib_sha256, args.example_uri, cfg, args.overrides),
-    )
+    run_in_mlflow_run(lambda: run(args.joblib_uri, args.joblib_sha256, args.example_uri, cfg, args.overrides))
 
 
 if __name__ == "__main__":

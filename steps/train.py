@@ -38,13 +38,7 @@ from core.errors import StepError
 from core.integrity import log_artifact_recorded, log_model_recorded
 from pipeline.lineage import MODEL_PACKAGES, pinned_requirements
 from pipeline.process import run_as_process
-from pipeline.step import (
-    log_config,
-    parse_step_args,
-    record_outputs,
-    run_in_mlflow_run,
-    step_parser,
-)
+from pipeline.step import log_config, parse_step_args, record_outputs, run_in_mlflow_run, step_parser
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +47,7 @@ class FitError(StepError, ValueError):
     """The configured estimator refused its parameters or the data."""
 
 
-def fit_estimator(
-    estimator: BaseEstimator, train: pd.DataFrame, features: Sequence[str], target: str
-) -> BaseEstimator:
+def fit_estimator(estimator: BaseEstimator, train: pd.DataFrame, features: Sequence[str], target: str) -> BaseEstimator:
     """Fit ``estimator`` on the feature columns of ``train`` against ``target``.
 
     scikit-learn checks most parameters only here (``C=-1``, an unknown solver):
@@ -143,15 +135,17 @@ def log_native_model(estimator, sample: pd.DataFrame):
     notice = _PickleNotice()
     logging.getLogger("mlflow.sklearn").addFilter(notice)
     try:
-        model_info = log_model_recorded(lambda: mlflow.sklearn.log_model(
-            estimator,
-            name=contracts.LOGGED_MODEL_NAME,
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,
-            signature=infer_signature(sample, estimator.predict(sample)),
-            input_example=sample.head(3),
-            # Pinned here rather than inferred, which would import the model in a subprocess.
-            pip_requirements=pinned_requirements(MODEL_PACKAGES),
-        ))
+        model_info = log_model_recorded(
+            lambda: mlflow.sklearn.log_model(
+                estimator,
+                name=contracts.LOGGED_MODEL_NAME,
+                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,
+                signature=infer_signature(sample, estimator.predict(sample)),
+                input_example=sample.head(3),
+                # Pinned here rather than inferred, which would import the model in a subprocess.
+                pip_requirements=pinned_requirements(MODEL_PACKAGES),
+            )
+        )
     finally:
         logging.getLogger("mlflow.sklearn").removeFilter(notice)
     return model_info
@@ -191,26 +185,22 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
     log.info("train rows: %d, holdout rows: %d", len(train), len(holdout))
 
     with tempfile.TemporaryDirectory() as tmp:
-        for frame, artifact in (
-            (train, contracts.TRAIN_DATA_ARTIFACT),
-            (holdout, contracts.HOLDOUT_ARTIFACT),
-        ):
+        for frame, artifact in ((train, contracts.TRAIN_DATA_ARTIFACT), (holdout, contracts.HOLDOUT_ARTIFACT)):
             path = Path(tmp) / Path(artifact).name
             frame.to_parquet(path)
             log_artifact_recorded(path, artifact)
     log_dataset(dataset_input(train, "train", target), "training")
     log_dataset(dataset_input(holdout, "holdout", target), "testing")
     log_contract(train[features])
-    log_text(profile.profile_yaml(columns, data.describe_source(cfg.data), len(train) + len(holdout)),
-             profile.PROFILE_ARTIFACT)
+    log_text(
+        profile.profile_yaml(columns, data.describe_source(cfg.data), len(train) + len(holdout)),
+        profile.PROFILE_ARTIFACT,
+    )
 
     estimator = fit_estimator(build_estimator(cfg.model), train, features, target)
     model_info = log_native_model(estimator, train[features].head(SCHEMA_SAMPLE_ROWS))
     run_id = mlflow.active_run().info.run_id
-    outputs = {
-        "model_uri": model_info.model_uri,
-        "holdout_uri": f"runs:/{run_id}/{contracts.HOLDOUT_ARTIFACT}",
-    }
+    outputs = {"model_uri": model_info.model_uri, "holdout_uri": f"runs:/{run_id}/{contracts.HOLDOUT_ARTIFACT}"}
     if left_out := profile.left_out_summary(columns):
         outputs["columns_left_out"] = left_out
     record_outputs(outputs)
@@ -243,9 +233,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, cfg = parse_step_args(parser, argv)
     contracts.configure_logging()
     contracts.configure_tracking()
-    run_in_mlflow_run(
-        lambda: run(cfg, args.overrides, args.data_digest)
-    )
+    run_in_mlflow_run(lambda: run(cfg, args.overrides, args.data_digest))
 
 
 if __name__ == "__main__":

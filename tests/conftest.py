@@ -24,8 +24,17 @@ TIERS = ("e2e", "unit", "model", "integration")
 # workers end together; those that start from the champion store after the first long
 # ones, by which time it is built. A module not listed here runs where None stands.
 E2E_ORDER = (
-    "test_tracking_server", "test_sweeps", "test_retrain", "test_serving_follows", "test_pipeline",
-    "test_penguins", "test_serving", "test_orphans", None, "test_score_spark", "test_serving_refusals",
+    "test_tracking_server",
+    "test_sweeps",
+    "test_retrain",
+    "test_serving_follows",
+    "test_pipeline",
+    "test_penguins",
+    "test_serving",
+    "test_orphans",
+    None,
+    "test_score_spark",
+    "test_serving_refusals",
     "test_score_entry_point",
 )
 
@@ -66,8 +75,12 @@ def keep_xdist_group(item) -> None:
     1386), so the tests of a group were spread over both workers and each started the
     module's servers or Spark session again. Does nothing where the suffix took.
     """
-    names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
-                    for mark in item.iter_markers("xdist_group")})
+    names = sorted(
+        {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+    )
     if not names or item.nodeid.rfind("@") > item.nodeid.rfind("]") or not hasattr(item, "_id"):
         return
     item._id = type(item._id).parse(f"{item.nodeid}@{'_'.join(names)}")

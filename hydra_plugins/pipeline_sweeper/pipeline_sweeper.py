@@ -12,7 +12,6 @@ Who started the sweep learns which jobs could not be composed from
 :func:`compose_errors`, which applies the same expansion and composition.
 """
 
-
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +80,7 @@ class PipelineSweeper(BasicSweeper):
             if not batch:
                 continue
             results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
-            for job, result in zip(batch, results):
+            for job, result in zip(batch, results, strict=False):
                 if result.status == JobStatus.FAILED:  # reported, not raised: the others stand
                     log.error("job %s failed; its log is in %s", " ".join(job), result.working_dir)
             initial_job_idx += len(batch)
@@ -95,4 +94,3 @@ class PipelineSweeper(BasicSweeper):
             log.error("job %s cannot be composed, skipped: %s", " ".join(job), err)
             return False
         return True
-

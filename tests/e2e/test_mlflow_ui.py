@@ -18,13 +18,23 @@ from tests.support.factories import mlflow_run
 
 
 def retrain(env, cwd, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ops.retrain", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**env, "PYTHONPATH": str(contracts.PROJECT_DIR)}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "ops.retrain", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
+        timeout=600,
+    )
 
 
 def pipeline_runs():
-    return mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.`{contracts.STEP_TAG}` = 'main'",
-                              order_by=["attributes.start_time DESC"], output_format="list")
+    return mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`{contracts.STEP_TAG}` = 'main'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
 
 
 def all_runs():
@@ -37,10 +47,15 @@ def test_a_pipeline_run_says_what_happened_and_unchanged_reruns_add_no_run(champ
     tags = run.data.tags
     assert run.info.run_name == "pipeline"
     assert (tags[contracts.OUTCOME_TAG], tags[contracts.OUTCOME_DETAIL_TAG]) == (
-        "promoted", "promoted version 1 to champion")
+        "promoted",
+        "promoted version 1 to champion",
+    )
     assert (tags[contracts.MODEL_CLASS_TAG], tags[contracts.TRIGGER_TAG]) == ("LogisticRegression", "manual")
-    steps = {child.info.run_name: child for child in all_runs()
-             if child.data.tags.get("mlflow.parentRunId") == run.info.run_id}
+    steps = {
+        child.info.run_name: child
+        for child in all_runs()
+        if child.data.tags.get("mlflow.parentRunId") == run.info.run_id
+    }
     assert set(steps) == {"train", "serialize", "package_pyfunc", "evaluate v1"}
     # The description: the outcome, each step with its cache decision and a link to its run.
     note = tags[MLFLOW_RUN_NOTE]
@@ -89,7 +104,10 @@ def test_runs_go_to_the_experiment_the_config_names(no_experiment_env, tracking_
     assert capsys.readouterr().out.strip() == "iris-dynamic-dispatch"
     created = client.get_experiment_by_name("iris-dynamic-dispatch")
     # Its artifacts beside the database, not in whatever directory the command ran in.
-    assert created.artifact_location == f"{contracts.sqlite_artifact_root(contracts.sqlite_path(tracking_store))}/{created.experiment_id}"
+    assert (
+        created.artifact_location
+        == f"{contracts.sqlite_artifact_root(contracts.sqlite_path(tracking_store))}/{created.experiment_id}"
+    )
     tracking.main(["-m model=knn,svc experiment.name=nightly"])
     assert capsys.readouterr().out.strip() == "nightly" and client.get_experiment_by_name("nightly")
 
@@ -100,7 +118,10 @@ def test_runs_go_to_the_experiment_the_config_names(no_experiment_env, tracking_
     with pytest.raises(SystemExit) as deleted:
         tracking.main([])
     assert deleted.value.code == 2
-    assert f"experiment 'iris-dynamic-dispatch' (id {created.experiment_id}) is deleted: restore it" in capsys.readouterr().err
+    assert (
+        f"experiment 'iris-dynamic-dispatch' (id {created.experiment_id}) is deleted: restore it"
+        in capsys.readouterr().err
+    )
 
 
 def test_mlflow_run_in_another_experiment_than_the_overrides_name_is_refused(no_experiment_env, tmp_path):
@@ -108,6 +129,8 @@ def test_mlflow_run_in_another_experiment_than_the_overrides_name_is_refused(no_
     another one cannot be honoured, so nothing runs."""
     result = mlflow_run(no_experiment_env, tmp_path, "experiment.name=nightly")
     assert result.returncode != 0
-    assert ("mlflow run made this run in experiment 'Default', the config names 'nightly'; "
-            "start it with `mlflow run . --experiment-name 'nightly'`") in result.stderr
+    assert (
+        "mlflow run made this run in experiment 'Default', the config names 'nightly'; "
+        "start it with `mlflow run . --experiment-name 'nightly'`"
+    ) in result.stderr
     assert [run.data.tags.get("mlflow.project.entryPoint") for run in all_runs()] == ["main"]

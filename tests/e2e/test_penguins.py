@@ -28,12 +28,33 @@ def penguins_csv() -> Path:
 
 
 RECORDS = [  # JSON as a client writes it: integers, text, nulls, a category never seen
-    {"island": "Biscoe", "bill_length_mm": 47, "bill_depth_mm": 14.5, "flipper_length_mm": 215,
-     "body_mass_g": 5000, "sex": "female", "year": 2008},
-    {"island": "Torgersen", "bill_length_mm": 38.9, "bill_depth_mm": 18, "flipper_length_mm": None,
-     "body_mass_g": 3600, "sex": None, "year": 2009},
-    {"island": "Atlantis", "bill_length_mm": 49.5, "bill_depth_mm": 19.0, "flipper_length_mm": 200,
-     "body_mass_g": None, "sex": "male", "year": 2007},
+    {
+        "island": "Biscoe",
+        "bill_length_mm": 47,
+        "bill_depth_mm": 14.5,
+        "flipper_length_mm": 215,
+        "body_mass_g": 5000,
+        "sex": "female",
+        "year": 2008,
+    },
+    {
+        "island": "Torgersen",
+        "bill_length_mm": 38.9,
+        "bill_depth_mm": 18,
+        "flipper_length_mm": None,
+        "body_mass_g": 3600,
+        "sex": None,
+        "year": 2009,
+    },
+    {
+        "island": "Atlantis",
+        "bill_length_mm": 49.5,
+        "bill_depth_mm": 19.0,
+        "flipper_length_mm": 200,
+        "body_mass_g": None,
+        "sex": "male",
+        "year": 2007,
+    },
 ]
 
 
@@ -42,8 +63,9 @@ def test_penguins_raw_csv_is_promoted_served_and_scored(project_env, tmp_path, t
     raw = pd.read_csv(source)
     assert raw.isna().any().any() and raw["island"].dtype != float  # the table as shipped
 
-    result = mlflow_run(project_env, tmp_path, f"data=file data.path={source} data.target=species "
-                                               "model=tabular_logistic_regression")
+    result = mlflow_run(
+        project_env, tmp_path, f"data=file data.path={source} data.target=species model=tabular_logistic_regression"
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "promoted version 1 to champion" in result.stdout
     outputs = pipeline_outputs(tracking_store)
@@ -56,7 +78,9 @@ def test_penguins_raw_csv_is_promoted_served_and_scored(project_env, tmp_path, t
     with open(log, "w") as handle:
         server = subprocess.Popen(
             [sys.executable, "-m", "serving.server", "--port", str(port)],
-            env=venv_env(PYTHONPATH=str(contracts.PROJECT_DIR)), cwd=tmp_path, stdout=handle,
+            env=venv_env(PYTHONPATH=str(contracts.PROJECT_DIR)),
+            cwd=tmp_path,
+            stdout=handle,
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
@@ -65,8 +89,11 @@ def test_penguins_raw_csv_is_promoted_served_and_scored(project_env, tmp_path, t
         expected_rows = pd.DataFrame(RECORDS).astype({"bill_length_mm": float, "body_mass_g": float})
 
         def call(method, records=RECORDS):
-            return requests.post(f"{base}/invocations", timeout=60, json={
-                "dataframe_records": records, "params": {"predict_method": method}})
+            return requests.post(
+                f"{base}/invocations",
+                timeout=60,
+                json={"dataframe_records": records, "params": {"predict_method": method}},
+            )
 
         labels = call("predict")
         assert labels.status_code == 200, labels.text
@@ -76,8 +103,9 @@ def test_penguins_raw_csv_is_promoted_served_and_scored(project_env, tmp_path, t
             answer = call(method)
             assert answer.status_code == 200, answer.text
             # Columns in the order of the model's classes (metadata "classes").
-            np.testing.assert_allclose(answer.json()["predictions"],
-                                       getattr(reference, method)(expected_rows), atol=1e-9)
+            np.testing.assert_allclose(
+                answer.json()["predictions"], getattr(reference, method)(expected_rows), atol=1e-9
+            )
         wrong = call("predict", [{**RECORDS[0], "body_mass_g": "heavy"}])
         assert wrong.status_code == 400 and "body_mass_g" in wrong.json()["message"]
         assert "stack_trace" not in wrong.json()
@@ -91,14 +119,31 @@ def test_penguins_raw_csv_is_promoted_served_and_scored(project_env, tmp_path, t
     raw = pd.read_csv(source)
     out = tmp_path / "scored.csv"
     scored = subprocess.run(
-        [sys.executable, "-m", "serving.batch", "--no-progress", "--input", str(source), "--output", str(out),
-         "--predict-method", "predict", "--id-columns", "species"],
-        env=venv_env(PYTHONPATH=str(contracts.PROJECT_DIR)), cwd=tmp_path, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "serving.batch",
+            "--no-progress",
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--predict-method",
+            "predict",
+            "--id-columns",
+            "species",
+        ],
+        env=venv_env(PYTHONPATH=str(contracts.PROJECT_DIR)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert scored.returncode == 0, scored.stderr[-3000:]
-    assert ("outside the training data's contract: column 'body_mass_g': 1 row(s) fail "
-            "less_than_or_equal_to(6300.0) (first: row 344, value 99999.0)") in scored.stderr
+    assert (
+        "outside the training data's contract: column 'body_mass_g': 1 row(s) fail "
+        "less_than_or_equal_to(6300.0) (first: row 344, value 99999.0)"
+    ) in scored.stderr
     assert "column 'island': 1 row(s) fail isin(['Biscoe', 'Dream', 'Torgersen']) (first: row 345" in scored.stderr
     table = pd.read_csv(out)
     assert len(table) == len(raw)  # rows with gaps included

@@ -57,7 +57,9 @@ def test_pipeline_registers_the_tutorial_model_as_champion(champion, champion_te
     assert children["package_pyfunc"].data.params["joblib_uri"] == out["serialize"]["joblib_uri"]
     assert children["evaluate"].data.params["model_uri"] == out["package_pyfunc"]["registered_model_uri"]
     assert children["evaluate"].data.params["holdout_uri"] == out["train"]["holdout_uri"]
-    assert all(uri.startswith(("runs:/", "models:/")) for step in out.values() for k, uri in step.items() if k.endswith("_uri"))
+    assert all(
+        uri.startswith(("runs:/", "models:/")) for step in out.values() for k, uri in step.items() if k.endswith("_uri")
+    )
 
     version = MlflowClient().get_model_version_by_alias("iris-classifier", "champion")
     assert version.tags[contracts.VALIDATION_STATUS_TAG] == "passed"
@@ -69,16 +71,12 @@ def test_pipeline_registers_the_tutorial_model_as_champion(champion, champion_te
 
     # The tutorial, done by hand: same holdout, same predictions.
     iris = load_iris()
-    x_train, x_test, y_train, _ = train_test_split(
-        iris.data[:, 2:], iris.target, test_size=0.2, random_state=9001
-    )
+    x_train, x_test, y_train, _ = train_test_split(iris.data[:, 2:], iris.target, test_size=0.2, random_state=9001)
     direct = LogisticRegression(random_state=0, max_iter=5000, solver="newton-cg").fit(x_train, y_train)
     champion = mlflow.pyfunc.load_model("models:/iris-classifier@champion")
     frame = pd.DataFrame(x_test, columns=["petal length (cm)", "petal width (cm)"])
     assert len(frame) == 30
-    np.testing.assert_array_equal(
-        champion.predict(frame, params={"predict_method": "predict"}), direct.predict(x_test)
-    )
+    np.testing.assert_array_equal(champion.predict(frame, params={"predict_method": "predict"}), direct.predict(x_test))
     np.testing.assert_allclose(champion.predict(frame), direct.predict_proba(x_test), rtol=0, atol=1e-9)
     np.testing.assert_allclose(
         champion.predict(frame, params={"predict_method": "predict_log_proba"}),
@@ -143,15 +141,18 @@ def test_failed_validation_fails_the_pipeline_and_moves_no_alias(champion, proje
     result = mlflow_run(project_env, tmp_path, "validation.atol=1e-12")
     assert result.returncode != 0
     assert "validation: failed" in result.stdout
-    runs = {name: [r for r in found if r.info.run_id != champion.get(f"{name}_run_id")]
-            for name, found in runs_by_entry_point().items()}
+    runs = {
+        name: [r for r in found if r.info.run_id != champion.get(f"{name}_run_id")]
+        for name, found in runs_by_entry_point().items()
+    }
     (parent,) = [r for r in runs["main"] if r.info.run_id != champion["pipeline_run_id"]]
     assert parent.info.status == "FAILED"
     assert parent.data.tags["pipeline.step.package_pyfunc.status"] == "CACHED"
     (evaluate_run,) = runs["evaluate"]
     assert evaluate_run.info.status == "FAILED"
-    assert ("load_model (UntrustedModel: refusing to load models:/iris-classifier/1: its files in the "
-            "artifact store differ") in evaluate_run.data.tags[contracts.ERROR_TAG]
+    assert (
+        "load_model (UntrustedModel: refusing to load models:/iris-classifier/1: its files in the artifact store differ"
+    ) in evaluate_run.data.tags[contracts.ERROR_TAG]
     client = MlflowClient()
     version = client.get_model_version("iris-classifier", "1")
     assert version.tags[contracts.VALIDATION_STATUS_TAG] == "failed"

@@ -13,10 +13,9 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
-from core import contracts
+from core import contracts, locks
 from model.dispatch_model import sha256_file
 from ops import make_batch, reproduce, retrain
-from core import locks
 from pipeline import graph
 from tests.support.helpers import wait_until
 
@@ -29,9 +28,7 @@ def retrain_cmd(*args) -> list[str]:
 
 def run_retrain(env, tmp_path, *args, timeout=600) -> subprocess.CompletedProcess:
     env = {**env, "PYTHONPATH": str(contracts.PROJECT_DIR)}
-    return subprocess.run(
-        retrain_cmd(*args), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run(retrain_cmd(*args), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
 
 
 def parent_runs():
@@ -109,9 +106,7 @@ def test_cache_force_config_and_data_changes(project_env, tmp_path):
     for step in graph.NAMES[:3]:
         assert mlflow.get_run(v2.tags[f"lineage.{step}_run_id"]).info.status == "FINISHED"
     assert pd.read_csv(batch).shape[0] == 180
-    assert reproduce.reproduce(MODEL, "2") == {
-        "predict": True, "predict_proba": True, "predict_log_proba": True
-    }
+    assert reproduce.reproduce(MODEL, "2") == {"predict": True, "predict_proba": True, "predict_log_proba": True}
 
 
 def wait_for_running_step(step: str, timeout: float = 300) -> None:
@@ -119,11 +114,14 @@ def wait_for_running_step(step: str, timeout: float = 300) -> None:
     from mlflow.exceptions import MlflowException
 
     def attempt(_timeout):
-        return mlflow.search_runs(
-            search_all_experiments=True,
-            filter_string=f"tags.`{contracts.STEP_TAG}` = '{step}' and attributes.status = 'RUNNING'",
-            output_format="list",
-        ) or None
+        return (
+            mlflow.search_runs(
+                search_all_experiments=True,
+                filter_string=f"tags.`{contracts.STEP_TAG}` = '{step}' and attributes.status = 'RUNNING'",
+                output_format="list",
+            )
+            or None
+        )
 
     wait_until(attempt, timeout, f"a RUNNING {step} run", transient=(MlflowException,))
 
@@ -146,7 +144,9 @@ def kill_step_processes(step: str, tmp_path: Path) -> None:
 
 def test_killed_step_fails_the_run_and_the_next_run_resumes(project_env, tmp_path):
     env = {**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)}
-    process = subprocess.Popen(retrain_cmd(), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        retrain_cmd(), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     wait_for_running_step("package_pyfunc")
     kill_step_processes("package_pyfunc", tmp_path)
     output, _ = process.communicate(timeout=300)
@@ -198,7 +198,14 @@ def test_two_pipelines_on_a_fresh_store_both_finish_one_trains(project_env, tmp_
     env = {**project_env, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(contracts.PROJECT_DIR)}
     env.pop("MLFLOW_EXPERIMENT_NAME")
     processes = [
-        subprocess.Popen(retrain_cmd("--wait", "600"), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            retrain_cmd("--wait", "600"),
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=600)[0] for p in processes]

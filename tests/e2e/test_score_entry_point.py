@@ -30,10 +30,30 @@ def test_score_entry_point_through_mlflow_run(model_and_estimator, tmp_path, pro
     frame = rows(50)
     frame.to_parquet(source)
     result = subprocess.run(
-        [sys.executable, "-m", "mlflow", "run", str(contracts.PROJECT_DIR), "-e", "score", "--env-manager", "local",
-         "-P", f"input={source}", "-P", f"output={out}", "-P", f"model_uri={model_uri}",
-         "-P", "predict_method=predict"],
-        cwd=tmp_path, env=project_env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(contracts.PROJECT_DIR),
+            "-e",
+            "score",
+            "--env-manager",
+            "local",
+            "-P",
+            f"input={source}",
+            "-P",
+            f"output={out}",
+            "-P",
+            f"model_uri={model_uri}",
+            "-P",
+            "predict_method=predict",
+        ],
+        cwd=tmp_path,
+        env=project_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_array_equal(pd.read_csv(out)["prediction"], estimator.predict(frame[FEATURES]))

@@ -30,8 +30,19 @@ ROWS = [[1.4, 0.2], [4.7, 1.4], [6.0, 2.5]]
 
 
 SERVERS = {
-    "mlflow models serve": [sys.executable, "-m", "mlflow", "models", "serve", "-m",
-                            "models:/iris-classifier@champion", "--env-manager", "local", "-h", "127.0.0.1"],
+    "mlflow models serve": [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        "models:/iris-classifier@champion",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+    ],
     "make serve": [sys.executable, "-m", "serving.server", "--model-uri", "models:/iris-classifier@champion"],
 }
 
@@ -119,7 +130,7 @@ def test_each_method_over_http(server, method):
 
 def test_default_method_over_http_is_predict_proba(server):
     base, estimator, _ = server
-    records = [dict(zip(FEATURES, row)) for row in ROWS]
+    records = [dict(zip(FEATURES, row, strict=False)) for row in ROWS]
     for body in ({"dataframe_records": records}, {"inputs": records}):
         response = invocations(base, body)
         assert response.status_code == 200, response.text
@@ -151,22 +162,13 @@ BAD_REQUESTS = {
         {"dataframe_split": SPLIT, "params": {"predict_method": "transform"}},
         "Unsupported predict_method 'transform'",
     ),
-    "wrong param type": (
-        {"dataframe_split": SPLIT, "params": {"predict_method": 3}},
-        "predict_method",
-    ),
+    "wrong param type": ({"dataframe_split": SPLIT, "params": {"predict_method": 3}}, "predict_method"),
     "wrong column names": (
         {"dataframe_split": {"columns": ["petal_length", "petal_width"], "data": ROWS}},
         "missing inputs ['petal length (cm)', 'petal width (cm)']",
     ),
-    "missing column": (
-        {"dataframe_records": [{FEATURES[0]: 1.4}]},
-        "missing inputs ['petal width (cm)']",
-    ),
-    "string value": (
-        {"dataframe_records": [{FEATURES[0]: "long", FEATURES[1]: 0.2}]},
-        "petal length (cm)",
-    ),
+    "missing column": ({"dataframe_records": [{FEATURES[0]: 1.4}]}, "missing inputs ['petal width (cm)']"),
+    "string value": ({"dataframe_records": [{FEATURES[0]: "long", FEATURES[1]: 0.2}]}, "petal length (cm)"),
     "missing value": (
         {"dataframe_records": [{FEATURES[0]: 1.4, FEATURES[1]: None}]},
         "missing value in column 'petal width (cm)'; LogisticRegression does not accept one there",
@@ -176,7 +178,8 @@ BAD_REQUESTS = {
     "malformed json": ('{"dataframe_records": [{', "Invalid input"),
     "csv with a text value": (
         # MLflow's CSV parser names the value, not the column.
-        '"petal length (cm)","petal width (cm)"\nlong,0.2', "could not convert string to float: 'long'"
+        '"petal length (cm)","petal width (cm)"\nlong,0.2',
+        "could not convert string to float: 'long'",
     ),
 }
 

@@ -89,17 +89,39 @@ def stack(store):
     tracking_uri, urls = f"http://127.0.0.1:{ports['tracking']}", {}
     serve = [sys.executable, "-m", "serving.server", "--model-uri", f"models:/{NAME}@champion"]
     commands = {
-        "tracking": ([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri, "--host",
-                      "127.0.0.1", "--port", str(ports["tracking"]), "--workers", "1"],
-                     # Webhooks to a loopback http:// URL; one key for the secrets it stores.
-                     venv_env(MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true", MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
-                              MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode(),
-                              MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")),
-        "polled": (serve + ["--port", str(ports["polled"]), "--poll-interval", str(POLL), "--workers", "2"],
-                   venv_env(MLFLOW_TRACKING_URI=store_uri, PYTHONPATH=str(contracts.PROJECT_DIR))),
-        "pushed": (serve + ["--port", str(ports["pushed"]), "--poll-interval", "0"],
-                   venv_env(MLFLOW_TRACKING_URI=tracking_uri, PYTHONPATH=str(contracts.PROJECT_DIR),
-                            **{webhook.SECRET_ENV: SECRET})),
+        "tracking": (
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                store_uri,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports["tracking"]),
+                "--workers",
+                "1",
+            ],
+            # Webhooks to a loopback http:// URL; one key for the secrets it stores.
+            venv_env(
+                MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+                MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
+                MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+                MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+            ),
+        ),
+        "polled": (
+            serve + ["--port", str(ports["polled"]), "--poll-interval", str(POLL), "--workers", "2"],
+            venv_env(MLFLOW_TRACKING_URI=store_uri, PYTHONPATH=str(contracts.PROJECT_DIR)),
+        ),
+        "pushed": (
+            serve + ["--port", str(ports["pushed"]), "--poll-interval", "0"],
+            venv_env(
+                MLFLOW_TRACKING_URI=tracking_uri, PYTHONPATH=str(contracts.PROJECT_DIR), **{webhook.SECRET_ENV: SECRET}
+            ),
+        ),
     }
     processes = {}
 
@@ -154,11 +176,16 @@ def reached(stack: Stack, loads: dict[str, Load], watcher: AliasWatcher, version
     assert moved is not None, watcher.moves
     took = {}
     for name, load in loads.items():
-        first = wait_until(lambda _: load.first_from(version, moved[0]), WAIT, f"{name}: an answer by {version}")
+        first = wait_until(
+            lambda _, load=load: load.first_from(version, moved[0]), WAIT, f"{name}: an answer by {version}"
+        )
         took[name] = first.finished - moved[0]
-    workers = wait_until(lambda _: every_worker(stack.polled, lambda w: w["served"]["version"] == version, 2),
-                         WAIT, f"both workers of the polled server on version {version}",
-                         transient=(requests.RequestException,))["workers"]
+    workers = wait_until(
+        lambda _: every_worker(stack.polled, lambda w: w["served"]["version"] == version, 2),
+        WAIT,
+        f"both workers of the polled server on version {version}",
+        transient=(requests.RequestException,),
+    )["workers"]
     (pushed,) = status(stack.pushed)["workers"]
     assert pushed["served"]["version"] == version
     for worker in workers + [pushed]:
@@ -181,8 +208,7 @@ def test_the_servers_use_the_backend_the_test_id_names(stack, backend):
     assert urls == [f"{stack.pushed}{webhook.PATH}"]
 
 
-def test_a_promotion_and_a_rollback_reach_every_server_without_a_failed_request(stack, backend, project_env,
-                                                                                 tmp_path):
+def test_a_promotion_and_a_rollback_reach_every_server_without_a_failed_request(stack, backend, project_env, tmp_path):
     client = MlflowClient(stack.store_uri)
     old = alias_target(client, NAME, "champion")
     watcher = AliasWatcher(stack.store_uri, NAME)
@@ -194,15 +220,22 @@ def test_a_promotion_and_a_rollback_reach_every_server_without_a_failed_request(
     switches = []
     try:
         started = time.monotonic()
-        retrain = subprocess.run([sys.executable, "-m", "ops.retrain", "--wait", "60", "model.C=2.0"], env=env,
-                                 cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        retrain = subprocess.run(
+            [sys.executable, "-m", "ops.retrain", "--wait", "60", "model.C=2.0"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert retrain.returncode == 0, retrain.stderr[-3000:]
         new = alias_target(client, NAME, "champion")
         assert new != old, f"the pipeline did not promote a new version:\n{retrain.stdout[-2000:]}"
         switches.append(reached(stack, loads, watcher, new, started))
         started = time.monotonic()
-        rollback = subprocess.run([sys.executable, "-m", "ops.rollback"], env=env, cwd=tmp_path,
-                                  capture_output=True, text=True, timeout=300)
+        rollback = subprocess.run(
+            [sys.executable, "-m", "ops.rollback"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
         assert rollback.returncode == 0, rollback.stderr[-3000:]
         switches.append(reached(stack, loads, watcher, old, started))
     finally:
@@ -244,7 +277,10 @@ def test_a_tampered_champion_is_not_served(stack, tmp_path, cfg):
         for base in (stack.polled, stack.pushed):
             report = wait_until(
                 lambda _, base=base: every_worker(base, lambda w: refused_version(w) == version),
-                WAIT, f"{base}: version {version} refused", transient=(requests.RequestException,))
+                WAIT,
+                f"{base}: version {version} refused",
+                transient=(requests.RequestException,),
+            )
             assert report["served"]["version"] == served
             assert "differ from those recorded when it was logged" in report["last_refused"]["error"]
             assert report["last_check"]["alias_version"] == version and report["last_check"]["error"]
@@ -258,20 +294,27 @@ def test_a_tampered_champion_is_not_served(stack, tmp_path, cfg):
 
 def test_webhooks_unsigned_or_badly_signed_are_refused_and_change_nothing(stack):
     before = status(stack.pushed)["last_check"]
-    body = json.dumps({"entity": "model_version_alias", "action": "created",
-                       "data": {"name": NAME, "alias": "champion", "version": "1"}}).encode()
+    body = json.dumps(
+        {
+            "entity": "model_version_alias",
+            "action": "created",
+            "data": {"name": NAME, "alias": "champion", "version": "1"},
+        }
+    ).encode()
     url = f"{stack.pushed}{webhook.PATH}"
     stamp = str(int(time.time()))
-    headers = {"Content-Type": "application/json", webhook.DELIVERY_ID_HEADER: "d-1",
-               webhook.TIMESTAMP_HEADER: stamp}
+    headers = {"Content-Type": "application/json", webhook.DELIVERY_ID_HEADER: "d-1", webhook.TIMESTAMP_HEADER: stamp}
     unsigned = requests.post(url, data=body, headers=headers, timeout=30)
     assert unsigned.status_code == 401 and unsigned.json()["error_code"] == "UNAUTHENTICATED"
     forged = headers | {webhook.SIGNATURE_HEADER: webhook.signature("a guess", "d-1", stamp, body)}
     assert requests.post(url, data=body, headers=forged, timeout=30).status_code == 403
     assert requests.get(url, timeout=30).status_code == 405
-    no_secret = requests.post(f"{stack.polled}{webhook.PATH}", data=body, timeout=30,
-                              headers=headers | {webhook.SIGNATURE_HEADER: webhook.signature(SECRET, "d-1", stamp,
-                                                                                              body)})
+    no_secret = requests.post(
+        f"{stack.polled}{webhook.PATH}",
+        data=body,
+        timeout=30,
+        headers=headers | {webhook.SIGNATURE_HEADER: webhook.signature(SECRET, "d-1", stamp, body)},
+    )
     assert no_secret.status_code == 403 and "not enabled" in no_secret.json()["message"]
     assert status(stack.pushed)["last_check"] == before  # nothing was read, nothing loaded
 

@@ -57,7 +57,9 @@ def served(tmp_path_factory, empty_store):
         process = subprocess.Popen(
             [sys.executable, "-m", "serving.server", "--model-uri", info.model_uri, "--port", str(port)],
             env=venv_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(contracts.PROJECT_DIR)),
-            cwd=root, stdout=handle, stderr=subprocess.STDOUT,
+            cwd=root,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -123,29 +125,40 @@ def test_json_nested_5000_deep_is_a_400(served):
 MARKER = "zq" * 5_000_000  # 10 MB of a text no message has of itself
 BODIES = {
     "malformed 10 MB JSON": (
-        '{"dataframe_records": [' + MARKER, {"Content-Type": "application/json"},
-        400, "the body is not valid JSON: Expecting value at line 1, column 24",
+        '{"dataframe_records": [' + MARKER,
+        {"Content-Type": "application/json"},
+        400,
+        "the body is not valid JSON: Expecting value at line 1, column 24",
     ),
     "10 MB CSV value": (
-        '"petal length (cm)","petal width (cm)"\n' + MARKER + ",0.2", {"Content-Type": "text/csv"},
-        400, "could not convert string to float",
+        '"petal length (cm)","petal width (cm)"\n' + MARKER + ",0.2",
+        {"Content-Type": "text/csv"},
+        400,
+        "could not convert string to float",
     ),
     "non-UTF-8 JSON": (
-        b'{"inputs": "\xff\xfe' + MARKER.encode() + b'"}', {"Content-Type": "application/json"},
-        400, "the body is not UTF-8 text (byte 0xff at position 12)",
+        b'{"inputs": "\xff\xfe' + MARKER.encode() + b'"}',
+        {"Content-Type": "application/json"},
+        400,
+        "the body is not UTF-8 text (byte 0xff at position 12)",
     ),
     "non-UTF-8 CSV": (
-        b'"petal length (cm)"\n\xff' + MARKER.encode(), {"Content-Type": "text/csv"},
-        400, "the body is not UTF-8 text (byte 0xff at position 20)",
+        b'"petal length (cm)"\n\xff' + MARKER.encode(),
+        {"Content-Type": "text/csv"},
+        400,
+        "the body is not UTF-8 text (byte 0xff at position 20)",
     ),
     "gzip JSON, no Content-Encoding": (
-        gzip.compress(json.dumps(split([[MARKER, 0.2]])).encode()), {"Content-Type": "application/json"},
-        400, "the body is not UTF-8 text (byte 0x8b at position 1)",
+        gzip.compress(json.dumps(split([[MARKER, 0.2]])).encode()),
+        {"Content-Type": "application/json"},
+        400,
+        "the body is not UTF-8 text (byte 0x8b at position 1)",
     ),
     "gzip JSON with Content-Encoding": (
         gzip.compress(json.dumps(split([[MARKER, 0.2]])).encode()),
         {"Content-Type": "application/json", "Content-Encoding": "gzip"},
-        415, "Content-Encoding 'gzip' is not supported",
+        415,
+        "Content-Encoding 'gzip' is not supported",
     ),
 }
 
@@ -158,15 +171,18 @@ def test_an_unreadable_body_is_refused_in_a_short_answer_without_echo(served, ca
     assert payload["message"].count("zq") <= MAX_MESSAGE_CHARS // 2
 
 
-@pytest.mark.parametrize(("value", "method", "produced"), [
-    (1e308, "predict_proba", "nan"),
-    (-1e308, "predict_log_proba", "nan"),
-])
+@pytest.mark.parametrize(
+    ("value", "method", "produced"), [(1e308, "predict_proba", "nan"), (-1e308, "predict_log_proba", "nan")]
+)
 def test_an_input_that_overflows_the_model_is_a_400_naming_the_row(served, value, method, produced):
     base, _ = served
     response = post_json(base, split([[1.4, 0.2], [value, 0.2]], predict_method=method))
-    assert_refused(response, 400, f"Input row 1 gives {produced} from LogisticRegression.{method}",
-                   f"its largest value: {value:g} in column 'petal length (cm)'")
+    assert_refused(
+        response,
+        400,
+        f"Input row 1 gives {produced} from LogisticRegression.{method}",
+        f"its largest value: {value:g} in column 'petal length (cm)'",
+    )
 
 
 def test_the_log_of_a_zero_probability_is_sent_as_the_most_negative_double(served):
@@ -183,11 +199,13 @@ def test_the_log_of_a_zero_probability_is_sent_as_the_most_negative_double(serve
 
 BOOLEANS = {
     "dataframe_split": split([[1.4, 0.2], [True, 0.2]]),
-    "dataframe_records": {"dataframe_records": [{FEATURES[0]: 1.4, FEATURES[1]: 0.2},
-                                                {FEATURES[0]: True, FEATURES[1]: 0.2}]},
+    "dataframe_records": {
+        "dataframe_records": [{FEATURES[0]: 1.4, FEATURES[1]: 0.2}, {FEATURES[0]: True, FEATURES[1]: 0.2}]
+    },
     "inputs as columns": {"inputs": {FEATURES[0]: [1.4, True], FEATURES[1]: [0.2, 0.2]}},
-    "instances as records": {"instances": [{FEATURES[0]: 1.4, FEATURES[1]: 0.2},
-                                           {FEATURES[0]: True, FEATURES[1]: 0.2}]},
+    "instances as records": {
+        "instances": [{FEATURES[0]: 1.4, FEATURES[1]: 0.2}, {FEATURES[0]: True, FEATURES[1]: 0.2}]
+    },
     "CSV": '"petal length (cm)","petal width (cm)"\n1.4,0.2\nTrue,0.2',
 }
 
@@ -199,18 +217,24 @@ def test_a_boolean_for_a_numeric_column_is_refused_naming_the_column(served, lay
     csv = isinstance(body, str)
     response = post(base, body, {"Content-Type": "text/csv"}) if csv else post_json(base, body)
     shown = "True" if csv else "true"
-    assert_refused(response, 400, f"Input row 1 has the boolean {shown} in column 'petal length (cm)', "
-                                  "which takes numbers")
+    assert_refused(
+        response, 400, f"Input row 1 has the boolean {shown} in column 'petal length (cm)', which takes numbers"
+    )
 
 
 DUPLICATES = {
-    "dataframe_split": (split([[1.4, 0.2, 0.3]], columns=[*FEATURES, FEATURES[1]]),
-                        "Column 'petal width (cm)' appears twice in dataframe_split's columns"),
-    "dataframe_records": ('{"dataframe_records": [{"petal length (cm)": 1.4, "petal width (cm)": 0.2, '
-                          '"petal width (cm)": 0.3}]}',
-                          "Key 'petal width (cm)' appears twice in one JSON object"),
-    "CSV": ('"petal length (cm)","petal width (cm)","petal width (cm)"\n1.4,0.2,0.3',
-            "Column 'petal width (cm)' appears twice in the CSV header"),
+    "dataframe_split": (
+        split([[1.4, 0.2, 0.3]], columns=[*FEATURES, FEATURES[1]]),
+        "Column 'petal width (cm)' appears twice in dataframe_split's columns",
+    ),
+    "dataframe_records": (
+        '{"dataframe_records": [{"petal length (cm)": 1.4, "petal width (cm)": 0.2, "petal width (cm)": 0.3}]}',
+        "Key 'petal width (cm)' appears twice in one JSON object",
+    ),
+    "CSV": (
+        '"petal length (cm)","petal width (cm)","petal width (cm)"\n1.4,0.2,0.3',
+        "Column 'petal width (cm)' appears twice in the CSV header",
+    ),
 }
 
 
@@ -229,8 +253,9 @@ def test_an_empty_predict_method_is_refused(served):
     assert_refused(response, 400, "Unsupported predict_method ''; allowed values are")
     answered = post_json(base, split(ROWS, predict_method=None))  # null: the default, as when absent
     assert answered.status_code == 200, answered.text
-    np.testing.assert_allclose(strict_json(answered)["predictions"],
-                               estimator.predict_proba(pd.DataFrame(ROWS, columns=FEATURES)), atol=1e-12)
+    np.testing.assert_allclose(
+        strict_json(answered)["predictions"], estimator.predict_proba(pd.DataFrame(ROWS, columns=FEATURES)), atol=1e-12
+    )
 
 
 def test_params_that_are_not_an_object_are_refused(served):
@@ -243,20 +268,40 @@ HUGE = "9" * 4301  # past Python's 4,300 digits of int-str conversion: MLflow al
 HOLES = {  # body, Content-Type, status, message
     "an integer of 4,301 digits in data": (
         f'{{"dataframe_split": {{"columns": {json.dumps(FEATURES)}, "data": [[1.4, {HUGE}]]}}}}',
-        "application/json", 400, "the integer at dataframe_split.data[0][1] has 4,301 digits"),
+        "application/json",
+        400,
+        "the integer at dataframe_split.data[0][1] has 4,301 digits",
+    ),
     "an integer of 4,301 digits in params": (
         f'{{"inputs": {{"petal length (cm)": [1.4], "petal width (cm)": [0.2]}}, "params": {{"x": {HUGE}}}}}',
-        "application/json", 400, "the integer at params.x has 4,301 digits"),
+        "application/json",
+        400,
+        "the integer at params.x has 4,301 digits",
+    ),
     "a charset named twice, the last utf-8": (
-        f'{{"inputs": {{"petal length (cm)": [{HUGE}]}}}}', "application/json; charset=latin-1; charset=utf-8",
-        400, "the integer at inputs[\"petal length (cm)\"][0] has 4,301 digits"),
+        f'{{"inputs": {{"petal length (cm)": [{HUGE}]}}}}',
+        "application/json; charset=latin-1; charset=utf-8",
+        400,
+        'the integer at inputs["petal length (cm)"][0] has 4,301 digits',
+    ),
     "a list as a column name": (
-        json.dumps(split([[1.4, 0.2]], columns=[[FEATURES[0]], FEATURES[1]])), "application/json", 400,
-        "dataframe_split's columns: the name at position 0 is the JSON array"),
-    "Parquet": (b"PAR1" + bytes(64) + b"PAR1", "application/vnd.apache.parquet", 415,
-                "application/vnd.apache.parquet is not accepted"),
-    "a body beyond the size limit": (b" " * (MAX_BODY_BYTES + 1), "application/json", 413,
-                                     f"more than {MAX_BODY_BYTES:,} bytes"),
+        json.dumps(split([[1.4, 0.2]], columns=[[FEATURES[0]], FEATURES[1]])),
+        "application/json",
+        400,
+        "dataframe_split's columns: the name at position 0 is the JSON array",
+    ),
+    "Parquet": (
+        b"PAR1" + bytes(64) + b"PAR1",
+        "application/vnd.apache.parquet",
+        415,
+        "application/vnd.apache.parquet is not accepted",
+    ),
+    "a body beyond the size limit": (
+        b" " * (MAX_BODY_BYTES + 1),
+        "application/json",
+        413,
+        f"more than {MAX_BODY_BYTES:,} bytes",
+    ),
 }
 
 
@@ -278,8 +323,9 @@ def test_a_chunked_body_beyond_the_size_limit_is_a_413_read_no_further(served):
             yield chunk
 
     try:
-        response = requests.post(f"{base}/invocations", data=chunks(), timeout=60,
-                                 headers={"Content-Type": "application/json"})
+        response = requests.post(
+            f"{base}/invocations", data=chunks(), timeout=60, headers={"Content-Type": "application/json"}
+        )
     except requests.ConnectionError:  # the server may close before the client has sent it all
         return
     assert_refused(response, 413, f"more than {MAX_BODY_BYTES:,} bytes")
@@ -306,8 +352,7 @@ PLAUSIBLE = st.one_of(st.floats(-10, 10), st.integers(0, 10), EDGES)
 CELLS = st.one_of(PLAUSIBLE, PLAUSIBLE, PLAUSIBLE, NUMBERS, SCALARS)
 JSON_VALUES = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=8) | NAMES, inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | NAMES, inner, max_size=4),
     max_leaves=12,
 )
 METHODS = st.sampled_from([*PREDICT_METHODS, "", "transform", "PREDICT"])
@@ -325,40 +370,66 @@ def with_params(key: str, data: st.SearchStrategy) -> st.SearchStrategy:
 
 PAIR = st.lists(CELLS, min_size=2, max_size=2)
 ROW = st.one_of(PAIR, PAIR, st.lists(SCALARS | JSON_VALUES, max_size=3))
-RECORD = st.one_of(st.fixed_dictionaries(dict.fromkeys(FEATURES, CELLS)),
-                   st.dictionaries(NAMES, SCALARS, max_size=3))
-SPLITS = with_params("dataframe_split", st.fixed_dictionaries({
-    "columns": st.one_of(st.permutations(FEATURES), st.permutations(FEATURES), st.lists(NAMES, max_size=3)),
-    "data": st.lists(ROW, min_size=1, max_size=3),
-}) | JSON_VALUES)
+RECORD = st.one_of(st.fixed_dictionaries(dict.fromkeys(FEATURES, CELLS)), st.dictionaries(NAMES, SCALARS, max_size=3))
+SPLITS = with_params(
+    "dataframe_split",
+    st.fixed_dictionaries(
+        {
+            "columns": st.one_of(st.permutations(FEATURES), st.permutations(FEATURES), st.lists(NAMES, max_size=3)),
+            "data": st.lists(ROW, min_size=1, max_size=3),
+        }
+    )
+    | JSON_VALUES,
+)
 RECORDS = st.sampled_from(["dataframe_records", "instances", "inputs"]).flatmap(
-    lambda key: with_params(key, st.lists(RECORD, min_size=1, max_size=3) | JSON_VALUES))
-COLUMNS = with_params("inputs", st.one_of(
-    st.fixed_dictionaries(dict.fromkeys(FEATURES, st.lists(CELLS, min_size=1, max_size=3))),
-    st.dictionaries(NAMES, st.lists(SCALARS, max_size=3) | SCALARS, max_size=3),
-))
+    lambda key: with_params(key, st.lists(RECORD, min_size=1, max_size=3) | JSON_VALUES)
+)
+COLUMNS = with_params(
+    "inputs",
+    st.one_of(
+        st.fixed_dictionaries(dict.fromkeys(FEATURES, st.lists(CELLS, min_size=1, max_size=3))),
+        st.dictionaries(NAMES, st.lists(SCALARS, max_size=3) | SCALARS, max_size=3),
+    ),
+)
 JSON_BODIES = st.one_of(SPLITS, RECORDS, COLUMNS, JSON_VALUES).map(json.dumps)
 
-CSV_CELLS = st.one_of(NUMBERS.map(repr), st.sampled_from(["1.4", "True", "false", "", "NaN", "inf", '"a,b"']),
-                      st.text(max_size=6))
+CSV_CELLS = st.one_of(
+    NUMBERS.map(repr), st.sampled_from(["1.4", "True", "false", "", "NaN", "inf", '"a,b"']), st.text(max_size=6)
+)
 CSV_HEADERS = st.permutations(FEATURES).map(lambda names: ",".join(f'"{name}"' for name in names))
-CSV_TABLES = st.tuples(CSV_HEADERS | st.text(max_size=20),
-                       st.lists(st.lists(CSV_CELLS, min_size=1, max_size=3), min_size=1, max_size=4))
+CSV_TABLES = st.tuples(
+    CSV_HEADERS | st.text(max_size=20), st.lists(st.lists(CSV_CELLS, min_size=1, max_size=3), min_size=1, max_size=4)
+)
 CSV_BODIES = CSV_TABLES.map(lambda table: "\n".join([table[0], *(",".join(row) for row in table[1])]))
 
 # (Content-Type, body); "" sends no Content-Type at all.
 REQUESTS = st.one_of(
     st.tuples(st.just("application/json"), JSON_BODIES | st.text(max_size=30)),
     st.tuples(st.just("text/csv"), CSV_BODIES | st.text(max_size=40)),
-    st.tuples(st.sampled_from(["", "application/json; charset=utf-8", "text/csv; charset=UTF-8",
-                               "text/plain", "application/vnd.apache.parquet",
-                               "application/json; charset=latin-1; charset=utf-8"]), JSON_BODIES | CSV_BODIES),
+    st.tuples(
+        st.sampled_from(
+            [
+                "",
+                "application/json; charset=utf-8",
+                "text/csv; charset=UTF-8",
+                "text/plain",
+                "application/vnd.apache.parquet",
+                "application/json; charset=latin-1; charset=utf-8",
+            ]
+        ),
+        JSON_BODIES | CSV_BODIES,
+    ),
 )
 
 
 # Derandomized (the same examples on every run) and bounded: about 10 s on a busy machine.
-@settings(max_examples=300, deadline=timedelta(seconds=10), derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=300,
+    deadline=timedelta(seconds=10),
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(sent=REQUESTS)
 def test_generated_bodies_never_get_a_5xx_a_traceback_or_invalid_json(served, sent):
     base, _ = served

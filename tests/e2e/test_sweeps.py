@@ -17,8 +17,7 @@ from tests.support.factories import mlflow_run
 
 def children(run_id: str) -> list:
     return mlflow.search_runs(
-        search_all_experiments=True, filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'",
-        output_format="list",
+        search_all_experiments=True, filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'", output_format="list"
     )
 
 
@@ -32,8 +31,11 @@ def test_sweep_through_mlflow_run_then_from_the_scheduler_unchanged(project_env,
         search_all_experiments=True, filter_string="tags.`pipeline.step` = 'sweep'", output_format="list"
     )
     assert sweep_run.info.status == "FINISHED"
-    jobs = {run.data.tags["sweep.overrides"]: run for run in children(sweep_run.info.run_id)
-            if run.data.tags.get(contracts.STEP_TAG) == "sweep_job"}
+    jobs = {
+        run.data.tags["sweep.overrides"]: run
+        for run in children(sweep_run.info.run_id)
+        if run.data.tags.get(contracts.STEP_TAG) == "sweep_job"
+    }
     assert len(jobs) == 6
     status = {overrides: run.info.status for overrides, run in jobs.items()}
     assert status == {
@@ -46,9 +48,12 @@ def test_sweep_through_mlflow_run_then_from_the_scheduler_unchanged(project_env,
     }
     # Hydra's joblib launcher ran the three composable jobs, two at a time.
     assert "Joblib.Parallel(" in result.stdout + result.stderr
-    launched = sorted((run.info.start_time, run.info.end_time) for run in jobs.values()
-                      if "logistic_regression" in run.data.tags["sweep.overrides"])
-    assert any(later[0] < earlier[1] for earlier, later in zip(launched, launched[1:])), launched
+    launched = sorted(
+        (run.info.start_time, run.info.end_time)
+        for run in jobs.values()
+        if "logistic_regression" in run.data.tags["sweep.overrides"]
+    )
+    assert any(later[0] < earlier[1] for earlier, later in zip(launched, launched[1:], strict=False)), launched
     errors = {overrides: run.data.tags[contracts.ERROR_TAG] for overrides, run in jobs.items()}
     assert "failed at step train: cannot fit LogisticRegression" in errors["model=logistic_regression model.C=-1"]
     assert "'C' parameter" in errors["model=logistic_regression model.C=-1"]
@@ -68,8 +73,10 @@ def test_sweep_through_mlflow_run_then_from_the_scheduler_unchanged(project_env,
 
     # Both good models were registered; only the best went through the gate.
     client = MlflowClient()
-    versions = {v.version: client.get_model_version("iris-classifier", v.version)
-                for v in client.search_model_versions("name = 'iris-classifier'")}
+    versions = {
+        v.version: client.get_model_version("iris-classifier", v.version)
+        for v in client.search_model_versions("name = 'iris-classifier'")
+    }
     assert len(versions) == 2
     best = sweep_run.data.tags["sweep.best_overrides"]
     champion = client.get_model_version_by_alias("iris-classifier", "champion")
@@ -81,31 +88,45 @@ def test_sweep_through_mlflow_run_then_from_the_scheduler_unchanged(project_env,
     assert other.tags["sweep.outcome"] == "candidate" and other.aliases == []
     assert "gate.outcome" not in other.tags and other.tags[contracts.VALIDATION_STATUS_TAG] == "passed"
     # One gate decision in the whole sweep: the evaluate run directly under the sweep run.
-    gated = [run for run in mlflow.search_runs(search_all_experiments=True, output_format="list")
-             if run.data.tags.get("mlflow.project.entryPoint") == "evaluate"
-             and read_outputs(run.info.run_id).get("gate_outcome") in ("promoted", "challenger")]
+    gated = [
+        run
+        for run in mlflow.search_runs(search_all_experiments=True, output_format="list")
+        if run.data.tags.get("mlflow.project.entryPoint") == "evaluate"
+        and read_outputs(run.info.run_id).get("gate_outcome") in ("promoted", "challenger")
+    ]
     assert [run.data.tags["mlflow.parentRunId"] for run in gated] == [sweep_run.info.run_id]
 
     # The same sweep from the scheduler command, nothing changed: no good job trains
     # again, the best job's gated rerun is all cache hits, no version is added.
     again = subprocess.run(
         [sys.executable, "-m", "ops.retrain", "-m", "model=logistic_regression,random_forest", "model.C=-1,0.5,10"],
-        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
-        capture_output=True, text=True, timeout=900,
+        cwd=tmp_path,
+        env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert again.returncode == 0, again.stderr[-4000:]
     latest, first = mlflow.search_runs(
-        search_all_experiments=True, filter_string="tags.`pipeline.step` = 'sweep'",
-        order_by=["attributes.start_time DESC"], output_format="list",
+        search_all_experiments=True,
+        filter_string="tags.`pipeline.step` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
     )
     assert first.info.run_id == sweep_run.info.run_id
     assert {latest.data.tags[f"pipeline.step.{step}.cache"] for step in graph.NAMES} == {"hit"}
     assert latest.data.tags[contracts.OUTCOME_DETAIL_TAG].endswith(
-        "nothing changed: every step cached; champion is version " + latest.data.tags["registered_model_version"])
-    rerun = [run for run in children(latest.info.run_id) if run.data.tags.get(contracts.STEP_TAG) == "sweep_job"
-             and run.info.status == "FINISHED"]
+        "nothing changed: every step cached; champion is version " + latest.data.tags["registered_model_version"]
+    )
+    rerun = [
+        run
+        for run in children(latest.info.run_id)
+        if run.data.tags.get(contracts.STEP_TAG) == "sweep_job" and run.info.status == "FINISHED"
+    ]
     assert sorted(run.data.tags["sweep.overrides"] for run in rerun) == [
-        "model=logistic_regression model.C=0.5", "model=logistic_regression model.C=10"]
+        "model=logistic_regression model.C=0.5",
+        "model=logistic_regression model.C=10",
+    ]
     for job in rerun:
         assert {job.data.tags[f"pipeline.step.{step}.cache"] for step in graph.NAMES} == {"hit"}
     assert len(client.search_model_versions("name = 'iris-classifier'")) == 2
@@ -115,12 +136,19 @@ def test_sweep_from_python_on_another_launcher_registers_only_the_best(project_e
     """submitit's local executor stands in for a cluster (hydra/launcher=submitit_slurm):
     the same sweep, without code changes; with sweep.candidates=none only the best
     job's model (by log_loss, smaller is better) is registered."""
-    sweep = ["hydra/launcher=submitit_local", "model=knn,gradient_boosting", "sweep.candidates=none",
-             "sweep.metric=log_loss"]
+    sweep = [
+        "hydra/launcher=submitit_local",
+        "model=knn,gradient_boosting",
+        "sweep.candidates=none",
+        "sweep.metric=log_loss",
+    ]
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.main", "-m", *sweep],
-        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
-        capture_output=True, text=True, timeout=900,
+        cwd=tmp_path,
+        env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert list((tmp_path / "multirun").glob("*/*/.submitit")), "submitit did not launch the jobs"
@@ -139,7 +167,10 @@ def test_sweep_from_python_on_another_launcher_registers_only_the_best(project_e
     assert {run.data.tags[contracts.OUTCOME_TAG] for run in jobs} == {"not_gated"}
     tags = sweep_run.data.tags
     assert (tags[contracts.TRIGGER_TAG], tags[contracts.OUTCOME_TAG], tags[contracts.MODEL_CLASS_TAG]) == (
-        "manual", "promoted", "GradientBoostingClassifier")
+        "manual",
+        "promoted",
+        "GradientBoostingClassifier",
+    )
     assert tags["mlflow.note.content"].startswith("**promoted**: best of 2 jobs (0 failed): promoted version 1")
     assert "| evaluate v1 | FINISHED |" in tags["mlflow.note.content"]
     gated = {run.info.run_name for run in children(sweep_run.info.run_id)} - {run.info.run_name for run in jobs}
@@ -149,8 +180,11 @@ def test_sweep_from_python_on_another_launcher_registers_only_the_best(project_e
     before = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
     again = subprocess.run(
         [sys.executable, "-m", "ops.retrain", "-m", *sweep],
-        cwd=tmp_path, env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
-        capture_output=True, text=True, timeout=900,
+        cwd=tmp_path,
+        env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert again.returncode == 0, again.stderr[-4000:]
     assert f"no new run: unchanged rerun 1 counted on run {sweep_run.info.run_id} (sweep 2 jobs;" in again.stdout

@@ -38,13 +38,28 @@ def tracking_server(postgres_database, tmp_path_factory):
     port = free_port()
     log = open(tmp_path / "server.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres_database,
-         "--artifacts-destination", str(tmp_path / "server-artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            postgres_database,
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
         # No job runner: the pipeline uses none, and its consumer processes poll and
         # import MLflow (seven of them, a core and a half busy on a 2-core machine).
         env=venv_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -59,8 +74,12 @@ def server_env(project_env, uri, experiment):
     """The test's environment pointed at the server, in an experiment of its own (created
     here, before any pipeline starts: concurrent pipelines must not race to create it)."""
     MlflowClient(tracking_uri=uri).create_experiment(experiment)
-    return {**project_env, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(contracts.PROJECT_DIR),
-            "MLFLOW_EXPERIMENT_NAME": experiment}
+    return {
+        **project_env,
+        "MLFLOW_TRACKING_URI": uri,
+        "PYTHONPATH": str(contracts.PROJECT_DIR),
+        "MLFLOW_EXPERIMENT_NAME": experiment,
+    }
 
 
 def test_pipeline_over_http_with_proxied_artifacts(tracking_server, project_env, tmp_path):
@@ -68,8 +87,12 @@ def test_pipeline_over_http_with_proxied_artifacts(tracking_server, project_env,
     name = "iris-over-http"
     env = server_env(project_env, uri, "over-http")
     result = subprocess.run(
-        [sys.executable, "-m", "ops.retrain", "--wait", "60", f"registry.model_name={name}"], env=env,
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        [sys.executable, "-m", "ops.retrain", "--wait", "60", f"registry.model_name={name}"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "promoted version 1 to champion" in result.stdout
@@ -91,8 +114,14 @@ def test_four_pipelines_at_once(tracking_server, project_env, tmp_path):
     env = server_env(project_env, uri, "four-at-once")
     options = ["model.C=0.5", "model.C=1.0", "model.C=2.0", "model.C=4.0"]
     processes = [
-        subprocess.Popen([sys.executable, "-m", "pipeline.main", option], env=env, cwd=contracts.PROJECT_DIR,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline.main", option],
+            env=env,
+            cwd=contracts.PROJECT_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for option in options
     ]
     outputs = [p.communicate(timeout=1200)[0] for p in processes]

@@ -47,7 +47,8 @@ def test_runs_left_running_by_a_dead_driver_are_ended_killed_with_the_reason():
         ended = client.get_run(run.info.run_id)
         assert ended.info.status == "KILLED"
         assert ended.data.tags[contracts.ERROR_TAG] == (
-            f"ended by a later pipeline: its driver (pid {gone.partition('@')[0]} on {host}) was gone")
+            f"ended by a later pipeline: its driver (pid {gone.partition('@')[0]} on {host}) was gone"
+        )
     for run in (alive, elsewhere):  # alive, or on a host whose processes cannot be seen from here
         assert client.get_run(run.info.run_id).info.status == "RUNNING"
 

@@ -10,9 +10,9 @@ from mlflow import MlflowClient
 from core import contracts
 from core.config import compose_config
 from core.gate import GateDecision
+from core.locks import file_lock, lock_path
 from core.registry import Aliases, apply_change, decision_change
 from ops import promote, rollback
-from core.locks import file_lock, lock_path
 
 NAME = "iris-classifier"
 
@@ -36,12 +36,29 @@ def versions(champion):
         assert str(mlflow.register_model(champion["pyfunc_model_uri"], NAME).version) == number
         status = "pending" if number == "4" else "passed"
         client.set_model_version_tag(NAME, number, contracts.VALIDATION_STATUS_TAG, status)
-    apply_change(client, NAME, decision_change(
-        "version 2 kept", "2", GateDecision(False, "accuracy below the champion's", "1"),
-        {"gate.outcome": "challenger", "gate.reason": "accuracy below the champion's"}, aliases))
-    apply_change(client, NAME, decision_change(
-        "version 3 promoted", "3", GateDecision(True, "no gated metric is worse", "1"),
-        {"gate.outcome": "promoted", "gate.reason": "no gated metric is worse"}, aliases, challenger="2"))
+    apply_change(
+        client,
+        NAME,
+        decision_change(
+            "version 2 kept",
+            "2",
+            GateDecision(False, "accuracy below the champion's", "1"),
+            {"gate.outcome": "challenger", "gate.reason": "accuracy below the champion's"},
+            aliases,
+        ),
+    )
+    apply_change(
+        client,
+        NAME,
+        decision_change(
+            "version 3 promoted",
+            "3",
+            GateDecision(True, "no gated metric is worse", "1"),
+            {"gate.outcome": "promoted", "gate.reason": "no gated metric is worse"},
+            aliases,
+            challenger="2",
+        ),
+    )
     assert state()["aliases"] == {"champion": "3", "previous_champion": "1", "challenger": "2"}
 
 
@@ -65,22 +82,26 @@ def test_a_second_rollback_restores_the_first_state_exactly(versions, capsys):
 
     rollback.main([])  # the rollback of a rollback undoes it
     assert capsys.readouterr().out.strip() == (
-        f"{NAME}: rollback undone: champion is version 3 again, version 1 previous")
+        f"{NAME}: rollback undone: champion is version 3 again, version 1 previous"
+    )
     assert state() == before
 
     rollback.main([])  # and the next one rolls back again, recorded as the first was
     again = state()
     assert again["aliases"] == rolled["aliases"]
     assert {v: without_time(tags) for v, tags in again["tags"].items()} == {
-        v: without_time(tags) for v, tags in rolled["tags"].items()}
+        v: without_time(tags) for v, tags in rolled["tags"].items()
+    }
 
 
 @pytest.mark.parametrize(
     ("record", "message"),
     [
         ({}, "version 1 (previous_champion) was rolled back without a record of what to undo"),
-        ({rollback.TO_VERSION_TAG: "2"},
-         "version 1 (previous_champion) was rolled back in favour of version 2, not of the champion (version 3)"),
+        (
+            {rollback.TO_VERSION_TAG: "2"},
+            "version 1 (previous_champion) was rolled back in favour of version 2, not of the champion (version 3)",
+        ),
     ],
 )
 def test_rollback_never_makes_a_version_rolled_back_for_another_champion(versions, capsys, record, message):
@@ -106,8 +127,10 @@ def test_rollback_refuses_a_previous_champion_that_is_broken(versions, capsys):
         rollback.main([])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
-    assert err == (f"rollback: {NAME} version 1 (previous_champion) is validation_status=broken "
-                   "(could not be loaded: Refusing to load); a rollback makes only a validated version champion")
+    assert err == (
+        f"rollback: {NAME} version 1 (previous_champion) is validation_status=broken "
+        "(could not be loaded: Refusing to load); a rollback makes only a validated version champion"
+    )
     assert state() == before
 
 
@@ -177,8 +200,10 @@ def test_promote_refuses_a_version_that_failed_validation(versions, capsys):
 def test_promote_and_rollback_wait_for_the_gate_lock_evaluate_holds(versions, capsys):
     before = state()
     with file_lock(lock_path(contracts.tracking_uri(), "gate"), wait=0):  # as steps/evaluate.py takes it
-        for command, argv in ((promote.main, ["2", "--reason", "x", "--wait", "0.3"]),
-                              (rollback.main, ["--wait", "0.3"])):
+        for command, argv in (
+            (promote.main, ["2", "--reason", "x", "--wait", "0.3"]),
+            (rollback.main, ["--wait", "0.3"]),
+        ):
             with pytest.raises(SystemExit) as exit_info:
                 command(argv)
             assert exit_info.value.code == 75

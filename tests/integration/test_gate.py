@@ -33,8 +33,10 @@ def test_version_offering_fewer_methods_than_the_champion_is_not_promoted():
     reason = MlflowClient().get_model_version("iris-classifier", "2").tags["gate.reason"]
     assert "also offers predict_proba, predict_log_proba, which its clients would lose" in reason
     # Allowed when asked for.
-    assert run_evaluate(compose_config([*labels_only, "model=svc", "gate.keep_methods=false"]))[
-        "gate_outcome"] == "promoted"
+    assert (
+        run_evaluate(compose_config([*labels_only, "model=svc", "gate.keep_methods=false"]))["gate_outcome"]
+        == "promoted"
+    )
 
 
 def test_cached_decision_holds_only_while_the_champion_is_unchanged(champion, cfg):
@@ -148,8 +150,12 @@ def test_a_broken_champion_is_replaced_not_kept_forever(champion):
     stored.write_bytes(stored.read_bytes() + b"damaged")
 
     v3, result, _ = promote_cycle([])
-    assert result == {"validation_status": "passed", "gate_outcome": "promoted", "champion_version": v3,
-                      "broken_champion_version": v2}
+    assert result == {
+        "validation_status": "passed",
+        "gate_outcome": "promoted",
+        "champion_version": v3,
+        "broken_champion_version": v2,
+    }
     # Not a version to roll back to: previous_champion stays on the healthy one.
     assert aliases() == {"champion": v3, "previous_champion": v1}
     broken = client.get_model_version("iris-classifier", v2).tags
@@ -204,8 +210,10 @@ def unavailable_to_the_gate(read):
 
     def patched(self, *args, **kwargs):
         stack = inspect.stack(context=0)
-        if any(caller.function == "alias_version" and frame.filename.endswith("steps/evaluate.py")
-               for caller, frame in zip(stack, stack[1:])):
+        if any(
+            caller.function == "alias_version" and frame.filename.endswith("steps/evaluate.py")
+            for caller, frame in zip(stack, stack[1:], strict=False)
+        ):
             registry_unavailable()
         return read(self, *args, **kwargs)
 
@@ -261,6 +269,7 @@ def test_a_registry_read_that_fails_after_the_gate_only_dims_the_summary(champio
 def test_a_validation_that_cannot_run_fails_closed(champion, cfg, monkeypatch):
     """A check that raises (not only a model that will not load) fails validation: the
     champion being re-validated is tagged failed and loses its alias."""
+
     def broken(*args, **kwargs):
         raise RuntimeError("shapes (30, 3) and (30, 2) differ")
 

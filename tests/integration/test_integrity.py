@@ -42,7 +42,8 @@ def replace_estimator_and_its_digest(model_dir: Path, marker: Path) -> None:
     mlmodel = model_dir / "MLmodel"
     fields = yaml.safe_load(mlmodel.read_text())
     fields["flavors"]["python_function"]["config"][DIGEST_CONFIG_KEY] = hashlib.sha256(
-        joblib_file.read_bytes()).hexdigest()
+        joblib_file.read_bytes()
+    ).hexdigest()
     mlmodel.write_text(yaml.safe_dump(fields))
 
 
@@ -54,8 +55,11 @@ def test_a_replaced_estimator_and_digest_are_refused_and_nothing_runs(champion, 
     marker = tmp_path / "code-ran"
     replace_estimator_and_its_digest(stored_model_dir(v1), marker)
     for uri in (f"models:/{NAME}@champion", f"models:/{NAME}/{v1}", champion["pyfunc_model_uri"]):
-        with pytest.raises(integrity.UntrustedModel, match=r"refusing to load .*: its files in the artifact store "
-                                                            r"differ from those recorded when it was logged"):
+        with pytest.raises(
+            integrity.UntrustedModel,
+            match=r"refusing to load .*: its files in the artifact store "
+            r"differ from those recorded when it was logged",
+        ):
             integrity.load_verified(uri)
     assert not marker.exists()
     # What the check prevents: MLflow alone finds the digest in MLmodel consistent and unpickles.
@@ -95,8 +99,11 @@ def test_a_replaced_native_model_is_refused_before_it_is_unpickled(step, champio
     run = {
         "serialize": lambda: serialize.run(champion["model_uri"], cfg),
         "evaluate": lambda: evaluate.run(
-            f"models:/{NAME}/{champion['registered_model_version']}", champion["model_uri"],
-            champion["holdout_uri"], cfg),
+            f"models:/{NAME}/{champion['registered_model_version']}",
+            champion["model_uri"],
+            champion["holdout_uri"],
+            cfg,
+        ),
     }[step]
     with mlflow.start_run(), pytest.raises(integrity.UntrustedModel, match=f"refusing to load models:/{model_id}"):
         run()
@@ -118,8 +125,7 @@ def test_moving_the_artifact_store_keeps_the_record_valid(tmp_path):
     assert integrity.directory_digest(model_dir) != before
 
 
-def test_a_model_file_changed_right_after_its_upload_fails_packaging_and_registers_nothing(champion, cfg,
-                                                                                           monkeypatch):
+def test_a_model_file_changed_right_after_its_upload_fails_packaging_and_registers_nothing(champion, cfg, monkeypatch):
     """The record is the digest of what was uploaded, not of what the store holds afterwards:
     a writer of the artifact store who changes the model's code the moment MLflow has copied
     it gets a failed step, not a change recorded as genuine."""
@@ -162,12 +168,23 @@ def test_data_a_step_hands_on_is_read_only_as_it_was_logged(artifact, champion, 
     stored = Path(MlflowClient().get_run(train_run).info.artifact_uri.removeprefix("file://")) / artifact
     stored.write_bytes(stored.read_bytes() + b"\n")
     uri = f"runs:/{train_run}/{artifact}"
-    with pytest.raises(integrity.UntrustedModel, match=f"refusing to read {uri}: the file in the artifact store "
-                                                       "differs from the one logged"):
+    with pytest.raises(
+        integrity.UntrustedModel,
+        match=f"refusing to read {uri}: the file in the artifact store differs from the one logged",
+    ):
         with integrity.verified_artifact(uri):
             pass
-    run = (lambda: package_pyfunc.run(champion["joblib_uri"], champion["joblib_sha256"], champion["holdout_uri"],
-                                      cfg)) if artifact.endswith(".yaml") else (lambda: evaluate.run(
-        f"models:/{NAME}/{champion['registered_model_version']}", champion["model_uri"], champion["holdout_uri"], cfg))
+    run = (
+        (lambda: package_pyfunc.run(champion["joblib_uri"], champion["joblib_sha256"], champion["holdout_uri"], cfg))
+        if artifact.endswith(".yaml")
+        else (
+            lambda: evaluate.run(
+                f"models:/{NAME}/{champion['registered_model_version']}",
+                champion["model_uri"],
+                champion["holdout_uri"],
+                cfg,
+            )
+        )
+    )
     with mlflow.start_run(), pytest.raises(integrity.UntrustedModel, match="refusing to read"):
         run()

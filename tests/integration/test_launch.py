@@ -40,11 +40,19 @@ def server():
     started.close()
 
 
-def launch(server_env: dict[str, str], *args: str, cwd: Path = contracts.PROJECT_DIR, module: str = PROBE,
-           **popen) -> subprocess.Popen:
+def launch(
+    server_env: dict[str, str], *args: str, cwd: Path = contracts.PROJECT_DIR, module: str = PROBE, **popen
+) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(contracts.PROJECT_DIR), "PROBE": "from the caller", **server_env}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.launch", module, *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.launch", module, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def probe_report(process: subprocess.Popen) -> dict:
@@ -58,8 +66,13 @@ def test_a_forked_step_gets_the_callers_arguments_environment_streams_and_exit_s
     assert process.returncode == 3
     assert report["ppid"] == server.process.pid != process.pid  # forked by the server
     assert report["driver"] == "123@4.500"  # the caller's driver, which the step checks, not the server
-    assert report == {**report, "argv": ["exit", "3"], "probe": "from the caller", "name": "__main__",
-                      "cwd": str(contracts.PROJECT_DIR)}
+    assert report == {
+        **report,
+        "argv": ["exit", "3"],
+        "probe": "from the caller",
+        "name": "__main__",
+        "cwd": str(contracts.PROJECT_DIR),
+    }
     assert "on stderr" in err and "running it here" not in err
     assert report["collecting"]  # a step's garbage collector runs as in any process
 
@@ -117,8 +130,11 @@ def test_sigterm_before_the_step_is_known_is_not_lost(tmp_path):
         for fd in fds:
             os.close(fd)
         process.send_signal(signal.SIGTERM)  # before the answer: the launcher has no step to pass it to
-        wait_until(lambda _: process.poll() is not None or sigterm_pending(process.pid) or None, 60,
-                   "the launcher to hold the SIGTERM or die of it")
+        wait_until(
+            lambda _: process.poll() is not None or sigterm_pending(process.pid) or None,
+            60,
+            "the launcher to hold the SIGTERM or die of it",
+        )
         assert process.poll() is None, "the launcher died of a SIGTERM meant for its step"
         conn.sendall(f"started {step.pid}\n".encode())
         assert step.wait(timeout=60) == -signal.SIGTERM
@@ -167,8 +183,11 @@ def test_what_the_server_cannot_serve_runs_in_the_launcher(server, tmp_path, cas
         other.close()
     assert process.returncode == 4
     assert report["pid"] == process.pid and report["name"] == "__main__"
-    reason = {"module not preloaded": f"module {PROBE} not preloaded",
-              "another directory": f"another directory, {tmp_path}", "no server": "no step server at"}[case]
+    reason = {
+        "module not preloaded": f"module {PROBE} not preloaded",
+        "another directory": f"another directory, {tmp_path}",
+        "no server": "no step server at",
+    }[case]
     assert reason in err and "here" in err
 
 
@@ -182,7 +201,12 @@ def test_preload_off_starts_no_server(monkeypatch):
 
 def test_a_server_whose_driver_is_gone_exits():
     """Started by a process that is not the driver it names: it exits at once."""
-    result = subprocess.run([sys.executable, "-m", "pipeline.step_server", "0", "1", PROBE],
-                            cwd=contracts.PROJECT_DIR, capture_output=True, timeout=60, check=False,
-                            env={**os.environ, "PYTHONPATH": str(contracts.PROJECT_DIR)})
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.step_server", "0", "1", PROBE],
+        cwd=contracts.PROJECT_DIR,
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(contracts.PROJECT_DIR)},
+    )
     assert result.returncode == 1

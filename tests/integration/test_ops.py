@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core import contracts, tracking
+from core import contracts, locks, tracking
 from core.config import compose_config, split_overrides
 from ops import retrain
-from core import locks
 
 DEPLOY = contracts.PROJECT_DIR / "deploy"
 
@@ -23,7 +22,8 @@ def retrain_args(command: str) -> list[str]:
 
 def example_commands() -> list[str]:
     cron = [
-        line for line in (DEPLOY / "cron" / "iris-retrain.cron").read_text().splitlines()
+        line
+        for line in (DEPLOY / "cron" / "iris-retrain.cron").read_text().splitlines()
         if "ops.retrain" in line and not line.startswith("#")
     ]
     service = re.findall(r"^ExecStart=(.*)$", (DEPLOY / "systemd" / "iris-retrain.service").read_text(), re.M)
@@ -87,10 +87,13 @@ def test_check_server_times_out_on_a_silent_host(silent_server):
         tracking.check_server(silent_server, timeout=1)
 
 
-@pytest.mark.parametrize("make_uri", [
-    lambda tmp: "sqlite:////proc/nope/mlflow.db",  # a directory that cannot be made
-    lambda tmp: f"sqlite:///{(tmp / 'not-a-db').with_suffix('.db')}",  # a file that is no database
-])
+@pytest.mark.parametrize(
+    "make_uri",
+    [
+        lambda tmp: "sqlite:////proc/nope/mlflow.db",  # a directory that cannot be made
+        lambda tmp: f"sqlite:///{(tmp / 'not-a-db').with_suffix('.db')}",  # a file that is no database
+    ],
+)
 def test_a_store_that_cannot_be_opened_is_one_line_and_exit_69(make_uri, tmp_path, monkeypatch, capsys):
     import mlflow
 
@@ -111,8 +114,9 @@ def test_a_store_that_cannot_be_opened_is_one_line_and_exit_69(make_uri, tmp_pat
     mlflow.set_tracking_uri(None)
 
 
-@pytest.mark.parametrize("setting, seconds",
-                         [(None, 10.0), ("3", 3.0), ("0.5", 0.5), ("soon", 10.0), ("30", 10.0), ("300", 10.0)])
+@pytest.mark.parametrize(
+    "setting, seconds", [(None, 10.0), ("3", 3.0), ("0.5", 0.5), ("soon", 10.0), ("30", 10.0), ("300", 10.0)]
+)
 def test_the_store_check_waits_10_s_or_less_if_mlflows_own_requests_do(setting, seconds, monkeypatch):
     if setting is None:
         monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
@@ -128,7 +132,9 @@ def test_make_run_against_a_server_that_is_down_fails_fast_in_one_line(silent_se
     # The deadline (timeout) is for a loaded machine; `mlflow run` alone retries for minutes.
     result = subprocess.run(
         ["make", "--no-print-directory", "-C", str(contracts.PROJECT_DIR), "run"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         # MLflow's request timeout is the check's too where it is shorter than 10 s.
         env={**project_env, "MLFLOW_TRACKING_URI": silent_server, "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"},
     )
@@ -143,4 +149,7 @@ def test_serve_drops_mlflows_echo_of_the_request_data():
 
     echoed = "Failed to predict data '   petal length (cm)  petal width (cm)\n0  1.4  NaN'. \nError: Input row 0 has a missing value"
     assert client_message(echoed) == "Input row 0 has a missing value"
-    assert client_message("Invalid input. Ensure that input is a valid JSON") == "Invalid input. Ensure that input is a valid JSON"
+    assert (
+        client_message("Invalid input. Ensure that input is a valid JSON")
+        == "Invalid input. Ensure that input is a valid JSON"
+    )

@@ -16,16 +16,7 @@ from mlflow import MlflowClient
 from core import contracts
 from core.config import compose_config
 from core.gate import GateDecision
-from core.registry import (
-    INTENT_TAG,
-    UNDONE_TAG,
-    Aliases,
-    Change,
-    alias_target,
-    apply_change,
-    decision_change,
-    recover,
-)
+from core.registry import INTENT_TAG, UNDONE_TAG, Aliases, Change, alias_target, apply_change, decision_change, recover
 from ops import promote, rollback
 
 NAME = "iris-classifier"
@@ -56,9 +47,14 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 
 
 def killed(project_env, tmp_path, at: str, *command: str) -> None:
-    result = subprocess.run([sys.executable, "-c", KILLED_AT, at, *command], cwd=tmp_path, timeout=300,
-                            env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_AT, at, *command],
+        cwd=tmp_path,
+        timeout=300,
+        env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == -9, f"not killed at {at}: {result.returncode}\n{result.stderr[-3000:]}"
 
 
@@ -93,10 +89,18 @@ def versions(champion):
     for number in ("2", "3"):
         assert str(mlflow.register_model(champion["pyfunc_model_uri"], NAME).version) == number
         client.set_model_version_tag(NAME, number, contracts.VALIDATION_STATUS_TAG, "passed")
-    apply_change(client, NAME, decision_change("v2 kept", "2", GateDecision(False, "worse", "1"),
-                                               {"gate.outcome": "challenger"}, aliases))
-    apply_change(client, NAME, decision_change("v3 promoted", "3", GateDecision(True, "better", "1"),
-                                               {"gate.outcome": "promoted"}, aliases, challenger="2"))
+    apply_change(
+        client,
+        NAME,
+        decision_change("v2 kept", "2", GateDecision(False, "worse", "1"), {"gate.outcome": "challenger"}, aliases),
+    )
+    apply_change(
+        client,
+        NAME,
+        decision_change(
+            "v3 promoted", "3", GateDecision(True, "better", "1"), {"gate.outcome": "promoted"}, aliases, challenger="2"
+        ),
+    )
     assert raw_aliases() == {"champion": "3", "previous_champion": "1", "challenger": "2"}
     return aliases
 
@@ -110,8 +114,12 @@ def test_a_change_stopped_by_an_exception_undoes_itself(versions):
         if len(checks) == 3:  # before the intent, before the first alias write, before the second
             raise RuntimeError("the pipeline ended")
 
-    change = Change("test", tags={"2": {"gate.outcome": "promoted", "gate.reason": "r"}},
-                    descriptions={"2": "**promoted**"}, aliases={"previous_champion": "3", "champion": "2"})
+    change = Change(
+        "test",
+        tags={"2": {"gate.outcome": "promoted", "gate.reason": "r"}},
+        descriptions={"2": "**promoted**"},
+        aliases={"previous_champion": "3", "champion": "2"},
+    )
     with pytest.raises(RuntimeError, match="the pipeline ended"):
         apply_change(client, NAME, change, alive=alive)
     assert checks[2] == {**before, "previous_champion": "3"}  # the first alias had moved
@@ -125,15 +133,17 @@ def test_a_change_stopped_by_an_exception_undoes_itself(versions):
 def test_an_alias_already_naming_its_version_is_not_written_again(versions, monkeypatch):
     writes = []
     real = MlflowClient.set_registered_model_alias
-    monkeypatch.setattr(MlflowClient, "set_registered_model_alias",
-                        lambda self, *args: writes.append(args) or real(self, *args))
+    monkeypatch.setattr(
+        MlflowClient, "set_registered_model_alias", lambda self, *args: writes.append(args) or real(self, *args)
+    )
     apply_change(MlflowClient(), NAME, Change("again", aliases={"champion": "3", "previous_champion": "1"}))
     assert writes == []
 
 
 @pytest.mark.parametrize("at", ["1", "2", "clear"])
-def test_a_rollback_killed_at_any_write_is_seen_whole_and_undone_by_the_next_command(at, versions, project_env,
-                                                                                     tmp_path, capsys):
+def test_a_rollback_killed_at_any_write_is_seen_whole_and_undone_by_the_next_command(
+    at, versions, project_env, tmp_path, capsys
+):
     before = {v: tags(v) for v in ("1", "3")}
     killed(project_env, tmp_path, at, "ops.rollback")
     assert INTENT_TAG in MlflowClient().get_registered_model(NAME).tags
@@ -150,20 +160,24 @@ def test_a_rollback_killed_at_any_write_is_seen_whole_and_undone_by_the_next_com
 
 @pytest.mark.parametrize("order", [("rollback", "promote"), ("promote", "rollback")])
 @pytest.mark.parametrize("at", ["1", "2"])
-def test_after_a_killed_promotion_the_next_commands_in_either_order_undo_it_first(at, order, versions,
-                                                                                 project_env, tmp_path, capsys):
+def test_after_a_killed_promotion_the_next_commands_in_either_order_undo_it_first(
+    at, order, versions, project_env, tmp_path, capsys
+):
     killed(project_env, tmp_path, at, "ops.promote", "2", "--reason", "a test")
     assert view() == {"champion": "3", "previous_champion": "1", "challenger": "2"}
     commands = {"rollback": lambda: rollback.main([]), "promote": lambda: promote.main(["2", "--reason", "again"])}
     first, second = order
     commands[first]()
-    assert f"undid an interrupted change (ops.promote by " in capsys.readouterr().err
+    assert "undid an interrupted change (ops.promote by " in capsys.readouterr().err
     sound()
     commands[second]()
     assert "undid" not in capsys.readouterr().err
     sound()
-    expected = ({"champion": "2", "previous_champion": "1"} if order == ("rollback", "promote")
-                else {"champion": "3", "previous_champion": "2"})
+    expected = (
+        {"champion": "2", "previous_champion": "1"}
+        if order == ("rollback", "promote")
+        else {"champion": "3", "previous_champion": "2"}
+    )
     assert {k: v for k, v in raw_aliases().items() if k != "challenger"} == expected
 
 
@@ -177,18 +191,30 @@ def test_a_rollback_refuses_when_both_aliases_name_one_version(versions, capsys)
 
 
 @pytest.mark.parametrize("at", ["1", "2"])
-def test_a_gate_decision_killed_between_its_alias_writes_is_undone_and_never_torn(at, champion, project_env,
-                                                                                  tmp_path):
+def test_a_gate_decision_killed_between_its_alias_writes_is_undone_and_never_torn(at, champion, project_env, tmp_path):
     """The evaluate step itself, killed at the first and at the second alias write of a
     promotion; the next evaluate of the version undoes it, then decides again whole."""
     version = str(mlflow.register_model(champion["pyfunc_model_uri"], NAME).version)
-    evaluate = ["steps.evaluate", "--model-uri", f"models:/{NAME}/{version}",
-                "--reference-model-uri", champion["model_uri"], "--holdout-uri", champion["holdout_uri"]]
+    evaluate = [
+        "steps.evaluate",
+        "--model-uri",
+        f"models:/{NAME}/{version}",
+        "--reference-model-uri",
+        champion["model_uri"],
+        "--holdout-uri",
+        champion["holdout_uri"],
+    ]
     killed(project_env, tmp_path, at, *evaluate)
     assert view()["champion"] == "1" and view()["previous_champion"] is None
     assert tags(version).get("gate.outcome") == "promoted"  # recorded before any alias moved
-    again = subprocess.run([sys.executable, "-m", *evaluate], cwd=tmp_path, timeout=300, capture_output=True,
-                           text=True, env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)})
+    again = subprocess.run(
+        [sys.executable, "-m", *evaluate],
+        cwd=tmp_path,
+        timeout=300,
+        capture_output=True,
+        text=True,
+        env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "undid an interrupted change (evaluate run " in again.stderr
     assert raw_aliases() == {"champion": version, "previous_champion": "1"}
@@ -202,10 +228,15 @@ def left_half_made(version: str = "2") -> None:
     import json
 
     client = MlflowClient()
-    intent = {"what": f"a promotion of version {version}", "at": "then", "by": {"pid": 1, "host": "h"},
-              "aliases_before": {"previous_champion": "1", "champion": "3"},
-              "aliases_after": {"previous_champion": "3", "champion": version},
-              "tags_before": {version: {"gate.outcome": "challenger"}}, "descriptions_before": {}}
+    intent = {
+        "what": f"a promotion of version {version}",
+        "at": "then",
+        "by": {"pid": 1, "host": "h"},
+        "aliases_before": {"previous_champion": "1", "champion": "3"},
+        "aliases_after": {"previous_champion": "3", "champion": version},
+        "tags_before": {version: {"gate.outcome": "challenger"}},
+        "descriptions_before": {},
+    }
     client.set_registered_model_tag(NAME, INTENT_TAG, json.dumps(intent))
     client.set_model_version_tag(NAME, version, "gate.outcome", "promoted")
     client.set_registered_model_alias(NAME, "previous_champion", "3")
@@ -213,7 +244,8 @@ def left_half_made(version: str = "2") -> None:
 
 @pytest.mark.parametrize("command", ["serve", "pipeline"])
 def test_the_scoring_server_and_the_pipeline_undo_a_half_made_change_before_they_read_the_champion(
-        command, versions, capsys):
+    command, versions, capsys
+):
     from pipeline.main import settle_registry
     from serving.server import settle_alias
 

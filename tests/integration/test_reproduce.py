@@ -18,8 +18,9 @@ def test_describe_lock_same_other_and_unrecorded():
         f"lock: version 3 was built with requirements.lock sha256 {current}, the checkout's"
     )
     other = reproduce.describe_lock("3", OTHER, "c0ffee", current)
-    assert other.startswith(f"lock: version 3 was built with requirements.lock sha256 {OTHER} "
-                            "(git show c0ffee:requirements.lock); ")
+    assert other.startswith(
+        f"lock: version 3 was built with requirements.lock sha256 {OTHER} (git show c0ffee:requirements.lock); "
+    )
     assert f"the checkout's requirements.lock is sha256 {current}" in other
     assert reproduce.describe_lock("3", None, None, current) == (
         f"lock: version 3 records no requirements.lock digest; the checkout's requirements.lock is sha256 {current}"

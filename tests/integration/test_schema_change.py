@@ -35,8 +35,9 @@ def test_fewer_columns_keep_the_champion_and_wait_as_challenger(champion, monkey
     v1 = champion["registered_model_version"]
     scored = []
     real_outputs = evaluate.holdout_outputs
-    monkeypatch.setattr(evaluate, "holdout_outputs", lambda model, *a, **k: scored.append(a[1]) or real_outputs(
-        model, *a, **k))
+    monkeypatch.setattr(
+        evaluate, "holdout_outputs", lambda model, *a, **k: scored.append(a[1]) or real_outputs(model, *a, **k)
+    )
 
     v2, result = evaluate_with([ONE_FEATURE])
 

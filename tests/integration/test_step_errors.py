@@ -37,8 +37,10 @@ def ended(body, caplog) -> tuple[logging.LogRecord, dict]:
 
 @pytest.mark.parametrize(
     "error",
-    [StepError("data file /x.csv: column 'y' is missing"),
-     MlflowException("models:/iris-classifier/9 does not exist", INVALID_PARAMETER_VALUE)],
+    [
+        StepError("data file /x.csv: column 'y' is missing"),
+        MlflowException("models:/iris-classifier/9 does not exist", INVALID_PARAMETER_VALUE),
+    ],
 )
 def test_a_refusal_is_one_line_and_recorded(error, caplog):
     record, tags = ended(fail_with(error), caplog)
@@ -62,8 +64,11 @@ def test_a_tampered_joblib_file_is_a_refusal_not_a_bug(tmp_path, caplog):
 
 @pytest.mark.parametrize(
     "error",
-    [KeyError("holdout_uri"), ValueError("operands could not be broadcast"),
-     MlflowException("API request failed with error code 503", TEMPORARILY_UNAVAILABLE)],
+    [
+        KeyError("holdout_uri"),
+        ValueError("operands could not be broadcast"),
+        MlflowException("API request failed with error code 503", TEMPORARILY_UNAVAILABLE),
+    ],
 )
 def test_anything_else_keeps_its_traceback_and_is_recorded(error, caplog):
     record, tags = ended(fail_with(error), caplog)
@@ -137,9 +142,7 @@ def test_a_step_told_to_stop_inside_a_store_write_finishes_the_write_then_stops(
     script = tmp_path / "step.py"
     script.write_text(TERMINATED_MID_WRITE)
     env = {**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)}
-    done = subprocess.run(
-        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr[-3000:]
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert run.info.status == "FAILED", done.stderr[-3000:]

@@ -26,10 +26,15 @@ def record_job(sweep_run_id: str, overrides: str, metrics: dict, pyfunc_model_ur
     outputs = {"validation_status": "passed", "pyfunc_model_uri": pyfunc_model_uri}
     if version:
         outputs["registered_model_version"] = version
-    run = client.create_run(experiment_id, tags={
-        MLFLOW_PARENT_RUN_ID: sweep_run_id, contracts.STEP_TAG: sweep_job.JOB_STEP, "sweep.overrides": overrides,
-        **{contracts.OUTPUT_TAG_PREFIX + key: value for key, value in outputs.items()},
-    })
+    run = client.create_run(
+        experiment_id,
+        tags={
+            MLFLOW_PARENT_RUN_ID: sweep_run_id,
+            contracts.STEP_TAG: sweep_job.JOB_STEP,
+            "sweep.overrides": overrides,
+            **{contracts.OUTPUT_TAG_PREFIX + key: value for key, value in outputs.items()},
+        },
+    )
     for name, value in metrics.items():
         client.log_metric(run.info.run_id, name, value)
     client.set_terminated(run.info.run_id, "FINISHED")
@@ -48,7 +53,8 @@ def test_the_sweep_picks_the_job_the_gate_can_promote(champion, cfg, tmp_path):
 
     needs = sweep_winner.gate_needs(MlflowClient(), cfg, list(jobs["registered_version"]))
     assert needs == sweep_winner.GateNeeds(
-        ("accuracy", "log_loss"), "1", ("predict", "predict_proba", "predict_log_proba"), frozenset())
+        ("accuracy", "log_loss"), "1", ("predict", "predict_proba", "predict_log_proba"), frozenset()
+    )
     assert sweep_winner.best_job(jobs, "accuracy", needs)["overrides"] == "model=logistic_regression"
 
     # With gate.keep_methods=false the gate would take kNN, and so does the sweep.

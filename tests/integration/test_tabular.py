@@ -25,12 +25,14 @@ def mixed(rows=240, seed=0) -> pd.DataFrame:
     """Integers, floats with gaps, text with gaps and an unseen-at-random category, a
     boolean, and a text target that depends on them."""
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "count": rng.integers(0, 50, rows),
-        "size": rng.normal(10, 3, rows).round(2),
-        "colour": rng.choice(["red", "green", "blue"], rows),
-        "flag": rng.integers(0, 2, rows).astype(bool),
-    })
+    frame = pd.DataFrame(
+        {
+            "count": rng.integers(0, 50, rows),
+            "size": rng.normal(10, 3, rows).round(2),
+            "colour": rng.choice(["red", "green", "blue"], rows),
+            "flag": rng.integers(0, 2, rows).astype(bool),
+        }
+    )
     frame["label"] = np.where(frame["count"] + 3 * (frame["colour"] == "red") > 26, "high", "low")
     frame.loc[frame.index % 7 == 3, "size"] = np.nan
     frame.loc[frame.index % 11 == 5, "colour"] = None
@@ -56,14 +58,21 @@ def test_integer_features_are_long_in_the_signature_and_an_integer_frame_is_acce
     sample = ints[features].head(4)
     assert sample.dtypes.eq("int64").all()
     reference = mlflow.sklearn.load_model(outputs["model_uri"])
-    np.testing.assert_array_equal(model.predict(sample, params={"predict_method": "predict"}),
-                                  reference.predict(sample))
+    np.testing.assert_array_equal(
+        model.predict(sample, params={"predict_method": "predict"}), reference.predict(sample)
+    )
 
 
 def test_a_tabular_pipeline_takes_text_booleans_and_missing_values_end_to_end(tmp_path):
     frame = mixed()
-    cfg = compose_config(["data=file", f"data.path={table(tmp_path, frame, 'mixed.parquet')}",
-                          "data.target=label", "model=tabular_logistic_regression"])
+    cfg = compose_config(
+        [
+            "data=file",
+            f"data.path={table(tmp_path, frame, 'mixed.parquet')}",
+            "data.target=label",
+            "model=tabular_logistic_regression",
+        ]
+    )
     outputs, result = chain_and_evaluate(cfg)
     assert result["validation_status"] == "passed"  # three methods equal the native pipeline's
     model = mlflow.pyfunc.load_model(outputs["registered_model_uri"])
@@ -75,15 +84,16 @@ def test_a_tabular_pipeline_takes_text_booleans_and_missing_values_end_to_end(tm
     logged = mlflow.artifacts.load_text(f"runs:/{outputs['holdout_uri'].split('/')[1]}/{contract.CONTRACT_ARTIFACT}")
     assert model.metadata.metadata["data_contract"] == logged
     assert "- blue" in logged and "size:" in logged
-    request = pd.DataFrame({"count": [40, 3], "size": [np.nan, 9.5], "colour": [None, "purple"],
-                            "flag": [True, False]})
+    request = pd.DataFrame({"count": [40, 3], "size": [np.nan, 9.5], "colour": [None, "purple"], "flag": [True, False]})
     reference = mlflow.sklearn.load_model(outputs["model_uri"])
     # A null and an unseen category in the text column, a NaN in a number column.
-    np.testing.assert_array_equal(model.predict(request, params={"predict_method": "predict"}),
-                                  reference.predict(request))
+    np.testing.assert_array_equal(
+        model.predict(request, params={"predict_method": "predict"}), reference.predict(request)
+    )
     for method in ("predict_proba", "predict_log_proba"):
-        np.testing.assert_allclose(model.predict(request, params={"predict_method": method}),
-                                   getattr(reference, method)(request), atol=1e-9)
+        np.testing.assert_allclose(
+            model.predict(request, params={"predict_method": method}), getattr(reference, method)(request), atol=1e-9
+        )
     assert list(model.predict(request, params={"predict_method": "predict"})) == ["high", "low"]
     # Validation itself tried a gap in each column that takes one and an unseen category.
     holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(outputs["holdout_uri"]))
@@ -96,8 +106,7 @@ def test_missing_values_follow_the_estimator(tmp_path):
     frame = mixed().drop(columns=["colour"])
     path = table(tmp_path, frame)
     # A logistic regression takes no NaN: train says where the first one is.
-    with pytest.raises(train.FitError, match=r"missing values \(first at row \d+, column 'size'\)"), \
-            mlflow.start_run():
+    with pytest.raises(train.FitError, match=r"missing values \(first at row \d+, column 'size'\)"), mlflow.start_run():
         train.run(compose_config(["data=file", f"data.path={path}", "data.target=label"]))
     # Histogram gradient boosting does: validated, and its model takes NaN in requests.
     cfg = compose_config(["data=file", f"data.path={path}", "data.target=label", "model=hist_gradient_boosting"])
@@ -105,8 +114,9 @@ def test_missing_values_follow_the_estimator(tmp_path):
     assert result["validation_status"] == "passed"
     model = mlflow.pyfunc.load_model(outputs["registered_model_uri"])
     assert "size" in model.metadata.metadata["nullable_features"]
-    answer = model.predict(pd.DataFrame({"count": [40], "size": [np.nan], "flag": [True]}),
-                           params={"predict_method": "predict"})
+    answer = model.predict(
+        pd.DataFrame({"count": [40], "size": [np.nan], "flag": [True]}), params={"predict_method": "predict"}
+    )
     assert list(answer) == ["high"]
 
 
@@ -125,15 +135,28 @@ def test_a_model_that_takes_no_missing_value_refuses_one_naming_row_and_column(t
 def test_text_features_with_a_numbers_only_model_name_the_columns_and_the_config_to_use(tmp_path):
     frame = mixed().drop(columns=["size"]).dropna()
     cfg = compose_config(["data=file", f"data.path={table(tmp_path, frame)}", "data.target=label"])
-    with pytest.raises(train.FitError, match=r"feature column\(s\) \['colour'\] hold text.*"
-                                             r"model=tabular_logistic_regression"), mlflow.start_run():
+    with (
+        pytest.raises(
+            train.FitError,
+            match=r"feature column\(s\) \['colour'\] hold text.*"
+            r"model=tabular_logistic_regression",
+        ),
+        mlflow.start_run(),
+    ):
         train.run(cfg)
 
 
 def test_hist_gradient_boosting_takes_text_columns_natively_once_named(tmp_path):
     frame = mixed().drop(columns=["flag"])
-    cfg = compose_config(["data=file", f"data.path={table(tmp_path, frame)}", "data.target=label",
-                          "model=hist_gradient_boosting", "model.categorical_features=[colour]"])
+    cfg = compose_config(
+        [
+            "data=file",
+            f"data.path={table(tmp_path, frame)}",
+            "data.target=label",
+            "model=hist_gradient_boosting",
+            "model.categorical_features=[colour]",
+        ]
+    )
     outputs, result = chain_and_evaluate(cfg)
     assert result["validation_status"] == "passed"
     model = mlflow.pyfunc.load_model(outputs["registered_model_uri"])

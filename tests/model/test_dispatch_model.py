@@ -162,9 +162,7 @@ def test_package_run_registers_pending_version(tmp_path, cfg):
     with mlflow.start_run():
         serialized = serialize.run(trained["model_uri"], cfg)
     with mlflow.start_run():
-        outputs = package_pyfunc.run(
-            serialized["joblib_uri"], serialized["joblib_sha256"], trained["holdout_uri"], cfg
-        )
+        outputs = package_pyfunc.run(serialized["joblib_uri"], serialized["joblib_sha256"], trained["holdout_uri"], cfg)
     assert outputs["registered_model_uri"] == "models:/iris-classifier/1"
     version = mlflow.MlflowClient().get_model_version("iris-classifier", "1")
     assert version.tags[contracts.VALIDATION_STATUS_TAG] == "pending"
@@ -213,10 +211,15 @@ def test_infinite_value_and_empty_input_are_rejected(packaged):
 def test_gaps_of_every_pandas_type_become_nan_for_the_estimator():
     from model.dispatch_model import check_input
 
-    request = pd.DataFrame({
-        "s": pd.array(["a", None], dtype="string"), "b": pd.array([True, None], dtype="boolean"),
-        "i": pd.array([1, None], dtype="Int64"), "o": ["x", None], "f": [1.0, np.nan],
-    })
+    request = pd.DataFrame(
+        {
+            "s": pd.array(["a", None], dtype="string"),
+            "b": pd.array([True, None], dtype="boolean"),
+            "i": pd.array([1, None], dtype="Int64"),
+            "o": ["x", None],
+            "f": [1.0, np.nan],
+        }
+    )
     plain = check_input(request, "Estimator", True)
     assert plain["i"].dtype == np.float64 and plain["s"].dtype == object and plain["b"].dtype == object
     assert plain.isna().sum().tolist() == [1, 1, 1, 1, 1]

@@ -70,5 +70,7 @@ def test_a_value_beyond_float32_is_refused_naming_row_and_column(forest, method)
     with pytest.raises(ValueError, match="too large for dtype\\('float32'\\)"):  # the estimator alone
         getattr(estimator, method)(rows)
     message = refusal(model, rows, method)
-    assert message == ("Input row 2 has the value -1e+300 in column 'petal width (cm)', beyond the float32 "
-                       "range (magnitude up to 3.403e+38) in which RandomForestClassifier computes.")
+    assert message == (
+        "Input row 2 has the value -1e+300 in column 'petal width (cm)', beyond the float32 "
+        "range (magnitude up to 3.403e+38) in which RandomForestClassifier computes."
+    )

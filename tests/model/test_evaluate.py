@@ -21,9 +21,7 @@ from tests.support.factories import package, run_chain
 
 def test_all_checks_pass_for_a_faithful_model(tmp_path, cfg):
     info, estimator, features = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
-    checks = validation.validate_predictions(
-        mlflow.pyfunc.load_model(info.model_uri), estimator, features, atol=1e-9
-    )
+    checks = validation.validate_predictions(mlflow.pyfunc.load_model(info.model_uri), estimator, features, atol=1e-9)
     assert [c.name for c in checks if not c.passed] == []
     assert {c.name for c in checks} >= {
         "predict_labels_identical",
@@ -42,18 +40,14 @@ def test_checks_fail_against_a_different_estimator(tmp_path, cfg):
     other = train.fit_estimator(
         LogisticRegression(C=0.001, max_iter=5000), train_rows, list(cfg.data.features), "target"
     )
-    checks = validation.validate_predictions(
-        mlflow.pyfunc.load_model(info.model_uri), other, features, atol=1e-9
-    )
+    checks = validation.validate_predictions(mlflow.pyfunc.load_model(info.model_uri), other, features, atol=1e-9)
     failed = {c.name for c in checks if not c.passed}
     assert "predict_proba_matches_reference" in failed
 
 
 def test_model_without_probabilities_is_validated_on_predict_only(tmp_path, cfg):
     info, estimator, features = package(LinearSVC(random_state=0), tmp_path, cfg)
-    checks = validation.validate_predictions(
-        mlflow.pyfunc.load_model(info.model_uri), estimator, features, atol=1e-9
-    )
+    checks = validation.validate_predictions(mlflow.pyfunc.load_model(info.model_uri), estimator, features, atol=1e-9)
     assert all(c.passed for c in checks), [c for c in checks if not c.passed]
     names = {c.name for c in checks}
     assert {"predict_labels_identical", "default_method_is_predict"} <= names
@@ -99,9 +93,7 @@ def test_parse_registered_uri_rejects_other_uris(uri):
 def test_passing_version_is_tagged_and_becomes_champion(cfg):
     outputs = run_chain(cfg)
     with mlflow.start_run() as active:
-        result = evaluate.run(
-            outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg
-        )
+        result = evaluate.run(outputs["registered_model_uri"], outputs["model_uri"], outputs["holdout_uri"], cfg)
     assert result == {"validation_status": "passed", "gate_outcome": "promoted", "champion_version": "1"}
     client = MlflowClient()
     champion = client.get_model_version_by_alias("iris-classifier", "champion")
@@ -112,9 +104,7 @@ def test_passing_version_is_tagged_and_becomes_champion(cfg):
     assert metrics["validation_checks_failed"] == 0
     assert metrics["accuracy"] > 0.9 and metrics["roc_auc_ovr"] > 0.9
     assert {"f1_macro", "log_loss"} <= set(metrics)
-    report = json.loads(
-        mlflow.artifacts.load_text(f"runs:/{active.info.run_id}/validation.json")
-    )
+    report = json.loads(mlflow.artifacts.load_text(f"runs:/{active.info.run_id}/validation.json"))
     assert all(check["passed"] for check in report["checks"])
 
 

@@ -31,8 +31,9 @@ MAX_ERROR_BYTES = 2048
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, empty_store):
     """The guarded scoring app of a logistic regression packaged in a store of this module's own."""
-    store, info, _, _ = package_once(LogisticRegression(max_iter=5000), tmp_path_factory.mktemp("fuzz"),
-                                     empty_store, compose_config([]))
+    store, info, _, _ = package_once(
+        LogisticRegression(max_iter=5000), tmp_path_factory.mktemp("fuzz"), empty_store, compose_config([])
+    )
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
     return scoring_app(mlflow.pyfunc.load_model(client.get_logged_model(info.model_id).artifact_location))
 
@@ -54,37 +55,69 @@ def with_huge(text: str) -> str:
 
 
 NUMBERS = st.floats(-10, 10) | st.integers(0, 10) | st.floats() | HUGE
-NAMES = st.sampled_from(FEATURES) | st.text(max_size=6) | st.none() | st.integers() | st.lists(
-    st.text(max_size=3), max_size=2)
+NAMES = (
+    st.sampled_from(FEATURES)
+    | st.text(max_size=6)
+    | st.none()
+    | st.integers()
+    | st.lists(st.text(max_size=3), max_size=2)
+)
 CELLS = NUMBERS | st.none() | st.booleans() | st.text(max_size=6) | st.lists(NUMBERS, max_size=2)
-PARAMS = st.dictionaries(st.sampled_from(["predict_method", "x"]),
-                         st.sampled_from(["predict", "predict_proba", ""]) | NUMBERS | st.none(), max_size=2)
-SPLIT = st.fixed_dictionaries({"dataframe_split": st.fixed_dictionaries({
-    "columns": st.permutations(FEATURES) | st.lists(NAMES, max_size=3),
-    "data": st.lists(st.lists(CELLS, min_size=2, max_size=2) | st.lists(CELLS, max_size=3), min_size=1,
-                     max_size=3)})}, optional={"params": PARAMS})
-RECORDS = st.fixed_dictionaries({"dataframe_records": st.lists(
-    st.fixed_dictionaries(dict.fromkeys(FEATURES, CELLS)) | st.dictionaries(st.text(max_size=4), CELLS, max_size=2),
-    min_size=1, max_size=3)}, optional={"params": PARAMS})
+PARAMS = st.dictionaries(
+    st.sampled_from(["predict_method", "x"]),
+    st.sampled_from(["predict", "predict_proba", ""]) | NUMBERS | st.none(),
+    max_size=2,
+)
+SPLIT = st.fixed_dictionaries(
+    {
+        "dataframe_split": st.fixed_dictionaries(
+            {
+                "columns": st.permutations(FEATURES) | st.lists(NAMES, max_size=3),
+                "data": st.lists(
+                    st.lists(CELLS, min_size=2, max_size=2) | st.lists(CELLS, max_size=3), min_size=1, max_size=3
+                ),
+            }
+        )
+    },
+    optional={"params": PARAMS},
+)
+RECORDS = st.fixed_dictionaries(
+    {
+        "dataframe_records": st.lists(
+            st.fixed_dictionaries(dict.fromkeys(FEATURES, CELLS))
+            | st.dictionaries(st.text(max_size=4), CELLS, max_size=2),
+            min_size=1,
+            max_size=3,
+        )
+    },
+    optional={"params": PARAMS},
+)
 DEEP = st.integers(1, 60).map(lambda depth: "[" * depth + "]" * depth)
 JSON_TEXT = (SPLIT | RECORDS).map(json.dumps).map(with_huge) | DEEP
-CSV_TEXT = st.lists(st.lists(NUMBERS.map(repr) | st.sampled_from(["True", "", "x", '"a,b"']), min_size=2,
-                             max_size=2), min_size=1, max_size=3).map(
-    lambda table: with_huge("\n".join(['"petal length (cm)","petal width (cm)"',
-                                        *(",".join(row) for row in table)])))
+CSV_TEXT = st.lists(
+    st.lists(NUMBERS.map(repr) | st.sampled_from(["True", "", "x", '"a,b"']), min_size=2, max_size=2),
+    min_size=1,
+    max_size=3,
+).map(lambda table: with_huge("\n".join(['"petal length (cm)","petal width (cm)"', *(",".join(row) for row in table)])))
 PARQUET_BYTES = st.lists(st.lists(st.floats(-10, 10), min_size=2, max_size=2), min_size=1, max_size=3).map(
-    lambda table: parquet(pd.DataFrame(table, columns=FEATURES)))
+    lambda table: parquet(pd.DataFrame(table, columns=FEATURES))
+)
 BODIES = st.one_of(JSON_TEXT.map(str.encode), CSV_TEXT.map(str.encode), PARQUET_BYTES, st.binary(max_size=40))
 # Mostly the types MLflow parses, mostly without parameters, so that many bodies reach it.
 MIMES = st.sampled_from([JSON_TYPE, JSON_TYPE, CSV_TYPE, PARQUET_TYPE, "text/plain", "application/JSON", ""])
-PARAMETERS = st.just([]) | st.lists(st.sampled_from(["charset=utf-8", "charset=UTF-8", "charset=latin-1",
-                                                     "Charset=utf-8", "version=2", ""]), max_size=3)
+PARAMETERS = st.just([]) | st.lists(
+    st.sampled_from(["charset=utf-8", "charset=UTF-8", "charset=latin-1", "Charset=utf-8", "version=2", ""]), max_size=3
+)
 CONTENT_TYPES = st.tuples(MIMES, PARAMETERS).map(lambda parts: "; ".join([parts[0], *parts[1]]) if parts[0] else "")
 
 
-@settings(max_examples=250, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
+@settings(
+    max_examples=250,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(content_type=CONTENT_TYPES, body=BODIES)
 def test_any_content_type_and_body_is_answered_in_json_without_a_5xx(app, content_type, body):
     status, headers, answer = post(app, "/invocations", body, {"Content-Type": content_type})

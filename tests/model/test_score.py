@@ -34,7 +34,8 @@ def scoring_template(tmp_path_factory, empty_store):
     with the loaded model (:func:`model_and_estimator`) or use the URI in a copy of the
     store (:func:`model_uri`)."""
     store, info, estimator, _ = package_once(
-        LogisticRegression(max_iter=5000), tmp_path_factory.mktemp("scoring"), empty_store, compose_config([]))
+        LogisticRegression(max_iter=5000), tmp_path_factory.mktemp("scoring"), empty_store, compose_config([])
+    )
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model(client.get_logged_model(info.model_id).artifact_location)
     return store, model, estimator, info.model_uri
@@ -91,8 +92,16 @@ def test_id_columns_can_be_chosen(model_and_estimator, tmp_path, suffix):
     ("mutate", "message"),
     [
         (lambda f: f.drop(columns=["petal width (cm)"]), "missing feature column(s) ['petal width (cm)']"),
-        (lambda f: f.astype({"petal length (cm)": object}).assign(**{"petal length (cm)": lambda d: d["petal length (cm)"].where(d.index != 257, "long")}), "row 257, column 'petal length (cm)': 'long' is not a number"),
-        (lambda f: f.assign(**{"petal width (cm)": lambda d: d["petal width (cm)"].where(d.index != 333)}), "row 333 has a missing value in column 'petal width (cm)'; LogisticRegression does not accept one there"),
+        (
+            lambda f: f.astype({"petal length (cm)": object}).assign(
+                **{"petal length (cm)": lambda d: d["petal length (cm)"].where(d.index != 257, "long")}
+            ),
+            "row 257, column 'petal length (cm)': 'long' is not a number",
+        ),
+        (
+            lambda f: f.assign(**{"petal width (cm)": lambda d: d["petal width (cm)"].where(d.index != 333)}),
+            "row 333 has a missing value in column 'petal width (cm)'; LogisticRegression does not accept one there",
+        ),
     ],
 )
 def test_bad_rows_fail_naming_row_and_column_and_leave_no_output(model_and_estimator, tmp_path, mutate, message):
@@ -146,11 +155,18 @@ def tabular_model(tmp_path):
     from core.config import compose_config
     from steps import package_pyfunc, serialize, train
 
-    frame = pd.DataFrame({"code": ["01", "02", "10", None] * 10, "flag": [True, False] * 20,
-                          "size": [1.0, np.nan, 3.0, 4.5] * 10, "label": ["a", "b", "b", "a"] * 10})
+    frame = pd.DataFrame(
+        {
+            "code": ["01", "02", "10", None] * 10,
+            "flag": [True, False] * 20,
+            "size": [1.0, np.nan, 3.0, 4.5] * 10,
+            "label": ["a", "b", "b", "a"] * 10,
+        }
+    )
     features = ["code", "flag", "size"]
     estimator = train.fit_estimator(
-        instantiate(compose_config(["model=tabular_logistic_regression"]).model), frame, features, "label")
+        instantiate(compose_config(["model=tabular_logistic_regression"]).model), frame, features, "label"
+    )
     path = tmp_path / "estimator.joblib"
     digest = serialize.serialize_estimator(estimator, path)
     with mlflow.start_run():
@@ -160,8 +176,13 @@ def tabular_model(tmp_path):
 
 def test_text_and_boolean_columns_keep_their_type_in_every_chunk(tabular_model, tmp_path):
     model, estimator = tabular_model
-    rows_ = pd.DataFrame({"code": ["01", None, None, "10", "02"], "flag": [True, False, True, None, False],
-                          "size": [1.0, 2.0, np.nan, 4.0, 5.0]})
+    rows_ = pd.DataFrame(
+        {
+            "code": ["01", None, None, "10", "02"],
+            "flag": [True, False, True, None, False],
+            "size": [1.0, 2.0, np.nan, 4.0, 5.0],
+        }
+    )
     source, out = tmp_path / "in.csv", tmp_path / "out.csv"
     rows_.to_csv(source, index=False)  # rows 1-2: a chunk whose text column is empty
     score.score_file(model, source, out, "predict_proba", chunk_size=2)
@@ -214,9 +235,7 @@ def scoring_files(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["a directory", "under a file"])
-def test_an_output_path_that_cannot_be_a_file_is_refused(
-    model_uri, scoring_files, tmp_path, capsys, where
-):
+def test_an_output_path_that_cannot_be_a_file_is_refused(model_uri, scoring_files, tmp_path, capsys, where):
     source, _ = scoring_files
     if where == "a directory":
         output = tmp_path / "scored.csv"
@@ -238,8 +257,9 @@ def test_an_output_path_that_cannot_be_a_file_is_refused(
 @pytest.mark.parametrize("size", [0, -5])
 def test_a_chunk_size_below_one_is_refused(model_uri, scoring_files, tmp_path, capsys, size):
     source, out = scoring_files
-    line = refused(["--input", str(source), "--output", str(out), "--model-uri", model_uri,
-                    "--chunk-size", str(size)], capsys)
+    line = refused(
+        ["--input", str(source), "--output", str(out), "--model-uri", model_uri, "--chunk-size", str(size)], capsys
+    )
     assert f"--chunk-size must be at least 1 row, got {size}" in line
     assert_nothing_written(tmp_path, out, b"an earlier result\n")
 
@@ -256,8 +276,9 @@ def test_a_value_the_forest_refuses_is_named_by_file_and_row(forest_uri, scoring
     frame = rows(60)
     frame.loc[37, FEATURES[0]] = 1e39
     frame.to_csv(source, index=False)
-    line = refused(["--input", str(source), "--output", str(out), "--model-uri", forest_uri,
-                    "--chunk-size", "25"], capsys)
+    line = refused(
+        ["--input", str(source), "--output", str(out), "--model-uri", forest_uri, "--chunk-size", "25"], capsys
+    )
     assert f"{source}: " in line and "row 37" in line
     assert_nothing_written(tmp_path, out, b"an earlier result\n")
 
@@ -276,8 +297,9 @@ def test_a_csv_that_is_not_utf8_is_refused_naming_the_line(
     else:
         frame.loc[21, "note"] = "caf\u00e9"
     source.write_bytes(frame.to_csv(index=False).encode("latin-1"))
-    line = refused(["--input", str(source), "--output", str(out), "--model-uri", model_uri,
-                    "--chunk-size", "10"], capsys)  # the body's error comes after two chunks were written
+    line = refused(
+        ["--input", str(source), "--output", str(out), "--model-uri", model_uri, "--chunk-size", "10"], capsys
+    )  # the body's error comes after two chunks were written
     assert f"Input file {source} is not UTF-8 text: line {line_number} has the byte 0xe9" in line
     assert_nothing_written(tmp_path, out, b"an earlier result\n")
 
@@ -300,14 +322,14 @@ def test_an_input_column_named_like_an_output_column_is_refused(
     assert result.columns.tolist()[0] == "id" and result.columns.tolist().count(column) == 1
 
 
-def test_a_parquet_file_with_a_repeated_column_name_is_refused(
-    model_uri, scoring_files, tmp_path, capsys
-):
+def test_a_parquet_file_with_a_repeated_column_name_is_refused(model_uri, scoring_files, tmp_path, capsys):
     _, out = scoring_files
     frame = rows(5)
     source = tmp_path / "in.parquet"
-    pq.write_table(pa.Table.from_arrays([pa.array(frame[c]) for c in [*FEATURES, "id", "id"]],
-                                        names=[*FEATURES, "id", "id"]), source)
+    pq.write_table(
+        pa.Table.from_arrays([pa.array(frame[c]) for c in [*FEATURES, "id", "id"]], names=[*FEATURES, "id", "id"]),
+        source,
+    )
     line = refused(["--input", str(source), "--output", str(out), "--model-uri", model_uri], capsys)
     assert f"{source}: column(s) ['id'] appear more than once" in line
     assert_nothing_written(tmp_path, out, b"an earlier result\n")
@@ -367,9 +389,12 @@ def test_the_command_prints_no_traceback(model_uri, scoring_files, tmp_path):
     source, out = scoring_files
     source.write_bytes(b"petal length (cm),petal width (cm)\n1.0,caf\xe9\n")
     result = subprocess.run(
-        [sys.executable, "-m", "serving.batch", "--input", str(source), "--output", str(out),
-         "--model-uri", model_uri],
-        cwd=contracts.PROJECT_DIR, env=venv_env(), capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "serving.batch", "--input", str(source), "--output", str(out), "--model-uri", model_uri],
+        cwd=contracts.PROJECT_DIR,
+        env=venv_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -386,14 +411,28 @@ def test_a_parquet_output_records_the_version_that_scored_it(model_uri, tmp_path
     rows(20).to_csv(source, index=False)
     for suffix in (".parquet", ".csv"):
         out = tmp_path / f"out{suffix}"
-        score.main(["--input", str(source), "--output", str(out), "--model-uri", "models:/scored-by@champion",
-                    "--predict-method", "predict", "--no-progress"])
+        score.main(
+            [
+                "--input",
+                str(source),
+                "--output",
+                str(out),
+                "--model-uri",
+                "models:/scored-by@champion",
+                "--predict-method",
+                "predict",
+                "--no-progress",
+            ]
+        )
         printed = capsys.readouterr().out
         assert f"rows scored with predict by models:/scored-by@champion (version {version})" in printed
     metadata = {k.decode(): v.decode() for k, v in pq.read_schema(tmp_path / "out.parquet").metadata.items()}
-    assert metadata == {contracts.SCORED_BY_URI_KEY: f"models:/scored-by/{version}",
-                        contracts.SCORED_BY_ID_KEY: model_uri.removeprefix("models:/"),
-                        contracts.SCORED_BY_NAME_KEY: "scored-by", contracts.SCORED_BY_VERSION_KEY: str(version)}
+    assert metadata == {
+        contracts.SCORED_BY_URI_KEY: f"models:/scored-by/{version}",
+        contracts.SCORED_BY_ID_KEY: model_uri.removeprefix("models:/"),
+        contracts.SCORED_BY_NAME_KEY: "scored-by",
+        contracts.SCORED_BY_VERSION_KEY: str(version),
+    }
     assert pd.read_csv(tmp_path / "out.csv").columns.tolist() == ["id", "note", "prediction"]  # CSV: no room
 
 
@@ -423,8 +462,19 @@ def test_a_link_planted_at_a_predictable_name_is_not_followed(model_and_estimato
 
 
 def score_command(source, out, model_uri: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "serving.batch", "--input", str(source), "--output", str(out),
-            "--model-uri", model_uri, "--no-progress", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "serving.batch",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--model-uri",
+        model_uri,
+        "--no-progress",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize(("sent", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -435,9 +485,14 @@ def test_a_signal_while_scoring_leaves_no_temporary_file(model_uri, tmp_path, se
     folder.mkdir()
     source, out = tmp_path / "in.csv", folder / "out.csv"
     rows(20_000).to_csv(source, index=False)
-    process = subprocess.Popen(score_command(source, out, model_uri, "--chunk-size", "5"),
-                               cwd=contracts.PROJECT_DIR, env=venv_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        score_command(source, out, model_uri, "--chunk-size", "5"),
+        cwd=contracts.PROJECT_DIR,
+        env=venv_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240  # generous: a busy machine loads MLflow and the model slowly
         while not list(folder.glob(".out.csv.*/.out.csv.partial")) and process.poll() is None:
@@ -463,7 +518,9 @@ def read_only_mount(folder) -> list[str] | None:
     if sys.platform != "linux" or os.geteuid() != 0 or not shutil.which("unshare"):
         return None
     prefix = ["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o ro tmpfs "{folder}" && exec "$@"', "sh"]
-    probe = subprocess.run([*prefix, "sh", "-c", f'! touch "{folder}/probe" 2>/dev/null'], check=False, capture_output=True)
+    probe = subprocess.run(
+        [*prefix, "sh", "-c", f'! touch "{folder}/probe" 2>/dev/null'], check=False, capture_output=True
+    )
     return prefix if probe.returncode == 0 else None
 
 
@@ -477,12 +534,15 @@ def without_write_permission(folder) -> list[str] | None:
         if not shutil.which("setpriv"):
             return None
         prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
-    probe = subprocess.run([*prefix, "sh", "-c", f'! touch "{folder}/probe" 2>/dev/null'], check=False, capture_output=True)
+    probe = subprocess.run(
+        [*prefix, "sh", "-c", f'! touch "{folder}/probe" 2>/dev/null'], check=False, capture_output=True
+    )
     return prefix if probe.returncode == 0 else None
 
 
-@pytest.mark.parametrize(("how", "reason"), [(read_only_mount, "Read-only file system"),
-                                             (without_write_permission, "Permission denied")])
+@pytest.mark.parametrize(
+    ("how", "reason"), [(read_only_mount, "Read-only file system"), (without_write_permission, "Permission denied")]
+)
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_an_output_folder_that_cannot_be_written_is_one_line(model_uri, tmp_path, how, reason, suffix):
     """This machine may run tests as root, which file modes do not stop: the folder is made
@@ -496,11 +556,19 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(model_uri, tmp_path
     if prefix is None:
         pytest.skip(f"{how.__name__}: cannot make a folder unwritable for this process here")
     try:
-        result = subprocess.run([*prefix, *score_command(source, out, model_uri)], check=False, cwd=contracts.PROJECT_DIR,
-                                env=venv_env(), capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [*prefix, *score_command(source, out, model_uri)],
+            check=False,
+            cwd=contracts.PROJECT_DIR,
+            env=venv_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         folder.chmod(0o755)
     assert result.returncode == 1, result.stderr[-3000:]
     assert result.stderr.splitlines() == [
-        f"score: error: Output file {out}: its folder {folder} cannot be written: {reason}"]
+        f"score: error: Output file {out}: its folder {folder} cannot be written: {reason}"
+    ]
     assert list(folder.iterdir()) == []

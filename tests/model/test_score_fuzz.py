@@ -34,9 +34,11 @@ from tests.support.factories import package
 # float32, the logistic regression refuses gaps, the text-and-boolean pipeline refuses
 # values that are not true or false.
 MODELS = ("forest", "logistic", "tabular")
-FEATURES = {"forest": ["petal length (cm)", "petal width (cm)"],
-            "logistic": ["petal length (cm)", "petal width (cm)"],
-            "tabular": ["code", "flag", "size"]}
+FEATURES = {
+    "forest": ["petal length (cm)", "petal width (cm)"],
+    "logistic": ["petal length (cm)", "petal width (cm)"],
+    "tabular": ["code", "flag", "size"],
+}
 
 
 @pytest.fixture
@@ -50,19 +52,32 @@ def models(tmp_path, cfg, monkeypatch):
     from steps import package_pyfunc, serialize, train
 
     built = {}
-    for name, estimator in (("forest", RandomForestClassifier(n_estimators=5, random_state=0)),
-                            ("logistic", LogisticRegression(max_iter=5000))):
+    for name, estimator in (
+        ("forest", RandomForestClassifier(n_estimators=5, random_state=0)),
+        ("logistic", LogisticRegression(max_iter=5000)),
+    ):
         (tmp_path / name).mkdir()
         info, _, _ = package(estimator, tmp_path / name, cfg)
         built[name] = info.model_uri
-    frame = pd.DataFrame({"code": ["01", "02", "10", None] * 10, "flag": [True, False] * 20,
-                          "size": [1.0, np.nan, 3.0, 4.5] * 10, "label": ["a", "b", "b", "a"] * 10})
-    fitted = train.fit_estimator(instantiate(compose_config(["model=tabular_logistic_regression"]).model),
-                                 frame, ["code", "flag", "size"], "label")
+    frame = pd.DataFrame(
+        {
+            "code": ["01", "02", "10", None] * 10,
+            "flag": [True, False] * 20,
+            "size": [1.0, np.nan, 3.0, 4.5] * 10,
+            "label": ["a", "b", "b", "a"] * 10,
+        }
+    )
+    fitted = train.fit_estimator(
+        instantiate(compose_config(["model=tabular_logistic_regression"]).model),
+        frame,
+        ["code", "flag", "size"],
+        "label",
+    )
     digest = serialize.serialize_estimator(fitted, tmp_path / "tabular.joblib")
     with mlflow.start_run():
-        info = package_pyfunc.log_dispatch_model(str(tmp_path / "tabular.joblib"), digest, fitted,
-                                                 frame[["code", "flag", "size"]])
+        info = package_pyfunc.log_dispatch_model(
+            str(tmp_path / "tabular.joblib"), digest, fitted, frame[["code", "flag", "size"]]
+        )
     built["tabular"] = info.model_uri
     from serving import batch
 
@@ -87,16 +102,14 @@ NUMBERS = st.one_of(
 )
 ODD = st.one_of(
     st.text(max_size=6),
-    st.sampled_from(["", " ", "nan", "NA", "inf", "-Infinity", "1e400", "0x10", "1,5", "true", "01",
-                     "\u00e9"]),
+    st.sampled_from(["", " ", "nan", "NA", "inf", "-Infinity", "1e400", "0x10", "1,5", "true", "01", "\u00e9"]),
     st.booleans(),
     st.none(),
 )
 # Names an output column takes, the features of the models, and any text.
 NAMES = st.one_of(
     st.text(max_size=8),
-    st.sampled_from(["prediction", "proba_0", "proba_a", "log_proba_2", "id", "", "petal width (cm)",
-                     "code"]),
+    st.sampled_from(["prediction", "proba_0", "proba_a", "log_proba_2", "id", "", "petal width (cm)", "code"]),
 )
 
 
@@ -107,8 +120,9 @@ def column(draw, name: str, length: int) -> list:
     plausible = PLAUSIBLE.get(name, st.text(max_size=5))
     kind = draw(st.sampled_from(["plausible"] * 4 + ["one odd"] * 2 + ["numbers", "anything"]))
     anything = st.one_of(NUMBERS, ODD)
-    values = draw(st.lists({"numbers": NUMBERS, "anything": anything}.get(kind, plausible),
-                           min_size=length, max_size=length))
+    values = draw(
+        st.lists({"numbers": NUMBERS, "anything": anything}.get(kind, plausible), min_size=length, max_size=length)
+    )
     if kind == "one odd" and length:
         values[draw(st.integers(0, length - 1))] = draw(anything)
     return values
@@ -123,13 +137,15 @@ def tables(draw):
     names = [name for name in FEATURES[model] if draw(kept)]
     names += draw(st.lists(NAMES, max_size=3))
     names = draw(st.permutations(names))
-    frame = pd.DataFrame({position: draw(column(name, length)) for position, name in enumerate(names)},
-                         index=range(length), dtype=object)
+    frame = pd.DataFrame(
+        {position: draw(column(name, length)) for position, name in enumerate(names)}, index=range(length), dtype=object
+    )
     frame.columns = names  # duplicates allowed: a CSV header may repeat a name
     method = draw(st.sampled_from(PREDICT_METHODS))
     chunk_size = draw(st.sampled_from([1, 2, 3, 7, 100_000, 0, -1]))
-    id_columns = draw(st.one_of(st.none(), st.none(),
-                                st.lists(st.sampled_from(names or ["id"]), max_size=2).map(",".join)))
+    id_columns = draw(
+        st.one_of(st.none(), st.none(), st.lists(st.sampled_from(names or ["id"]), max_size=2).map(",".join))
+    )
     return model, frame, method, chunk_size, id_columns
 
 
@@ -165,15 +181,21 @@ def output_rows(path: Path) -> tuple[int, list[str]]:
 EARLIER = b"an earlier result"
 
 
-@settings(max_examples=150, deadline=10_000, derandomize=True, database=None,
-          # The models and tmp_path are shared by the examples on purpose (each
-          # example writes in its own directory); building them per example is minutes.
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(case=tables(),
-       formats=st.sampled_from([(".csv", ".csv"), (".csv", ".parquet"), (".parquet", ".csv"),
-                                (".parquet", ".parquet")]),
-       encoding=st.sampled_from(["utf-8"] * 3 + ["latin-1"]),
-       output=st.sampled_from(["absent"] * 3 + ["earlier"] * 2 + ["directory"]))
+@settings(
+    max_examples=150,
+    deadline=10_000,
+    derandomize=True,
+    database=None,
+    # The models and tmp_path are shared by the examples on purpose (each
+    # example writes in its own directory); building them per example is minutes.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    case=tables(),
+    formats=st.sampled_from([(".csv", ".csv"), (".csv", ".parquet"), (".parquet", ".csv"), (".parquet", ".parquet")]),
+    encoding=st.sampled_from(["utf-8"] * 3 + ["latin-1"]),
+    output=st.sampled_from(["absent"] * 3 + ["earlier"] * 2 + ["directory"]),
+)
 def test_any_table_is_scored_whole_or_refused_in_one_line(models, capsys, case, formats, encoding, output):
     model, frame, method, chunk_size, id_columns = case
     model_uri, loaded = models[model]
@@ -186,8 +208,18 @@ def test_any_table_is_scored_whole_or_refused_in_one_line(models, capsys, case, 
             out.write_bytes(EARLIER)
         elif output == "directory":
             out.mkdir()
-        argv = ["--input", str(source), "--output", str(out), "--model-uri", model_uri,
-                "--predict-method", method, f"--chunk-size={chunk_size}", "--no-progress"]
+        argv = [
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--model-uri",
+            model_uri,
+            "--predict-method",
+            method,
+            f"--chunk-size={chunk_size}",
+            "--no-progress",
+        ]
         if id_columns is not None:
             argv.append(f"--id-columns={id_columns}")
         capsys.readouterr()
@@ -204,7 +236,7 @@ def test_any_table_is_scored_whole_or_refused_in_one_line(models, capsys, case, 
             assert rows == len(frame)
             assert all(line.startswith("score: outside the training data's contract: ") for line in err), err
             outputs = score.output_columns(method, loaded.metadata.metadata["classes"])
-            assert names[-len(outputs):] == outputs and len(names) == len(set(names))
+            assert names[-len(outputs) :] == outputs and len(names) == len(set(names))
         else:
             assert code == 1
             assert len(err) == 1 and err[0].startswith("score: error: "), err

@@ -10,10 +10,20 @@ def post(app, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dic
     """(status, headers, body) of ``POST path`` with ``body`` sent in one piece; a header
     given as "" is not sent."""
     sent = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items() if value]
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [*sent, (b"content-length", str(len(body)).encode())],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [*sent, (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
     answer: dict = {"body": b""}
     delivered = False
 

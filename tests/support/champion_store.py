@@ -38,22 +38,20 @@ def ensure(shared: Path) -> Path:
 
 
 def build(template: Path) -> None:
-    from tests.support.factories import (
-        EXPERIMENT,
-        mlflow_run,
-        new_store,
-        pipeline_outputs,
-        venv_env,
-    )
+    from tests.support.factories import EXPERIMENT, mlflow_run, new_store, pipeline_outputs, venv_env
 
     shutil.rmtree(template, ignore_errors=True)
     template.mkdir(parents=True)
     uri = new_store(None, template)
     result = mlflow_run(
-        venv_env(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
-                 PIPELINE_LOCK_DIR=str(template / "locks"),
-                 PYTHONPATH=str(contracts.PROJECT_DIR)),
-        template, timeout=BUILD_TIMEOUT,
+        venv_env(
+            MLFLOW_TRACKING_URI=uri,
+            MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
+            PIPELINE_LOCK_DIR=str(template / "locks"),
+            PYTHONPATH=str(contracts.PROJECT_DIR),
+        ),
+        template,
+        timeout=BUILD_TIMEOUT,
     )
     if result.returncode != 0 or "promoted version 1 to champion" not in result.stdout:
         raise RuntimeError(
@@ -73,7 +71,9 @@ def start_in_background(shared: Path) -> subprocess.Popen:
     with open(shared / f"{NAME}-{os.getpid()}.log", "w") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "tests.support.champion_store", str(shared)],
-            cwd=contracts.PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT,
+            cwd=contracts.PROJECT_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop_background stops the pipeline too
         )
 

@@ -74,7 +74,8 @@ def pipeline_outputs(uri: str) -> dict[str, str]:
     client = mlflow.MlflowClient(tracking_uri=uri)
     (parent,) = client.search_runs(
         [client.get_experiment_by_name(EXPERIMENT).experiment_id],
-        filter_string=f"tags.`{contracts.STEP_TAG}` = 'main'", max_results=1,
+        filter_string=f"tags.`{contracts.STEP_TAG}` = 'main'",
+        max_results=1,
         order_by=["attributes.start_time DESC"],
     )
     outputs = {"pipeline_run_id": parent.info.run_id}
@@ -82,8 +83,11 @@ def pipeline_outputs(uri: str) -> dict[str, str]:
         run_id = parent.data.tags[f"pipeline.step.{step}.run_id"]
         tags = client.get_run(run_id).data.tags
         outputs[f"{step}_run_id"] = run_id
-        outputs |= {k.removeprefix(contracts.OUTPUT_TAG_PREFIX): v for k, v in tags.items()
-                    if k.startswith(contracts.OUTPUT_TAG_PREFIX)}
+        outputs |= {
+            k.removeprefix(contracts.OUTPUT_TAG_PREFIX): v
+            for k, v in tags.items()
+            if k.startswith(contracts.OUTPUT_TAG_PREFIX)
+        }
     return outputs
 
 
@@ -95,9 +99,7 @@ def run_chain(cfg) -> dict[str, str]:
     with mlflow.start_run():
         outputs |= serialize.run(outputs["model_uri"], cfg)
     with mlflow.start_run():
-        outputs |= package_pyfunc.run(
-            outputs["joblib_uri"], outputs["joblib_sha256"], outputs["holdout_uri"], cfg
-        )
+        outputs |= package_pyfunc.run(outputs["joblib_uri"], outputs["joblib_sha256"], outputs["holdout_uri"], cfg)
     return outputs
 
 

@@ -12,11 +12,22 @@ import sys
 import time
 
 if __name__ == "__main__":
-    print(json.dumps({
-        "argv": sys.argv[1:], "cwd": os.getcwd(), "pid": os.getpid(), "ppid": os.getppid(),
-        "probe": os.environ.get("PROBE"), "driver": os.environ.get("PIPELINE_DRIVER"),
-        "name": __name__, "frozen": gc.get_freeze_count(), "collecting": gc.isenabled(),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "argv": sys.argv[1:],
+                "cwd": os.getcwd(),
+                "pid": os.getpid(),
+                "ppid": os.getppid(),
+                "probe": os.environ.get("PROBE"),
+                "driver": os.environ.get("PIPELINE_DRIVER"),
+                "name": __name__,
+                "frozen": gc.get_freeze_count(),
+                "collecting": gc.isenabled(),
+            }
+        ),
+        flush=True,
+    )
     print("on stderr", file=sys.stderr, flush=True)
     action, argument = sys.argv[1], sys.argv[2]
     if action == "exit":
@@ -24,6 +35,7 @@ if __name__ == "__main__":
     if action == "die":
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "wait":
+
         def stopped(signum, _frame):
             with open(argument, "w") as out:
                 out.write(signal.Signals(signum).name)

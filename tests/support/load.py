@@ -45,13 +45,20 @@ class Load(threading.Thread):
                 if self._stop_event.is_set() or time.monotonic() > deadline:
                     return
                 method = METHODS[count % len(METHODS)]
-                body = {"dataframe_split": {"columns": FEATURES, "data": ROWS},
-                        "params": {"predict_method": method}}
+                body = {"dataframe_split": {"columns": FEATURES, "data": ROWS}, "params": {"predict_method": method}}
                 started = time.monotonic()
                 try:
                     response = session.post(f"{self.base}/invocations", json=body, timeout=30)
-                    self.answers.append(Answer(started, time.monotonic(), response.status_code,
-                                               response.headers.get("X-Model-Version"), method, response.text))
+                    self.answers.append(
+                        Answer(
+                            started,
+                            time.monotonic(),
+                            response.status_code,
+                            response.headers.get("X-Model-Version"),
+                            method,
+                            response.text,
+                        )
+                    )
                 except requests.RequestException as err:
                     self.answers.append(Answer(started, time.monotonic(), None, None, method, repr(err)))
                 self._stop_event.wait(self.pause)  # pacing, so that the machine stays usable
@@ -78,8 +85,9 @@ class AliasWatcher(threading.Thread):
     """Reads ``alias`` of ``name`` in the store at ``tracking_uri`` every ``interval`` seconds;
     ``moves`` lists (time.monotonic() and time.time() when first seen, version)."""
 
-    def __init__(self, tracking_uri: str, name: str, alias: str = "champion", interval: float = 0.05,
-                 max_seconds: float = 600):
+    def __init__(
+        self, tracking_uri: str, name: str, alias: str = "champion", interval: float = 0.05, max_seconds: float = 600
+    ):
         super().__init__(daemon=True)
         self.client, self.name, self.alias = MlflowClient(tracking_uri=tracking_uri), name, alias
         self.interval, self.max_seconds = interval, max_seconds
@@ -96,8 +104,7 @@ class AliasWatcher(threading.Thread):
 
     def moved_to(self, version: str, after: float = 0.0) -> tuple[float, float] | None:
         """When (monotonic, wall clock) the alias was first seen on ``version`` after ``after`` (monotonic)."""
-        return next(((when, wall) for when, wall, seen in list(self.moves) if seen == version and when >= after),
-                    None)
+        return next(((when, wall) for when, wall, seen in list(self.moves) if seen == version and when >= after), None)
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -50,7 +50,9 @@ def fresh_database() -> Iterator[str | None]:
 
     admin = wait_until(
         lambda timeout: psycopg.connect(f"{ADMIN_DSN} connect_timeout={max(2, int(timeout))}", autocommit=True),
-        WAIT, f"PostgreSQL at {ADDRESS}", transient=(psycopg.OperationalError,),
+        WAIT,
+        f"PostgreSQL at {ADDRESS}",
+        transient=(psycopg.OperationalError,),
     )
     name = f"mlflow_{uuid.uuid4().hex[:12]}"
     try:
@@ -91,11 +93,17 @@ def copy_sqlite_store(sqlite_uri: str, database_uri: str) -> None:
             # Ids the database generates (experiments) continue after the copied ones.
             for table in tables:
                 for column in table.primary_key.columns:
-                    sequence = writing.execute(sa.text("SELECT pg_get_serial_sequence(:t, :c)"),
-                                               {"t": f'"{table.name}"', "c": column.name}).scalar()
+                    sequence = writing.execute(
+                        sa.text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": f'"{table.name}"', "c": column.name}
+                    ).scalar()
                     if sequence:
-                        writing.execute(sa.text(f'SELECT setval(:s, (SELECT coalesce(max("{column.name}"), 0) + 1 '
-                                                f'FROM "{table.name}"), false)'), {"s": sequence})
+                        writing.execute(
+                            sa.text(
+                                f'SELECT setval(:s, (SELECT coalesce(max("{column.name}"), 0) + 1 '
+                                f'FROM "{table.name}"), false)'
+                            ),
+                            {"s": sequence},
+                        )
     finally:
         source.dispose()
         target.dispose()

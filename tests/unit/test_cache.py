@@ -19,8 +19,7 @@ UPSTREAM = {"train": "t" * 64, "serialize": "s" * 64, "package_pyfunc": "p" * 64
 
 def key(step, cfg=None, params=None, packages=PACKAGES, upstream=UPSTREAM, data="d" * 64, lock=LOCK):
     cfg = cfg if cfg is not None else compose_config([])
-    return cache.step_key(step, params or {}, cfg, upstream, packages, data if step == "train" else None,
-                          lock=lock)
+    return cache.step_key(step, params or {}, cfg, upstream, packages, data if step == "train" else None, lock=lock)
 
 
 def changed(a, b):
@@ -36,8 +35,14 @@ def test_keys_are_the_same_in_another_process():
         "from tests.unit.test_cache import key; from pipeline import graph; "
         "print(' '.join(key(s).key for s in graph.NAMES))"
     )
-    other = subprocess.run([sys.executable, "-c", script], cwd=contracts.PROJECT_DIR, capture_output=True,
-                           text=True, check=True, env={**__import__("os").environ, "PYTHONHASHSEED": "random"})
+    other = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=contracts.PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**__import__("os").environ, "PYTHONHASHSEED": "random"},
+    )
     assert other.stdout.split() == [key(s).key for s in graph.NAMES]
 
 
@@ -56,7 +61,9 @@ def test_data_change_misses_train():
 
 
 def test_params_packages_and_inputs_are_in_the_key():
-    assert changed(key("serialize", params={"model_uri": "a"}), key("serialize", params={"model_uri": "b"})) == ["params"]
+    assert changed(key("serialize", params={"model_uri": "a"}), key("serialize", params={"model_uri": "b"})) == [
+        "params"
+    ]
     assert changed(key("train"), key("train", packages={**PACKAGES, "mlflow": "3.18.0"})) == ["packages"]
     assert changed(key("serialize"), key("serialize", upstream={**UPSTREAM, "train": "x" * 64})) == ["inputs"]
 
@@ -110,7 +117,7 @@ def test_code_change_misses_the_step_that_runs_it(tmp_path, monkeypatch):
     assert changed(before["serialize"], after["serialize"]) == ["code"]
     assert before["train"].key == after["train"].key
     with open(copy / "MLproject", "a") as handle:  # a new entry point changes no step
-        handle.write("\n  report:\n    command: \"python -m report\"\n")
+        handle.write('\n  report:\n    command: "python -m report"\n')
     assert all(after[s].key == key(s).key for s in graph.NAMES)
     project = (copy / "MLproject").read_text()
     (copy / "MLproject").write_text(project.replace("steps.evaluate --", "steps.evaluate -v --"))
@@ -162,8 +169,7 @@ def test_code_files_are_the_project_modules_a_step_imports():
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
-    [("", set()), ("all", set(graph.NAMES)), ("train, evaluate", {"train", "evaluate"})],
+    ("value", "expected"), [("", set()), ("all", set(graph.NAMES)), ("train, evaluate", {"train", "evaluate"})]
 )
 def test_parse_force(value, expected):
     assert cache.parse_force(value) == expected
@@ -215,8 +221,6 @@ def test_lookup_hit_miss_failed_and_forced():
 def test_lookup_misses_when_the_cached_version_is_gone():
     package_key = key("package_pyfunc")
     run_id = fake_step_run(package_key)
-    mlflow.MlflowClient().set_tag(
-        run_id, contracts.OUTPUT_TAG_PREFIX + "registered_model_uri", "models:/gone/1"
-    )
+    mlflow.MlflowClient().set_tag(run_id, contracts.OUTPUT_TAG_PREFIX + "registered_model_uri", "models:/gone/1")
     found = cache.lookup(package_key, experiment_id(), forced=False)
     assert not found.hit and "models:/gone/1" in found.reason

@@ -18,9 +18,7 @@ from pipeline.step import parse_step_args, step_parser
 
 MODEL_CONFIGS = sorted(p.stem for p in (contracts.CONF_DIR / "model").glob("*.yaml"))
 # Every option of every config group in conf/, as group=option overrides.
-GROUP_OPTIONS = sorted(
-    f"{path.parent.name}={path.stem}" for path in contracts.CONF_DIR.glob("*/*.yaml")
-)
+GROUP_OPTIONS = sorted(f"{path.parent.name}={path.stem}" for path in contracts.CONF_DIR.glob("*/*.yaml"))
 # Model configs whose fitted estimator lacks some of the three prediction methods.
 FEWER_METHODS = {
     "svc": ("predict",),
@@ -178,8 +176,13 @@ def test_a_mistyped_or_misspelt_setting_fails_at_compose_time(capsys, override, 
 
 def test_the_schema_types_every_section_but_the_model():
     cfg = compose_config(["data=file", "data.path=x.csv", "gate=labels_only"])
-    for section, schema in [("data", "DataConfig"), ("registry", "RegistryConfig"), ("gate", "GateConfig"),
-                            ("validation", "ValidationConfig"), ("sweep", "SweepConfig")]:
+    for section, schema in [
+        ("data", "DataConfig"),
+        ("registry", "RegistryConfig"),
+        ("gate", "GateConfig"),
+        ("validation", "ValidationConfig"),
+        ("sweep", "SweepConfig"),
+    ]:
         assert OmegaConf.get_type(cfg, section).__name__ == schema
     assert OmegaConf.get_type(cfg.gate.metrics, "f1_macro").__name__ == "GateMetric"
     assert OmegaConf.get_type(cfg, "model") is dict
@@ -272,10 +275,15 @@ def test_a_step_handed_its_config_does_not_import_hydra(monkeypatch):
 
     from core.composed import HANDED_DOWN_ENV, hand_down
 
-    env = {"PYTHONPATH": str(contracts.PROJECT_DIR), HANDED_DOWN_ENV: hand_down(compose_config(["model.C=3"]), ["model.C=3"])}
-    check = ("import sys; from pipeline.step import parse_step_args, step_parser; "
-             "_, cfg = parse_step_args(step_parser('x'), ['model.C=3']); "
-             "print(cfg.model.C, sorted(m for m in sys.modules if m.split('.')[0] == 'hydra'))")
+    env = {
+        "PYTHONPATH": str(contracts.PROJECT_DIR),
+        HANDED_DOWN_ENV: hand_down(compose_config(["model.C=3"]), ["model.C=3"]),
+    }
+    check = (
+        "import sys; from pipeline.step import parse_step_args, step_parser; "
+        "_, cfg = parse_step_args(step_parser('x'), ['model.C=3']); "
+        "print(cfg.model.C, sorted(m for m in sys.modules if m.split('.')[0] == 'hydra'))"
+    )
     done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["3", "[]"]
@@ -302,8 +310,10 @@ def test_the_driver_hands_its_config_down_only_while_it_starts_a_step_and_not_a_
 # As docs/data.md writes them inside make run HYDRA_OPTIONS="...": the shell keeps the inner
 # quotes, and `make run` hands the string to `python -m core.tracking` and, through
 # `mlflow run -P hydra_options=...`, to pipeline.main as one argument.
-QUOTED_WHOLE = ("model=hist_gradient_boosting 'model.categorical_features=[island,sex]' "
-                "'data.features=[\"petal width (cm)\",\"petal length (cm)\"]'")
+QUOTED_WHOLE = (
+    "model=hist_gradient_boosting 'model.categorical_features=[island,sex]' "
+    '\'data.features=["petal width (cm)","petal length (cm)"]\''
+)
 
 
 def test_an_override_quoted_whole_works_where_make_run_passes_it(capsys):
@@ -325,5 +335,6 @@ def test_an_override_quoted_whole_with_a_space_says_how_to_quote_it(capsys):
     with pytest.raises(SystemExit) as exit_info:
         tracking.main(["'data.features=[petal width (cm),petal length (cm)]'"])
     assert exit_info.value.code == 2
-    assert ("quote the value instead, as data.features=['petal width (cm)','petal length (cm)']"
-            in capsys.readouterr().err)
+    assert (
+        "quote the value instead, as data.features=['petal width (cm)','petal length (cm)']" in capsys.readouterr().err
+    )

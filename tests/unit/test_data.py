@@ -32,9 +32,7 @@ def test_split_reproduces_the_tutorial_holdout(cfg):
     """Same 30 rows, same order, as train_test_split on the tutorial's X[:, 2:]."""
     _, holdout, features = data.prepare_data(cfg.data)
     iris = load_iris()
-    _, x_test, _, y_test = train_test_split(
-        iris.data[:, 2:], iris.target, test_size=0.2, random_state=9001
-    )
+    _, x_test, _, y_test = train_test_split(iris.data[:, 2:], iris.target, test_size=0.2, random_state=9001)
     assert features == ["petal length (cm)", "petal width (cm)"]
     np.testing.assert_array_equal(holdout[features].to_numpy(), x_test)
     np.testing.assert_array_equal(holdout[cfg.data.target].to_numpy(), y_test)
@@ -103,8 +101,15 @@ def bad(frame_or_text, tmp_path, name="bad.csv"):
             "target 'target' looks continuous (60 distinct float values, e.g. 0.01883",
         ),
         (  # few distinct fractions, one seen once: a rating, not classes (Fair's affairs data)
-            lambda t: bad(pd.DataFrame({"a": np.arange(200.0), "target": [0.0] * 150 + [0.6222222] + [
-                round(k / 9, 7) for k in range(1, 8)] * 7}), t),
+            lambda t: bad(
+                pd.DataFrame(
+                    {
+                        "a": np.arange(200.0),
+                        "target": [0.0] * 150 + [0.6222222] + [round(k / 9, 7) for k in range(1, 8)] * 7,
+                    }
+                ),
+                t,
+            ),
             "target 'target' looks continuous (9 distinct float values, e.g. 0.6222222); "
             "this pipeline trains classifiers",
         ),
@@ -113,14 +118,16 @@ def bad(frame_or_text, tmp_path, name="bad.csv"):
             "57 of 60 rows (95%) repeat an earlier row",
         ),
         (
-            lambda t: bad(pd.DataFrame({"a": np.arange(10.0), "d": pd.date_range("2026-01-01", periods=10),
-                                        "target": [0, 1] * 5}), t, "x.parquet"),
+            lambda t: bad(
+                pd.DataFrame(
+                    {"a": np.arange(10.0), "d": pd.date_range("2026-01-01", periods=10), "target": [0, 1] * 5}
+                ),
+                t,
+                "x.parquet",
+            ),
             "feature column(s) ['d'] hold dates or times",
         ),
-        (
-            lambda t: bad(pd.DataFrame({"a": np.arange(10.0), "target": [0] * 10}), t),
-            "single class",
-        ),
+        (lambda t: bad(pd.DataFrame({"a": np.arange(10.0), "target": [0] * 10}), t), "single class"),
         (
             lambda t: bad(pd.DataFrame({"a": np.arange(10.0), "target": [0] * 9 + [1]}), t),
             "class 1 of 'target' has 1 row",
@@ -156,8 +163,14 @@ def test_batch_generator_creates_and_grows_a_file(tmp_path):
 
 def test_text_and_missing_features_pass_the_data_check(tmp_path):
     """The estimator decides what it accepts (a tabular config encodes and imputes)."""
-    frame = pd.DataFrame({"n": [1.0, None, 3.0, 4.0] * 5, "t": ["x", "y", None, "x"] * 5,
-                          "k": [5, 3, 8, 1] * 5, "target": ["a", "b"] * 10})
+    frame = pd.DataFrame(
+        {
+            "n": [1.0, None, 3.0, 4.0] * 5,
+            "t": ["x", "y", None, "x"] * 5,
+            "k": [5, 3, 8, 1] * 5,
+            "target": ["a", "b"] * 10,
+        }
+    )
     train_rows, holdout, features = data.prepare_data(file_cfg(write(frame, tmp_path / "mixed.csv")))
     assert features == ["n", "t", "k"] and len(train_rows) + len(holdout) == 20
 
@@ -182,19 +195,21 @@ def test_a_few_repeated_rows_are_reported_not_refused(tmp_path, caplog):
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("data.test_size=1.5", "data.test_size=1.5 is out of range"),
-     ("data.test_size=0", "data.test_size=0.0 is out of range"),
-     ("data.test_size=-0.1", "data.test_size=-0.1 is out of range"),
-     ("data.random_state=abc", "could not be converted to Integer"),
-     ("data.max_duplicate_share=2", "data.max_duplicate_share=2.0 is out of range"),
-     ("data.random_state=-1", "data.random_state=-1 is out of range"),
-     ("data.random_state=4294967296", "data.random_state=4294967296 is out of range"),
-     ("validation.atol=-1", "validation.atol=-1.0 is out of range: it must be a finite number, zero or more"),
-     ("validation.atol=nan", "validation.atol=nan is out of range"),
-     ("gate.metrics.accuracy.tolerance=abc", "'abc' of type 'str' could not be converted to Float"),
-     ("gate.metrics.accuracy.tolerance=-0.1", "gate.metrics.accuracy.tolerance=-0.1 is out of range"),
-     ("gate.metrics.log_loss.tolerance=inf", "gate.metrics.log_loss.tolerance=inf is out of range"),
-     ("gate.metrics.accuracy.threshold=nan", "gate.metrics.accuracy.threshold=nan is out of range")],
+    [
+        ("data.test_size=1.5", "data.test_size=1.5 is out of range"),
+        ("data.test_size=0", "data.test_size=0.0 is out of range"),
+        ("data.test_size=-0.1", "data.test_size=-0.1 is out of range"),
+        ("data.random_state=abc", "could not be converted to Integer"),
+        ("data.max_duplicate_share=2", "data.max_duplicate_share=2.0 is out of range"),
+        ("data.random_state=-1", "data.random_state=-1 is out of range"),
+        ("data.random_state=4294967296", "data.random_state=4294967296 is out of range"),
+        ("validation.atol=-1", "validation.atol=-1.0 is out of range: it must be a finite number, zero or more"),
+        ("validation.atol=nan", "validation.atol=nan is out of range"),
+        ("gate.metrics.accuracy.tolerance=abc", "'abc' of type 'str' could not be converted to Float"),
+        ("gate.metrics.accuracy.tolerance=-0.1", "gate.metrics.accuracy.tolerance=-0.1 is out of range"),
+        ("gate.metrics.log_loss.tolerance=inf", "gate.metrics.log_loss.tolerance=inf is out of range"),
+        ("gate.metrics.accuracy.threshold=nan", "gate.metrics.accuracy.threshold=nan is out of range"),
+    ],
 )
 def test_settings_are_checked_when_the_config_is_composed(override, message, capsys):
     """Types and ranges fail before any run, with exit 2: nothing is half-done."""
@@ -211,12 +226,14 @@ def test_settings_are_checked_when_the_config_is_composed(override, message, cap
 
 def test_pandas_nullable_types_from_parquet_are_taken_as_numpy_gaps(tmp_path):
     """Int64/boolean/string columns hold pd.NA, which scikit-learn cannot compare."""
-    frame = pd.DataFrame({
-        "n": pd.array([None, 2, 3, 4] * 5, dtype="Int64"),  # a gap first: no index check trips on it
-        "b": pd.array([True, None, False, True] * 5, dtype="boolean"),
-        "s": pd.array(["x", "y", None, "x"] * 5, dtype="string"),
-        "target": ["a", "b"] * 10,
-    })
+    frame = pd.DataFrame(
+        {
+            "n": pd.array([None, 2, 3, 4] * 5, dtype="Int64"),  # a gap first: no index check trips on it
+            "b": pd.array([True, None, False, True] * 5, dtype="boolean"),
+            "s": pd.array(["x", "y", None, "x"] * 5, dtype="string"),
+            "target": ["a", "b"] * 10,
+        }
+    )
     train_rows, holdout, _ = data.prepare_data(file_cfg(write(frame, tmp_path / "nullable.parquet")))
     both = pd.concat([train_rows, holdout])
     assert both["n"].dtype == np.float64 and both["b"].dtype == object and both["s"].dtype == object

@@ -32,8 +32,7 @@ def project(tmp_path):
 
 def problems_in(folder):
     return dependencies.problems(
-        folder / "pyproject.toml", folder / "requirements.lock", folder / "requirements-dev.lock",
-        folder / "conda.yaml",
+        folder / "pyproject.toml", folder / "requirements.lock", folder / "requirements-dev.lock", folder / "conda.yaml"
     )
 
 
@@ -49,8 +48,13 @@ def test_the_locks_and_conda_yaml_agree_with_the_declarations():
 
 def test_the_check_needs_only_the_standard_library():
     """`make setup` runs it before anything is installed (-S: no site-packages)."""
-    result = subprocess.run([sys.executable, "-S", "-m", "core.dependencies", "check"],
-                            cwd=contracts.PROJECT_DIR, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-S", "-m", "core.dependencies", "check"],
+        cwd=contracts.PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -65,7 +69,7 @@ def test_a_changed_pin_is_found(project):
 def test_a_new_declaration_is_found(project):
     replace(project / "pyproject.toml", '"ruff==', '"black==26.1.0",\n    "ruff==')
     assert problems_in(project) == [
-        "requirements-dev.lock: black is declared ==26.1.0 in pyproject.toml, locked as nothing",
+        "requirements-dev.lock: black is declared ==26.1.0 in pyproject.toml, locked as nothing"
     ]
 
 

@@ -9,8 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from serving.follower import Follower, Served, parse_alias
+from serving.follower import Follower, parse_alias
 from serving.model_check import ModelCheckFailed, output_problem
+from serving.served import Served
 from serving.workers import Shared
 
 URI = "models:/iris-classifier@champion"
@@ -62,8 +63,13 @@ def test_a_moved_alias_is_loaded_and_swapped_in_and_the_old_version_object_is_ke
     assert f.check("webhook") == "swapped"
     assert (f.current.version, f.current.app, old.app) == ("2", "app of 2", "app of 1")
     assert registry.loads == ["models:/iris-classifier/1", "models:/iris-classifier/2"]
-    assert f.status()["last_check"] | {"at": None} == {"at": None, "trigger": "webhook", "alias_version": "2",
-                                                       "outcome": "swapped", "error": None}
+    assert f.status()["last_check"] | {"at": None} == {
+        "at": None,
+        "trigger": "webhook",
+        "alias_version": "2",
+        "outcome": "swapped",
+        "error": None,
+    }
 
 
 def test_a_refused_version_is_tried_again_only_when_the_alias_moves_again(registry):
@@ -150,18 +156,21 @@ def test_workers_publish_their_status_and_dead_ones_are_left_out(tmp_path):
 CLASSES = [0, 1, 2]
 
 
-@pytest.mark.parametrize(("method", "output", "problem"), [
-    ("predict", np.array([0, 1]), None),
-    ("predict", np.array([0, 1, 2]), "expected 2 labels"),
-    ("predict", np.array([0, 7]), "label 7 is not one of the classes"),
-    ("predict_proba", np.array([[1.0, 0, 0], [0.2, 0.3, 0.5]]), None),
-    ("predict_proba", np.array([[1.0, 0], [0.5, 0.5]]), "expected shape (2, 3)"),
-    ("predict_proba", np.array([[np.nan, 0, 1], [0.2, 0.3, 0.5]]), "NaN in the output"),
-    ("predict_proba", np.array([[1.5, -0.5, 0], [0.2, 0.3, 0.5]]), "outside [0, 1]"),
-    ("predict_proba", np.array([[0.5, 0, 0], [0.2, 0.3, 0.5]]), "row 0's probabilities sum to 0.5"),
-    ("predict_log_proba", np.array([[0.0, -np.inf, -np.inf], np.log([0.2, 0.3, 0.5])]), None),  # -inf: log 0
-    ("predict_log_proba", np.array([[1.0, 0, 0], [0, 0, 0]]), "above 0"),
-])
+@pytest.mark.parametrize(
+    ("method", "output", "problem"),
+    [
+        ("predict", np.array([0, 1]), None),
+        ("predict", np.array([0, 1, 2]), "expected 2 labels"),
+        ("predict", np.array([0, 7]), "label 7 is not one of the classes"),
+        ("predict_proba", np.array([[1.0, 0, 0], [0.2, 0.3, 0.5]]), None),
+        ("predict_proba", np.array([[1.0, 0], [0.5, 0.5]]), "expected shape (2, 3)"),
+        ("predict_proba", np.array([[np.nan, 0, 1], [0.2, 0.3, 0.5]]), "NaN in the output"),
+        ("predict_proba", np.array([[1.5, -0.5, 0], [0.2, 0.3, 0.5]]), "outside [0, 1]"),
+        ("predict_proba", np.array([[0.5, 0, 0], [0.2, 0.3, 0.5]]), "row 0's probabilities sum to 0.5"),
+        ("predict_log_proba", np.array([[0.0, -np.inf, -np.inf], np.log([0.2, 0.3, 0.5])]), None),  # -inf: log 0
+        ("predict_log_proba", np.array([[1.0, 0, 0], [0, 0, 0]]), "above 0"),
+    ],
+)
 def test_the_model_check_refuses_outputs_no_method_could_give(method, output, problem):
     found = output_problem(method, output, 2, CLASSES)
     assert found == problem if problem is None else problem in found

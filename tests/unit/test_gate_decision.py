@@ -87,8 +87,9 @@ class Scorer:
 
 def judged(candidate=None, methods=ALL_METHODS, rolled_back=None, champion="1", score=None):
     scorer = Scorer(score or gate.ChampionScore("1", dict(CHAMPION), ALL_METHODS))
-    decision = gate.judge(GATE_CFG, "2", candidate or {"accuracy": 0.96, "log_loss": 0.19},
-                          methods, rolled_back, champion, scorer)
+    decision = gate.judge(
+        GATE_CFG, "2", candidate or {"accuracy": 0.96, "log_loss": 0.19}, methods, rolled_back, champion, scorer
+    )
     return decision, scorer.calls
 
 
@@ -125,10 +126,14 @@ def test_judge_replaces_a_champion_it_cannot_score_when_the_version_passes_alone
     decision, _ = judged(score=broken)
     assert (decision.outcome, decision.champion_version) == ("promoted", "1")
     assert decision.champion_broken == "OSError: truncated joblib file"
-    assert decision.reason.startswith("champion version 1 is broken: it could not be loaded or scored "
-                                      "(OSError: truncated joblib file); replaced by version 2: ")
+    assert decision.reason.startswith(
+        "champion version 1 is broken: it could not be loaded or scored "
+        "(OSError: truncated joblib file); replaced by version 2: "
+    )
     # Judged on its absolute thresholds alone, as a first version is: one it misses is not promoted.
-    strict = OmegaConf.create({"metrics": OmegaConf.merge(GATE, {"accuracy": {"threshold": 0.99}}), "keep_methods": True})
+    strict = OmegaConf.create(
+        {"metrics": OmegaConf.merge(GATE, {"accuracy": {"threshold": 0.99}}), "keep_methods": True}
+    )
     refused = gate.judge(strict, "2", {"accuracy": 0.96, "log_loss": 0.19}, ALL_METHODS, None, "1", Scorer(broken))
     assert refused.outcome == "challenger" and refused.champion_broken
     assert "not replaced by version 2" in refused.reason and "accuracy" in refused.reason
@@ -138,8 +143,15 @@ def test_judge_refuses_a_version_offering_fewer_methods_unless_allowed():
     decision, _ = judged(methods=["predict"])
     assert decision.outcome == "challenger" and "predict_proba, predict_log_proba" in decision.reason
     labels_only = OmegaConf.create({"metrics": {"accuracy": GATE.accuracy}, "keep_methods": False})
-    allowed = gate.judge(labels_only, "2", {"accuracy": 0.96}, ["predict"], None, "1",
-                         Scorer(gate.ChampionScore("1", dict(CHAMPION), ALL_METHODS)))
+    allowed = gate.judge(
+        labels_only,
+        "2",
+        {"accuracy": 0.96},
+        ["predict"],
+        None,
+        "1",
+        Scorer(gate.ChampionScore("1", dict(CHAMPION), ALL_METHODS)),
+    )
     assert allowed.outcome == "promoted"
 
 
@@ -153,17 +165,31 @@ def test_decision_tags_record_outcome_reason_and_both_versions_metrics():
     assert gate.describe_bounds(decision) == "accuracy >= 0.95; log_loss <= 0.25"
 
 
-
-
 def test_a_schema_change_never_scores_the_champion_nor_calls_it_broken():
     def never():
         raise AssertionError("the champion was scored on a holdout with other columns")
 
     cfg = compose_config([]).gate
-    kept = gate.judge(cfg, "2", {"accuracy": 1.0, "log_loss": 0.1}, ALL_METHODS, None, "1", never,
-                      schema_change="removed 'b' (double)")
+    kept = gate.judge(
+        cfg,
+        "2",
+        {"accuracy": 1.0, "log_loss": 0.1},
+        ALL_METHODS,
+        None,
+        "1",
+        never,
+        schema_change="removed 'b' (double)",
+    )
     assert (kept.outcome, kept.champion_broken, kept.champion_version) == ("challenger", None, "1")
     assert "removed 'b' (double)" in kept.reason and "make promote VERSION=2" in kept.reason
-    allowed = gate.judge(compose_config(["gate.allow_schema_change=true"]).gate, "2",
-                         {"accuracy": 1.0, "log_loss": 0.1}, ALL_METHODS, None, "1", never, "removed 'b' (double)")
+    allowed = gate.judge(
+        compose_config(["gate.allow_schema_change=true"]).gate,
+        "2",
+        {"accuracy": 1.0, "log_loss": 0.1},
+        ALL_METHODS,
+        None,
+        "1",
+        never,
+        "removed 'b' (double)",
+    )
     assert allowed.promoted and allowed.champion_broken is None and allowed.champion_version == "1"

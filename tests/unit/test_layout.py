@@ -77,7 +77,7 @@ def test_no_import_cycle_between_project_modules():
         state[name] = "open"
         for target in sorted(edges[name]):
             if state.get(target) == "open":
-                cycle = trail[trail.index(target):] + [target] if target in trail else [name, target]
+                cycle = trail[trail.index(target) :] + [target] if target in trail else [name, target]
                 pytest.fail(f"import cycle: {' -> '.join(cycle)}")
             if target not in state:
                 visit(target, [*trail, target])

@@ -19,25 +19,32 @@ from core.features import as_sent, column_type, nullable_columns, plain_categori
 
 def table(rows=40) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    return pd.DataFrame({
-        "rownames": [f"name {i}" for i in range(rows)],
-        "id": rng.permutation(rows) + 1000,
-        "size": rng.normal(size=rows),
-        "colour": rng.choice(["red", "blue"], rows),
-        "kind": pd.Categorical(rng.choice(["a", "b"], rows)),
-        "flag": rng.integers(0, 2, rows).astype(bool),
-        "day": [f"2012-01-{1 + i % 28:02d}" for i in range(rows)],
-        "empty": np.nan,
-        "target": ["x", "y"] * (rows // 2),
-    })
+    return pd.DataFrame(
+        {
+            "rownames": [f"name {i}" for i in range(rows)],
+            "id": rng.permutation(rows) + 1000,
+            "size": rng.normal(size=rows),
+            "colour": rng.choice(["red", "blue"], rows),
+            "kind": pd.Categorical(rng.choice(["a", "b"], rows)),
+            "flag": rng.integers(0, 2, rows).astype(bool),
+            "day": [f"2012-01-{1 + i % 28:02d}" for i in range(rows)],
+            "empty": np.nan,
+            "target": ["x", "y"] * (rows // 2),
+        }
+    )
 
 
 def test_each_column_gets_a_kind_and_a_use():
     found = {c.name: (c.kind, c.use) for c in profile.profile_frame(table(), "target", None)}
     assert found == {
-        "rownames": ("identifier", "left out"), "id": ("identifier", "left out"),
-        "size": ("number", "feature"), "colour": ("text", "feature"), "kind": ("category", "feature"),
-        "flag": ("boolean", "feature"), "day": ("date", "feature"), "empty": ("empty", "left out"),
+        "rownames": ("identifier", "left out"),
+        "id": ("identifier", "left out"),
+        "size": ("number", "feature"),
+        "colour": ("text", "feature"),
+        "kind": ("category", "feature"),
+        "flag": ("boolean", "feature"),
+        "day": ("date", "feature"),
+        "empty": ("empty", "left out"),
         "target": ("target", "target"),
     }
 
@@ -65,19 +72,28 @@ def test_left_out_columns_are_one_line_each_and_the_profile_is_yaml():
     ]
     written = yaml.safe_load(profile.profile_yaml(columns, "t.csv", 40))
     assert written["rows"] == 40 and written["columns"]["empty"]["missing"] == 40
-    assert written["columns"]["kind"] == {"kind": "category", "use": "feature", "reason": "category",
-                                          "dtype": "category", "missing": 0, "distinct": 2}
+    assert written["columns"]["kind"] == {
+        "kind": "category",
+        "use": "feature",
+        "reason": "category",
+        "dtype": "category",
+        "missing": 0,
+        "distinct": 2,
+    }
 
 
-@pytest.mark.parametrize("values, expected", [
-    (["2012-01-01", None, "2013-12-31"], True),
-    (["2012-01-01T10:30:00Z", "2012-01-01 10:30"], True),
-    (pd.date_range("2020-01-01", periods=3), True),
-    (["2012-01-01", "soon"], False),
-    (["2012-13-45"], False),
-    (["20120101"], False),
-    ([1, 2, 3], False),
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (["2012-01-01", None, "2013-12-31"], True),
+        (["2012-01-01T10:30:00Z", "2012-01-01 10:30"], True),
+        (pd.date_range("2020-01-01", periods=3), True),
+        (["2012-01-01", "soon"], False),
+        (["2012-13-45"], False),
+        (["20120101"], False),
+        ([1, 2, 3], False),
+    ],
+)
 def test_dates_as_text_are_dates(values, expected):
     assert profile.is_date(pd.Series(values)) is expected
 
@@ -118,8 +134,9 @@ def test_non_text_categories_become_their_values_and_text_ones_are_sent_as_text(
 def gappy(rows=60) -> tuple[pd.DataFrame, np.ndarray]:
     """Numbers and text with a gap in every row."""
     rng = np.random.default_rng(1)
-    frame = pd.DataFrame({"a": rng.normal(size=rows), "b": rng.normal(size=rows),
-                          "c": rng.choice(["p", "q"], rows).astype(object)})
+    frame = pd.DataFrame(
+        {"a": rng.normal(size=rows), "b": rng.normal(size=rows), "c": rng.choice(["p", "q"], rows).astype(object)}
+    )
     for position in range(rows):
         frame.iloc[position, position % 3] = np.nan
     return frame, np.array(["x", "y"] * (rows // 2))

@@ -50,14 +50,17 @@ def refusal(body: bytes | str, headers: dict[str, str] = JSON) -> Refused:
 
 HUGE = "9" * 4301  # past Python's limit of int-str conversion (4,300 digits)
 INTEGERS = {  # body, where the message says the integer is
-    "in data": (f'{{"dataframe_split": {{"columns": ["a", "b"], "data": [[1, 2], [3, -{HUGE}]]}}}}',
-                "dataframe_split.data[1][1] has 4,301 digits"),
-    "in params": (f'{{"inputs": [{{"a": 1, "b": 2}}], "params": {{"predict_method": {HUGE}}}}}',
-                  "params.predict_method has 4,301 digits"),
+    "in data": (
+        f'{{"dataframe_split": {{"columns": ["a", "b"], "data": [[1, 2], [3, -{HUGE}]]}}}}',
+        "dataframe_split.data[1][1] has 4,301 digits",
+    ),
+    "in params": (
+        f'{{"inputs": [{{"a": 1, "b": 2}}], "params": {{"predict_method": {HUGE}}}}}',
+        "params.predict_method has 4,301 digits",
+    ),
     "a key with a space": (f'{{"inputs": {{"a b": [{HUGE}]}}}}', 'inputs["a b"][0] has 4,301 digits'),
     "alone": (HUGE, "the top of the body has 4,301 digits"),
-    "within 309 digits, beyond a double": ('{"inputs": {"a": [' + "9" * 309 + "]}}",
-                                           "inputs.a[0] has 309 digits"),
+    "within 309 digits, beyond a double": ('{"inputs": {"a": [' + "9" * 309 + "]}}", "inputs.a[0] has 309 digits"),
 }
 
 
@@ -70,22 +73,31 @@ def test_an_integer_beyond_a_double_is_refused_naming_where(case):
     check_request(JSON, ('{"inputs": {"a": [' + "9" * 308 + "]}}").encode(), frozenset())  # a double holds it
 
 
-@pytest.mark.parametrize(("columns", "position", "shown"), [
-    ([["a"], "b"], 0, 'the JSON array ["a"]'),
-    (["a", None], 1, "the JSON null null"),
-    (["a", 2], 1, "the JSON number 2"),
-    (["a", {"b": 1}], 1, 'the JSON object {"b": 1}'),
-])
+@pytest.mark.parametrize(
+    ("columns", "position", "shown"),
+    [
+        ([["a"], "b"], 0, 'the JSON array ["a"]'),
+        (["a", None], 1, "the JSON null null"),
+        (["a", 2], 1, "the JSON number 2"),
+        (["a", {"b": 1}], 1, 'the JSON object {"b": 1}'),
+    ],
+)
 def test_a_column_name_that_is_not_a_string_is_refused_naming_its_position(columns, position, shown):
     refused = refusal(json.dumps({"dataframe_split": {"columns": columns, "data": [[1, 2]]}}))
     assert refused.status == 400
-    assert refused.message == (f"dataframe_split's columns: the name at position {position} is {shown}; "
-                               "column names are strings.")
+    assert refused.message == (
+        f"dataframe_split's columns: the name at position {position} is {shown}; column names are strings."
+    )
 
 
-@pytest.mark.parametrize("content_type", ["application/vnd.apache.parquet",
-                                          "application/vnd.apache.parquet; charset=utf-8",
-                                          "application/vnd.apache.parquet; charset=latin-1; charset=UTF-8"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/vnd.apache.parquet",
+        "application/vnd.apache.parquet; charset=utf-8",
+        "application/vnd.apache.parquet; charset=latin-1; charset=UTF-8",
+    ],
+)
 def test_parquet_is_refused_before_it_is_read(content_type):
     refused = refusal(b"PAR1" + b"\0" * 100 + b"PAR1", {"content-type": content_type})
     assert refused.status == 415
@@ -97,8 +109,13 @@ def test_a_charset_named_twice_is_read_as_mlflow_reads_it_the_last_one():
     body = f'{{"inputs": {{"a": [{HUGE}]}}}}'
     assert refusal(body, {"content-type": "application/json; charset=latin-1; charset=utf-8"}).status == 400
     # MLflow answers these with a 415 of its own, without parsing: nothing to check
-    for content_type in ("application/json; charset=utf-8; charset=latin-1", "application/json; Charset=utf-8",
-                         "application/json;", "application/vnd.apache.parquet; version=2", "text/plain"):
+    for content_type in (
+        "application/json; charset=utf-8; charset=latin-1",
+        "application/json; Charset=utf-8",
+        "application/json;",
+        "application/vnd.apache.parquet; version=2",
+        "text/plain",
+    ):
         check_request({"content-type": content_type}, body.encode(), frozenset())
 
 
@@ -139,10 +156,13 @@ def test_predictions_become_strict_json():
 
 def test_mlflows_echoes_of_the_data_are_dropped():
     schema = "['a': double (required)]"
-    echoed = (f"Failed to predict data '   a\n0  {'9' * 5000}'. \nError: Failed to enforce schema of data "
-              f"'   a\n0  {'9' * 5000}' with schema '{schema}'. Error: Model is missing inputs ['b'].")
-    assert client_message(echoed) == ("The input does not match the model's schema: "
-                                      f"Model is missing inputs ['b']. Its schema: {schema}")
+    echoed = (
+        f"Failed to predict data '   a\n0  {'9' * 5000}'. \nError: Failed to enforce schema of data "
+        f"'   a\n0  {'9' * 5000}' with schema '{schema}'. Error: Model is missing inputs ['b']."
+    )
+    assert client_message(echoed) == (
+        f"The input does not match the model's schema: Model is missing inputs ['b']. Its schema: {schema}"
+    )
 
 
 TEXT_LAYOUTS = {
@@ -160,8 +180,9 @@ def test_a_number_for_a_text_column_is_refused_naming_row_and_column(layout):
         check_request(JSON, body, frozenset({"x"}), frozenset({"sex"}))
     assert refused.value.status == 400
     assert refused.value.message.startswith("Column 'sex' takes text: input row 1 has the number 1")
-    check_request(JSON, json.dumps({"inputs": {"x": [1], "sex": ["1"]}}).encode(),
-                  frozenset({"x"}), frozenset({"sex"}))  # the text "1" is text
+    check_request(
+        JSON, json.dumps({"inputs": {"x": [1], "sex": ["1"]}}).encode(), frozenset({"x"}), frozenset({"sex"})
+    )  # the text "1" is text
 
 
 def test_a_csv_cell_has_no_type_so_a_number_in_a_text_column_is_text():
@@ -184,8 +205,10 @@ def test_a_csv_cell_has_no_type_so_a_number_in_a_text_column_is_text():
 def test_on_a_wide_table_a_missing_column_is_named_within_the_cut():
     columns = [f"measurement_{i:02d}_of_the_sensor" for i in range(64)]
     schema = "[" + ", ".join(f"'{c}': double (required)" for c in columns) + "]"
-    message = (f"Failed to enforce schema of data '   a\n0  1.0' with schema '{schema}'. "
-               f"Error: Model is missing inputs ['{columns[-1]}'].")
+    message = (
+        f"Failed to enforce schema of data '   a\n0  1.0' with schema '{schema}'. "
+        f"Error: Model is missing inputs ['{columns[-1]}']."
+    )
     shown = capped(client_message(message))
     assert f"Model is missing inputs ['{columns[-1]}']" in shown
     assert "1.0" not in shown.split("Its schema")[0]

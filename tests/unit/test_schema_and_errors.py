@@ -16,7 +16,8 @@ from core.schema import UNTYPED, input_difference, model_inputs
 
 def test_added_removed_and_retyped_columns_are_named():
     assert input_difference({"a": "double", "b": "long"}, {"a": "double", "b": "double", "c": "string"}) == (
-        "added 'c' (string); retyped 'b' (long -> double)")
+        "added 'c' (string); retyped 'b' (long -> double)"
+    )
     assert input_difference({"a": "double", "b": "long"}, {"a": "double"}) == "removed 'b' (long)"
     assert input_difference({"a": "double"}, {"a": "double"}) is None
     assert input_difference(None, {"a": "double"}) is None  # unknown: the champion's scoring decides
@@ -31,12 +32,16 @@ def test_inputs_come_from_the_signature_else_the_feature_names():
 
 
 def test_a_stored_message_keeps_no_rows_and_says_what_is_missing():
-    message = f"Failed to enforce schema of data '{pd.DataFrame({'a': [0.123456789] * 500})}' with schema " \
-              "'['a': double (required), 'b': double (required)]'. Error: Model is missing inputs ['b']."
+    message = (
+        f"Failed to enforce schema of data '{pd.DataFrame({'a': [0.123456789] * 500})}' with schema "
+        "'['a': double (required), 'b': double (required)]'. Error: Model is missing inputs ['b']."
+    )
     kept = stored(message)
     assert "0.123456789" not in kept and "\n" not in kept
-    assert kept == ("The input does not match the model's schema: Model is missing inputs ['b']. Its schema: "
-                    "['a': double (required), 'b': double (required)]")
+    assert kept == (
+        "The input does not match the model's schema: Model is missing inputs ['b']. Its schema: "
+        "['a': double (required), 'b': double (required)]"
+    )
     assert stored("x" * 5000, 100) == "x" * 100 + "... (4900 more characters not stored)"
     predicted = "Failed to predict data '   a\n0  0.123456789'. \nError: could not convert 'q' to float"
     assert without_data(predicted) == "could not convert 'q' to float"
@@ -53,13 +58,17 @@ def test_mlflow_own_schema_error_loses_its_rows(tmp_path):
     with pytest.raises(MlflowException) as raised:
         mlflow.pyfunc.load_model(str(tmp_path / "echo")).predict(frame[["a"]])
     assert "0    0.123457" in str(raised.value)  # what MLflow says: the rows
-    assert stored(str(raised.value)) == ("The input does not match the model's schema: Model is missing inputs "
-                                         "['b']. Its schema: ['a': double (required), 'b': double (required)]")
+    assert stored(str(raised.value)) == (
+        "The input does not match the model's schema: Model is missing inputs "
+        "['b']. Its schema: ['a': double (required), 'b': double (required)]"
+    )
 
 
 def test_a_broken_champion_reason_holds_no_rows():
-    error = "MlflowException: Failed to enforce schema of data '   a\n0  0.123456789\n1  0.123456789' " \
-            "with schema '['a': double (required)]'. Error: Incompatible input types for column a."
+    error = (
+        "MlflowException: Failed to enforce schema of data '   a\n0  0.123456789\n1  0.123456789' "
+        "with schema '['a': double (required)]'. Error: Incompatible input types for column a."
+    )
     tags = gate.broken_tags(error, "run-1")
     assert "0.123456789" not in tags["validation.broken_reason"]
     assert "Incompatible input types for column a" in tags["validation.broken_reason"]
@@ -87,5 +96,9 @@ def test_mlflow_integer_hint_is_silenced_and_said_once_in_our_words(caplog):
             infer_signature(frame)
     assert not [w for w in seen if "Hint: Inferred schema" in str(w.message)]
     ours = [r.getMessage() for r in caplog.records if "typed long" in r.getMessage()]
-    assert ours == [("integer column(s) ['n'] are typed long: a request or batch row with a gap there is "
-                     "refused (a column with gaps in training is typed double)")]
+    assert ours == [
+        (
+            "integer column(s) ['n'] are typed long: a request or batch row with a gap there is "
+            "refused (a column with gaps in training is typed double)"
+        )
+    ]

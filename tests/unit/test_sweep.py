@@ -27,10 +27,10 @@ def test_expansion_is_hydras_cartesian_product():
 def test_combinations_that_cannot_be_composed_are_named_with_hydras_message():
     from hydra.errors import MissingConfigException
 
-    errors = compose_errors(["model=logistic_regression,random_forest,no_such_model", "model.C=0.5"],
-                            compose_config)
+    errors = compose_errors(["model=logistic_regression,random_forest,no_such_model", "model.C=0.5"], compose_config)
     assert [job for job, _ in errors] == [
-        ["model=random_forest", "model.C=0.5"], ["model=no_such_model", "model.C=0.5"]
+        ["model=random_forest", "model.C=0.5"],
+        ["model=no_such_model", "model.C=0.5"],
     ]
     job, err = errors[0]
     assert sweep_job.uncomposable_message(job, err) == (
@@ -46,7 +46,10 @@ def test_combinations_that_cannot_be_composed_are_named_with_hydras_message():
     [
         (["-m", "model=knn"], (True, ["model=knn"])),
         (["--multirun", "model=knn"], (True, ["model=knn"])),
-        (["--force", "", "-m model=knn,svc data.test_size=0.3"], (True, ["--force", "", "model=knn,svc data.test_size=0.3"])),
+        (
+            ["--force", "", "-m model=knn,svc data.test_size=0.3"],
+            (True, ["--force", "", "model=knn,svc data.test_size=0.3"]),
+        ),
         (["model=knn"], (False, ["model=knn"])),
         (["model.C=0.5 -m"], (False, ["model.C=0.5 -m"])),  # only a leading flag counts
     ],
@@ -58,8 +61,14 @@ def test_multirun_flag(argv, expected):
 def test_the_sweeps_own_overrides_are_not_part_of_a_job():
     assert sweep_job.job_overrides(["model=knn", "sweep.metric=f1_macro", "sweep.candidates=none"]) == ["model=knn"]
     # Hydra's own overrides configure the launcher, not the job (Hydra keeps them apart too).
-    assert sweep_job.job_overrides(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.C=1",
-                                f"+hydra.job.env_set.{sweep_job.SWEEP_RUN_ENV}=abc"]) == ["model.C=1"]
+    assert sweep_job.job_overrides(
+        [
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "model.C=1",
+            f"+hydra.job.env_set.{sweep_job.SWEEP_RUN_ENV}=abc",
+        ]
+    ) == ["model.C=1"]
 
 
 def test_a_job_out_of_range_is_not_run_twice(monkeypatch):
@@ -82,8 +91,16 @@ def test_the_sweeps_run_and_force_are_not_user_config():
 
 
 def table(rows):
-    base = {"status": "FINISHED", "validation": "passed", "accuracy": 0.9, "f1_macro": 0.9,
-            "roc_auc_ovr": 0.99, "log_loss": 0.1, "registered_version": "", "methods": ", ".join(ALL_METHODS)}
+    base = {
+        "status": "FINISHED",
+        "validation": "passed",
+        "accuracy": 0.9,
+        "f1_macro": 0.9,
+        "roc_auc_ovr": 0.99,
+        "log_loss": 0.1,
+        "registered_version": "",
+        "methods": ", ".join(ALL_METHODS),
+    }
     return pd.DataFrame([{**base, "job": number, **row} for number, row in enumerate(rows)])
 
 
@@ -91,13 +108,15 @@ ALL_METHODS = ["predict", "predict_proba", "predict_log_proba"]
 
 
 def test_best_job_is_the_best_validated_one():
-    jobs = table([
-        {"accuracy": 0.95},
-        {"accuracy": 0.99, "status": "FAILED"},  # failed jobs never win
-        {"accuracy": 0.97, "validation": "failed"},
-        {"accuracy": 0.96},
-        {"accuracy": 0.90},
-    ])
+    jobs = table(
+        [
+            {"accuracy": 0.95},
+            {"accuracy": 0.99, "status": "FAILED"},  # failed jobs never win
+            {"accuracy": 0.97, "validation": "failed"},
+            {"accuracy": 0.96},
+            {"accuracy": 0.90},
+        ]
+    )
     assert sweep_winner.best_job(jobs, "accuracy")["job"] == 3
 
 
@@ -124,10 +143,22 @@ def test_a_job_without_a_gated_metric_cannot_win():
 # The default sweep model=logistic_regression,knn on iris, as its jobs recorded it:
 # a tie on accuracy, kNN better on log loss, and kNN without predict_log_proba.
 LOGISTIC_AND_KNN = [
-    {"overrides": "model=logistic_regression", "accuracy": 1.0, "f1_macro": 1.0, "roc_auc_ovr": 1.0,
-     "log_loss": 0.14005276995674823, "methods": "predict, predict_proba, predict_log_proba"},
-    {"overrides": "model=knn", "accuracy": 1.0, "f1_macro": 1.0, "roc_auc_ovr": 1.0,
-     "log_loss": 0.017027520792199904, "methods": "predict, predict_proba"},
+    {
+        "overrides": "model=logistic_regression",
+        "accuracy": 1.0,
+        "f1_macro": 1.0,
+        "roc_auc_ovr": 1.0,
+        "log_loss": 0.14005276995674823,
+        "methods": "predict, predict_proba, predict_log_proba",
+    },
+    {
+        "overrides": "model=knn",
+        "accuracy": 1.0,
+        "f1_macro": 1.0,
+        "roc_auc_ovr": 1.0,
+        "log_loss": 0.017027520792199904,
+        "methods": "predict, predict_proba",
+    },
 ]
 
 
@@ -138,10 +169,14 @@ def test_a_job_offering_fewer_methods_than_the_champion_cannot_win():
     needs = sweep_winner.GateNeeds(("accuracy", "log_loss"), "1", tuple(ALL_METHODS))
     assert sweep_winner.best_job(jobs, "accuracy", needs)["overrides"] == "model=logistic_regression"
     assert sweep_winner.exclusions(jobs, needs) == [
-        "", "no predict_log_proba, which the champion (version 1) offers (gate.keep_methods)"]
+        "",
+        "no predict_log_proba, which the champion (version 1) offers (gate.keep_methods)",
+    ]
     # No champion yet, or gate.keep_methods=false: nothing to keep, and the tie goes to kNN's log loss.
-    assert sweep_winner.best_job(jobs, "accuracy", sweep_winner.GateNeeds(("accuracy", "log_loss")))[
-        "overrides"] == "model=knn"
+    assert (
+        sweep_winner.best_job(jobs, "accuracy", sweep_winner.GateNeeds(("accuracy", "log_loss")))["overrides"]
+        == "model=knn"
+    )
 
 
 def test_a_job_whose_version_was_rolled_back_cannot_win():
@@ -158,7 +193,8 @@ def test_no_eligible_job():
     unranked = table([{"roc_auc_ovr": None}])
     assert sweep_winner.best_job(unranked, "roc_auc_ovr") is None
     assert sweep_winner.exclusions(unranked, sweep_winner.GateNeeds(), "roc_auc_ovr") == [
-        "no roc_auc_ovr, which the sweep ranks by (sweep.metric)"]
+        "no roc_auc_ovr, which the sweep ranks by (sweep.metric)"
+    ]
     jobs = table(LOGISTIC_AND_KNN[1:])
     assert sweep_winner.best_job(jobs, "accuracy", sweep_winner.GateNeeds(champion_methods=tuple(ALL_METHODS))) is None
 
@@ -171,8 +207,10 @@ def test_every_metric_a_sweep_can_rank_by_is_a_holdout_metric():
     ("argv", "message"),
     [
         (["model.C=0.1,,1"], "invalid sweep"),
-        (["model.C=0.1,1", "sweep.metric=recall"],
-         "sweep.metric=recall: Invalid value 'recall', expected one of [accuracy, f1_macro, roc_auc_ovr, log_loss]"),
+        (
+            ["model.C=0.1,1", "sweep.metric=recall"],
+            "sweep.metric=recall: Invalid value 'recall', expected one of [accuracy, f1_macro, roc_auc_ovr, log_loss]",
+        ),
         (["model.C=0.1,1", "sweep.candidates=some"], "Invalid value 'some', expected one of [register, none]"),
         (["model=logistic_regresion,knn"], "Could not find 'model/logistic_regresion'"),
     ],

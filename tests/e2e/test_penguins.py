@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from core import contracts
+from model.dispatch_model import available_methods
 from tests.support.factories import mlflow_run, pipeline_outputs, venv_env
 from tests.support.helpers import free_port, stop, wait_for_http
 
@@ -150,3 +151,68 @@ def test_penguins_raw_csv_is_promoted_served_and_scored(project_env, tmp_path, t
     features = [c for c in raw.columns if c != "species"]
     np.testing.assert_array_equal(table["prediction"], reference.predict(raw[features]))
     assert (table["prediction"] == table["species"]).mean() > 0.9
+
+
+def test_penguins_with_factor_columns_in_parquet_are_promoted_and_served(project_env, tmp_path, tracking_store):
+    """What R, Spark and ``astype("category")`` write: ``island`` and ``sex`` as pandas
+    ``category`` columns in Parquet. Trained by the driver, then served over HTTP, where
+    clients send those columns as text; the answers equal the native pipeline's."""
+    factors = pd.read_csv(penguins_csv()).astype({"island": "category", "sex": "category"})
+    source = tmp_path / "penguins-factors.parquet"
+    factors.to_parquet(source)
+    env = {**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)}
+    trained = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.main",
+            "data=file",
+            f"data.path={source}",
+            "data.target=species",
+            "model=hist_gradient_boosting",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
+    assert "promoted version 1 to champion" in trained.stdout
+    reference = mlflow.sklearn.load_model(pipeline_outputs(tracking_store)["model_uri"])
+
+    port, log = free_port(), tmp_path / "server.log"
+    with open(log, "w") as handle:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "serving.server", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(server, f"{base}/ping", log, timeout=300)
+        records = [{k: v for k, v in r.items() if k in reference.feature_names_in_} for r in RECORDS[:2]]
+        native = pd.DataFrame(records).astype(
+            {
+                "island": factors["island"].dtype,
+                "sex": factors["sex"].dtype,
+                "bill_length_mm": float,
+                "body_mass_g": float,
+            }
+        )
+        for method in available_methods(reference):  # HistGradientBoosting has no predict_log_proba
+            answer = requests.post(
+                f"{base}/invocations",
+                timeout=60,
+                json={"dataframe_records": records, "params": {"predict_method": method}},
+            )
+            assert answer.status_code == 200, answer.text
+            expected = getattr(reference, method)(native[list(reference.feature_names_in_)])
+            if method == "predict":
+                assert answer.json()["predictions"] == list(expected)
+            else:
+                np.testing.assert_allclose(answer.json()["predictions"], expected, atol=1e-9)
+    finally:
+        stop(server)

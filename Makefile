@@ -136,10 +136,10 @@ bench: $(STAMP)
 bench-big: $(STAMP)
 	$(BIN)/python -m bench.big
 
-# Two workers; tests are spread one by one, except those sharing a server or a
-# Spark session (xdist_group). Test order is fixed here, random in test-stress.
+# Two workers, each taking a whole test module at a time (the tests of a module may
+# share a server or a Spark session). Test order is fixed here, random in test-stress.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # The code as ruff checks and formats it (settings in pyproject.toml); part of make test.
 lint: $(TEST_STAMP)

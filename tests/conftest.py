@@ -62,28 +62,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if tier(item) == "e2e":
             item.add_marker(pytest.mark.slow)
-        if getattr(config.option, "loadgroup", False):
-            keep_xdist_group(item)
     items.sort(key=order)
-
-
-def keep_xdist_group(item) -> None:
-    """Put the test's ``xdist_group`` in its node id, as ``--dist loadgroup`` needs.
-
-    pytest-xdist marks a group by appending ``@<group>`` to each node id; from pytest 9.2
-    on, node ids are structured and that suffix is silently lost (pytest-xdist issue
-    1386), so the tests of a group were spread over both workers and each started the
-    module's servers or Spark session again. Does nothing where the suffix took.
-    """
-    names = sorted(
-        {
-            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
-            for mark in item.iter_markers("xdist_group")
-        }
-    )
-    if not names or item.nodeid.rfind("@") > item.nodeid.rfind("]") or not hasattr(item, "_id"):
-        return
-    item._id = type(item._id).parse(f"{item.nodeid}@{'_'.join(names)}")
 
 
 @pytest.fixture(scope="session")

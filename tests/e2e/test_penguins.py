@@ -11,15 +11,12 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-import pytest
 import requests
 
 from core import contracts
 from model.dispatch_model import available_methods
 from tests.support.factories import mlflow_run, pipeline_outputs, venv_env
 from tests.support.helpers import free_port, stop, wait_for_http
-
-pytestmark = [pytest.mark.xdist_group("penguins")]
 
 
 def penguins_csv() -> Path:

@@ -15,7 +15,6 @@ from tests.support.factories import FEATURES, package, rows
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (requirements-dev.lock)")
 # One worker runs this module: its tests share one Spark session.
-pytestmark = [pytest.mark.xdist_group("spark")]
 
 
 @pytest.fixture(scope="module")

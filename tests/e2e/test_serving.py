@@ -23,7 +23,6 @@ from tests.support.factories import EXPERIMENT, copy_store, new_store, run_chain
 from tests.support.helpers import free_port, stop, wait_for_http
 
 # One worker runs this module: its tests share the two servers (module-scoped).
-pytestmark = [pytest.mark.xdist_group("serving")]
 
 FEATURES = ["petal length (cm)", "petal width (cm)"]
 ROWS = [[1.4, 0.2], [4.7, 1.4], [6.0, 2.5]]

@@ -39,7 +39,7 @@ from tests.support.factories import copy_store, package, venv_env
 from tests.support.helpers import free_port, stop, wait_for_http, wait_until
 from tests.support.load import AliasWatcher, Load
 
-pytestmark = [pytest.mark.xdist_group("serving-follows")]
+# One worker runs this module whole (make test: --dist loadscope): its tests share a server.
 
 NAME = "iris-classifier"
 SECRET = "the secret these tests share with the tracking server"

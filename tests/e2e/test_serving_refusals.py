@@ -28,7 +28,7 @@ from serving.server import LOG_ZERO
 from tests.support.factories import EXPERIMENT, FEATURES, new_store, package, venv_env
 from tests.support.helpers import free_port, stop, wait_for_http
 
-pytestmark = [pytest.mark.xdist_group("serving-refusals")]
+# One worker runs this module whole (make test: --dist loadscope): its tests share a server.
 
 ROWS = [[1.4, 0.2], [4.7, 1.4], [6.0, 2.5]]
 MAX_ERROR_BYTES = 2048  # a message of MAX_MESSAGE_CHARS and MLflow's few other keys fit easily

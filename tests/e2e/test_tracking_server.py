@@ -21,7 +21,7 @@ from tests.support.helpers import free_port, stop, wait_for_http
 
 MODEL = "iris-classifier"
 # The module's tests share one server; each has its own experiment and registered model.
-pytestmark = [pytest.mark.xdist_group("tracking-server")]
+# One worker runs this module whole (make test: --dist loadscope): its tests share a server.
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from core.contracts import PROJECT_DIR
-from pipeline.step_server import PRELOAD_ENV
+from pipeline.processes.step_server import PRELOAD_ENV
 
 
 def timed(command: list[str], env: dict[str, str], cwd: Path) -> float:

@@ -2,7 +2,7 @@
 of one pipeline uses the config composed once, from the same ``conf/``, at its start.
 
 The driver puts it in each step's environment (:func:`hand_down`,
-``pipeline.step.handed_to_step``); the step reads it back (:func:`config_for`) as
+``pipeline.processes.step.handed_to_step``); the step reads it back (:func:`config_for`) as
 composing returns it: typed by the schema, struct, its ranges checked, and
 ``${oc.env:...}`` resolved where it is used. A step started on its own composes it.
 """
@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core import config
 
-# Set by the driver for the step it starts (``pipeline.step.handed_to_step``): the config
+# Set by the driver for the step it starts (``pipeline.processes.step.handed_to_step``): the config
 # it composed and the overrides it composed it from, as JSON.
 HANDED_DOWN_ENV = "PIPELINE_CONFIG"
 

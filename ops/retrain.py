@@ -36,7 +36,7 @@ from core import contracts
 from core.config import compose_config, describe_error, is_override_error, multirun_flag, split_overrides
 from core.locks import LockBusy, file_lock, lock_path
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
-from pipeline.process import run_as_process
+from pipeline.processes.loading import run_as_process
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ from core.gate import ROLLED_BACK
 from core.locks import GATE_LOCK_WAIT, LockBusy, gate_lock
 from core.registry import Change, alias_version, apply_change, recover
 from ops.retrain import EXIT_LOCKED
-from pipeline.step import parse_step_args, step_parser
+from pipeline.processes.step import parse_step_args, step_parser
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from core import contracts
 from core.digests import files_digest, json_digest
 from core.registry import parse_registered_uri
 from pipeline import graph
-from pipeline.process import collector_paused
-from pipeline.step import outputs_of
+from pipeline.processes.loading import collector_paused
+from pipeline.processes.step import outputs_of
 
 CODE_ROOT = contracts.PROJECT_DIR
 CACHE_KEY_TAG = "pipeline.cache_key"
@@ -58,7 +58,7 @@ class StepKey:
 class Lookup:
     hit_run_id: str | None
     reason: str
-    outputs: Mapping[str, str] = field(default_factory=dict)  # the hit's (pipeline.step.outputs_of)
+    outputs: Mapping[str, str] = field(default_factory=dict)  # the hit's (pipeline.processes.step.outputs_of)
 
     @property
     def hit(self) -> bool:
@@ -149,7 +149,7 @@ def _imports(tree: ast.AST) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
     return tuple(found)
 
 
-LAUNCHER = "pipeline.launch"  # ``python -m pipeline.launch <module> ...`` runs <module>
+LAUNCHER = "pipeline.processes.launch"  # ``python -m pipeline.processes.launch <module> ...`` runs <module>
 
 
 def step_module(step: str) -> str:

@@ -2,7 +2,7 @@
 
 Reads: Hydra overrides (``-P hydra_options="..."`` or positional arguments) and
 ``--force`` (``all`` or step names, comma-separated). With ``-m`` (``--multirun``)
-the overrides are a sweep, run by ``pipeline.sweep``. The config is composed and
+the overrides are a sweep, run by ``pipeline.sweeps.sweep``. The config is composed and
 the data digest computed before any step starts, so a bad override or a missing
 data file fails at once; the estimator is built before ``train`` runs.
 
@@ -42,9 +42,9 @@ from core.config import multirun_flag
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from pipeline import cache, record, unchanged
 from pipeline.lineage import LOCK_TAG, git_state
-from pipeline.process import loading, run_as_process
+from pipeline.processes.loading import loading, run_as_process
+from pipeline.processes.step import die_with_parent, log_config, parse_step_args, step_parser
 from pipeline.run import PipelineContext, run_pipeline
-from pipeline.step import die_with_parent, log_config, parse_step_args, step_parser
 from pipeline.summary import PipelineSummary, named
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if multirun_flag(argv)[0]:  # -m/--multirun: one pipeline per combination
-        from pipeline import sweep  # only here: it imports scikit-learn's metrics
+        from pipeline.sweeps import sweep  # only here: it imports scikit-learn's metrics
 
         sweep.main(argv)
         return

@@ -84,7 +84,7 @@ def driver() -> str:
     """This process as a pipeline's driver: ``<host>/<pid>@<start time>``."""
     import socket
 
-    from pipeline.step import process_identity
+    from pipeline.processes.step import process_identity
 
     return f"{socket.gethostname()}/{process_identity()}"
 
@@ -98,7 +98,7 @@ def end_abandoned_runs(experiment_id: str) -> list[str]:
     from mlflow import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    from pipeline.step import process_alive
+    from pipeline.processes.step import process_alive
 
     client, host = MlflowClient(), socket.gethostname()
     ended = []

@@ -2,7 +2,7 @@
 MLflow run of the active run, outputs handed on as parameters, the summary filled in.
 
 Used by the ``main`` entry point (``pipeline/main.py``) and by each sweep job and the
-sweep's gated rerun (``pipeline/sweep.py``); it imports neither.
+sweep's gated rerun (``pipeline/sweeps/sweep.py``); it imports neither.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from core.gate import GATE_RUN_TAG
 from core.registry import alias_version, parse_registered_uri
 from pipeline import cache, graph
 from pipeline.lineage import package_versions, tag_lineage, tag_version
-from pipeline.step import handed_to_step, read_outputs
-from pipeline.step_server import StepServer
+from pipeline.processes.step import handed_to_step, read_outputs
+from pipeline.processes.step_server import StepServer
 from pipeline.summary import PipelineSummary, StepResult, step_run_name
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def run_pipeline(ctx: PipelineContext, summary: PipelineSummary, cached_only_in:
     ``cached_only_in`` (an experiment id), there is no active run and nothing runs: the
     steps are looked up in that experiment's cache up to the first miss, which ends the
     summary (``summary.unchanged`` says whether all four were cached). Steps that run
-    are forked from a step server started at the first of them (``pipeline.launch``).
+    are forked from a step server started at the first of them (``pipeline.processes.launch``).
     """
     server = StepServer([cache.step_module(step) for step in graph.NAMES], str(contracts.PROJECT_DIR))
     try:

@@ -59,7 +59,7 @@ def repeated_sweep(arguments: Sequence[str], uncomposable: set[str], good: Seque
     overrides (joined) of the jobs Hydra cannot compose now, ``good`` the other jobs'."""
     import mlflow
 
-    from pipeline import sweep_job
+    from pipeline.sweeps import job as sweep_job
 
     # Matched here, not in the filter: overrides may hold quotes, which a filter string cannot.
     finished = mlflow.search_runs(

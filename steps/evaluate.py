@@ -38,7 +38,7 @@ tagged ``validation_status=broken`` with ``validation.broken_reason``, and the
 version replaces it if it meets the gate's absolute thresholds (a store that cannot
 be reached is no broken champion: the step fails and no alias moves). Run by the
 driver, it moves an alias only while that pipeline is alive (checked before each
-alias write, ``pipeline.step``): a step orphaned by a killed pipeline stops, and the
+alias write, ``pipeline.processes.step``): a step orphaned by a killed pipeline stops, and the
 next run evaluates again.
 
 Outputs (run tags ``pipeline.output.*``): ``validation_status``, ``gate_outcome``
@@ -81,8 +81,8 @@ from core.report import log_report, record_safely, report_page
 from core.schema import schema_change
 from core.tracking import unreachable
 from core.validation import ValidationFailed, load_and_validate, model_methods
-from pipeline.process import run_as_process
-from pipeline.step import (
+from pipeline.processes.loading import run_as_process
+from pipeline.processes.step import (
     check_pipeline_alive,
     log_config,
     parse_step_args,

@@ -55,8 +55,8 @@ from model.dispatch_model import (
     load_verified_estimator,
 )
 from pipeline.lineage import MODEL_PACKAGES, pinned_requirements
-from pipeline.process import run_as_process
-from pipeline.step import log_config, parse_step_args, record_outputs, run_in_mlflow_run, step_parser
+from pipeline.processes.loading import run_as_process
+from pipeline.processes.step import log_config, parse_step_args, record_outputs, run_in_mlflow_run, step_parser
 
 log = logging.getLogger(__name__)
 

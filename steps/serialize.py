@@ -27,8 +27,8 @@ import joblib
 from core import contracts
 from core.integrity import load_verified
 from model.dispatch_model import DIGEST_CONFIG_KEY, sha256_file
-from pipeline.process import run_as_process
-from pipeline.step import log_config, parse_step_args, record_outputs, run_in_mlflow_run, step_parser
+from pipeline.processes.loading import run_as_process
+from pipeline.processes.step import log_config, parse_step_args, record_outputs, run_in_mlflow_run, step_parser
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from core import contracts
 from core.locks import file_lock, lock_path
-from pipeline.step_server import PARENT_DEATH_SIGNAL_ENV, PRELOAD_ENV
+from pipeline.processes.step_server import PARENT_DEATH_SIGNAL_ENV, PRELOAD_ENV
 from tests.support.helpers import log_tail, wait_until
 
 NAME = "iris-classifier"

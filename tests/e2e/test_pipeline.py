@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 
 from core import contracts
 from pipeline import graph
-from pipeline.step import read_outputs
+from pipeline.processes.step import read_outputs
 from tests.support import champion_store
 from tests.support.factories import mlflow_run
 

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from core import contracts
 from pipeline import graph
-from pipeline.step import read_outputs
+from pipeline.processes.step import read_outputs
 from tests.support.factories import mlflow_run
 
 

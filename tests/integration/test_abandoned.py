@@ -16,8 +16,8 @@ from core import contracts
 from core.config import compose_config
 from core.gate import GATE_RUN_TAG
 from pipeline import record
+from pipeline.processes.step import process_identity
 from pipeline.run import _decision_of_failed_evaluate
-from pipeline.step import process_identity
 from pipeline.summary import StepResult
 
 NAME = "iris-classifier"

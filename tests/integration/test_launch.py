@@ -1,4 +1,4 @@
-"""A step forked from the step server (pipeline/launch.py, pipeline/step_server.py) is
+"""A step forked from the step server (pipeline/processes/launch.py, pipeline/processes/step_server.py) is
 the step as ``mlflow run`` started it: its arguments, environment, directory, streams
 and exit status, its life tied to the pipeline's; anything the server cannot serve runs
 in the launching process instead."""
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from core import contracts
-from pipeline.step_server import PRELOAD_ENV, SERVER_ENV, StepServer
+from pipeline.processes.step_server import PRELOAD_ENV, SERVER_ENV, StepServer
 from tests.support.helpers import wait_until
 
 PROBE = "tests.support.launch_probe"
@@ -45,7 +45,7 @@ def launch(
 ) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(contracts.PROJECT_DIR), "PROBE": "from the caller", **server_env}
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.launch", module, *args],
+        [sys.executable, "-m", "pipeline.processes.launch", module, *args],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -202,7 +202,7 @@ def test_preload_off_starts_no_server(monkeypatch):
 def test_a_server_whose_driver_is_gone_exits():
     """Started by a process that is not the driver it names: it exits at once."""
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.step_server", "0", "1", PROBE],
+        [sys.executable, "-m", "pipeline.processes.step_server", "0", "1", PROBE],
         cwd=contracts.PROJECT_DIR,
         capture_output=True,
         timeout=60,

@@ -12,8 +12,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UN
 
 from core import contracts
 from core.errors import StepError
-from pipeline.step import ParentDied, check_pipeline_alive, process_identity, run_in_mlflow_run
-from pipeline.step_server import DRIVER_ENV
+from pipeline.processes.step import ParentDied, check_pipeline_alive, process_identity, run_in_mlflow_run
+from pipeline.processes.step_server import DRIVER_ENV
 
 
 def fail_with(error):
@@ -25,13 +25,13 @@ def fail_with(error):
 
 def ended(body, caplog) -> tuple[logging.LogRecord, dict]:
     """Run ``body`` as a step does; the error it logged and its run's tags."""
-    caplog.set_level(logging.ERROR, logger="pipeline.step")
+    caplog.set_level(logging.ERROR, logger="pipeline.processes.step")
     with pytest.raises(SystemExit) as exit_info:
         run_in_mlflow_run(body)
     assert exit_info.value.code == 1
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert run.info.status == "FAILED"
-    (record,) = [r for r in caplog.records if r.name == "pipeline.step"]
+    (record,) = [r for r in caplog.records if r.name == "pipeline.processes.step"]
     return record, run.data.tags
 
 
@@ -111,8 +111,8 @@ def test_a_step_checks_its_pipeline_is_alive_before_it_changes_the_registry(monk
 TERMINATED_MID_WRITE = """
 import os, signal, sqlite3, time
 import mlflow
-from pipeline.process import run_as_process
-from pipeline.step import run_in_mlflow_run
+from pipeline.processes.loading import run_as_process
+from pipeline.processes.step import run_in_mlflow_run
 
 values = []
 
@@ -161,7 +161,7 @@ def test_a_stop_during_a_registry_change_waits_until_the_change_is_whole(arrives
     import threading
     import time
 
-    from pipeline import step
+    from pipeline.processes import step
 
     monkeypatch.setattr(step, "_held_signal", signal.SIGTERM if "held" in arrives else None)
     sent = signal.SIGTERM if arrives == "SIGTERM" else signal.SIGALRM

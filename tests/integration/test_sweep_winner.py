@@ -11,7 +11,9 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from core import contracts
 from core.config import compose_config
-from pipeline import sweep, sweep_job, sweep_winner
+from pipeline.sweeps import job as sweep_job
+from pipeline.sweeps import sweep
+from pipeline.sweeps import winner as sweep_winner
 from tests.support.factories import package
 
 # What the default sweep model=logistic_regression,knn records for its two jobs on iris.

@@ -8,7 +8,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from core import contracts
-from pipeline.step import read_outputs
+from pipeline.processes.step import read_outputs
 from steps import train
 
 

@@ -1,4 +1,4 @@
-"""A module for ``pipeline.launch`` tests to run: prints what it was given, then does
+"""A module for ``pipeline.processes.launch`` tests to run: prints what it was given, then does
 what its first argument says (``exit N``, ``wait FILE``: write FILE on SIGTERM and exit 7,
 ``die``: kill itself with SIGKILL)."""
 

@@ -10,7 +10,7 @@ import pytest
 from core import contracts
 from core.config import compose_config
 from pipeline import cache, graph
-from pipeline.step import read_outputs, record_outputs
+from pipeline.processes.step import read_outputs, record_outputs
 
 PACKAGES = {"mlflow": "3.17.2", "scikit-learn": "1.9.1"}
 LOCK = "a" * 64  # the SHA-256 of requirements.lock
@@ -162,7 +162,9 @@ def test_relative_imports_and_config_targets_are_part_of_the_code(tmp_path, monk
 def test_code_files_are_the_project_modules_a_step_imports():
     files = cache.step_code_files("serialize")
     # Its own module, what it imports directly and what those import, and nothing else.
-    assert {"steps/serialize.py", "core/integrity.py", "model/dispatch_model.py", "pipeline/step.py"} <= set(files)
+    assert {"steps/serialize.py", "core/integrity.py", "model/dispatch_model.py", "pipeline/processes/step.py"} <= set(
+        files
+    )
     assert "core/report.py" not in files and "steps/train.py" not in files
     assert files == sorted(files) and all((contracts.PROJECT_DIR / f).is_file() for f in files)
     assert "core/report.py" in cache.step_code_files("evaluate")

@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 
 from core import contracts
 from core.config import compose_config, flatten, split_overrides
-from pipeline.step import parse_step_args, step_parser
+from pipeline.processes.step import parse_step_args, step_parser
 
 MODEL_CONFIGS = sorted(p.stem for p in (contracts.CONF_DIR / "model").glob("*.yaml"))
 # Every option of every config group in conf/, as group=option overrides.
@@ -237,7 +237,7 @@ HANDED_DOWN_CASES = [
 
 @pytest.mark.parametrize("overrides", HANDED_DOWN_CASES, ids=" ".join)
 def test_a_config_handed_down_is_the_config_composed(overrides, monkeypatch):
-    """The driver hands its composed config to each step (pipeline.step.handed_to_step): the
+    """The driver hands its composed config to each step (pipeline.processes.step.handed_to_step): the
     step reads back the same values, types (enums, the schema's dataclasses) and struct flag,
     and interpolations still resolve in the step's own environment."""
     from core.composed import HANDED_DOWN_ENV, config_for, hand_down
@@ -280,7 +280,7 @@ def test_a_step_handed_its_config_does_not_import_hydra(monkeypatch):
         HANDED_DOWN_ENV: hand_down(compose_config(["model.C=3"]), ["model.C=3"]),
     }
     check = (
-        "import sys; from pipeline.step import parse_step_args, step_parser; "
+        "import sys; from pipeline.processes.step import parse_step_args, step_parser; "
         "_, cfg = parse_step_args(step_parser('x'), ['model.C=3']); "
         "print(cfg.model.C, sorted(m for m in sys.modules if m.split('.')[0] == 'hydra'))"
     )
@@ -293,7 +293,7 @@ def test_the_driver_hands_its_config_down_only_while_it_starts_a_step_and_not_a_
     import os
 
     from core.composed import HANDED_DOWN_ENV, config_for
-    from pipeline import step
+    from pipeline.processes import step
 
     monkeypatch.delenv(HANDED_DOWN_ENV, raising=False)
     overrides = ["model.C=4"]

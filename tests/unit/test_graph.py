@@ -17,7 +17,7 @@ def entry_points() -> dict:
 def test_mlproject_declares_each_step_as_the_graph_does(step):
     entry = entry_points()[step.name]
     assert set(entry["parameters"]) == {*step.params, graph.HYDRA_OPTIONS}
-    assert entry["command"].startswith(f"python -m pipeline.launch steps.{step.name} ")
+    assert entry["command"].startswith(f"python -m pipeline.processes.launch steps.{step.name} ")
     assert cache.step_module(step.name) == f"steps.{step.name}"
     for param in entry["parameters"]:
         assert "{" + param + "}" in entry["command"], f"{step.name}: {param} is declared but never passed"

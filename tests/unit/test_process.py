@@ -1,5 +1,5 @@
 """How a pipeline process loads: the collector paused during its imports, then what was
-loaded frozen out of its sight (pipeline/process.py)."""
+loaded frozen out of its sight (pipeline/processes/loading.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import gc
 
 import pytest
 
-from pipeline import process
-from pipeline.process import loading
+from pipeline.processes import loading as process
+from pipeline.processes.loading import loading
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from core import contracts
 from core.config import Metric, compose_config, multirun_flag
 from core.metrics import HOLDOUT_METRICS
 from hydra_plugins.pipeline_sweeper.pipeline_sweeper import compose_errors, expand
-from pipeline import sweep_job, sweep_winner
+from pipeline.sweeps import job as sweep_job
+from pipeline.sweeps import winner as sweep_winner
 
 
 def test_expansion_is_hydras_cartesian_product():

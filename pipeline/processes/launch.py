@@ -1,10 +1,10 @@
 """How a step's process starts: here, or forked from the pipeline's step server.
 
-Each step's MLproject command is ``python -m pipeline.launch steps.<name> [args]``.
+Each step's MLproject command is ``python -m pipeline.processes.launch steps.<name> [args]``.
 Started on its own (``mlflow run . -e train``, a step by hand), that runs the step
 module here, as ``python -m steps.<name> [args]`` would. Started by the driver, it
 is offered a step server (environment variable :data:`SERVER_ENV`,
-``pipeline.step_server``): a process that has imported the step modules once and
+``pipeline.processes.step_server``): a process that has imported the step modules once and
 forks a copy of itself for each step. The copy takes this process's arguments,
 environment, working directory and standard streams and runs the step module as
 ``__main__``; this process waits and exits with the copy's status, so that for
@@ -13,7 +13,7 @@ step (one that arrives before the step's id is known is held until then); killed
 outright, its connection closes and the server stops the step. A terminal's
 SIGINT reaches the step directly.
 
-When the server is gone or refuses (``pipeline.step_server`` says when), nothing
+When the server is gone or refuses (``pipeline.processes.step_server`` says when), nothing
 has run, and the step runs here. Imports only the standard library: this
 process's start is all a forked step adds to the step's own work.
 """
@@ -26,7 +26,7 @@ import signal
 import socket
 import sys
 
-from pipeline.step_server import HEADER, SERVER_ENV, say
+from pipeline.processes.step_server import HEADER, SERVER_ENV, say
 
 # Held from the request until the step's id is known; then SIGTERM and SIGHUP are passed on.
 HELD = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
@@ -35,7 +35,7 @@ HELD = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("-"):
-        sys.exit("usage: python -m pipeline.launch MODULE [ARGS ...]")
+        sys.exit("usage: python -m pipeline.processes.launch MODULE [ARGS ...]")
     module, args = argv[0], argv[1:]
     address = os.environ.get(SERVER_ENV)
     if address:

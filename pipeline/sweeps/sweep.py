@@ -1,7 +1,7 @@
 """Sweeps: with ``-m``, one pipeline per combination of overrides, as nested runs of one sweep run.
 
     mlflow run . -P hydra_options="-m model=logistic_regression,random_forest model.C=0.1,1,10"
-    python -m pipeline.sweep model=logistic_regression,knn   (or python -m pipeline.main -m ...)
+    python -m pipeline.sweeps.sweep model=logistic_regression,knn   (or python -m pipeline.main -m ...)
 
 1. The sweep run (the run ``mlflow run`` made, or a new one) records the sweep's
    overrides (tag ``sweep.overrides``).
@@ -16,7 +16,7 @@
 4. The sweep run logs the table of jobs (``sweep/jobs.json``, a table in the
    MLflow UI, and printed; column ``excluded`` says why a job cannot win), picks
    the best job by ``sweep.metric`` among those the gate could promote
-   (``pipeline.sweep_winner``), and
+   (``pipeline.sweeps.winner``), and
    runs the pipeline once more for that job's overrides with the gate on: train
    and serialize are reused from the job (step cache), the model is registered
    if it was not yet, and ``evaluate`` decides whether it becomes champion. Only
@@ -38,9 +38,10 @@ from collections.abc import Sequence
 from core import contracts
 from core.config import compose_config, describe_error, experiment_name, multirun_flag, split_overrides
 from core.metrics import HOLDOUT_METRICS
-from pipeline import record, sweep_job, unchanged
-from pipeline.step import step_parser
-from pipeline.sweep_winner import GateNeeds, best_job, exclusions, gate_needs, methods_offered
+from pipeline import record, unchanged
+from pipeline.processes.step import step_parser
+from pipeline.sweeps import job as sweep_job
+from pipeline.sweeps.winner import GateNeeds, best_job, exclusions, gate_needs, methods_offered
 
 log = logging.getLogger(__name__)
 

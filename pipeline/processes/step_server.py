@@ -1,5 +1,5 @@
 """The step server: one process per pipeline that imports the step modules once and
-forks a copy of itself for each step (``pipeline.launch`` is the step's side).
+forks a copy of itself for each step (``pipeline.processes.launch`` is the step's side).
 
 On a small table a step's process spends most of its time importing mlflow, its store,
 scikit-learn and pandas; the driver starts this server at the first step that runs
@@ -9,10 +9,10 @@ fork-safe); ``PIPELINE_PRELOAD=0`` turns it off there too: each step then starts
 own interpreter.
 
 Lifetimes: a forked step checks the driver itself (``PIPELINE_DRIVER``, its pid and
-start time, ``pipeline.step``), not the server, before it changes the registry. The
+start time, ``pipeline.processes.step``), not the server, before it changes the registry. The
 server ends when the driver does: at once by ``PR_SET_PDEATHSIG``, or within a
 second when it finds it has another parent; a forked step dies with the server
-(``PR_SET_PDEATHSIG`` again); a step whose ``pipeline.launch`` process is killed gets
+(``PR_SET_PDEATHSIG`` again); a step whose ``pipeline.processes.launch`` process is killed gets
 SIGTERM from the server.
 
 The server refuses a request, and the step runs in its own process, from another
@@ -34,9 +34,9 @@ import socket
 import struct
 import sys
 
-SERVER_ENV = "PIPELINE_STEP_SERVER"  # the socket's path, for pipeline.launch
+SERVER_ENV = "PIPELINE_STEP_SERVER"  # the socket's path, for pipeline.processes.launch
 PRELOAD_ENV = "PIPELINE_PRELOAD"  # "0": no step server, each step starts its own interpreter
-# Set for each step: the pipeline's driver, "<pid>@<start time>" (``pipeline.step`` checks
+# Set for each step: the pipeline's driver, "<pid>@<start time>" (``pipeline.processes.step`` checks
 # it is alive). Here, as this module imports nothing of the project.
 DRIVER_ENV = "PIPELINE_DRIVER"
 # "0": no parent-death signal (Linux's PR_SET_PDEATHSIG), as on other platforms.
@@ -282,7 +282,7 @@ class StepServer:
                 [
                     sys.executable,
                     "-m",
-                    "pipeline.step_server",
+                    "pipeline.processes.step_server",
                     str(listener.fileno()),
                     str(os.getpid()),
                     ",".join(self.modules),

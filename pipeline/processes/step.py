@@ -31,7 +31,7 @@ from core.composed import HANDED_DOWN_ENV, config_for, hand_down
 from core.config import describe_error, is_override_error, split_overrides
 from core.contracts import CONFIG_ARTIFACT, ERROR_TAG, OUTPUT_TAG_PREFIX, OVERRIDES_TAG, STEP_TAG
 from core.errors import StepError, stored, without_data
-from pipeline.step_server import DRIVER_ENV, parent_death_signal
+from pipeline.processes.step_server import DRIVER_ENV, parent_death_signal
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def die_with_parent() -> None:
     send SIGTERM when the parent dies (``PR_SET_PDEATHSIG``; not with
     ``PIPELINE_PARENT_DEATH_SIGNAL=0``). ``mlflow run`` starts an entry point with
     ``bash -c``, which execs it: the parent is the process that called ``mlflow run``,
-    or, for a step forked by the step server (``pipeline.step_server``), the server.
+    or, for a step forked by the step server (``pipeline.processes.step_server``), the server.
     Raises :class:`ParentDied` at once if the driver has already ended."""
     signal.signal(signal.SIGTERM, _parent_died)
     if parent_death_signal():

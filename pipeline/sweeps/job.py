@@ -1,4 +1,4 @@
-"""One job of a sweep (``pipeline.sweep``): the pipeline for one combination of
+"""One job of a sweep (``pipeline.sweeps.sweep``): the pipeline for one combination of
 overrides, run in a Hydra launcher's worker as a nested run of the sweep run, and
 the FAILED job run recorded for a combination Hydra cannot compose.
 
@@ -23,7 +23,7 @@ from core.config import Candidates, check_ranges, describe_error, register_schem
 from core.errors import stored
 from core.metrics import HOLDOUT_METRICS
 from pipeline import record
-from pipeline.step import log_config, record_outputs
+from pipeline.processes.step import log_config, record_outputs
 from pipeline.summary import named
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import pytest
 from mlflow import MlflowClient
 
 from core import contracts, locks
@@ -127,7 +128,10 @@ def wait_for_running_step(step: str, timeout: float = 300) -> None:
 
 
 def kill_step_processes(step: str, tmp_path: Path) -> None:
-    """SIGKILL this test's own ``steps.<step>`` processes (matched by their tracking store)."""
+    """SIGKILL this test's own ``steps.<step>`` processes (matched by their tracking store, in
+    ``/proc/<pid>/environ``: Linux only, the tests that call it are skipped elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc: Linux only")
     store = str(tmp_path)
     pids = subprocess.run(["pgrep", "-f", f"steps.{step}"], capture_output=True, text=True).stdout.split()
     killed = 0

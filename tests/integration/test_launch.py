@@ -20,6 +20,8 @@ from pipeline.processes.step_server import PRELOAD_ENV, SERVER_ENV, StepServer
 from tests.support.helpers import wait_until
 
 PROBE = "tests.support.launch_probe"
+# The step server forks steps on Linux only; its tests read /proc.
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the step server runs on Linux only")
 
 
 def started_server() -> StepServer:

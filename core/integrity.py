@@ -158,11 +158,11 @@ def log_artifact_recorded(local_path: str | Path, artifact_path: str) -> str:
     import mlflow
 
     run_id = mlflow.active_run().info.run_id
-    digest = sha256_of(local_path)
-    mlflow.set_tag(ARTIFACT_DIGEST_TAG_PREFIX + artifact_path, digest)
     folder, _, name = artifact_path.rpartition("/")
     if name != Path(local_path).name:
         raise ValueError(f"artifact {artifact_path}: the file must be named {name}, not {Path(local_path).name}")
+    digest = sha256_of(local_path)
+    mlflow.set_tag(ARTIFACT_DIGEST_TAG_PREFIX + artifact_path, digest)
     mlflow.log_artifact(str(local_path), artifact_path=folder or None)
     uri = f"runs:/{run_id}/{artifact_path}"
     with verified_artifact(uri):

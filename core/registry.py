@@ -20,12 +20,17 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from core.errors import StepError
+
 log = logging.getLogger(__name__)
 
 # Registered-model tag holding a change under way (JSON; see apply_change).
 INTENT_TAG = "registry.change_in_progress"
 # Version tag: a change that touched the version was interrupted and undone (when, what, by whom).
 UNDONE_TAG = "registry.undone_change"
+# Version tag: what a change under way will write over on the version (its tags and description
+# before), kept on the version (whose tags take 100,000 characters; a registered model's, 5,000).
+BEFORE_TAG = "registry.before_change"
 
 
 @dataclass(frozen=True)
@@ -119,8 +124,8 @@ def _unless_missing(read):
         raise
 
 
-class RegistryChangeError(RuntimeError):
-    """A change of the registry could not be made or undone as a unit."""
+class RegistryChangeError(StepError):
+    """A change of the registry could not be made or undone as a unit (a ``StepError``: one line)."""
 
 
 @dataclass
@@ -150,23 +155,25 @@ def apply_change(client, name: str, change: Change, alive: Callable[[], None] | 
         raise RegistryChangeError(f"registered model {name!r} has a change in progress; recover it first")
     current = {alias: _str(version) for alias, version in model.aliases.items()}
     aliases_before = {alias: current.get(alias) for alias in change.aliases}
-    tags_before, descriptions_before = {}, {}
-    for version in {*change.tags, *change.descriptions}:
+    versions = sorted({*change.tags, *change.descriptions})
+    before = {}
+    for version in versions:
         found = client.get_model_version(name, version)
-        tags_before[version] = {key: found.tags.get(key) for key in change.tags.get(version, {})}
+        before[version] = {"tags": {key: found.tags.get(key) for key in change.tags.get(version, {})}}
         if version in change.descriptions:
-            descriptions_before[version] = found.description or ""
+            before[version]["description"] = found.description or ""
     intent = {
-        "what": change.what,
+        "what": change.what[:500],
         "at": _now(),
         "by": _who(),
         "aliases_before": aliases_before,
         "aliases_after": dict(change.aliases),
-        "tags_before": tags_before,
-        "descriptions_before": descriptions_before,
+        "versions": versions,
     }
     if alive:
         alive()
+    for version in versions:  # the before-state first: an intent always finds it
+        client.set_model_version_tag(name, version, BEFORE_TAG, json.dumps(before[version], sort_keys=True))
     client.set_registered_model_tag(name, INTENT_TAG, json.dumps(intent, sort_keys=True))
     try:
         for version, tags in change.tags.items():
@@ -190,20 +197,31 @@ def apply_change(client, name: str, change: Change, alive: Callable[[], None] | 
                 undo_err,
             )
         raise
+    for version in versions:
+        _unless_missing(lambda version=version: client.delete_model_version_tag(name, version, BEFORE_TAG))
     return aliases_before
 
 
 def recover(client, name: str) -> str | None:
     """Undo a change of registered model ``name`` that a process left half made (its intent
     still recorded): tags, descriptions and aliases as they were before it. Returns one line
-    saying what was undone, or None when nothing was pending. The caller holds the gate lock,
-    so the process that recorded the intent has ended."""
+    saying what was undone, or why it was left alone, or None when nothing was pending.
+
+    The caller holds the gate lock. A change whose process is still running on this host,
+    or whose process ran on another host (whose processes cannot be seen from here), is left
+    alone: its maker may still be at work under a lock this host does not share."""
     model = _unless_missing(lambda: client.get_registered_model(name))
     intent = pending_change(model) if model is not None else {}
     if not intent:
         return None
     by = intent.get("by", {})
-    why = f"its process (pid {by.get('pid', '?')} on {by.get('host', '?')}) ended before it was complete"
+    maker = f"pid {by.get('pid', '?')} on {by.get('host', '?')}"
+    if by.get("host") != socket.gethostname() or _running(by):
+        return (
+            f"{name}: a change is under way ({intent.get('what', 'unknown')}, begun {intent.get('at', '?')}, "
+            f"by {maker}, which is running or on another host); left to it, read as before it"
+        )
+    why = f"its process ({maker}) ended before it was complete"
     _undo(client, name, intent, why)
     return (
         f"{name}: undid an interrupted change ({intent.get('what', 'unknown')}, begun {intent.get('at', '?')}): "
@@ -212,15 +230,20 @@ def recover(client, name: str) -> str | None:
 
 
 def _undo(client, name: str, intent: Mapping, why: str) -> None:
-    for version, tags in intent.get("tags_before", {}).items():
-        _write_tags(client, name, version, tags)
-    for version, description in intent.get("descriptions_before", {}).items():
-        client.update_model_version(name, version, description=description)
+    note = f"{_now()}: undone, {why}: {intent.get('what', '')}"[:5000]
+    for version in intent.get("versions", []):
+        found = _unless_missing(lambda version=version: client.get_model_version(name, version))
+        if found is None:  # deleted since: nothing to give back
+            continue
+        saved = found.tags.get(BEFORE_TAG)
+        before = json.loads(saved) if saved else {}
+        _write_tags(client, name, version, before.get("tags", {}))
+        if "description" in before:
+            client.update_model_version(name, version, description=before["description"])
+        client.set_model_version_tag(name, version, UNDONE_TAG, note)
+        _unless_missing(lambda version=version: client.delete_model_version_tag(name, version, BEFORE_TAG))
     for alias, version in intent.get("aliases_before", {}).items():
         _write_alias(client, name, alias, version)
-    note = f"{_now()}: undone, {why}: {intent.get('what', '')}"[:5000]
-    for version in intent.get("tags_before", {}):
-        client.set_model_version_tag(name, version, UNDONE_TAG, note)
     client.delete_registered_model_tag(name, INTENT_TAG)
 
 
@@ -252,7 +275,20 @@ def _now() -> str:
 
 
 def _who() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname()}
+    import psutil
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": psutil.Process().create_time()}
+
+
+def _running(by: Mapping) -> bool:
+    """Whether the process ``by`` names (pid and start time, on this host) is running."""
+    import psutil
+
+    try:
+        process = psutil.Process(int(by.get("pid", -1)))
+        return abs(process.create_time() - float(by.get("started", 0))) < 2.0  # a stepped clock moves it
+    except (psutil.NoSuchProcess, ValueError, TypeError):
+        return False
 
 
 def decision_change(

@@ -42,7 +42,16 @@ from core import contracts
 from core.config import compose_config, describe_error, split_overrides
 from core.gate import GateDecision
 from core.locks import GATE_LOCK_WAIT, LockBusy, gate_lock
-from core.registry import Aliases, alias_target, alias_version, apply_change, decision_change, find_version, recover
+from core.registry import (
+    Aliases,
+    RegistryChangeError,
+    alias_target,
+    alias_version,
+    apply_change,
+    decision_change,
+    find_version,
+    recover,
+)
 from ops.retrain import EXIT_LOCKED
 from ops.rollback import now, operator_name, record_removed
 
@@ -138,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if undone:
                 print(f"promote: {undone}", file=sys.stderr)
             old = promote(client, name, version, reason, Aliases.of(cfg))
-    except PromotionRefused as err:
+    except (PromotionRefused, RegistryChangeError) as err:
         refuse(EXIT_REFUSED, str(err))
     except LockBusy as err:
         refuse(EXIT_LOCKED, f"{err}; nothing changed")

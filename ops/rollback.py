@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from core import contracts
 from core.gate import ROLLED_BACK
 from core.locks import GATE_LOCK_WAIT, LockBusy, gate_lock
-from core.registry import Change, alias_version, apply_change, recover
+from core.registry import Change, RegistryChangeError, alias_version, apply_change, recover
 from ops.retrain import EXIT_LOCKED
 from pipeline.processes.step import parse_step_args, step_parser
 
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if undone:
                 print(f"rollback: {undone}", file=sys.stderr)
             done = rollback(client, name, cfg.registry.champion_alias, cfg.gate.previous_champion_alias)
-    except RollbackError as err:
+    except (RollbackError, RegistryChangeError) as err:
         print(f"rollback: {err}", file=sys.stderr)
         sys.exit(1)
     except LockBusy as err:

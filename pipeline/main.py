@@ -138,13 +138,15 @@ def settle_registry(prog: str, model_name: str) -> None:
     saying so in one line, before anything reads the champion. A decision under way keeps the gate
     lock: the pipeline then goes on, and its evaluate settles under that lock."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     from core.locks import LockBusy, settle
+    from core.registry import RegistryChangeError
 
     try:
         undone = settle(MlflowClient(), model_name)
-    except LockBusy as err:
-        log.warning("registry not checked for an interrupted change: %s", err)
+    except (LockBusy, RegistryChangeError, MlflowException) as err:  # evaluate settles, or says why not
+        log.warning("registry not checked for an interrupted change: %s", getattr(err, "message", err))
         return
     if undone:
         print(f"{prog}: {undone}", file=sys.stderr, flush=True)

@@ -80,36 +80,44 @@ def start_tags(cfg: DictConfig, name: str, trigger_: str) -> dict[str, str]:
     }
 
 
-def driver() -> str:
-    """This process as a pipeline's driver: ``<host>/<pid>@<start time>``."""
+def host() -> str:
+    """This host as far as its processes can be seen: its name, and on Linux its pid namespace
+    (two containers may share a name, not their processes)."""
     import socket
 
+    try:
+        return f"{socket.gethostname()}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
+
+
+def driver() -> str:
+    """This process as a pipeline's driver: ``<host>/<pid>@<start time>``."""
     from pipeline.processes.step import process_identity
 
-    return f"{socket.gethostname()}/{process_identity()}"
+    return f"{host()}/{process_identity()}"
 
 
 def end_abandoned_runs(experiment_id: str) -> list[str]:
     """End the pipeline runs of ``experiment_id`` left RUNNING by a driver on this host that
     is no longer alive, and their RUNNING step runs: status KILLED, the reason as tag
     ``pipeline.error``. Returns the ids of the pipeline runs ended."""
-    import socket
-
     from mlflow import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     from pipeline.processes.step import process_alive
 
-    client, host = MlflowClient(), socket.gethostname()
+    client, here = MlflowClient(), host()
     ended = []
-    running = client.search_runs(
-        [experiment_id], f"attributes.status = 'RUNNING' and tags.`{DRIVER_TAG}` LIKE '{host}/%'", max_results=200
-    )
+    running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=500)
     for run in running:
-        identity = run.data.tags[DRIVER_TAG].removeprefix(f"{host}/")
+        tag = run.data.tags.get(DRIVER_TAG, "")
+        if not tag.startswith(f"{here}/"):  # no driver recorded, or one on another host
+            continue
+        identity = tag.removeprefix(f"{here}/")
         if process_alive(identity):
             continue
-        reason = f"ended by a later pipeline: its driver (pid {identity.partition('@')[0]} on {host}) was gone"
+        reason = f"ended by a later pipeline: its driver (pid {identity.partition('@')[0]} on {here}) was gone"
         children = client.search_runs(
             [experiment_id], f"attributes.status = 'RUNNING' and tags.`{MLFLOW_PARENT_RUN_ID}` = '{run.info.run_id}'"
         )

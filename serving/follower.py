@@ -48,9 +48,10 @@ log = logging.getLogger("serving.follower")
 DEFAULT_POLL_INTERVAL = 10.0  # seconds
 # A change of the registry under way (core.registry) is read as the state before it; its
 # end moves no alias and so sends no webhook: the alias is read again this often until the
-# change is over, for at most PENDING_PATIENCE seconds (then at the poll interval).
+# change is over, for PENDING_PATIENCE seconds, then every PENDING_SLOW_RECHECK.
 PENDING_RECHECK = 0.5  # seconds
 PENDING_PATIENCE = 60.0
+PENDING_SLOW_RECHECK = 10.0
 
 
 def parse_alias(model_uri: str) -> tuple[str, str] | None:
@@ -210,16 +211,26 @@ class Follower:
 
     def _read_version(self, name: str, alias: str) -> str | None:
         """Read the alias; when a registry change is under way, plan to read it again soon."""
-        found = self._read(name, alias)
+        try:
+            found = self._read(name, alias)
+        except Exception:
+            if self._recheck_at is not None:  # a change was under way: look again, not at once
+                self._plan_recheck()
+            raise
         version, pending = found if isinstance(found, tuple) else (found, False)
-        now = time.monotonic()
         if not pending:
             self._pending_since = self._recheck_at = None
         else:
-            self._pending_since = self._pending_since or now
-            patient = now - self._pending_since < PENDING_PATIENCE
-            self._recheck_at = now + PENDING_RECHECK if patient else None
+            self._plan_recheck()
         return version
+
+    def _plan_recheck(self) -> None:
+        """Read again soon while a change is under way; after PENDING_PATIENCE, at
+        PENDING_SLOW_RECHECK (a webhook-only server gets no word of its end)."""
+        now = time.monotonic()
+        self._pending_since = self._pending_since or now
+        patient = now - self._pending_since < PENDING_PATIENCE
+        self._recheck_at = now + (PENDING_RECHECK if patient else PENDING_SLOW_RECHECK)
 
     def worker_status(self) -> dict:
         """This worker's part of :meth:`status`: its pid, version and last check."""

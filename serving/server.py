@@ -248,8 +248,8 @@ def settle_alias(model_uri: str) -> None:
         undone = settle(MlflowClient(), name, wait=0)
     except LockBusy:
         return
-    except MlflowException as err:  # loading the model reports the store's trouble
-        log.warning("could not check %s for an interrupted change: %s", name, err.message)
+    except (MlflowException, RuntimeError) as err:  # the store's trouble, or an unreadable change record
+        log.warning("could not check %s for an interrupted change: %s", name, getattr(err, "message", err))
         return
     if undone:
         print(f"serve: {undone}", file=sys.stderr, flush=True)

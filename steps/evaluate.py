@@ -170,23 +170,24 @@ def run(
     if failed:
         if registered:
             # Fail closed: a version that fails validation keeps no alias, even one it held before.
-            with gate_lock(GATE_LOCK_WAIT), signals_deferred():
+            with gate_lock(GATE_LOCK_WAIT):
                 settled(client, name)
                 held = [a for a, v in client.get_registered_model(name).aliases.items() if str(v) == model_version]
                 description = (
                     "**Failed validation**: " + "; ".join(f"{check.name} ({check.detail})" for check in failed)[:4000]
                 )
-                apply_change(
-                    client,
-                    name,
-                    Change(
-                        f"evaluate run {mlflow.active_run().info.run_id}: version {model_version} failed validation",
-                        tags={model_version: {contracts.VALIDATION_STATUS_TAG: "failed"}},
-                        descriptions={model_version: f"{description} ([checks]({report_page('validation.json')}))"},
-                        aliases=dict.fromkeys(held),
-                    ),
-                    alive=check_pipeline_alive,
-                )
+                with signals_deferred():  # held once the lock is, not while waiting for it
+                    apply_change(
+                        client,
+                        name,
+                        Change(
+                            f"evaluate run {mlflow.active_run().info.run_id}: version {model_version} failed validation",
+                            tags={model_version: {contracts.VALIDATION_STATUS_TAG: "failed"}},
+                            descriptions={model_version: f"{description} ([checks]({report_page('validation.json')}))"},
+                            aliases=dict.fromkeys(held),
+                        ),
+                        alive=check_pipeline_alive,
+                    )
             for alias in held:
                 log.error("removed alias %s from %s, which failed validation", alias, model_uri)
         record_outputs({"validation_status": "failed"})

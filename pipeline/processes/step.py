@@ -152,7 +152,8 @@ def process_alive(identity: str) -> bool:
     pid, _, started = identity.partition("@")
     try:
         process = psutil.Process(int(pid))
-        return abs(process.create_time() - float(started)) < 0.01 and process.status() != psutil.STATUS_ZOMBIE
+        # Two seconds: the start time is read against the wall clock, which NTP may step.
+        return abs(process.create_time() - float(started)) < 2.0 and process.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, ValueError):
         return False
 

@@ -35,12 +35,15 @@ def test_runs_left_running_by_a_dead_driver_are_ended_killed_with_the_reason():
 
     client = MlflowClient()
     experiment = mlflow.set_experiment("abandoned").experiment_id
-    host = socket.gethostname()
+    host = record.host()
     gone = dead_driver()
     abandoned = client.create_run(experiment, tags={record.DRIVER_TAG: f"{host}/{gone}"})
     step = client.create_run(experiment, tags={MLFLOW_PARENT_RUN_ID: abandoned.info.run_id})
     alive = client.create_run(experiment, tags={record.DRIVER_TAG: record.driver()})
     elsewhere = client.create_run(experiment, tags={record.DRIVER_TAG: f"another-host/{gone}"})
+    # The same name in another container (pid namespace), and a name with LIKE's wildcard in it.
+    container = client.create_run(experiment, tags={record.DRIVER_TAG: f"{socket.gethostname()}:1/{gone}"})
+    wildcard = client.create_run(experiment, tags={record.DRIVER_TAG: f"{host.replace('-', '_')}x/{gone}"})
 
     assert record.end_abandoned_runs(experiment) == [abandoned.info.run_id]
     for run in (abandoned, step):
@@ -49,7 +52,7 @@ def test_runs_left_running_by_a_dead_driver_are_ended_killed_with_the_reason():
         assert ended.data.tags[contracts.ERROR_TAG] == (
             f"ended by a later pipeline: its driver (pid {gone.partition('@')[0]} on {host}) was gone"
         )
-    for run in (alive, elsewhere):  # alive, or on a host whose processes cannot be seen from here
+    for run in (alive, elsewhere, container, wildcard):  # alive, or where its processes cannot be seen from here
         assert client.get_run(run.info.run_id).info.status == "RUNNING"
 
 

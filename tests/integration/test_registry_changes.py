@@ -16,7 +16,17 @@ from mlflow import MlflowClient
 from core import contracts
 from core.config import compose_config
 from core.gate import GateDecision
-from core.registry import INTENT_TAG, UNDONE_TAG, Aliases, Change, alias_target, apply_change, decision_change, recover
+from core.registry import (
+    BEFORE_TAG,
+    INTENT_TAG,
+    UNDONE_TAG,
+    Aliases,
+    Change,
+    alias_target,
+    apply_change,
+    decision_change,
+    recover,
+)
 from ops import promote, rollback
 
 NAME = "iris-classifier"
@@ -222,24 +232,79 @@ def test_a_gate_decision_killed_between_its_alias_writes_is_undone_and_never_tor
     sound()
 
 
-def left_half_made(version: str = "2") -> None:
+def left_half_made(version: str = "2", by: dict | None = None) -> None:
     """What a process killed between the first and the second alias write of a promotion of
-    ``version`` leaves: its intent, and previous_champion already moved."""
+    ``version`` leaves: the version's before-state, the intent, and previous_champion moved.
+    ``by``: the process that made it (default: one on this host that has ended)."""
     import json
+    import socket
 
+    if by is None:
+        ended = subprocess.Popen([sys.executable, "-c", "pass"])
+        ended.wait()
+        by = {"pid": ended.pid, "host": socket.gethostname(), "started": 0.0}
     client = MlflowClient()
     intent = {
         "what": f"a promotion of version {version}",
         "at": "then",
-        "by": {"pid": 1, "host": "h"},
+        "by": by,
         "aliases_before": {"previous_champion": "1", "champion": "3"},
         "aliases_after": {"previous_champion": "3", "champion": version},
-        "tags_before": {version: {"gate.outcome": "challenger"}},
-        "descriptions_before": {},
+        "versions": [version],
     }
+    client.set_model_version_tag(NAME, version, BEFORE_TAG, json.dumps({"tags": {"gate.outcome": "challenger"}}))
     client.set_registered_model_tag(NAME, INTENT_TAG, json.dumps(intent))
     client.set_model_version_tag(NAME, version, "gate.outcome", "promoted")
     client.set_registered_model_alias(NAME, "previous_champion", "3")
+
+
+@pytest.mark.parametrize("maker", ["running here", "on another host"])
+def test_a_change_whose_maker_is_running_or_elsewhere_is_left_to_it(maker, versions):
+    """A command on a host that does not share the maker's lock must not undo a change the
+    maker is still making; it reads the aliases as they were before it."""
+    import os
+    import socket
+
+    import psutil
+
+    by = (
+        {"pid": os.getpid(), "host": socket.gethostname(), "started": psutil.Process().create_time()}
+        if maker == "running here"
+        else {"pid": 1, "host": "another-host", "started": 0.0}
+    )
+    left_half_made(by=by)
+    said = recover(MlflowClient(), NAME)
+    assert "a change is under way (a promotion of version 2" in said and "left to it" in said
+    assert INTENT_TAG in MlflowClient().get_registered_model(NAME).tags
+    assert view()["previous_champion"] == "1"
+
+
+def test_a_large_record_fits_a_postgresql_registry(versions):
+    """What a change writes over can be long (a gate reason, a description); it is kept on the
+    version, so the registered model's tag (5,000 characters in MLflow's SQL schema) stays small."""
+    client = MlflowClient()
+    client.set_model_version_tag(NAME, "2", "gate.reason", "r" * 4000)
+    client.update_model_version(NAME, "2", description="d" * 20000)
+    seen = []
+    real = MlflowClient.set_registered_model_tag
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            MlflowClient,
+            "set_registered_model_tag",
+            lambda self, n, key, value: seen.append(len(value)) or real(self, n, key, value),
+        )
+        apply_change(
+            client,
+            NAME,
+            Change(
+                "a long one",
+                tags={"2": {"gate.reason": "s" * 4000}},
+                descriptions={"2": "e" * 20000},
+                aliases={"challenger": None},
+            ),
+        )
+    assert seen and max(seen) < 5000
+    assert BEFORE_TAG not in tags("2") and tags("2")["gate.reason"] == "s" * 4000
 
 
 @pytest.mark.parametrize("command", ["serve", "pipeline"])

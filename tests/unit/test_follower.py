@@ -203,3 +203,25 @@ def test_a_server_woken_during_a_registry_change_reads_again_until_it_is_over(re
         assert f.last_check["trigger"] == "pending"
     finally:
         f.stop()
+
+
+def test_a_failing_read_during_a_change_is_retried_at_a_pace_not_in_a_loop(registry):
+    """A change was seen under way, then the store fails: the follower reads again every
+    PENDING_RECHECK, not as fast as it can."""
+    reads = []
+
+    def read(name, alias):
+        reads.append(1)
+        if len(reads) == 1:
+            return ("1", True)  # a change under way
+        raise RuntimeError("database is locked")
+
+    f = Follower(URI, lambda version: f"app of {version}", read=read, load=registry.load, poll_interval=10)
+    f.start_serving()
+    f.start()
+    try:
+        time.sleep(1.2)
+    finally:
+        f.stop()
+    assert len(reads) <= 6, len(reads)  # about one read every half second at most, never a loop
+    assert f.current.version == "1"

@@ -1,13 +1,11 @@
 """The Model Registry: version URIs, reading versions and aliases (failing closed) and moving them.
 
-A change of several registry writes (a gate decision, a rollback, a promotion) is made
-as one unit (:func:`apply_change`): its intent, with what it changes and what each thing
-was before, is recorded first as tag :data:`INTENT_TAG` of the registered model; then
-the versions' tags and descriptions are written, then the aliases move, then the intent
-is removed. A process killed anywhere in between leaves the intent, and the next
-command that takes the gate lock (:func:`recover`) puts everything back as it was
-before the change, and says so. Until then every reader here (:func:`alias_target`)
-sees the aliases as they were before the change: no reader sees half of one.
+A change of several registry writes (a gate decision, a rollback, a promotion) is one
+unit (:func:`apply_change`): what it writes over is kept on each version and its intent
+recorded as tag :data:`INTENT_TAG` of the registered model; then tags, descriptions and
+aliases are written and the intent removed. Killed in between, it is undone by the next
+command under the gate lock (:func:`recover`); until then every reader here
+(:func:`alias_target`) sees the aliases as they were before it.
 """
 
 from __future__ import annotations
@@ -141,15 +139,10 @@ class Change:
 
 
 def apply_change(client, name: str, change: Change, alive: Callable[[], None] | None = None) -> dict[str, str | None]:
-    """Make ``change`` on registered model ``name`` as one unit; return the aliases it
-    changed as they were before (alias -> version or None).
-
-    The caller holds the gate lock and has called :func:`recover`. ``alive()`` is called
-    before the intent is recorded and before each alias write; it raises to stop (a
-    pipeline that ended): what was written is then undone here, and if that fails too
-    (the store is gone) by the next :func:`recover`. An alias already naming its version
-    is not written again.
-    """
+    """Make ``change`` on ``name`` as one unit (the caller holds the gate lock and has called
+    :func:`recover`); return the changed aliases as they were before. ``alive()``, called
+    before the intent and before each alias write, raises to stop: what was written is then
+    undone (else by the next :func:`recover`). An alias naming its version is not rewritten."""
     model = client.get_registered_model(name)
     if pending_change(model):
         raise RegistryChangeError(f"registered model {name!r} has a change in progress; recover it first")
@@ -321,11 +314,3 @@ def decision_change(
     if challenger == model_version:
         change.aliases[aliases.challenger] = None
     return change
-
-
-def remove_aliases(client, name: str, model_version: str) -> list[str]:
-    """Take every alias off version ``model_version`` of ``name`` (fail closed); return them."""
-    aliases = list(client.get_model_version(name, model_version).aliases)
-    for alias in aliases:
-        client.delete_registered_model_alias(name, alias)
-    return aliases

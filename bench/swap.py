@@ -45,7 +45,8 @@ def build_versions(tmp: Path) -> list[str]:
     from steps import package_pyfunc, serialize, train
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
-    mlflow.set_experiment("bench")
+    # Its artifacts in the temporary folder too, not in ./mlruns of whatever directory it runs from.
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench", (tmp / "artifacts").as_uri()))
     versions = []
     for c in (1.0, 0.5):
         cfg = compose_config([f"model.C={c}"])

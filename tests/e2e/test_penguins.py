@@ -56,6 +56,26 @@ RECORDS = [  # JSON as a client writes it: integers, text, nulls, a category nev
 ]
 
 
+def serve_champion(env: dict, tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    """``make serve``'s server on the champion of the test's store, once it answers /ping."""
+    port, log = free_port(), tmp_path / "server.log"
+    with open(log, "w") as handle:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "serving.server", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(server, f"{base}/ping", log, timeout=300)
+    except BaseException:
+        stop(server)
+        raise
+    return server, base
+
+
 def test_penguins_raw_csv_is_promoted_served_and_scored(project_env, tmp_path, tracking_store):
     source = penguins_csv()
     raw = pd.read_csv(source)
@@ -72,18 +92,8 @@ def test_penguins_raw_csv_is_promoted_served_and_scored(project_env, tmp_path, t
     classes = list(reference.classes_)
     assert classes == ["Adelie", "Chinstrap", "Gentoo"]
 
-    port, log = free_port(), tmp_path / "server.log"
-    with open(log, "w") as handle:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "serving.server", "--port", str(port)],
-            env=venv_env(PYTHONPATH=str(contracts.PROJECT_DIR)),
-            cwd=tmp_path,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
+    server, base = serve_champion(venv_env(PYTHONPATH=str(contracts.PROJECT_DIR)), tmp_path)
     try:
-        wait_for_http(server, f"{base}/ping", log, timeout=300)
         expected_rows = pd.DataFrame(RECORDS).astype({"bill_length_mm": float, "body_mass_g": float})
 
         def call(method, records=RECORDS):
@@ -178,18 +188,8 @@ def test_penguins_with_factor_columns_in_parquet_are_promoted_and_served(project
     assert "promoted version 1 to champion" in trained.stdout
     reference = mlflow.sklearn.load_model(pipeline_outputs(tracking_store)["model_uri"])
 
-    port, log = free_port(), tmp_path / "server.log"
-    with open(log, "w") as handle:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "serving.server", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
+    server, base = serve_champion(env, tmp_path)
     try:
-        wait_for_http(server, f"{base}/ping", log, timeout=300)
         records = [{k: v for k, v in r.items() if k in reference.feature_names_in_} for r in RECORDS[:2]]
         native = pd.DataFrame(records).astype(
             {

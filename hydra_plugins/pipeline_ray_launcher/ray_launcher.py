@@ -34,7 +34,6 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from hydra.errors import CompactHydraException
-from hydra_plugins.hydra_joblib_launcher._core import execute_job, process_joblib_cfg
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
 log = logging.getLogger(__name__)
@@ -44,10 +43,7 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 # Named by the sweep for `mlflow run` in the launching process only (the job clears it there).
 NOT_FOR_JOBS = frozenset({"MLFLOW_RUN_ID"})
 INSTALL_HINT = ".venv/bin/uv pip install --require-hashes -r pyproject.toml --extra ray -c requirements-dev.lock"
-
-
-# How long a cluster's address may take to accept a connection.
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 10.0  # for a cluster's address to accept a connection
 
 
 class RayUnavailable(CompactHydraException):
@@ -101,10 +97,15 @@ class RayJoblibLauncher(JoblibLauncher):
         assert self.config is not None and self.task_function is not None and self.hydra_context is not None
         ray = import_ray()
         check_address(os.environ.get("RAY_ADDRESS"))
+        # The joblib launcher's own job function and reading of its settings (hydra-joblib-launcher
+        # is pinned; its launch() is this one without Ray, with loky forced).
+        from hydra_plugins.hydra_joblib_launcher._core import execute_job, process_joblib_cfg
+        from joblib import Parallel, delayed
+
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        settings = {**self.joblib, "backend": "ray"}
+        settings = dict(self.joblib)  # backend: ray (conf/hydra/launcher/ray.yaml)
         process_joblib_cfg(settings)
         ray.init(
             runtime_env={"env_vars": job_environment(os.environ, sys.executable)},
@@ -119,8 +120,6 @@ class RayJoblibLauncher(JoblibLauncher):
             )
             for idx, overrides in enumerate(job_overrides):
                 log.info("\t#%d : %s", initial_job_idx + idx, " ".join(filter_overrides(overrides)))
-            from joblib import Parallel, delayed
-
             state = Singleton.get_state()
             runs = Parallel(**settings)(
                 delayed(execute_job)(

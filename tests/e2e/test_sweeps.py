@@ -212,13 +212,16 @@ def test_sweep_from_python_on_another_launcher_registers_only_the_best(project_e
 def test_sweep_on_a_ray_cluster(project_env, tmp_path):
     """hydra/launcher=ray with RAY_ADDRESS naming a one-machine Ray head: each job runs in
     a Ray worker as a nested run of the sweep run, with the launching environment's
-    store, sweep folder and Python (the head's environment has none of them), and the
-    gate decides once, for the best job, in the launching process."""
+    store, sweep folder and Python (the head's environment names another store and
+    folder, and has no venv on PATH), and the gate decides once, for the best job, in
+    the launching process."""
     venv_bin = str(Path(sys.executable).parent)
     node_env = {name: value for name, value in project_env.items() if not name.startswith(("MLFLOW_", "PIPELINE_"))}
     node_env["PATH"] = os.pathsep.join(p for p in node_env.get("PATH", "").split(os.pathsep) if p != venv_bin)
     node = tmp_path / "node"
     node.mkdir()
+    # The node's own settings, which the launching environment's must override.
+    node_env.update(MLFLOW_TRACKING_URI=f"sqlite:///{node / 'node.db'}", PIPELINE_SWEEP_DIR=str(node / "sweeps"))
     with ray_head(node, node_env) as head:
         driver = subprocess.Popen(
             [sys.executable, "-m", "pipeline.main", "-m", "hydra/launcher=ray", "model=logistic_regression,knn"],
@@ -264,7 +267,7 @@ def test_sweep_on_a_ray_cluster(project_env, tmp_path):
         assert steps == set(graph.NAMES)
     # Hydra's records of the jobs went to the launching environment's PIPELINE_SWEEP_DIR.
     assert len(list((tmp_path / "sweeps").glob("*/*/[01]/.hydra"))) == 2
-    assert not (node / "multirun").exists()
+    assert not (node / "sweeps").exists() and not (node / "node.db").exists()
     # One gate decision in the whole sweep, in the launching process: the evaluate run under the sweep run.
     gated = [
         run

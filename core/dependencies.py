@@ -40,8 +40,9 @@ DEV_GROUP = "dev"
 EXTRAS = "extras"  # every list of [project.optional-dependencies], for declared()
 CONDA_PYTHON = "3.11.7"  # mlflow's virtualenv env manager needs the exact patch version
 
-# "name[extra,...]==version" as declared; nothing looser is accepted.
-_PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*([^\s;]+)\s*$")
+# "name[extra,...]==version" as declared, with the platforms it is for ("; marker") where
+# it has no build for some; nothing looser is accepted.
+_PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*([^\s;]+)\s*(;\s*\S.*)?$")
 # A lock entry's first line: "name==version [; marker] [\]".
 _LOCKED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]*?))?\s*\\?$")
 

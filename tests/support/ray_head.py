@@ -98,7 +98,13 @@ def ray_head(folder: Path, env: Mapping[str, str], cpus: int = 2) -> Iterator[Ra
     ]
     with open(log, "w") as out:
         process = subprocess.Popen(
-            command, cwd=folder, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=folder,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     head = RayHead(f"127.0.0.1:{port}", log, process.pid)
     try:

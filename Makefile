@@ -2,8 +2,8 @@
 # into it exactly what a lock names, every file checked against its hash, with uv
 # (pinned below; it reads UV_* settings, not pip.conf or PIP_*, and takes every package
 # from PyPI): `make run` requirements.lock, `make test` requirements-dev.lock (the
-# runtime plus the optional extras (ray) and pytest, pyspark, psycopg, ruff, ...). Packages not in the lock are
-# removed (uv pip sync), except pip, setuptools and uv itself.
+# runtime plus the extras, i.e. ray, and pytest, pyspark, psycopg, ruff, ...). Packages
+# not in the lock are removed (uv pip sync), except pip, setuptools and uv itself.
 # The dependencies are declared once, in pyproject.toml; `make lock` writes the locks
 # and conda.yaml from it, `make lock-check` fails when they disagree.
 PYTHON ?= python3
@@ -63,7 +63,8 @@ $(TEST_STAMP): requirements.lock requirements-dev.lock pyproject.toml | $(BIN)/u
 	$(UV_SYNC) requirements-dev.lock
 	touch $(STAMP) $@
 
-# Resolves from PyPI: the runtime lock, the dev lock (extras and dev group) within it, then conda.yaml from the runtime lock.
+# Resolves from PyPI: the runtime lock, the dev lock (extras and dev group) within it,
+# then conda.yaml from the runtime lock.
 lock: | $(BIN)/uv
 	$(UV_COMPILE) -o requirements.lock
 	$(UV_COMPILE) --group dev --all-extras -c requirements.lock -o requirements-dev.lock

@@ -25,14 +25,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlparse
 
-from core.integrity import verified_copy
+from mlflow.exceptions import MlflowException
+
+from core.errors import stored
 from model.dispatch_model import DEFAULT_PREDICT_METHOD, PREDICT_METHOD_PARAM, PREDICT_METHODS, offered_methods
-from serving.batch import COLUMN_PREFIX, scored_by
+from serving.batch import COLUMN_PREFIX, one_line, scored_by
+from serving.spark_executor import scoring_udf, ship_model
 
 RESULT_COLUMN = "__prediction"
+# The last line of an executor's traceback, as the driver's error quotes it.
+EXECUTOR_REFUSAL = re.compile(r"^(?:[\w.]+\.)?(?:UntrustedModel|MlflowException): (.+)$", re.MULTILINE)
 
 
 def label_type(classes: Sequence) -> str:
@@ -63,15 +71,13 @@ def score_dataframe(spark, frame, model_uri: str, method: str = DEFAULT_PREDICT_
     missing = [f for f in features if f not in frame.columns]
     if missing:
         raise ValueError(f"Spark DataFrame lacks feature column(s) {missing}; it has {frame.columns}")
-    # spark_udf copies the model it is given for the executors: a verified copy (core.integrity).
-    with verified_copy(exact) as local:
-        udf = mlflow.pyfunc.spark_udf(
-            spark,
-            str(local),
-            result_type=label_type(classes) if method == "predict" else "array<double>",
-            env_manager="local",
-            params={PREDICT_METHOD_PARAM: method},
-        )
+    # The executors get a verified copy and check it again before loading it (serving.spark_executor).
+    udf = scoring_udf(
+        ship_model(spark, exact),
+        features,
+        {PREDICT_METHOD_PARAM: method},
+        label_type(classes) if method == "predict" else "array<double>",
+    )
     scored = frame.withColumn(RESULT_COLUMN, udf(*[F.col(f"`{f}`") for f in features]))
     kept = [F.col(f"`{c}`") for c in frame.columns]
     if method == "predict":
@@ -83,24 +89,63 @@ def score_dataframe(spark, frame, model_uri: str, method: str = DEFAULT_PREDICT_
     )
 
 
+def executor_refusal(message: str) -> str | None:
+    """The refusal a Spark task failed with (``UntrustedModel`` or another ``MlflowException``
+    raised on an executor), found in the error the driver gets, or None."""
+    found = EXECUTOR_REFUSAL.findall(message)
+    return found[-1].strip() if found else None
+
+
+def _remove_local(output: str) -> None:
+    """Remove what a failed write left at ``output`` (a folder Spark made, at most), if local."""
+    parsed = urlparse(output)
+    if parsed.scheme in ("", "file"):
+        shutil.rmtree(parsed.path if parsed.scheme else output, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    from pyspark.errors import AnalysisException
     from pyspark.sql import SparkSession
 
     from core import contracts
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="Parquet or CSV (with header) path Spark can read")
-    parser.add_argument("--output", required=True, help="Parquet directory to write")
+    parser.add_argument("--output", required=True, help="Parquet directory to write; it must not exist")
     parser.add_argument("--model-uri", default=contracts.CHAMPION_URI, help=f"default {contracts.CHAMPION_URI}")
     parser.add_argument("--predict-method", default=DEFAULT_PREDICT_METHOD, choices=PREDICT_METHODS)
+    parser.add_argument(
+        "--master", help="Spark master URL, e.g. spark://host:7077 (default: Spark's own, MASTER or local[*])"
+    )
     args = parser.parse_args(argv)
     contracts.configure_tracking()
-    # Local workers run this interpreter (with mlflow and the model's packages) unless told otherwise.
+    # Executors run this interpreter unless told otherwise: on a cluster, the same path on every worker.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = SparkSession.builder.appName("score_spark").getOrCreate()
-    reader = spark.read.option("header", True).option("inferSchema", True)
-    frame = reader.csv(args.input) if args.input.endswith(".csv") else reader.parquet(args.input)
-    score_dataframe(spark, frame, args.model_uri, args.predict_method).write.mode("error").parquet(args.output)
+    builder = SparkSession.builder.appName("score_spark")
+    spark = (builder.master(args.master) if args.master else builder).getOrCreate()
+    writing = False
+    try:
+        reader = spark.read.option("header", True).option("inferSchema", True)
+        frame = reader.csv(args.input) if args.input.endswith(".csv") else reader.parquet(args.input)
+        scored = score_dataframe(spark, frame, args.model_uri, args.predict_method)
+        writing = True  # mode "error": Spark refuses an existing output before it writes anything
+        scored.write.mode("error").parquet(args.output)
+    except (ValueError, MlflowException, AnalysisException) as err:
+        _fail(getattr(err, "message", None) or str(err))
+    except Exception as err:  # a failed job: the executor's refusal is in its message
+        refusal = executor_refusal(str(err))
+        if refusal is None:
+            raise
+        if writing:
+            _remove_local(args.output)
+        _fail(refusal)
+    finally:
+        spark.stop()
+
+
+def _fail(message: str) -> None:
+    print(f"score_spark: error: {stored(one_line(message), 500)}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,20 @@
-"""Batch scoring on Spark with ``mlflow.pyfunc.spark_udf``, for data that outgrows one machine.
+"""Batch scoring on Spark, for data that outgrows one machine: locally or on a cluster.
 
     python -m serving.spark --input in.parquet --output out_dir [--predict-method predict]
+    python -m serving.spark --master spark://host:7077 --input in.parquet --output out_dir
     # or, in your own Spark job:
     scored = score_dataframe(spark, df, "models:/iris-classifier@champion", "predict_proba")
 
-The UDF is built once per method with ``params={"predict_method": ...}`` and is
-fed the model's feature columns by name. Result types keep every column:
-``array<double>`` for probabilities (a scalar ``double`` would silently keep
-only the first class), expanded into ``proba_<label>`` / ``log_proba_<label>``
+The master is Spark's ``spark.master``: ``--master`` sets it; without it, Spark's own
+resolution applies (``spark-submit --master``, ``PYSPARK_SUBMIT_ARGS``, the ``MASTER``
+variable, ``spark-defaults.conf``), and ``local[*]`` when none says. Executors run the
+driver's ``PYSPARK_PYTHON`` (this interpreter unless set). The model travels with the
+job and each executor checks its files before loading it (``serving.spark_executor``).
+
+The UDF is fed the model's feature columns by name and calls the pyfunc with
+``params={"predict_method": ...}``. Result types keep every column:
+``array<double>`` for probabilities (a scalar ``double`` would keep only the
+first class), expanded into ``proba_<label>`` / ``log_proba_<label>``
 columns in the model's class order; labels come back as ``long``, ``double``
 or ``string`` to match the classes. Other input columns are kept.
 
@@ -17,7 +24,12 @@ Each prediction column carries, as Spark column metadata, the model that compute
 ``scored.schema["prediction"].metadata["model_version"]``. Spark keeps column
 metadata in the Parquet files it writes and reads it back.
 
-Needs ``pyspark`` and Java (not in ``requirements.lock``; in
+The command's refusals (a missing column, a method the model does not offer, a model
+whose files differ from their record on the driver or on an executor, an output that
+exists) are one line on stderr, ``score_spark: error: ...``, after Spark's own log, and
+exit 1; a failed job's output folder is removed (when it is on this machine's disk).
+
+Needs ``pyspark`` and Java 17 (not in ``requirements.lock``; in
 ``requirements-dev.lock``).
 """
 
@@ -96,11 +108,10 @@ def executor_refusal(message: str) -> str | None:
     return found[-1].strip() if found else None
 
 
-def _remove_local(output: str) -> None:
-    """Remove what a failed write left at ``output`` (a folder Spark made, at most), if local."""
+def local_path(output: str) -> str | None:
+    """``output`` as a path on this machine's disk, if it names one (a path or a file: URI)."""
     parsed = urlparse(output)
-    if parsed.scheme in ("", "file"):
-        shutil.rmtree(parsed.path if parsed.scheme else output, ignore_errors=True)
+    return output if not parsed.scheme else parsed.path if parsed.scheme == "file" else None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -121,26 +132,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     contracts.configure_tracking()
     # Executors run this interpreter unless told otherwise: on a cluster, the same path on every worker.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    started = SparkSession.getActiveSession() is None  # inside a running job, the job's session is left to it
     builder = SparkSession.builder.appName("score_spark")
     spark = (builder.master(args.master) if args.master else builder).getOrCreate()
-    writing = False
     try:
         reader = spark.read.option("header", True).option("inferSchema", True)
         frame = reader.csv(args.input) if args.input.endswith(".csv") else reader.parquet(args.input)
         scored = score_dataframe(spark, frame, args.model_uri, args.predict_method)
-        writing = True  # mode "error": Spark refuses an existing output before it writes anything
-        scored.write.mode("error").parquet(args.output)
+        local = local_path(args.output)
+        existed = local is not None and os.path.lexists(local)
+        try:
+            scored.write.mode("error").parquet(args.output)
+        except BaseException:
+            if local is not None and not existed:  # the folder the failed job made (mode "error")
+                shutil.rmtree(local, ignore_errors=True)
+            raise
     except (ValueError, MlflowException, AnalysisException) as err:
         _fail(getattr(err, "message", None) or str(err))
-    except Exception as err:  # a failed job: the executor's refusal is in its message
+    except Exception as err:  # a failed job: an executor's refusal is in its message
         refusal = executor_refusal(str(err))
         if refusal is None:
             raise
-        if writing:
-            _remove_local(args.output)
         _fail(refusal)
     finally:
-        spark.stop()
+        if started:
+            spark.stop()
 
 
 def _fail(message: str) -> None:

@@ -14,7 +14,9 @@ the upload (a difference fails the step; nothing is registered). Every consumer 
 ``ops.reproduce``) downloads the model into a private directory, compares, and
 only then lets MLflow load it
 (:func:`load_verified`, :func:`verified_download`): a changed, added or removed
-file is refused before any of its bytes is unpickled or executed.
+file is refused before any of its bytes is unpickled or executed. Spark's executors
+compare the copy shipped with the job with the same record (:func:`check_files`,
+from ``serving.spark_executor``).
 
 Data files one step hands to the next (the training and holdout Parquet files, the
 data contract) are recorded the same way, by run tag ``artifact.sha256.<path>``

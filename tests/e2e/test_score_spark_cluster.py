@@ -4,6 +4,8 @@ loading them, and a copy that differs fails the job with one line."""
 
 from __future__ import annotations
 
+import re
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -59,8 +61,10 @@ def test_the_champion_scores_on_the_cluster_as_in_process(cluster, champion_v1, 
     )
     assert scored["note"].tolist() == frame["note"].tolist()
     np.testing.assert_allclose(scored[["proba_0", "proba_1", "proba_2"]].to_numpy(), expected, rtol=0, atol=1e-12)
-    # The rows were scored on the worker's executor, which checked the model first.
+    # The rows were scored on the worker's executor, which fetched the model from the driver
+    # (the worker has no tracking store and no project) and checked it before loading it.
     logs = executor_logs(cluster)
+    assert any(re.search(r"Fetching spark://\S+/files/model-\w+\.zip", text) for text in logs.values()), logs
     assert any(VERIFIED in text for text in logs.values()), logs
 
 

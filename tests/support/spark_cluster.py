@@ -59,9 +59,18 @@ def java_missing() -> str | None:
     return None if shutil.which("java") else "no java on PATH and no JAVA_HOME: Spark needs Java 17"
 
 
-def cluster_env(**extra: str) -> dict[str, str]:
-    """The environment of the cluster's processes and of drivers that use it: everything
-    on loopback, and Python workers running this venv's interpreter."""
+def daemon_env() -> dict[str, str]:
+    """The master's and worker's environment: Java and loopback, nothing of this project.
+    No venv on PATH, no PYSPARK_PYTHON, no tracking store: what the executors need (the
+    driver's Python, the model, the code) comes with each job."""
+    venv_bin = str(Path(sys.executable).parent)
+    env = {key: os.environ[key] for key in ("HOME", "JAVA_HOME", "LANG", "TMPDIR") if key in os.environ}
+    env["PATH"] = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    return env | {"SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": HOST}
+
+
+def driver_env(**extra: str) -> dict[str, str]:
+    """A driver's environment: on loopback, its Python workers this venv's interpreter."""
     return venv_env(SPARK_HOME=str(spark_home()), SPARK_LOCAL_IP=HOST, PYSPARK_PYTHON=sys.executable, **extra)
 
 
@@ -69,7 +78,7 @@ def _start(args: list[str], log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
         return subprocess.Popen(
             [str(spark_home() / "bin" / "spark-class"), *args],
-            env=cluster_env(),
+            env=daemon_env(),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, with every process it starts
@@ -149,7 +158,7 @@ def run_driver(command: list[str], timeout: float = RUN_TIMEOUT, **env: str) -> 
     process = subprocess.Popen(
         [sys.executable, "-m", *command],
         cwd=contracts.PROJECT_DIR,
-        env=cluster_env(**env),
+        env=driver_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

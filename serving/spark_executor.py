@@ -14,7 +14,8 @@ folder and compares its files with the recorded digest, which travels with the j
 estimator's SHA-256). A copy that differs raises ``UntrustedModel`` naming the model and
 the host: the task fails, none of the copy's bytes has been unpickled or executed, and
 the job fails with that message (``serving.spark`` prints it as one line). The loaded
-model serves that Python worker's later tasks.
+model serves that Python worker's later tasks. It needs a classic session (one with a
+``SparkContext``), not a Spark Connect client.
 """
 
 import atexit
@@ -124,10 +125,11 @@ def load_shipped(shipped: ShippedModel):
             "the copy shipped with the job differs from the files recorded when it was logged",
         )
         _executor_log().info(
-            "verified the files of %s (digest %s...) on the Spark executor at %s",
+            "verified the files of %s (digest %s...) on the Spark executor at %s, running %s",
             shipped.model_uri,
             shipped.digest[:12],
             where,
+            sys.executable,
         )
         _loaded[shipped.archive] = mlflow.pyfunc.load_model(tmp)
     return _loaded[shipped.archive]

@@ -153,3 +153,4 @@ def test_the_command_refuses_in_one_line_and_leaves_no_output(spark, tmp_path, c
     (out / "kept.txt").write_text("mine")
     assert refusal(rows(5)).startswith("score_spark: error: [PATH_ALREADY_EXISTS] Path file:")
     assert [p.name for p in out.iterdir()] == ["kept.txt"]
+    assert spark.range(3).count() == 3  # the command left the session it found running

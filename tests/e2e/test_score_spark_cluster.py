@@ -5,6 +5,7 @@ loading them, and a copy that differs fails the job with one line."""
 from __future__ import annotations
 
 import re
+import sys
 
 import mlflow
 import numpy as np
@@ -62,10 +63,12 @@ def test_the_champion_scores_on_the_cluster_as_in_process(cluster, champion_v1, 
     assert scored["note"].tolist() == frame["note"].tolist()
     np.testing.assert_allclose(scored[["proba_0", "proba_1", "proba_2"]].to_numpy(), expected, rtol=0, atol=1e-12)
     # The rows were scored on the worker's executor, which fetched the model from the driver
-    # (the worker has no tracking store and no project) and checked it before loading it.
+    # (the worker has no tracking store and no project) and checked it before loading it,
+    # in the driver's Python (PYSPARK_PYTHON), which the worker was not told of.
     logs = executor_logs(cluster)
     assert any(re.search(r"Fetching spark://\S+/files/model-\w+\.zip", text) for text in logs.values()), logs
-    assert any(VERIFIED in text for text in logs.values()), logs
+    checked = [line for text in logs.values() for line in text.splitlines() if VERIFIED in line]
+    assert checked and all(line.endswith(f"running {sys.executable}") for line in checked), logs
 
 
 def test_a_copy_changed_after_the_driver_checked_it_fails_on_the_executor(cluster, champion_v1, tmp_path):

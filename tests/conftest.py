@@ -34,6 +34,7 @@ E2E_ORDER = (
     "test_orphans",
     None,
     "test_score_spark",
+    "test_score_spark_cluster",
     "test_serving_refusals",
     "test_score_entry_point",
 )

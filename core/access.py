@@ -157,11 +157,14 @@ def refused_step(steps) -> str | None:
 
 
 @contextlib.contextmanager
-def explained(prog: str, experiment: str | None = None, model: str | None = None, after: str = "") -> Iterator[None]:
+def explained(
+    prog: str, experiment: str | None = None, model: str | None = None, after: str = "", needs: str = ""
+) -> Iterator[None]:
     """Around what a command does: a 401 or 403 from the tracking server ends the command with
-    :func:`explain`'s line on stderr and exit :data:`EXIT_DENIED`; ``after`` (e.g. ``nothing
-    changed``), or the notes the error carries (``core.registry.apply_change`` says whether it
-    undid its change), end the line. Any other error goes on as it is."""
+    :func:`explain`'s line on stderr and exit :data:`EXIT_DENIED`, then what the command
+    ``needs`` in all (``MANAGE on registered model 'x'``) and ``after`` (``nothing changed``), or
+    instead the notes the error carries (``core.registry.apply_change`` says whether it undid its
+    change). Any other error goes on as it is."""
     try:
         yield
     except Exception as err:
@@ -169,8 +172,9 @@ def explained(prog: str, experiment: str | None = None, model: str | None = None
         if line is None:
             raise
         notes = "; ".join(note for e in _chain(err) for note in getattr(e, "__notes__", ()))
-        tail = notes or after
-        print(f"{prog}: {line}" + (f"; {tail}" if tail else ""), file=sys.stderr, flush=True)
+        tail = [f"{prog} needs {needs}"] if needs else []
+        tail += [notes or after] if notes or after else []
+        print("; ".join([f"{prog}: {line}", *tail]), file=sys.stderr, flush=True)
         sys.exit(EXIT_DENIED)
 
 

@@ -178,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     name = cfg.registry.model_name
     client = MlflowClient()
     try:
-        with explained("rollback", model=name, after="nothing changed"), gate_lock(args.wait):
+        needs = f"MANAGE on registered model {name!r}"
+        with explained("rollback", model=name, after="nothing changed", needs=needs), gate_lock(args.wait):
             undone = recover(client, name)
             if undone:
                 print(f"rollback: {undone}", file=sys.stderr)

@@ -50,6 +50,13 @@ from pipeline.summary import PipelineSummary, named
 
 log = logging.getLogger(__name__)
 
+PROG = "pipeline"  # how its one-line refusals begin (core.access)
+
+
+def needs(cfg) -> str:
+    """What the account of a pipeline needs: docs/operations.md, Accounts."""
+    return f"EDIT on experiment {cfg.experiment.name!r} and MANAGE on registered model {cfg.registry.model_name!r}"
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -90,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         except StoreUnavailable as err:
             print(f"{parser.prog}: {err}", file=sys.stderr)
             sys.exit(EXIT_UNAVAILABLE)
-        with explained(parser.prog, cfg.experiment.name, cfg.registry.model_name, "no run started"):
+        with explained(PROG, cfg.experiment.name, cfg.registry.model_name, "no run started", needs(cfg)):
             launched_run = mlflow.get_run(launched) if launched else None
             try:
                 experiment_id = record.experiment_for(cfg.experiment.name, args.overrides, launched_run)
@@ -99,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     raise
                 parser.exit(2, f"{parser.prog}: error: {getattr(err, 'message', err)}\n")
     # A refusal from here on: one line; a run started is ended FAILED by its `with`.
-    with explained(parser.prog, cfg.experiment.name, cfg.registry.model_name):
+    with explained(PROG, cfg.experiment.name, cfg.registry.model_name, needs=needs(cfg)):
         run(parser.prog, cfg, args, force, launched_run, experiment_id, digest, trigger)
 
 
@@ -145,7 +152,7 @@ def run(prog, cfg, args, force, launched_run, experiment_id, digest, trigger) ->
             log.error("pipeline failed: %s", summary.outcome)
             denied = refused_step(summary.steps)
             if denied:
-                print(f"{prog}: {denied}", file=sys.stderr, flush=True)
+                print(f"{PROG}: {denied}; {PROG} needs {needs(cfg)}", file=sys.stderr, flush=True)
             sys.exit(EXIT_DENIED if denied else 1)
 
 

@@ -251,8 +251,8 @@ def settle_alias(model_uri: str) -> None:
     except LockBusy:
         return
     except (MlflowException, RuntimeError) as err:  # the store's trouble, or an unreadable change record
-        reason = explain(err, model=name) or getattr(err, "message", err)
-        log.warning("could not check %s for an interrupted change: %s", name, reason)
+        if explain(err, model=name) is None:  # a refusal: the load says it, in one line
+            log.warning("could not check %s for an interrupted change: %s", name, getattr(err, "message", err))
         return
     if undone:
         print(f"serve: {undone}", file=sys.stderr, flush=True)
@@ -290,9 +290,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:  # here, once, even with several workers: a model that cannot be served fails with one line
         front = build_front(options, secret)
     except (MlflowException, ModelCheckFailed) as err:
-        refused = explain(err, model=model_name(args.model_uri))
+        name = model_name(args.model_uri)
+        refused = explain(err, model=name)
         if refused:
-            parser.exit(EXIT_DENIED, f"serve: cannot load {args.model_uri}: {refused}\n")
+            needs = f"serve needs READ on registered model {name!r} and on the experiment of its runs"
+            parser.exit(EXIT_DENIED, f"serve: cannot load {args.model_uri}: {refused}; {needs}\n")
         parser.exit(1, f"serve: cannot load {args.model_uri}: {getattr(err, 'message', None) or err}\n")
     if args.workers == 1:
         uvicorn.run(front, host=args.host, port=args.port)

@@ -68,7 +68,9 @@ def auth_server(tmp_path_factory):
 
 
 def as_account(project_env, uri, user, password=None) -> dict[str, str]:
-    env = {key: value for key, value in project_env.items() if not key.startswith("MLFLOW_TRACKING_")}
+    # The experiment of the config, the one the admin made and granted (not the tests' own).
+    ours = ("MLFLOW_TRACKING_", "MLFLOW_EXPERIMENT_NAME")
+    env = {key: value for key, value in project_env.items() if not key.startswith(ours)}
     return env | {
         "MLFLOW_TRACKING_URI": uri,
         "MLFLOW_TRACKING_USERNAME": user,

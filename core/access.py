@@ -134,7 +134,10 @@ def explain(err: BaseException, experiment: str | None = None, model: str | None
             f"{request}; {'check' if sent else 'set'} {USERNAME_ENV} and {PASSWORD_ENV} (or {TOKEN_ENV})"
         )
     if "/webhooks" in refusal.endpoint:  # MLflow 3.17 lets only admins create or list webhooks
-        return f"permission denied: {account()} is not an admin, and only an admin manages webhooks; the tracking server refused {request}"
+        return (
+            f"permission denied: {account()} is not an admin, and only an admin manages webhooks; "
+            f"the tracking server refused {request}"
+        )
     if refusal.on_registry:
         target = f"registered model {model!r}" if model else "the registered model"
     else:

@@ -23,9 +23,10 @@ a rollback: ``core.registry``); while one is, it is read again every
 A version that fails 1 or 2 is not swapped in: the server keeps answering with the
 version it has, logs why, reports it (:meth:`Follower.status`), and tries that version
 again only when the alias moves again (away and back counts). A registry that cannot be
-read is reported too, and read again at the next poll. The report, which any caller of
-``/status`` reads, gives errors other than this project's refusals by kind only (:func:`shown`). A server started on anything
-else (``models:/<name>/3``, ``models:/m-<id>``) is pinned: nothing is polled, ever.
+read is reported too, and read again at the next poll. The report, which any caller
+of ``/status`` reads, gives errors other than this project's refusals by kind only
+(:func:`shown`). A server started on anything else (``models:/<name>/3``,
+``models:/m-<id>``) is pinned: nothing is polled, ever.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ def refused(endpoint: str, status: int = 403) -> MlflowException:
     """MLflow's exception for a request the server refused (``verify_rest_response``'s)."""
     code = PERMISSION_DENIED if status == 403 else UNAUTHENTICATED
     return MlflowException(
-        f"API request to endpoint {endpoint} failed with error code {status} != 200. Response body: 'Permission denied'",
+        f"API request to endpoint {endpoint} failed with error code {status} != 200. "
+        "Response body: 'Permission denied'",
         error_code=code,
     )
 

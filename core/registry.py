@@ -184,11 +184,12 @@ def apply_change(client, name: str, change: Change, alive: Callable[[], None] | 
         try:
             _undo(client, name, intent, f"stopped while it was made ({type(err).__name__}: {err})"[:500])
         except Exception as undo_err:  # noqa: BLE001 - the next recover() undoes it
-            log.error(
-                "could not undo the interrupted change of %s (%s); the next command under the gate lock will",
-                name,
-                undo_err,
+            log.error("could not undo the interrupted change of %s (%s)", name, undo_err)
+            err.add_note(
+                "the change is left half made: undoing it failed too; the next command under the gate lock does"
             )
+        else:
+            err.add_note("the change was undone: the registry is as before it")
         raise
     for version in versions:
         _unless_missing(lambda version=version: client.delete_model_version_tag(name, version, BEFORE_TAG))

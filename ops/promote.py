@@ -26,7 +26,8 @@ MLflow run: the version's tags are the record, as for a rollback.
 
 Under the gate lock (``core.locks``), as ``evaluate``, waiting at most
 ``--wait`` seconds (exit 75 when it stays busy); a change another command left half
-made is undone first, and said so.
+made is undone first, and said so. An account the tracking server refuses: exit 77 with one
+line naming the permission it lacks (``core.access``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from collections.abc import Sequence
 from hydra.errors import HydraException
 
 from core import contracts
+from core.access import explained
 from core.config import compose_config, describe_error, split_overrides
 from core.gate import GateDecision
 from core.locks import GATE_LOCK_WAIT, LockBusy, gate_lock
@@ -142,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     name = cfg.registry.model_name
     client = MlflowClient()
     try:
-        with gate_lock(args.wait):
+        needs = f"MANAGE on registered model {name!r}"
+        with explained("promote", model=name, after="nothing changed", needs=needs), gate_lock(args.wait):
             undone = recover(client, name)
             if undone:
                 print(f"promote: {undone}", file=sys.stderr)

@@ -20,7 +20,8 @@
 
 Exit status: 0 the pipeline finished (promoted, kept the champion, or nothing
 changed; its summary says which); 1 the pipeline failed; 2 bad arguments;
-69 the tracking store is unreachable or cannot be opened; 75 another run holds the lock.
+69 the tracking store is unreachable or cannot be opened; 75 another run holds the lock;
+77 the tracking server refused the account (one line naming the permission it lacks, ``core.access``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core import contracts
+from core.access import EXIT_DENIED
 from core.config import compose_config, describe_error, is_override_error, multirun_flag, split_overrides
 from core.locks import LockBusy, file_lock, lock_path
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
@@ -130,8 +132,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except LockBusy as err:
         print(f"retrain: {err}; exiting with {EXIT_LOCKED}", file=sys.stderr)
         sys.exit(EXIT_LOCKED)
-    if status != 0:
+    if status not in (0, EXIT_DENIED):  # a refusal has said so in its one line
         print(f"retrain: the pipeline failed (exit {status})", file=sys.stderr)
+    if status != 0:
         sys.exit(status)
 
 

@@ -31,7 +31,8 @@ said so. Exit status: 0 done; 1, changing nothing, when there is no previous
 champion, it names the champion's own version, it is not validated
 (``validation_status`` other than ``passed``, e.g. ``broken``), or it was rolled back
 in favour of another version than the champion (``ops.promote`` can promote it
-explicitly); 2 bad arguments; 75 the gate lock stayed busy.
+explicitly); 2 bad arguments; 75 the gate lock stayed busy; 77 the tracking server refused the
+account (``core.access``: one line naming the permission it lacks).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core import contracts
+from core.access import explained
 from core.gate import ROLLED_BACK
 from core.locks import GATE_LOCK_WAIT, LockBusy, gate_lock
 from core.registry import Change, RegistryChangeError, alias_version, apply_change, recover
@@ -176,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     name = cfg.registry.model_name
     client = MlflowClient()
     try:
-        with gate_lock(args.wait):
+        needs = f"MANAGE on registered model {name!r}"
+        with explained("rollback", model=name, after="nothing changed", needs=needs), gate_lock(args.wait):
             undone = recover(client, name)
             if undone:
                 print(f"rollback: {undone}", file=sys.stderr)

@@ -303,17 +303,14 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = step_parser(__doc__)
-    parser.add_argument(
-        "--model-uri",
-        required=True,
-        help="models:/<name>/<version> to validate (or models:/m-... with gate.enabled=false)",
-    )
+    parser.add_argument("--model-uri", required=True, help="models:/<name>/<version> (models:/m-... ungated)")
     parser.add_argument("--reference-model-uri", required=True, help="native sklearn model from train")
     parser.add_argument("--holdout-uri", required=True, help="Parquet holdout logged by train")
     args, cfg = parse_step_args(parser, argv)
     contracts.configure_logging()
     contracts.configure_tracking()
-    run_in_mlflow_run(lambda: run(args.model_uri, args.reference_model_uri, args.holdout_uri, cfg, args.overrides))
+    uris = (args.model_uri, args.reference_model_uri, args.holdout_uri)
+    run_in_mlflow_run(lambda: run(*uris, cfg, args.overrides), cfg)
 
 
 if __name__ == "__main__":

@@ -239,7 +239,7 @@ def settle_alias(model_uri: str) -> None:
     holds it, the server reads the aliases as they were before it (``core.registry``)."""
     from mlflow import MlflowClient
 
-    from core.locks import LockBusy, settle
+    from core.locks import LockBusy, LockUnavailable, settle
 
     name, at, _ = model_uri.removeprefix("models:/").partition("@")
     if not (model_uri.startswith("models:/") and at):
@@ -248,7 +248,11 @@ def settle_alias(model_uri: str) -> None:
         undone = settle(MlflowClient(), name, wait=0)
     except LockBusy:
         return
-    except (MlflowException, RuntimeError) as err:  # the store's trouble, or an unreadable change record
+    except (
+        MlflowException,
+        RuntimeError,
+        LockUnavailable,
+    ) as err:  # the store's or lock server's trouble, or an unreadable change record
         log.warning("could not check %s for an interrupted change: %s", name, getattr(err, "message", err))
         return
     if undone:

@@ -99,7 +99,7 @@ def connect(url: str, name: str):
     if not is_postgres(url):
         raise LockUnavailable(f"PIPELINE_LOCK_URL must be a postgresql:// URL, not {redact(url)!r}")
     dsn = re.sub(r"^[^:]*:", "postgresql:", url, count=1)  # SQLAlchemy's postgresql+psycopg:// is libpq's postgresql://
-    holder = f"pipeline {name} lock: pid {os.getpid()} on {socket.gethostname()}"
+    holder = f"pipeline lock {name}: pid {os.getpid()} on {socket.gethostname()}"
     try:
         conn = psycopg.connect(
             dsn,

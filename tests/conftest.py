@@ -25,6 +25,7 @@ TIERS = ("e2e", "unit", "model", "integration")
 # ones, by which time it is built. A module not listed here runs where None stands.
 E2E_ORDER = (
     "test_tracking_server",
+    "test_two_hosts",
     "test_sweeps",
     "test_retrain",
     "test_serving_follows",

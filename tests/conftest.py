@@ -120,6 +120,7 @@ def tracking_store(empty_store: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     mlflow.set_tracking_uri(uri)
     monkeypatch.setenv("PIPELINE_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.delenv("PIPELINE_LOCK_URL", raising=False)  # file locks, unless a test sets one
     monkeypatch.setenv("PIPELINE_SWEEP_DIR", str(tmp_path / "multirun"))
     # Read by in-process runs and by `mlflow run` (its --experiment-name default).
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)

@@ -5,7 +5,7 @@
     make retrain HYDRA_OPTIONS="-m model=logistic_regression,random_forest"   (a sweep)
 
 1. Checks that the tracking store answers (an ``http(s)://`` server within
-   ``--connect-timeout`` seconds, a SQLite file that can be opened; ``core.tracking``); creates a new SQLite store once, under a file
+   ``--connect-timeout`` seconds, a SQLite file that can be opened; ``core.tracking``); creates a new SQLite store once, under the init
    lock, so that pipelines started together do not race to create its tables
    (its artifacts go to ``mlruns/`` beside the database).
 2. Takes the pipeline lock for this tracking store (see ``core.locks``: a file

@@ -2,7 +2,7 @@
 # into it exactly what a lock names, every file checked against its hash, with uv
 # (pinned below; it reads UV_* settings, not pip.conf or PIP_*, and takes every package
 # from PyPI): `make run` requirements.lock, `make test` requirements-dev.lock (the
-# runtime plus the extras, i.e. ray, and pytest, pyspark, psycopg, ruff, ...). Packages
+# runtime plus the extras, i.e. ray, and pytest, pyspark, ruff, ...). Packages
 # not in the lock are removed (uv pip sync), except pip, setuptools and uv itself.
 # The dependencies are declared once, in pyproject.toml; `make lock` writes the locks
 # and conda.yaml from it, `make lock-check` fails when they disagree.

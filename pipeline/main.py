@@ -159,15 +159,19 @@ def run(prog, cfg, args, force, launched_run, experiment_id, digest, trigger) ->
 def settle_registry(prog: str, model_name: str) -> None:
     """Undo a change of the registry that a killed process left half made (``core.locks.settle``),
     saying so in one line, before anything reads the champion. A decision under way keeps the gate
-    lock: the pipeline then goes on, and its evaluate settles under that lock."""
+    lock: the pipeline then goes on, and its evaluate settles under that lock. A lock server that
+    cannot be reached ends the pipeline here (exit 69), before anything trains."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from core.locks import LockBusy, settle
+    from core.locks import LockBusy, LockUnavailable, settle
     from core.registry import RegistryChangeError
 
     try:
         undone = settle(MlflowClient(), model_name)
+    except LockUnavailable as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        sys.exit(EXIT_UNAVAILABLE)
     except (LockBusy, RegistryChangeError, MlflowException) as err:  # evaluate settles, or says why not
         reason = explain(err, model=model_name) or getattr(err, "message", err)
         log.warning("registry not checked for an interrupted change: %s", reason)

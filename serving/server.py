@@ -58,7 +58,7 @@ from mlflow.exceptions import MlflowException
 
 from core import contracts
 from core.access import EXIT_DENIED, explain, model_name
-from core.errors import without_data
+from core.errors import StepError, without_data
 from serving import webhook
 from serving.follower import DEFAULT_POLL_INTERVAL, Follower
 from serving.front import BoundedBody, Front
@@ -241,7 +241,7 @@ def settle_alias(model_uri: str) -> None:
     holds it, the server reads the aliases as they were before it (``core.registry``)."""
     from mlflow import MlflowClient
 
-    from core.locks import LockBusy, settle
+    from core.locks import LockBusy, LockUnavailable, settle
 
     name, at, _ = model_uri.removeprefix("models:/").partition("@")
     if not (model_uri.startswith("models:/") and at):
@@ -250,7 +250,8 @@ def settle_alias(model_uri: str) -> None:
         undone = settle(MlflowClient(), name, wait=0)
     except LockBusy:
         return
-    except (MlflowException, RuntimeError) as err:  # the store's trouble, or an unreadable change record
+    except (MlflowException, RuntimeError, StepError, LockUnavailable) as err:
+        # the store's or the lock server's trouble, or an unreadable change record
         if explain(err, model=name) is None:  # a refusal: the load says it, in one line
             log.warning("could not check %s for an interrupted change: %s", name, getattr(err, "message", err))
         return

@@ -106,7 +106,8 @@ def configure_logging() -> None:
     from core.secrets import RedactingFilter
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
+    # MLflow's logger has a handler of its own and does not pass its records up.
+    for handler in logging.getLogger().handlers + logging.getLogger("mlflow").handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
     warnings.filterwarnings("ignore", message=INTEGER_HINT, category=UserWarning)

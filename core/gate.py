@@ -24,6 +24,20 @@ from dataclasses import dataclass, field
 from core.contracts import BROKEN_REASON_TAG, BROKEN_RUN_TAG, VALIDATION_STATUS_TAG
 from core.errors import stored
 
+
+@dataclass(frozen=True)
+class Aliases:
+    """The alias names the gate moves (``registry.champion_alias`` and ``gate.*_alias``)."""
+
+    champion: str
+    challenger: str
+    previous_champion: str
+
+    @classmethod
+    def of(cls, cfg) -> Aliases:
+        return cls(cfg.registry.champion_alias, cfg.gate.challenger_alias, cfg.gate.previous_champion_alias)
+
+
 NOT_REPROMOTED = "; not re-promoted"
 GATE_RUN_TAG = "gate.run_id"  # the evaluate run whose decision the version's gate.* tags record
 ROLLED_BACK = "rolled_back"

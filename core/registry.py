@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from core.errors import StepError
+from core.gate import Aliases
+from core.locks.held import LockLost
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +31,6 @@ UNDONE_TAG = "registry.undone_change"
 # Version tag: what a change under way will write over on the version (its tags and description
 # before), kept on the version (whose tags take 100,000 characters; a registered model's, 5,000).
 BEFORE_TAG = "registry.before_change"
-
-
-@dataclass(frozen=True)
-class Aliases:
-    """The alias names the gate moves (``registry.champion_alias`` and ``gate.*_alias``)."""
-
-    champion: str
-    challenger: str
-    previous_champion: str
-
-    @classmethod
-    def of(cls, cfg) -> Aliases:
-        return cls(cfg.registry.champion_alias, cfg.gate.challenger_alias, cfg.gate.previous_champion_alias)
 
 
 def parse_registered_uri(model_uri: str) -> tuple[str, str]:
@@ -143,8 +132,9 @@ def apply_change(
 ) -> dict[str, str | None]:
     """Make ``change`` on ``name`` as one unit (the caller holds the gate lock ``held``, a
     ``core.locks.Held``, and has called :func:`recover`); return the changed aliases as they were
-    before. ``alive()`` and ``held.check()``, called before the intent and each alias write, raise
-    to stop: what was written is undone (else by the next :func:`recover`)."""
+    before. ``alive()`` and ``held.check()``, called before the intent and each write, raise
+    to stop: what was written is undone (else by the next :func:`recover`), except when the
+    gate lock was lost (``LockLost``): then another holder may be at work, and undoes it."""
     checks = [check for check in (alive, held and held.check) if check]
     model = client.get_registered_model(name)
     if pending_change(model):
@@ -167,24 +157,33 @@ def apply_change(
         "aliases_after": dict(change.aliases),
         "versions": versions,
     }
-    for check in checks:
-        check()
+
+    def still_held() -> None:
+        for check in checks:
+            check()
+
+    still_held()
     for version in versions:  # the before-state first: an intent always finds it
         client.set_model_version_tag(name, version, BEFORE_TAG, json.dumps(before[version], sort_keys=True))
     client.set_registered_model_tag(name, INTENT_TAG, json.dumps(intent, sort_keys=True))
     try:
         for version, tags in change.tags.items():
+            still_held()
             _write_tags(client, name, version, tags)
         for version, description in change.descriptions.items():
+            still_held()
             client.update_model_version(name, version, description=description)
         for alias, version in change.aliases.items():
             if aliases_before[alias] == version:
                 continue
-            for check in checks:
-                check()
+            still_held()
             _write_alias(client, name, alias, version)
+        still_held()
         client.delete_registered_model_tag(name, INTENT_TAG)
     except BaseException as err:
+        if isinstance(err, LockLost):  # another host may hold the gate now: write nothing more
+            err.add_note("the change is left as it is: the next holder of the gate lock undoes it")
+            raise
         try:
             _undo(client, name, intent, f"stopped while it was made ({type(err).__name__}: {err})"[:500])
         except Exception as undo_err:  # noqa: BLE001 - the next recover() undoes it

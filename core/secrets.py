@@ -35,11 +35,19 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
+# A password in a URL (scheme://user:PASSWORD@host, ...?password=PASSWORD) or a libpq
+# keyword string (password=PASSWORD), whatever variable or override it came from.
+URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+(@)", re.I)
+KEYWORD_PASSWORD = re.compile(r"(\bpassword=)[^&\s]+", re.I)
+
+
 def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """``text`` with every secret variable's value (:func:`secret_values`) replaced by :data:`MASK`."""
+    """``text`` with every secret variable's value (:func:`secret_values`) and every password in a
+    URL or connection string replaced by :data:`MASK`."""
     for value in secret_values(environ):
         text = text.replace(value, MASK)
-    return text
+    text = URL_PASSWORD.sub(rf"\1{MASK}\2", text)
+    return KEYWORD_PASSWORD.sub(rf"\1{MASK}", text)
 
 
 class RedactingFilter(logging.Filter):
@@ -50,4 +58,6 @@ class RedactingFilter(logging.Filter):
         masked = redact(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:  # the traceback, as the formatter would print it
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         return True

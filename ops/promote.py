@@ -43,10 +43,9 @@ from hydra.errors import HydraException
 from core import contracts
 from core.access import explained
 from core.config import compose_config, describe_error, split_overrides
-from core.gate import GateDecision
+from core.gate import Aliases, GateDecision
 from core.locks import GATE_LOCK_WAIT, HOST_GATE, Held, LockBusy, LockUnavailable, gate_lock
 from core.registry import (
-    Aliases,
     RegistryChangeError,
     alias_target,
     alias_version,

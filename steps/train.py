@@ -36,6 +36,7 @@ from core import contract, contracts, data, profile
 from core.config import build_estimator, flatten
 from core.errors import StepError
 from core.integrity import log_artifact_recorded, log_model_recorded
+from core.secrets import redact
 from pipeline.lineage import MODEL_PACKAGES, pinned_requirements
 from pipeline.processes.loading import run_as_process
 from pipeline.processes.step import log_config, parse_step_args, record_outputs, run_in_mlflow_run, step_parser
@@ -161,10 +162,10 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
     import mlflow
 
     log_config(cfg, overrides, step="train")
-    mlflow.log_params(
-        flatten(OmegaConf.to_container(cfg.data, resolve=True), prefix="data.")
-        | flatten(OmegaConf.to_container(cfg.model, resolve=True), prefix="model.")
+    params = flatten(OmegaConf.to_container(cfg.data, resolve=True), prefix="data.") | flatten(
+        OmegaConf.to_container(cfg.model, resolve=True), prefix="model."
     )
+    mlflow.log_params({key: redact(str(value)) for key, value in params.items()})  # ${oc.env:...} may hold one
 
     digest = data.data_digest(cfg.data)
     train, holdout, features, columns = data.prepare(cfg.data)

@@ -63,15 +63,21 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+DEFAULT_PORTS = {"postgresql": 5432, "http": 80, "https": 443}
+
+
 def store_identity(uri: str) -> str:
     """A store (or lock server) as the lock key names it: its URI without user, password,
-    parameters or trailing slash, scheme and host in lower case. Every host must name the
+    parameters, driver, default port or trailing slash, scheme and host in lower case. Every host must name the
     tracking store by this same identity for their locks to meet."""
     parts = urlsplit(uri)
     if not parts.netloc:  # sqlite:////abs/path/mlflow.db: the path is the store
         return uri
+    scheme = parts.scheme.lower().split("+")[0]  # postgresql+psycopg:// names the same store
+    scheme = "postgresql" if scheme == "postgres" else scheme
     host = parts.netloc.rpartition("@")[2].lower()
-    return urlunsplit((parts.scheme.lower(), host, parts.path.rstrip("/"), "", ""))
+    host = host.removesuffix(f":{DEFAULT_PORTS[scheme]}") if scheme in DEFAULT_PORTS else host
+    return urlunsplit((scheme, host, parts.path.rstrip("/"), "", ""))
 
 
 def lock_key(store: str, name: str) -> int:
@@ -97,7 +103,8 @@ def connect(url: str, name: str):
     import psycopg
 
     if not is_postgres(url):
-        raise LockUnavailable(f"PIPELINE_LOCK_URL must be a postgresql:// URL, not {redact(url)!r}")
+        shown = repr(redact(url)) if "://" in url else "a value that is not a URL (not shown: it may hold a password)"
+        raise LockUnavailable(f"PIPELINE_LOCK_URL must be a postgresql:// URL, not {shown}")
     dsn = re.sub(r"^[^:]*:", "postgresql:", url, count=1)  # SQLAlchemy's postgresql+psycopg:// is libpq's postgresql://
     holder = f"pipeline lock {name}: pid {os.getpid()} on {socket.gethostname()}"
     try:

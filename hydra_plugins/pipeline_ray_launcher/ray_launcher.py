@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 CHECKOUT = Path(__file__).resolve().parents[2]
 # Named by the sweep for `mlflow run` in the launching process only (the job clears it there).
 NOT_FOR_JOBS = frozenset({"MLFLOW_RUN_ID"})
+# The project's own: where Hydra keeps the jobs' records, and the lock server every host shares
+# (a job's evaluate takes the gate lock: on a node's files it would not be ordered with the hosts').
+FOR_JOBS = frozenset({"PIPELINE_SWEEP_DIR", "PIPELINE_LOCK_URL"})
 INSTALL_HINT = ".venv/bin/uv pip install --require-hashes -r pyproject.toml --extra ray -c requirements-dev.lock"
 CONNECT_TIMEOUT_S = 10.0  # for a cluster's address to accept a connection
 
@@ -52,14 +55,13 @@ class RayUnavailable(CompactHydraException):
 
 def job_environment(environ: Mapping[str, str], executable: str) -> Dict[str, str]:
     """The variables a job gets from the launching environment ``environ``: MLflow's
-    (``MLFLOW_*``: the tracking store and how to reach it), ``PIPELINE_SWEEP_DIR`` (where
-    Hydra keeps the jobs' records), and ``PATH`` with the folder of ``executable`` first,
+    (``MLFLOW_*``: the tracking store and how to reach it), :data:`FOR_JOBS`, and ``PATH`` with the folder of ``executable`` first,
     so that the steps' ``python`` and ``mlflow`` are the launching venv's. Ray expands
     ``${PATH}`` to the node's own."""
     chosen = {
         name: value
         for name, value in environ.items()
-        if (name.startswith("MLFLOW_") and name not in NOT_FOR_JOBS) or name == "PIPELINE_SWEEP_DIR"
+        if (name.startswith("MLFLOW_") and name not in NOT_FOR_JOBS) or name in FOR_JOBS
     }
     return {**chosen, "PATH": f"{Path(executable).parent}{os.pathsep}${{PATH}}"}
 

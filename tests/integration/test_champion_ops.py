@@ -9,9 +9,9 @@ from mlflow import MlflowClient
 
 from core import contracts
 from core.config import compose_config
-from core.gate import GateDecision
+from core.gate import Aliases, GateDecision
 from core.locks import file_lock, lock_path
-from core.registry import Aliases, apply_change, decision_change
+from core.registry import apply_change, decision_change
 from ops import promote, rollback
 
 NAME = "iris-classifier"

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 
 from core import contracts, locks
 from core.locks import postgres as pg
-from core.registry import INTENT_TAG, Change, apply_change
+from core.registry import INTENT_TAG, Change, apply_change, recover
 from ops import promote, retrain
 from tests.support import postgres
 from tests.support.helpers import free_port, wait_until
@@ -153,6 +153,32 @@ def test_a_lost_session_stops_a_registry_change_before_it_writes(lock_url, champ
         pass
 
 
+def test_a_session_lost_half_way_leaves_the_change_to_the_next_holder_who_undoes_it(lock_url, champion):
+    """Once the lock is lost another host may be deciding: the loser writes nothing more, not
+    even its undo (which could overwrite the other's change); the next holder undoes it."""
+    client = MlflowClient()
+    name = "iris-classifier"
+    with locks.gate_lock(0) as real:
+        checks = iter([None])  # the first check passes (the intent is written), the next finds the lock lost
+
+        def check():
+            if next(checks, "lost"):
+                raise locks.LockLost("the session holding the gate lock ended; another host may hold it now")
+
+        lost = locks.Held("gate", shared=real.shared, check=check)
+        change = Change("a decision", aliases={"challenger": "1"}, tags={"1": {"gate.note": "x"}})
+        with pytest.raises(locks.LockLost) as raised:
+            apply_change(client, name, change, held=lost)
+    assert "the next holder of the gate lock undoes it" in " ".join(raised.value.__notes__)
+    model = client.get_registered_model(name)
+    assert INTENT_TAG in model.tags and "challenger" not in model.aliases  # left as it was, not undone
+    assert "gate.note" not in client.get_model_version(name, "1").tags
+    with locks.gate_lock(0) as held:
+        said = recover(client, name, held)
+    assert said and "undid an interrupted change" in said
+    assert INTENT_TAG not in client.get_registered_model(name).tags
+
+
 @pytest.mark.parametrize(
     "url", ["postgresql://locker:{password}@127.0.0.1:{port}/locks", "mysql://locker:{password}@127.0.0.1:{port}/x"]
 )
@@ -185,6 +211,21 @@ def test_where_the_locks_are_held(monkeypatch):
     assert (
         locks.lock_url("postgresql://u@db/mlflow") == locks.lock_url("http://x") == "postgresql://locks@db:5432/locks"
     )
+
+
+def test_one_store_named_with_a_driver_or_default_port_is_one_lock():
+    same = ["postgresql://db/mlflow", "postgresql+psycopg://u:p@db:5432/mlflow/", "postgres://DB/mlflow"]
+    assert {pg.lock_key(uri, "gate") for uri in same} == {pg.lock_key(same[0], "gate")}
+    assert pg.lock_key("http://mlflow:80", "gate") == pg.lock_key("http://mlflow", "gate")
+    assert pg.lock_key("postgresql://db:5433/mlflow", "gate") != pg.lock_key(same[0], "gate")
+
+
+def test_a_lock_setting_that_is_not_a_url_is_never_echoed(monkeypatch):
+    monkeypatch.setenv(locks.LOCK_URL_ENV, f"host=db password={PASSWORD} dbname=m")
+    with pytest.raises(locks.LockUnavailable) as raised:
+        with locks.store_lock("gate", 0, STORE):
+            pass
+    assert "must be a postgresql:// URL" in str(raised.value) and PASSWORD not in str(raised.value)
 
 
 def test_lock_keys_are_stable_and_name_store_and_lock():

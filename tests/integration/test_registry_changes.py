@@ -15,12 +15,11 @@ from mlflow import MlflowClient
 
 from core import contracts
 from core.config import compose_config
-from core.gate import GateDecision
+from core.gate import Aliases, GateDecision
 from core.registry import (
     BEFORE_TAG,
     INTENT_TAG,
     UNDONE_TAG,
-    Aliases,
     Change,
     alias_target,
     apply_change,
@@ -123,7 +122,7 @@ def test_a_change_stopped_by_an_exception_undoes_itself(versions):
 
     def alive():
         checks.append(raw_aliases())
-        if len(checks) == 3:  # before the intent, before the first alias write, before the second
+        if len(checks) == 5:  # before the intent, the tags, the description, the first alias, the second
             raise RuntimeError("the pipeline ended")
 
     change = Change(
@@ -134,7 +133,7 @@ def test_a_change_stopped_by_an_exception_undoes_itself(versions):
     )
     with pytest.raises(RuntimeError, match="the pipeline ended"):
         apply_change(client, NAME, change, alive=alive)
-    assert checks[2] == {**before, "previous_champion": "3"}  # the first alias had moved
+    assert checks[4] == {**before, "previous_champion": "3"}  # the first alias had moved
     assert raw_aliases() == before
     assert tags("2")["gate.outcome"] == "challenger" and "gate.reason" not in tags("2")
     assert client.get_model_version(NAME, "2").description == ""

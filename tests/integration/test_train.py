@@ -43,6 +43,16 @@ def test_run_logs_split_model_and_outputs(cfg):
     assert "newton-cg" in config_text
 
 
+def test_a_parameter_read_from_a_secret_variable_is_logged_masked(cfg, monkeypatch):
+    # Any setting may read a variable; here the loader's (a secret by its variable's name).
+    monkeypatch.setenv("DATA_LOADER_SECRET", cfg.data.loader._target_)
+    cfg.data.loader._target_ = "${oc.env:DATA_LOADER_SECRET}"
+    with mlflow.start_run() as active:
+        train.run(cfg, [])
+    params = mlflow.get_run(active.info.run_id).data.params
+    assert params["data.loader._target_"] == "***" and params["model.C"] == str(cfg.model.C)
+
+
 def test_frame_digest_follows_values_index_names_and_types():
     frame = pd.DataFrame({"a": [0.5, 1.5, 2.5], "b": ["x", "y", None], "y": [0, 1, 0]})
     digest = train.frame_digest(frame)

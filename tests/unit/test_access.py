@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import sys
 import threading
 
 import pytest
@@ -148,6 +149,25 @@ def test_secret_variables_are_masked_wherever_text_is_recorded_or_logged(monkeyp
     assert PASSWORD not in stored(f"cannot open postgresql://u:{PASSWORD}@db/x")
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "connecting with %s", (PASSWORD,), None)
     assert RedactingFilter().filter(record) and record.getMessage() == f"connecting with {MASK}"
+
+
+def test_passwords_in_urls_and_connection_strings_are_masked_whatever_their_variable():
+    text = (
+        f"postgresql://locker:{PASSWORD}@db:5432/locks, host=db password={PASSWORD} and https://x/?password={PASSWORD}"
+    )
+    assert PASSWORD not in redact(text) and "postgresql://locker:***@db:5432/locks" in redact(text)
+    assert redact("http://mlflow.internal:5000/api and user@host") == "http://mlflow.internal:5000/api and user@host"
+
+
+def test_a_logged_traceback_is_masked(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    try:
+        raise RuntimeError(f"refused with {PASSWORD}")
+    except RuntimeError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    assert RedactingFilter().filter(record)
+    shown = logging.Formatter().format(record)
+    assert "RuntimeError: refused with ***" in shown and PASSWORD not in shown
 
 
 def test_a_config_that_reads_a_secret_variable_is_logged_masked(monkeypatch, tmp_path):

@@ -50,6 +50,7 @@ def test_jobs_get_the_launching_environments_mlflow_settings_and_python():
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
         "MLFLOW_RUN_ID": "the sweep run, for `mlflow run` here",
         "PIPELINE_SWEEP_DIR": "/shared/multirun",
+        "PIPELINE_LOCK_URL": "postgresql://pipeline@db/locks",
         "PIPELINE_DRIVER": "4242",
         "PATH": "/usr/bin",
         "HOME": "/home/someone",
@@ -59,6 +60,7 @@ def test_jobs_get_the_launching_environments_mlflow_settings_and_python():
         "MLFLOW_TRACKING_USERNAME": "pipeline",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
         "PIPELINE_SWEEP_DIR": "/shared/multirun",
+        "PIPELINE_LOCK_URL": "postgresql://pipeline@db/locks",
         # Ray expands ${PATH} to the node's own.
         "PATH": "/shared/project/.venv/bin:${PATH}",
     }

@@ -56,11 +56,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from core import contract, contracts
+from core.chunk_types import ScoringError, check_chunk
 from core.errors import StepError, stored
 from core.integrity import load_verified, resolve
 from core.tabular import AtomicWriter, columns, count_rows, iter_chunks
 from model.dispatch_model import DEFAULT_PREDICT_METHOD, PREDICT_METHOD_PARAM, PREDICT_METHODS, offered_methods
-from serving.chunk_types import ScoringError, check_chunk
 from serving.staging import Terminated, staged_output, terminate
 
 log = logging.getLogger(__name__)

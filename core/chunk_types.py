@@ -1,4 +1,4 @@
-"""A chunk of an input table as the model's signature types it, for batch scoring.
+"""A chunk of an input table as the model's signature types it, for batch scoring and drift checks.
 
 A CSV gives text; a Parquet file its own types. Each feature column becomes what
 the signature says (numbers parsed, text as text, booleans as booleans, a gap as

@@ -44,7 +44,7 @@ PORT ?=
 POLL ?=
 WORKERS ?=
 
-.PHONY: setup lock lock-check run retrain rollback promote reproduce batch serve score bench bench-big test test-fast test-stress ui clean
+.PHONY: setup lock lock-check run retrain rollback promote reproduce batch serve score drift bench bench-big test test-fast test-stress ui clean
 
 setup: $(STAMP)
 
@@ -124,6 +124,12 @@ serve: $(STAMP)
 score: $(STAMP)
 	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make score INPUT=in.csv OUTPUT=out.csv [METHOD=predict_proba]"; exit 2; }
 	$(BIN)/python -m serving.batch --input "$(INPUT)" --output "$(OUTPUT)" $(MODEL_URI) --predict-method $(or $(METHOD),predict_proba)
+
+# Drift of a batch from the champion's training data, recorded on the champion's drift run with an
+# HTML report: make drift INPUT=batch.csv [REPORT=drift.html] [HYDRA_OPTIONS="drift.psi=0.25"]
+drift: $(STAMP)
+	@test -n "$(INPUT)" || { echo "usage: make drift INPUT=batch.csv [REPORT=drift.html]"; exit 2; }
+	$(BIN)/python -m ops.drift --input "$(INPUT)" $(MODEL_URI) $(if $(REPORT),--report "$(REPORT)") "$(HYDRA_OPTIONS)"
 
 # Benchmarks print ratios measured side by side; not part of the tests' pass/fail.
 bench: $(STAMP)

@@ -20,13 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from core.batch_metrics import LabelledScores
+from core.batch_metrics import LabelledScores, labels_of
 from core.chunk_types import check_chunk
 from core.drift import DriftResult, compare
 from core.metrics import HOLDOUT_METRICS
-from core.reference import METADATA_KEY, BatchCounts, DriftInputError, load_reference
+from core.reference import METADATA_KEY, BatchCounts, DriftInputError, NoReference, load_reference
 from core.tabular import columns, iter_chunks
 
 
@@ -57,16 +58,15 @@ def holdout_metrics(model_id: str) -> dict[str, float]:
     return {metric.key: float(metric.value) for metric in found if metric.key in HOLDOUT_METRICS}
 
 
-def compared_model(uri: str, version: str | None, model_id: str, local: Path) -> Compared:
-    """What a check needs of the model whose verified files are at ``local``."""
+def compared_model(uri: str, version: str | None, model_id: str, found) -> Compared:
+    """What a check needs of the model ``uri`` whose ``MLmodel`` is ``found`` (``mlflow.models.Model``,
+    of its verified files, or a loaded pyfunc's ``metadata``)."""
     from mlflow import MlflowClient
-    from mlflow.models import Model
 
-    found = Model.load(str(local))
     metadata = found.metadata or {}
     text = metadata.get(METADATA_KEY)
     if not text:
-        raise DriftInputError(
+        raise NoReference(
             f"{uri} has no reference profile of its training data (metadata {METADATA_KEY}): it was packaged "
             "without one; the versions the pipeline registers now carry it"
         )
@@ -103,6 +103,18 @@ class BatchCheck:
         if labels is not None and predicted is not None:
             self.scores.add(labels, predicted, proba)
 
+    def add_scored(self, chunk: pd.DataFrame, features: pd.DataFrame, output, method: str) -> None:
+        """Count a chunk batch scoring scored with ``method`` (its ``output``); where the chunk
+        has labels, the labels come from the output (the class of the highest probability
+        for ``predict_proba``), and the log loss only with probabilities."""
+        if self.target not in chunk.columns or not chunk[self.target].notna().any():
+            self.add(features)
+            return
+        output = np.asarray(output)
+        proba = None if method == "predict" else (np.exp(output) if method == "predict_log_proba" else output)
+        predicted = output.reshape(len(output)) if proba is None else labels_of(proba, self.compared.classes)
+        self.add(features, chunk[self.target], predicted, proba)
+
     def result(self, settings) -> DriftResult:
         result = compare(self.compared.reference, self.counts, settings)
         result.model = self.compared.label
@@ -119,6 +131,7 @@ def check_file(model_uri: str, path: Path, settings) -> tuple[Compared, DriftRes
     and column of a batch that cannot be compared: a missing feature column, no rows, a
     value of the wrong type."""
     import mlflow
+    from mlflow.models import Model
 
     from core.integrity import resolve, verified_copy
     from core.validation import call, model_methods
@@ -127,7 +140,7 @@ def check_file(model_uri: str, path: Path, settings) -> tuple[Compared, DriftRes
     path = Path(path)
     header = columns(path, "Input file")  # before the model is downloaded: a bad file fails at once
     with verified_copy(exact) as local:
-        compared = compared_model(exact, version, model_id, local)
+        compared = compared_model(exact, version, model_id, Model.load(str(local)))
         check = BatchCheck(compared, str(path))
         check.counts.check_columns(header)
         labelled = bool(check.target) and check.target in header

@@ -44,6 +44,10 @@ class DriftInputError(StepError, ValueError):
     """A batch that cannot be compared with the reference; the message names the file, row and column."""
 
 
+class NoReference(DriftInputError):
+    """The model has no reference profile (packaged before profiles were kept)."""
+
+
 def kind_of(values: pd.Series) -> str:
     if pd.api.types.is_bool_dtype(values) or (
         values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "boolean"

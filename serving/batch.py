@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 mlflow.set_tags(provenance)
                 if len(report):
                     mlflow.log_table(report.astype({"example": str, "first_row": str}), "drift.json")
-            drifted = score_drift.record(checked, in_project_run) if checked is not None else []
+            drifted = [] if args.no_drift else score_drift.record(checked, in_project_run, exact)
     except (StepError, MlflowException) as err:
         print(f"score: error: {stored(one_line(getattr(err, 'message', err)), 500)}", file=sys.stderr)
         sys.exit(1)

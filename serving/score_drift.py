@@ -12,19 +12,14 @@ and the scored output stays: scoring succeeded.
 
 from __future__ import annotations
 
-import logging
-
 from core import contracts
 from core.drift_check import BatchCheck, compared_model
 from core.reference import METADATA_KEY
-
-log = logging.getLogger(__name__)
 
 
 def batch_check(model, exact: str, provenance: dict[str, str], source) -> BatchCheck | None:
     """A check of the batch against ``model``'s reference profile; None when it has none."""
     if not (getattr(getattr(model, "metadata", None), "metadata", None) or {}).get(METADATA_KEY):
-        log.info("%s has no reference profile of its training data: drift is not checked", exact)
         return None
     compared = compared_model(
         exact, provenance.get(contracts.SCORED_BY_VERSION_KEY), provenance[contracts.SCORED_BY_ID_KEY], model.metadata
@@ -32,8 +27,11 @@ def batch_check(model, exact: str, provenance: dict[str, str], source) -> BatchC
     return BatchCheck(compared, str(source))
 
 
-def record(check: BatchCheck, in_project_run: bool) -> list[str]:
-    """Record the check; the lines that say what it found and where its report is."""
+def record(check: BatchCheck | None, in_project_run: bool, exact: str) -> list[str]:
+    """Record the check; the lines that say what it found and where its report is (or that
+    the model ``exact`` has no reference profile, for ``check`` None)."""
+    if check is None:
+        return [f"drift not checked: {exact} has no reference profile of its training data (packaged without one)"]
     from mlflow.exceptions import MlflowException
 
     from core.config import compose_config

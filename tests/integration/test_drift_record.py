@@ -144,3 +144,20 @@ def test_scoring_a_batch_checks_its_drift_and_records_it_on_the_versions_run(cha
     batch.main(["--input", str(setosa), "--output", str(tmp_path / "out2.csv"), "--no-progress", "--no-drift"])
     assert "drift" not in capsys.readouterr().out
     assert drift_runs()[0].data.metrics["checks"] == 1
+
+
+def test_a_model_packaged_without_a_reference_profile_is_scored_and_says_so(cfg, tmp_path, capsys):
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.support.factories import package, rows
+
+    info, _, _ = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
+    source = tmp_path / "in.csv"
+    rows(20).to_csv(source, index=False)
+    batch.main(["--input", str(source), "--output", str(tmp_path / "out.csv"), "--model-uri", info.model_uri])
+    out = capsys.readouterr().out
+    assert f"score: drift not checked: {info.model_uri} has no reference profile of its training data" in out
+    with pytest.raises(SystemExit) as exit_info:
+        drift.main(["--input", str(source), "--model-uri", info.model_uri])
+    assert exit_info.value.code == 1 and "has no reference profile" in capsys.readouterr().err
+    assert drift_runs() == []

@@ -93,8 +93,10 @@ run: $(STAMP)
 
 # The command for schedulers: locked, cached, exit 0/1, 69 (server down), 75 (lock busy).
 # Its runs are tagged pipeline.trigger=schedule; TRIGGER=manual when a person runs it.
+# WHEN=drift: only when the newest batch (INPUT=file, else data.path) drifted from the champion's training data.
 retrain: $(STAMP)
-	$(BIN)/python -m ops.retrain --wait $(WAIT) --force "$(FORCE)" --trigger $(or $(TRIGGER),schedule) "$(HYDRA_OPTIONS)"
+	$(BIN)/python -m ops.retrain --wait $(WAIT) --force "$(FORCE)" --trigger $(or $(TRIGGER),schedule) \
+	  --when $(or $(WHEN),changed) $(if $(INPUT),--input "$(INPUT)") "$(HYDRA_OPTIONS)"
 
 # champion <-> previous_champion; a second rollback undoes the first.
 rollback: $(STAMP)

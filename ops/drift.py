@@ -56,6 +56,32 @@ def check_and_record(cfg, path: Path, model_uri: str, decide: Callable | None = 
     return compared, result, recorded, decision
 
 
+def drift_trigger(cfg, path: Path) -> tuple[bool, str]:
+    """``ops.retrain --when drift``: (retrain or not, the sentence why). Without a champion, or
+    with a champion that has no reference profile, there is nothing to compare: retrain."""
+    from mlflow import MlflowClient
+
+    from core.drift_trigger import retrain_decision
+    from core.reference import NoReference
+    from core.registry import alias_target
+
+    name, alias = cfg.registry.model_name, cfg.registry.champion_alias
+    version = alias_target(MlflowClient(), name, alias)
+    if version is None:
+        return True, f"retraining: {name} has no {alias} to compare {path} with"
+    decided: dict[str, bool] = {}
+
+    def decide(result) -> str:
+        decided["go"], line = retrain_decision(result, cfg.drift.retrain, list(cfg.gate.metrics))
+        return line
+
+    try:
+        _, _, recorded, line = check_and_record(cfg, path, f"models:/{name}/{version}", decide)
+    except NoReference as err:
+        return True, f"retraining: the {alias} has nothing to compare {path} with: {one_line(err)}"
+    return decided["go"], f"{line} (report {recorded.report_uri})"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = step_parser(__doc__)
     parser.add_argument("--input", type=Path, required=True, help="the batch: a CSV or Parquet file")

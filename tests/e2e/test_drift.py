@@ -1,5 +1,6 @@
 """Drift end to end, from the champion store (version 1, trained on iris): `make drift`,
-and `mlflow run -e score` recording the check on its run."""
+`mlflow run -e score` recording the check on its run, and `ops.retrain --when drift`
+running the real pipeline only for a batch on which the champion's accuracy dropped."""
 
 from __future__ import annotations
 
@@ -57,3 +58,25 @@ def test_make_drift_and_the_score_entry_point_record_each_check(champion, projec
     assert "artifactPath/drift_report.html" in score.data.tags["mlflow.note.content"]
     history = drift_run()  # both checks on version 1's one drift run
     assert history.data.metrics["checks"] == 2 and history.info.run_id in score.data.tags["mlflow.note.content"]
+
+
+def test_retrain_when_drift_runs_the_pipeline_only_for_a_drop_of_accuracy(champion, project_env, tmp_path):
+    steady = tmp_path / "steady.csv"
+    iris().sample(90, random_state=0).to_csv(steady, index=False)
+    command = [sys.executable, "-m", "ops.retrain", "--when", "drift", "data=file", f"data.path={steady}"]
+    quiet = run(command, project_env, tmp_path)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert quiet.stdout.startswith("retrain: not retraining: ") and "pipeline" not in quiet.stdout
+    assert len(mlflow.search_runs(filter_string=f"tags.`{contracts.STEP_TAG}` = 'main'", output_format="list")) == 1
+
+    relabelled = tmp_path / "relabelled.csv"
+    moved = iris().sample(150, random_state=1)
+    moved["target"] = (moved["target"] + 1) % 3  # the same flowers, named otherwise
+    moved.to_csv(relabelled, index=False)
+    command = [sys.executable, "-m", "ops.retrain", "--when", "drift", "data=file", f"data.path={relabelled}"]
+    acted = run(command, project_env, tmp_path)
+    assert acted.returncode == 0, acted.stderr[-3000:]
+    first = acted.stdout.splitlines()[0]
+    assert first.startswith("retraining: ", len("retrain: ")) and "> drift.retrain.max_drop 0.05" in first
+    assert "outcome: promoted version 2 to champion" in acted.stdout
+    assert drift_run().data.metrics["checks"] == 2  # both checks on version 1's drift run

@@ -199,3 +199,26 @@ def test_kept_columns_of_a_parquet_file_with_a_saved_index_stay_with_their_rows(
     (chunk,) = iter_chunks(path, 100, kept_columns=["label"])
     assert list(chunk["label"]) == list(frame["label"]) and list(chunk["x"]) == list(frame["x"])
     assert isinstance(chunk["label"].dtype, pd.ArrowDtype)  # the file's own type, as before
+
+
+def test_the_retrain_decision_names_its_numbers_and_bounds(settings):
+    from core.drift import DriftResult
+    from core.drift_trigger import retrain_decision
+
+    frame = load_wine(as_frame=True).data
+    low = frame["alcohol"] <= frame["alcohol"].median()
+    shifted = check(frame[low], frame[~low], settings)
+    go, line = retrain_decision(shifted, settings.retrain, ["accuracy"])
+    assert go and line.startswith("retraining: batch.csv against ") and "(share 0.62 ≥ drift.retrain.share 0.3)" in line
+    steady = DriftResult("b.csv", 100, 100, [], "m v1", 100, {"accuracy": 0.9}, {"accuracy": 0.93}, {"accuracy": True})
+    go, line = retrain_decision(steady, settings.retrain, ["accuracy", "log_loss"])
+    assert (
+        not go
+        and "accuracy 0.900 on 100 labelled rows, 0.930 on the holdout (drop 0.030 ≤ drift.retrain.max_drop 0.05)"
+        in line
+    )
+    steady.batch_metrics["accuracy"] = 0.8
+    go, line = retrain_decision(steady, settings.retrain, ["accuracy"])
+    assert go and "(drop 0.130 > drift.retrain.max_drop 0.05)" in line
+    go, line = retrain_decision(steady, settings.retrain, ["log_loss"])  # not computed on this batch
+    assert not go and "no gated metric (log_loss) can be compared on the labelled rows" in line

@@ -6,12 +6,12 @@ Reads:
   checked against their record first (``core.integrity``); from its ``MLmodel``: the
   reference profile (metadata ``data_reference``, ``core.reference``), the input schema
   and the classes; the holdout metrics ``evaluate`` logged on it;
-- the batch, a CSV or Parquet file, in chunks of ``drift.chunk_size`` rows, each typed
-  as the model's signature types it (``core.chunk_types``) and counted into the
-  reference's bins: a file of any size is a counting job.
+- the batch, a CSV or Parquet file, in chunks of ``drift.chunk_size`` rows, each counted
+  into the reference's bins: a file of any size is a counting job.
 
 Where the batch has the training data's target column, the model is loaded and scores
-the labelled rows; their metrics (``core.batch_metrics``) stand beside the holdout's.
+the labelled rows (typed as its signature types them, ``core.chunk_types``); their
+metrics (``core.batch_metrics``) stand beside the holdout's.
 Writes nothing: ``core.drift_record`` records a check.
 """
 
@@ -150,15 +150,14 @@ def check_file(model_uri: str, path: Path, settings) -> tuple[Compared, DriftRes
         for chunk in iter_chunks(path, settings.chunk_size, "Input file", text_columns=text, kept_columns=kept):
             if chunk.empty:  # a CSV with a header only
                 continue
-            features = check_chunk(chunk, compared.types, path) if compared.types else chunk
+            check.counts.add(chunk)
             if not labelled or not chunk[check.target].notna().any():
-                check.add(features)
                 continue
-            rows = chunk[check.target].notna().to_numpy()
-            scored = features[rows]
+            # Only the labelled rows go to the model, as its signature types them.
+            rows = chunk[chunk[check.target].notna()]
+            scored = check_chunk(rows, compared.types, path) if compared.types else rows
             proba = call(model, scored, "predict_proba") if "predict_proba" in model_methods(model) else None
-            check.counts.add(features[~rows])
-            check.add(scored, chunk[check.target][rows], call(model, scored, "predict"), proba)
+            check.scores.add(rows[check.target], call(model, scored, "predict"), proba)
     if not check.counts.rows:
         raise DriftInputError(f"Input file {path} has no rows")
     return compared, check.result(settings)

@@ -88,8 +88,9 @@ def reference_profile(features: pd.DataFrame, target: str | None = None) -> dict
             present = numbers[~np.isnan(numbers)]
             entry["edges"] = number_edges(present)
             entry["counts"] = number_counts(present, entry["edges"]).tolist()
-            entry["min"] = float(present.min()) if len(present) else None
-            entry["max"] = float(present.max()) if len(present) else None
+            finite = present[np.isfinite(present)]  # JSON has no infinity
+            entry["min"] = float(finite.min()) if len(finite) else None
+            entry["max"] = float(finite.max()) if len(finite) else None
         else:
             seen = Counter(as_text(values, kind).dropna())
             kept = dict(seen.most_common(MAX_CATEGORIES))

@@ -222,3 +222,11 @@ def test_the_retrain_decision_names_its_numbers_and_bounds(settings):
     assert go and "(drop 0.130 > drift.retrain.max_drop 0.05)" in line
     go, line = retrain_decision(steady, settings.retrain, ["log_loss"])  # not computed on this batch
     assert not go and "no gated metric (log_loss) can be compared on the labelled rows" in line
+
+
+def test_infinite_values_fall_in_the_outer_bins_and_the_profile_stays_json():
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, np.inf, -np.inf, np.nan]})
+    profile = load_reference(reference_json(reference_profile(frame)))
+    x = profile["features"]["x"]
+    assert (x["min"], x["max"], x["missing"]) == (1.0, 3.0, 1)
+    assert x["counts"][0] == 2 and x["counts"][-1] == 2 and sum(x["counts"]) == 5  # -inf, 1 | 3, inf

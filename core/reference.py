@@ -68,6 +68,17 @@ def as_text(values: pd.Series, kind: str) -> pd.Series:
     return text
 
 
+def text_counts(values: pd.Series, kind: str) -> tuple[Counter, int]:
+    """(how often each value occurs, as the profile's keys; the number of gaps): counted first,
+    so only the distinct values are turned into text."""
+    found = values.value_counts(dropna=True)
+    found = found[found.to_numpy() > 0]  # a category column lists unused categories too
+    counts: Counter = Counter()
+    for key, count in zip(as_text(pd.Series(found.index, dtype=object), kind), found.to_numpy(), strict=True):
+        counts[key] += int(count)
+    return counts, int(len(values) - found.sum())
+
+
 def number_edges(values: np.ndarray, bins: int = BINS) -> list[float]:
     """The distinct quantiles of ``values`` at 1/bins, 2/bins, ...: bin edges (ties merge bins)."""
     finite = values[np.isfinite(values)]
@@ -92,7 +103,7 @@ def reference_profile(features: pd.DataFrame, target: str | None = None) -> dict
             entry["min"] = float(finite.min()) if len(finite) else None
             entry["max"] = float(finite.max()) if len(finite) else None
         else:
-            seen = Counter(as_text(values, kind).dropna())
+            seen, _ = text_counts(values, kind)
             kept = dict(seen.most_common(MAX_CATEGORIES))
             entry["counts"] = {key: int(count) for key, count in kept.items()}
             entry["other"] = int(sum(seen.values()) - sum(kept.values()))
@@ -164,9 +175,8 @@ class BatchCounts:
                 self.missing[name] += len(numbers) - len(present)
                 self.counts[name] += number_counts(present, entry["edges"])
                 continue
-            text = as_text(values, entry["kind"])
-            self.missing[name] += int(text.isna().sum())
-            found = Counter(text.dropna())
+            found, missing = text_counts(values, entry["kind"])
+            self.missing[name] += missing
             self.counts[name].update(found)
             unseen = self.unseen[name]
             for value, count in found.items():

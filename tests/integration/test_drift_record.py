@@ -161,3 +161,18 @@ def test_a_model_packaged_without_a_reference_profile_is_scored_and_says_so(cfg,
         drift.main(["--input", str(source), "--model-uri", info.model_uri])
     assert exit_info.value.code == 1 and "has no reference profile" in capsys.readouterr().err
     assert drift_runs() == []
+
+
+def test_a_store_that_cannot_be_opened_is_one_line_and_exit_69(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "in.csv"
+    iris().to_csv(source, index=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////proc/nope/mlflow.db")
+    with pytest.raises(SystemExit) as exit_info:
+        drift.main(["--input", str(source)])
+    assert exit_info.value.code == 69
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("drift: tracking store sqlite:////proc/nope/mlflow.db cannot be opened")
+        and len(err.strip().splitlines()) == 1
+    )
+    mlflow.set_tracking_uri(None)

@@ -2,8 +2,8 @@
 # into it exactly what a lock names, every file checked against its hash, with uv
 # (pinned below; it reads UV_* settings, not pip.conf or PIP_*, and takes every package
 # from PyPI): `make run` requirements.lock, `make test` requirements-dev.lock (the
-# runtime plus pytest, pyspark, psycopg, ruff, ...). Packages not in the lock are
-# removed (uv pip sync), except pip, setuptools and uv itself.
+# runtime plus the extras, i.e. ray, and pytest, pyspark, ruff, ...). Packages
+# not in the lock are removed (uv pip sync), except pip, setuptools and uv itself.
 # The dependencies are declared once, in pyproject.toml; `make lock` writes the locks
 # and conda.yaml from it, `make lock-check` fails when they disagree.
 PYTHON ?= python3
@@ -63,10 +63,11 @@ $(TEST_STAMP): requirements.lock requirements-dev.lock pyproject.toml | $(BIN)/u
 	$(UV_SYNC) requirements-dev.lock
 	touch $(STAMP) $@
 
-# Resolves from PyPI: the runtime lock, the dev lock within it, then conda.yaml from the runtime lock.
+# Resolves from PyPI: the runtime lock, the dev lock (extras and dev group) within it,
+# then conda.yaml from the runtime lock.
 lock: | $(BIN)/uv
 	$(UV_COMPILE) -o requirements.lock
-	$(UV_COMPILE) --group dev -c requirements.lock -o requirements-dev.lock
+	$(UV_COMPILE) --group dev --all-extras -c requirements.lock -o requirements-dev.lock
 	$(BIN)/python -m core.dependencies conda > conda.yaml.tmp && mv conda.yaml.tmp conda.yaml
 
 # The offline comparison (also a unit test), then the locks resolved again from PyPI in a
@@ -78,7 +79,7 @@ lock-check: | $(BIN)/uv
 	$(BIN)/python -m core.dependencies pins requirements.lock > "$$tmp/runtime.pins" && \
 	$(BIN)/python -m core.dependencies pins requirements-dev.lock > "$$tmp/dev.pins" && \
 	(cd "$$tmp" && $(UV_COMPILE) -c runtime.pins -o requirements.lock && \
-	  $(UV_COMPILE) --group dev -c dev.pins -o requirements-dev.lock) && \
+	  $(UV_COMPILE) --group dev --all-extras -c dev.pins -o requirements-dev.lock) && \
 	for lock in requirements.lock requirements-dev.lock; do \
 	  grep -v '^ *#' "$$lock" > "$$tmp/$$lock.committed"; grep -v '^ *#' "$$tmp/$$lock" > "$$tmp/$$lock.resolved"; \
 	  diff -u "$$tmp/$$lock.committed" "$$tmp/$$lock.resolved" || \

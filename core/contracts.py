@@ -100,9 +100,15 @@ INTEGER_HINT = r"Hint: Inferred schema contains integer column"
 
 
 def configure_logging() -> None:
+    """Log records at INFO to stderr, secrets masked (``core.secrets``)."""
     import warnings
 
+    from core.secrets import RedactingFilter
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     warnings.filterwarnings("ignore", message=INTEGER_HINT, category=UserWarning)
 
 

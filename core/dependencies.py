@@ -1,13 +1,14 @@
 """The project's dependencies: declared once in ``pyproject.toml``, locked with hashes.
 
 - ``pyproject.toml``: ``[project] dependencies`` (what the pipeline, the model and the
-  server need) and ``[dependency-groups] dev`` (the test and lint tools), each pinned ``==``.
+  server need), ``[project.optional-dependencies]`` (extras a user adds: ``ray``) and
+  ``[dependency-groups] dev`` (the test and lint tools), each pinned ``==``.
 - ``requirements.lock``: every distribution the runtime declarations pull in, pinned, with
   the hashes of its files, for every platform from Python 3.11 on (``uv pip compile
   --universal``: markers where a platform needs something else). ``make run`` installs
   exactly this.
-- ``requirements-dev.lock``: the same for runtime and dev together, resolved with the
-  runtime lock as constraints, so that the tests run the versions ``make run`` installs.
+- ``requirements-dev.lock``: the same for runtime, extras and dev together, resolved with
+  the runtime lock as constraints, so that the tests run the versions ``make run`` installs.
 - ``conda.yaml``: written from ``requirements.lock`` (:func:`conda_env`), for ``mlflow run``
   with the conda, uv or virtualenv env manager.
 
@@ -36,10 +37,12 @@ RUNTIME_LOCK = PROJECT_DIR / "requirements.lock"
 DEV_LOCK = PROJECT_DIR / "requirements-dev.lock"
 CONDA_ENV = PROJECT_DIR / "conda.yaml"
 DEV_GROUP = "dev"
+EXTRAS = "extras"  # every list of [project.optional-dependencies], for declared()
 CONDA_PYTHON = "3.11.7"  # mlflow's virtualenv env manager needs the exact patch version
 
-# "name[extra,...]==version" as declared; nothing looser is accepted.
-_PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*([^\s;]+)\s*$")
+# "name[extra,...]==version" as declared, with the platforms it is for ("; marker") where
+# it has no build for some; nothing looser is accepted.
+_PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*([^\s;]+)\s*(;\s*\S.*)?$")
 # A lock entry's first line: "name==version [; marker] [\]".
 _LOCKED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]*?))?\s*\\?$")
 
@@ -61,11 +64,15 @@ class Locked:
 
 
 def declared(group: str | None = None, pyproject: Path = PYPROJECT) -> dict[str, str]:
-    """{normalized name: version} of ``[project] dependencies`` (``group=None``) or of the
-    dependency group ``group``. Raises :class:`DependencyError` for anything not pinned ``==``."""
+    """{normalized name: version} of ``[project] dependencies`` (``group=None``), of every
+    extra (``group=EXTRAS``) or of the dependency group ``group``. Raises
+    :class:`DependencyError` for anything not pinned ``==``."""
     data = tomllib.loads(pyproject.read_text())
     if group is None:
         entries, where = data.get("project", {}).get("dependencies", []), "[project] dependencies"
+    elif group == EXTRAS:
+        optional = data.get("project", {}).get("optional-dependencies", {})
+        entries, where = [entry for extra in optional.values() for entry in extra], "[project.optional-dependencies]"
     else:
         entries, where = data.get("dependency-groups", {}).get(group, []), f"[dependency-groups] {group}"
     pins = {}
@@ -140,12 +147,18 @@ def problems(
 
     Offline: it compares pins, and does not resolve again (``make lock-check`` does)."""
     runtime = declared(None, pyproject)
+    extras = declared(EXTRAS, pyproject)
     dev = declared(DEV_GROUP, pyproject)
     found = []
-    both = set(runtime) & set(dev)
-    if both:
-        found.append(f"{pyproject.name}: declared both as runtime and as {DEV_GROUP}: {', '.join(sorted(both))}")
-    for lock, pins in ((runtime_lock, runtime), (dev_lock, {**runtime, **dev})):
+    for (kind, names), (other, others) in (
+        (("runtime", runtime), ("an extra", extras)),
+        (("runtime", runtime), (DEV_GROUP, dev)),
+        (("an extra", extras), (DEV_GROUP, dev)),
+    ):
+        both = set(names) & set(others)
+        if both:
+            found.append(f"{pyproject.name}: declared both as {kind} and as {other}: {', '.join(sorted(both))}")
+    for lock, pins in ((runtime_lock, runtime), (dev_lock, {**runtime, **extras, **dev})):
         if not lock.exists():
             found.append(f"{lock.name} is missing (make lock)")
             continue

@@ -28,11 +28,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from core.contracts import tracking_uri, ui_run_page
+from core.contracts import ui_run_page
 from core.drift import DriftResult
 from core.drift_check import Compared
 from core.drift_report import REPORT_NAME, render
-from core.locks import file_lock, lock_path
+from core.locks import store_lock
 
 MODEL_ID_TAG = "drift.model_id"
 MODEL_URI_TAG = "drift.model_uri"
@@ -120,7 +120,7 @@ def record_check(compared: Compared, result: DriftResult, settings, decision: st
     client = MlflowClient()
     now = time.time()
     checked_at = stamp(now)
-    with file_lock(lock_path(tracking_uri(), "drift"), LOCK_WAIT):
+    with store_lock("drift", LOCK_WAIT):
         run = history_run(client, compared)
         number = int(run.data.metrics.get(CHECKS_METRIC, 0)) + 1
         folder = f"checks/{number:04d}"

@@ -33,9 +33,12 @@ def without_data(message: str) -> str:
 
 
 def stored(message: str, limit: int = MAX_STORED_CHARS) -> str:
-    """``message`` as it may be stored in the tracking store: :func:`without_data`, on one line
-    (a table's repr spans many), and cut to ``limit`` characters saying how much was cut."""
-    message = " ".join(without_data(message).split())
+    """``message`` as it may be stored in the tracking store: :func:`without_data`, secrets
+    masked (``core.secrets``), on one line (a table's repr spans many), and cut to ``limit``
+    characters saying how much was cut."""
+    from core.secrets import redact
+
+    message = " ".join(redact(without_data(message)).split())
     if len(message) <= limit:
         return message
     return f"{message[:limit]}... ({len(message) - limit} more characters not stored)"

@@ -14,7 +14,9 @@ the upload (a difference fails the step; nothing is registered). Every consumer 
 ``ops.reproduce``) downloads the model into a private directory, compares, and
 only then lets MLflow load it
 (:func:`load_verified`, :func:`verified_download`): a changed, added or removed
-file is refused before any of its bytes is unpickled or executed.
+file is refused before any of its bytes is unpickled or executed. Spark's executors
+compare the copy shipped with the job with the same record (:func:`check_files`,
+from ``serving.spark_executor``).
 
 Data files one step hands to the next (the training and holdout Parquet files, the
 data contract) are recorded the same way, by run tag ``artifact.sha256.<path>``
@@ -235,10 +237,9 @@ def resolve(model_uri: str) -> tuple[str, str | None, str]:
     return f"models:/{name}/{version}", str(version), model_id
 
 
-def verified_download(model_uri: str, dst: str | Path) -> Path:
-    """Download ``model_uri`` into ``dst`` and check its files against their record;
-    ``UntrustedModel`` (naming the URI) if they differ or nothing was recorded."""
-    import mlflow
+def recorded_files(model_uri: str) -> tuple[str, str]:
+    """(URI of exactly this model, the digest of its files recorded when it was logged);
+    ``UntrustedModel`` (naming the URI) if nothing was recorded."""
     from mlflow import MlflowClient
 
     exact, _, model_id = resolve(model_uri)
@@ -248,14 +249,32 @@ def verified_download(model_uri: str, dst: str | Path) -> Path:
             f"refusing to load {model_uri}: logged model {model_id} has no record of its files "
             f"(tag {FILES_DIGEST_TAG}, written by train and package_pyfunc)"
         )
-    local = Path(mlflow.artifacts.download_artifacts(exact, dst_path=str(dst)))
+    return exact, expected
+
+
+def check_files(local: Path, expected: str, refusal: str) -> None:
+    """``UntrustedModel`` saying ``refusal`` and both digests unless the files under
+    ``local`` have the digest ``expected`` (:func:`recorded_files`)."""
     actual = directory_digest(local)
     if not hmac.compare_digest(actual, expected):
         raise UntrustedModel(
-            f"refusing to load {model_uri}: its files in the artifact store differ from those "
-            f"recorded when it was logged (digest {actual[:12]}..., recorded {expected[:12]}...); "
+            f"{refusal} (digest {actual[:12]}..., recorded {expected[:12]}...); "
             "a file was changed, added or removed after the model was logged"
         )
+
+
+def verified_download(model_uri: str, dst: str | Path) -> Path:
+    """Download ``model_uri`` into ``dst`` and check its files against their record;
+    ``UntrustedModel`` (naming the URI) if they differ or nothing was recorded."""
+    import mlflow
+
+    exact, expected = recorded_files(model_uri)
+    local = Path(mlflow.artifacts.download_artifacts(exact, dst_path=str(dst)))
+    check_files(
+        local,
+        expected,
+        f"refusing to load {model_uri}: its files in the artifact store differ from those recorded when it was logged",
+    )
     return local
 
 

@@ -138,15 +138,18 @@ class Change:
     aliases: dict[str, str | None] = field(default_factory=dict)
 
 
-def apply_change(client, name: str, change: Change, alive: Callable[[], None] | None = None) -> dict[str, str | None]:
-    """Make ``change`` on ``name`` as one unit (the caller holds the gate lock and has called
-    :func:`recover`); return the changed aliases as they were before. ``alive()``, called
-    before the intent and before each alias write, raises to stop: what was written is then
-    undone (else by the next :func:`recover`). An alias naming its version is not rewritten."""
+def apply_change(
+    client, name: str, change: Change, alive: Callable[[], None] | None = None, held=None
+) -> dict[str, str | None]:
+    """Make ``change`` on ``name`` as one unit (the caller holds the gate lock ``held``, a
+    ``core.locks.Held``, and has called :func:`recover`); return the changed aliases as they were
+    before. ``alive()`` and ``held.check()``, called before the intent and each alias write, raise
+    to stop: what was written is undone (else by the next :func:`recover`)."""
+    checks = [check for check in (alive, held and held.check) if check]
     model = client.get_registered_model(name)
     if pending_change(model):
         raise RegistryChangeError(f"registered model {name!r} has a change in progress; recover it first")
-    current = {alias: _str(version) for alias, version in model.aliases.items()}
+    current = {alias: str(version) for alias, version in model.aliases.items() if version is not None}
     aliases_before = {alias: current.get(alias) for alias in change.aliases}
     versions = sorted({*change.tags, *change.descriptions})
     before = {}
@@ -159,12 +162,13 @@ def apply_change(client, name: str, change: Change, alive: Callable[[], None] | 
         "what": change.what[:500],
         "at": _now(),
         "by": _who(),
+        "lock": held.shared if held else None,  # a lock every host shares: recover() knows its maker is done
         "aliases_before": aliases_before,
         "aliases_after": dict(change.aliases),
         "versions": versions,
     }
-    if alive:
-        alive()
+    for check in checks:
+        check()
     for version in versions:  # the before-state first: an intent always finds it
         client.set_model_version_tag(name, version, BEFORE_TAG, json.dumps(before[version], sort_keys=True))
     client.set_registered_model_tag(name, INTENT_TAG, json.dumps(intent, sort_keys=True))
@@ -176,45 +180,49 @@ def apply_change(client, name: str, change: Change, alive: Callable[[], None] | 
         for alias, version in change.aliases.items():
             if aliases_before[alias] == version:
                 continue
-            if alive:
-                alive()
+            for check in checks:
+                check()
             _write_alias(client, name, alias, version)
         client.delete_registered_model_tag(name, INTENT_TAG)
     except BaseException as err:
         try:
             _undo(client, name, intent, f"stopped while it was made ({type(err).__name__}: {err})"[:500])
         except Exception as undo_err:  # noqa: BLE001 - the next recover() undoes it
-            log.error(
-                "could not undo the interrupted change of %s (%s); the next command under the gate lock will",
-                name,
-                undo_err,
+            log.error("could not undo the interrupted change of %s (%s)", name, undo_err)
+            err.add_note(
+                "the change is left half made: undoing it failed too; the next command under the gate lock does"
             )
+        else:
+            err.add_note("the change was undone: the registry is as before it")
         raise
     for version in versions:
         _unless_missing(lambda version=version: client.delete_model_version_tag(name, version, BEFORE_TAG))
     return aliases_before
 
 
-def recover(client, name: str) -> str | None:
+def recover(client, name: str, held=None) -> str | None:
     """Undo a change of registered model ``name`` that a process left half made (its intent
     still recorded): tags, descriptions and aliases as they were before it. Returns one line
     saying what was undone, or why it was left alone, or None when nothing was pending.
 
-    The caller holds the gate lock. A change whose process is still running on this host,
-    or whose process ran on another host (whose processes cannot be seen from here), is left
-    alone: its maker may still be at work under a lock this host does not share."""
+    The caller holds the gate lock ``held`` (``core.locks.Held``). A change made under that same
+    lock, when every host shares it, has no maker at work, whatever its host. Any other
+    change whose process runs on this host, or ran on another (whose processes cannot be
+    seen), is left alone: its maker may be at work under a lock this host does not share."""
     model = _unless_missing(lambda: client.get_registered_model(name))
     intent = pending_change(model) if model is not None else {}
     if not intent:
         return None
     by = intent.get("by", {})
     maker = f"pid {by.get('pid', '?')} on {by.get('host', '?')}"
-    if by.get("host") != socket.gethostname() or _running(by):
+    shared = held is not None and held.shared is not None and intent.get("lock") == held.shared
+    if not shared and (by.get("host") != socket.gethostname() or _running(by)):
         return (
             f"{name}: a change is under way ({intent.get('what', 'unknown')}, begun {intent.get('at', '?')}, "
             f"by {maker}, which is running or on another host); left to it, read as before it"
         )
-    why = f"its process ({maker}) ended before it was complete"
+    why = f"its process ({maker}) " + ("no longer held the gate lock all hosts share" if shared else "ended")
+    why += " before it was complete"
     _undo(client, name, intent, why)
     return (
         f"{name}: undid an interrupted change ({intent.get('what', 'unknown')}, begun {intent.get('at', '?')}): "
@@ -257,10 +265,6 @@ def _write_alias(client, name: str, alias: str, version: str | None) -> None:
 
 def _describe(aliases: Mapping[str, str | None]) -> str:
     return ", ".join(f"{alias}={'none' if v is None else f'version {v}'}" for alias, v in aliases.items()) or "none"
-
-
-def _str(version) -> str | None:
-    return None if version is None else str(version)
 
 
 def _now() -> str:

@@ -12,7 +12,8 @@ and prints what it found and where the report is; ``--report FILE`` writes the p
 
 Exit status: 0 checked (drifted or not: the first line says); 1 a batch or model that cannot
 be compared (one line naming the file, row and column, or the model); 2 bad arguments or
-Hydra override; 69 the tracking store is unreachable or cannot be opened.
+Hydra override; 69 the tracking store is unreachable or cannot be opened; 77 the tracking
+server refused the account (one line, ``core.access``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 
 from core import contracts
+from core.access import EXIT_DENIED, explain, model_name
 from core.errors import StepError
 from core.locks import LockBusy
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
@@ -105,9 +107,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             page = mlflow.artifacts.download_artifacts(recorded.report_uri)
             args.report.write_bytes(Path(page).read_bytes())
-    except (StepError, MlflowException, LockBusy, OSError) as err:
-        print(f"drift: error: {one_line(err)}", file=sys.stderr)
-        sys.exit(EXIT_REFUSED)
+    except Exception as err:  # a refusal of the tracking server may come from an artifact download too
+        refused = explain(err, model=model_name(model_uri))
+        if refused is None and not isinstance(err, (StepError, MlflowException, LockBusy, OSError)):
+            raise
+        print(f"drift: {refused or 'error: ' + one_line(err)}", file=sys.stderr)
+        sys.exit(EXIT_DENIED if refused else EXIT_REFUSED)
     print(f"drift: {args.input} ({result.rows} rows) against {compared.label}: {result.summary()}")
     print(f"drift: report {recorded.report_uri} (check {recorded.number} on run {recorded.run_id})")
     if args.report is not None:

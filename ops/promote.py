@@ -25,8 +25,10 @@ aliases as one unit (``core.registry.apply_change``). Nothing is recorded on an
 MLflow run: the version's tags are the record, as for a rollback.
 
 Under the gate lock (``core.locks``), as ``evaluate``, waiting at most
-``--wait`` seconds (exit 75 when it stays busy); a change another command left half
-made is undone first, and said so.
+``--wait`` seconds (exit 75 when it stays busy; 69 when the lock server,
+``PIPELINE_LOCK_URL``, cannot be reached); a change another command left half made is
+undone first, and said so. An account the tracking server refuses: exit 77 with one
+line naming the permission it lacks (``core.access``).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ from collections.abc import Sequence
 from hydra.errors import HydraException
 
 from core import contracts
+from core.access import explained
 from core.config import compose_config, describe_error, split_overrides
 from core.gate import GateDecision
-from core.locks import GATE_LOCK_WAIT, LockBusy, gate_lock
+from core.locks import GATE_LOCK_WAIT, HOST_GATE, Held, LockBusy, LockUnavailable, gate_lock
 from core.registry import (
     Aliases,
     RegistryChangeError,
@@ -52,6 +55,7 @@ from core.registry import (
     find_version,
     recover,
 )
+from core.tracking import EXIT_UNAVAILABLE
 from ops.retrain import EXIT_LOCKED
 from ops.rollback import now, operator_name, record_removed
 
@@ -65,7 +69,7 @@ class PromotionRefused(RuntimeError):
     pass
 
 
-def promote(client, name: str, version: str, reason: str, aliases: Aliases) -> str | None:
+def promote(client, name: str, version: str, reason: str, aliases: Aliases, held: Held = HOST_GATE) -> str | None:
     """Make ``version`` of ``name`` champion for ``reason``; return the champion's version
     before (None when there was none; ``version`` itself, and nothing written, when it was
     the champion already).
@@ -105,7 +109,7 @@ def promote(client, name: str, version: str, reason: str, aliases: Aliases) -> s
         aliases,
         challenger=alias_target(client, name, aliases.challenger),
     )
-    apply_change(client, name, change)
+    apply_change(client, name, change, held=held)
     return old
 
 
@@ -142,15 +146,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     name = cfg.registry.model_name
     client = MlflowClient()
     try:
-        with gate_lock(args.wait):
-            undone = recover(client, name)
+        needs = f"MANAGE on registered model {name!r}"
+        with explained("promote", model=name, after="nothing changed", needs=needs), gate_lock(args.wait) as held:
+            undone = recover(client, name, held)
             if undone:
                 print(f"promote: {undone}", file=sys.stderr)
-            old = promote(client, name, version, reason, Aliases.of(cfg))
+            old = promote(client, name, version, reason, Aliases.of(cfg), held)
     except (PromotionRefused, RegistryChangeError) as err:
         refuse(EXIT_REFUSED, str(err))
     except LockBusy as err:
         refuse(EXIT_LOCKED, f"{err}; nothing changed")
+    except LockUnavailable as err:
+        refuse(EXIT_UNAVAILABLE, f"{err}; nothing changed")
     if old == version:
         print(f"{name}: version {version} already is the champion; nothing changed")
     else:

@@ -7,12 +7,12 @@
     make retrain WHEN=drift HYDRA_OPTIONS="data=file data.path=/srv/iris/batch.csv"
 
 1. Checks that the tracking store answers (an ``http(s)://`` server within
-   ``--connect-timeout`` seconds, a SQLite file that can be opened; ``core.tracking``); creates a new SQLite store once, under a file
+   ``--connect-timeout`` seconds, a SQLite file that can be opened; ``core.tracking``); creates a new SQLite store once, under the init
    lock, so that pipelines started together do not race to create its tables
    (its artifacts go to ``mlruns/`` beside the database).
-2. Takes the pipeline lock for this tracking store (see ``core.locks``),
-   waiting at most ``--wait`` seconds, so two overlapping runs never both train
-   and promote.
+2. Takes the pipeline lock for this tracking store (see ``core.locks``: a file
+   lock on this host, or on ``PIPELINE_LOCK_URL`` for every host), waiting at most
+   ``--wait`` seconds, so two overlapping runs never both train and promote.
 3. Runs the ``main`` entry point in this process (the parent run is created
    here; steps that are not cached run as ``mlflow run`` child runs, with the
    local env manager), so an unchanged run costs one Python start, one import
@@ -29,7 +29,9 @@ says why it retrains or not. No champion, or one without a reference profile: it
 Exit status: 0 the pipeline finished (promoted, kept the champion, or nothing
 changed; its summary says which), or no drift to retrain for; 1 the pipeline failed, or a
 batch that cannot be compared (one line); 2 bad arguments;
-69 the tracking store is unreachable or cannot be opened; 75 another run holds the lock.
+69 the tracking store (or the lock server) is unreachable or cannot be opened; 75 another
+run holds the lock; 77 the tracking server refused the account (one line naming the
+permission it lacks, ``core.access``).
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core import contracts
+from core.access import EXIT_DENIED, explain
 from core.config import compose_config, describe_error, is_override_error, multirun_flag, split_overrides
-from core.locks import LockBusy, file_lock, lock_path
+from core.locks import LockBusy, LockUnavailable, store_lock
+from core.locks.postgres import redact
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from pipeline.processes.loading import run_as_process
 
@@ -65,7 +69,7 @@ def ensure_sqlite_store(tracking_uri: str) -> None:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     db.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(lock_path(tracking_uri, "init"), wait=300):
+    with store_lock("init", 300, tracking_uri):
         # A new store's Default experiment keeps its artifacts in mlruns/ beside the database.
         SqlAlchemyStore(tracking_uri, default_artifact_root=contracts.sqlite_artifact_root(db))
 
@@ -110,9 +114,12 @@ def retrain_for_drift(cfg, batch: Path) -> bool:
     contracts.configure_tracking()
     try:
         go, line = drift_trigger(cfg, batch)
-    except (StepError, MlflowException, OSError) as err:
-        print(f"retrain: error: {one_line(err)}", file=sys.stderr)
-        sys.exit(EXIT_FAILED)
+    except Exception as err:  # a refusal of the tracking server may come from an artifact download too
+        refused = explain(err, model=cfg.registry.model_name)
+        if refused is None and not isinstance(err, (StepError, MlflowException, OSError)):
+            raise
+        print(f"retrain: {refused or 'error: ' + one_line(err)}", file=sys.stderr)
+        sys.exit(EXIT_DENIED if refused else EXIT_FAILED)
     print(f"retrain: {line}")
     return go
 
@@ -176,20 +183,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         check_store(tracking_uri, args.connect_timeout)
         ensure_sqlite_store(tracking_uri)
-    except StoreUnavailable as err:
-        print(f"retrain: {err}", file=sys.stderr)
-        sys.exit(EXIT_UNAVAILABLE)
-    try:
-        with file_lock(lock_path(tracking_uri), args.wait):
+        with store_lock("pipeline", args.wait, tracking_uri):
             if batch is not None and not retrain_for_drift(cfg, batch):
                 return
-            log.info("lock taken; running the pipeline against %s", tracking_uri)
+            log.info("lock taken; running the pipeline against %s", redact(tracking_uri))
             status = run_pipeline(overrides, args.force)
+    except (StoreUnavailable, LockUnavailable) as err:
+        print(f"retrain: {err}", file=sys.stderr)
+        sys.exit(EXIT_UNAVAILABLE)
     except LockBusy as err:
         print(f"retrain: {err}; exiting with {EXIT_LOCKED}", file=sys.stderr)
         sys.exit(EXIT_LOCKED)
-    if status != 0:
+    if status not in (0, EXIT_DENIED):  # a refusal has said so in its one line
         print(f"retrain: the pipeline failed (exit {status})", file=sys.stderr)
+    if status != 0:
         sys.exit(status)
 
 

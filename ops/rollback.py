@@ -31,7 +31,9 @@ said so. Exit status: 0 done; 1, changing nothing, when there is no previous
 champion, it names the champion's own version, it is not validated
 (``validation_status`` other than ``passed``, e.g. ``broken``), or it was rolled back
 in favour of another version than the champion (``ops.promote`` can promote it
-explicitly); 2 bad arguments; 75 the gate lock stayed busy.
+explicitly); 2 bad arguments; 69 the lock server (``PIPELINE_LOCK_URL``) cannot be
+reached; 75 the gate lock stayed busy; 77 the tracking server refused the account
+(``core.access``: one line naming the permission it lacks).
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core import contracts
+from core.access import explained
 from core.gate import ROLLED_BACK
-from core.locks import GATE_LOCK_WAIT, LockBusy, gate_lock
+from core.locks import GATE_LOCK_WAIT, HOST_GATE, Held, LockBusy, LockUnavailable, gate_lock
 from core.registry import Change, RegistryChangeError, alias_version, apply_change, recover
+from core.tracking import EXIT_UNAVAILABLE
 from ops.retrain import EXIT_LOCKED
 from pipeline.processes.step import parse_step_args, step_parser
 
@@ -88,7 +92,7 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def rollback(client, name: str, champion_alias: str, previous_alias: str) -> Rollback:
+def rollback(client, name: str, champion_alias: str, previous_alias: str, held: Held = HOST_GATE) -> Rollback:
     """Swap the two aliases of ``name``, or undo the rollback that left them so.
 
     The caller holds the gate lock and has undone any half-made change
@@ -131,7 +135,7 @@ def rollback(client, name: str, champion_alias: str, previous_alias: str) -> Rol
         tags={new: restored(tags)} if undo else {old: demoted(champion.tags, new)},
         aliases={champion_alias: new, previous_alias: old},
     )
-    apply_change(client, name, change)
+    apply_change(client, name, change, held=held)
     return Rollback(old, new, undo)
 
 
@@ -176,17 +180,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     name = cfg.registry.model_name
     client = MlflowClient()
     try:
-        with gate_lock(args.wait):
-            undone = recover(client, name)
+        needs = f"MANAGE on registered model {name!r}"
+        with explained("rollback", model=name, after="nothing changed", needs=needs), gate_lock(args.wait) as held:
+            undone = recover(client, name, held)
             if undone:
                 print(f"rollback: {undone}", file=sys.stderr)
-            done = rollback(client, name, cfg.registry.champion_alias, cfg.gate.previous_champion_alias)
+            done = rollback(client, name, cfg.registry.champion_alias, cfg.gate.previous_champion_alias, held)
     except (RollbackError, RegistryChangeError) as err:
         print(f"rollback: {err}", file=sys.stderr)
         sys.exit(1)
     except LockBusy as err:
         print(f"rollback: {err}; nothing changed", file=sys.stderr)
         sys.exit(EXIT_LOCKED)
+    except LockUnavailable as err:
+        print(f"rollback: {err}; nothing changed", file=sys.stderr)
+        sys.exit(EXIT_UNAVAILABLE)
     if done.undone:
         print(f"{name}: rollback undone: champion is version {done.new} again, version {done.old} previous")
     else:

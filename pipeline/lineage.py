@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from core.contracts import PROJECT_DIR
+from core.secrets import redact
 
 # The SHA-256 of requirements.lock, on pipeline runs, step runs and registered versions.
 LOCK_TAG = "lineage.lock_sha256"
@@ -80,8 +81,8 @@ def tag_lineage(model_uri: str, ctx, summary) -> None:
         "lineage.git_commit": commit,
         "lineage.git_dirty": str(dirty).lower(),
         "lineage.data_digest": ctx.data_digest,
-        "lineage.overrides": " ".join(ctx.overrides),
-        "lineage.config": OmegaConf.to_yaml(ctx.cfg, resolve=True),
+        "lineage.overrides": redact(" ".join(ctx.overrides)),
+        "lineage.config": redact(OmegaConf.to_yaml(ctx.cfg, resolve=True)),
         "lineage.pipeline_run_id": summary.run_id,
         "lineage.packages": json.dumps(dict(ctx.packages), sort_keys=True),
         LOCK_TAG: ctx.lock_sha256,

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from core import contracts
+from core.access import EXIT_DENIED, explain, explained, refusal_of, refused_step
 from core.config import multirun_flag
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from pipeline import cache, record, unchanged
@@ -48,6 +49,13 @@ from pipeline.run import PipelineContext, run_pipeline
 from pipeline.summary import PipelineSummary, named
 
 log = logging.getLogger(__name__)
+
+PROG = "pipeline"  # how its one-line refusals begin (core.access)
+
+
+def needs(cfg) -> str:
+    """What the account of a pipeline needs: docs/operations.md, Accounts."""
+    return f"EDIT on experiment {cfg.experiment.name!r} and MANAGE on registered model {cfg.registry.model_name!r}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -89,19 +97,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         except StoreUnavailable as err:
             print(f"{parser.prog}: {err}", file=sys.stderr)
             sys.exit(EXIT_UNAVAILABLE)
-        launched_run = mlflow.get_run(launched) if launched else None
-        try:
-            experiment_id = record.experiment_for(cfg.experiment.name, args.overrides, launched_run)
-        except (ExperimentUnusable, record.WrongExperiment, MlflowException) as err:
-            parser.exit(2, f"{parser.prog}: error: {getattr(err, 'message', err)}\n")
-    settle_registry(parser.prog, cfg.registry.model_name)
+        with explained(PROG, cfg.experiment.name, cfg.registry.model_name, "no run started", needs(cfg)):
+            launched_run = mlflow.get_run(launched) if launched else None
+            try:
+                experiment_id = record.experiment_for(cfg.experiment.name, args.overrides, launched_run)
+            except (ExperimentUnusable, record.WrongExperiment, MlflowException) as err:
+                if refusal_of(err) is not None:
+                    raise
+                parser.exit(2, f"{parser.prog}: error: {getattr(err, 'message', err)}\n")
+    # A refusal from here on: one line; a run started is ended FAILED by its `with`.
+    with explained(PROG, cfg.experiment.name, cfg.registry.model_name, needs=needs(cfg)):
+        run(parser.prog, cfg, args, force, launched_run, experiment_id, digest, trigger)
+
+
+def run(prog, cfg, args, force, launched_run, experiment_id, digest, trigger) -> None:
+    """The pipeline once the store and its experiment are known: the parent run and its steps."""
+    import mlflow
+
+    settle_registry(prog, cfg.registry.model_name)
     record.end_abandoned_runs(experiment_id)
     name = named("pipeline", args.overrides)
     ctx = PipelineContext.create(cfg, args.overrides, force, launched_run, digest)
-    if not launched and not force and _unchanged(ctx, experiment_id, trigger, name):
+    if launched_run is None and not force and _unchanged(ctx, experiment_id, trigger, name):
         return
 
-    with mlflow.start_run(experiment_id=None if launched else experiment_id) as parent:
+    with mlflow.start_run(experiment_id=None if launched_run else experiment_id) as parent:
         log_config(cfg, args.overrides, step="main")
         commit, dirty = git_state()
         mlflow.set_tags(
@@ -130,23 +150,31 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(summary.render(), flush=True)
         if not summary.succeeded:
             log.error("pipeline failed: %s", summary.outcome)
-            sys.exit(1)
+            denied = refused_step(summary.steps)
+            if denied:
+                print(f"{PROG}: {denied}; {PROG} needs {needs(cfg)}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_DENIED if denied else 1)
 
 
 def settle_registry(prog: str, model_name: str) -> None:
     """Undo a change of the registry that a killed process left half made (``core.locks.settle``),
     saying so in one line, before anything reads the champion. A decision under way keeps the gate
-    lock: the pipeline then goes on, and its evaluate settles under that lock."""
+    lock: the pipeline then goes on, and its evaluate settles under that lock. A lock server that
+    cannot be reached ends the pipeline here (exit 69), before anything trains."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from core.locks import LockBusy, settle
+    from core.locks import LockBusy, LockUnavailable, settle
     from core.registry import RegistryChangeError
 
     try:
         undone = settle(MlflowClient(), model_name)
+    except LockUnavailable as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        sys.exit(EXIT_UNAVAILABLE)
     except (LockBusy, RegistryChangeError, MlflowException) as err:  # evaluate settles, or says why not
-        log.warning("registry not checked for an interrupted change: %s", getattr(err, "message", err))
+        reason = explain(err, model=model_name) or getattr(err, "message", err)
+        log.warning("registry not checked for an interrupted change: %s", reason)
         return
     if undone:
         print(f"{prog}: {undone}", file=sys.stderr, flush=True)

@@ -190,13 +190,13 @@ def _decision_of_failed_evaluate(cfg: DictConfig, model_uri: str, result: StepRe
     the exit status say what the registry says; the step counts as finished. Else {}."""
     from mlflow import MlflowClient
 
-    from core.locks import LockBusy, settle
+    from core.locks import LockBusy, LockUnavailable, settle
 
     client = MlflowClient()
     name, version = parse_registered_uri(model_uri)
     try:
         undone = settle(client, name)
-    except LockBusy as err:
+    except (LockBusy, LockUnavailable) as err:
         log.error("could not check the registry after evaluate failed: %s", err)
         return {}
     if undone:

@@ -36,7 +36,9 @@ def shorten(overrides: Sequence[str]) -> str:
 
 def named(kind: str, overrides: Sequence[str] = ()) -> str:
     """``kind`` followed by the shortened overrides: ``pipeline model=knn``, ``job C=0.1``."""
-    shown = shorten(overrides)
+    from core.secrets import redact
+
+    shown = redact(shorten(overrides))
     return f"{kind} {shown}" if shown else kind
 
 

@@ -7,39 +7,35 @@ Reads:
 - ``--id-columns``: input columns copied to the output (default: every column
   that is not a model feature).
 
-Writes ``--output`` (CSV or Parquet, by extension), one row per input row in the
-input's order: the id columns, then ``prediction`` for ``predict``, or one column
-per class label, ``proba_<label>`` / ``log_proba_<label>``, in the model's class
-order. Id columns are copied as the input holds them: a CSV's text as it is
-(``007`` stays ``007``), a Parquet file's columns in their own type. An input
-column named like an output column is refused, not renamed: leave it out with
-``--id-columns``. A Parquet output records the model that scored it in its
-key-value metadata: ``model_uri`` (exactly that model: an alias is read once),
-``model_id`` and, for a registered version, ``model_name`` and ``model_version``;
-the ``score`` run has the same as tags. A CSV output has no place for them.
+Writes ``--output`` (CSV or Parquet, by extension), one row per input row in the input's order:
+the id columns, then ``prediction`` for ``predict``, or one column per class label,
+``proba_<label>`` / ``log_proba_<label>``, in the model's class order. Id columns are copied as
+the input holds them: a CSV's text as it is (``007`` stays ``007``), a Parquet file's columns in
+their own type. An input column named like an output column is refused, not renamed: leave it out
+with ``--id-columns``. A Parquet output records the model that scored it in its key-value
+metadata: ``model_uri`` (exactly that model: an alias is read once), ``model_id`` and, for a
+registered version, ``model_name`` and ``model_version``; the ``score`` run has the same as tags.
+A CSV output has no place for them.
 
-The output is written in a folder of its own made beside it (``.<name>.<random>``,
-created exclusively, readable by the scorer only: a file or link planted under any
-name is never written through) and moved over ``--output`` (``os.replace``) at the
-end; that folder is removed however scoring ends, SIGTERM and Ctrl-C included
-(exit 143 and 130). Every refusal (a missing or colliding column, a value that is
-not a number in a number column, a value the model refuses, a file that is not
-UTF-8, a bad ``--chunk-size`` or ``--output``, an output folder that cannot be
-written) is one line on stderr naming the file, row and column, the parameter or
-the folder, and exit 1; it leaves no partial output, and an existing output file
-as it was.
+The output is written in a folder of its own made beside it (``.<name>.<random>``, created
+exclusively, readable by the scorer only: a file or link planted under any name is never written
+through) and moved over ``--output`` (``os.replace``) at the end; that folder is removed however
+scoring ends, SIGTERM and Ctrl-C included (exit 143 and 130). Every refusal (a missing or
+colliding column, a value that is not a number in a number column, a value the model refuses, a
+file that is not UTF-8, a bad ``--chunk-size`` or ``--output``, an output folder that cannot be
+written) is one line on stderr naming the file, row and column, the parameter or the folder, and
+exit 1 (77 for a permission the account lacks: ``core.access``); it leaves no partial output, and
+an existing output file as it was.
 
-Rows outside the training data's contract (a value beyond the training range, a
-category never seen, a gap where training had none; ``core.contract``) are scored
-and reported on stderr, per column and check, with the first such row. The batch's
-drift from the training data (``serving.score_drift``: per feature against the model's
-reference profile, the model's metrics on labelled rows) is recorded on the model's drift
-run, with an HTML report.
+Rows outside the training data's contract (a value beyond the training range, a category never
+seen, a gap where training had none; ``core.contract``) are scored and reported on stderr, per
+column and check, with the first such row. The batch's drift from the training data
+(``serving.score_drift``: per feature against the model's reference profile, the model's metrics
+on labelled rows) is recorded on the model's drift run, with an HTML report.
 
-Run: ``python -m serving.batch --input in.csv --output out.parquet`` or
-``mlflow run . -e score -P input=/abs/in.csv -P output=/abs/out.csv`` (then the
-MLflow run records the parameters, the number of rows scored, ``drift.json``, the drift
-metrics and ``drift_report.html``).
+Run: ``python -m serving.batch --input in.csv --output out.parquet`` or ``mlflow run . -e score
+-P input=/abs/in.csv -P output=/abs/out.csv`` (its run records the parameters, rows scored,
+``drift.json``, the drift metrics and ``drift_report.html``).
 """
 
 from __future__ import annotations
@@ -60,6 +56,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from core import contract, contracts
+from core.access import EXIT_DENIED, explain, model_name
 from core.chunk_types import ScoringError, check_chunk, predict_chunk
 from core.errors import StepError, stored
 from core.integrity import load_verified, resolve
@@ -202,8 +199,7 @@ def scored_by(model_uri: str) -> tuple[str, dict[str, str]]:
 
 
 def one_line(message: str) -> str:
-    """``message`` on one line (scikit-learn's and pandas' messages span several): a
-    scheduler's log or a shell shows the error line as one."""
+    """``message`` on one line (scikit-learn's and pandas' span several), as a log shows it."""
     return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
 
@@ -269,9 +265,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 if len(report):
                     mlflow.log_table(report.astype({"example": str, "first_row": str}), "drift.json")
             drifted = [] if args.no_drift else score_drift.record(checked, in_project_run, exact)
-    except (StepError, MlflowException) as err:
-        print(f"score: error: {stored(one_line(getattr(err, 'message', err)), 500)}", file=sys.stderr)
-        sys.exit(1)
+    except Exception as err:  # a refusal of the tracking server may come from an artifact download too
+        refused = explain(err, model=model_name(args.model_uri))
+        if refused is None and not isinstance(err, (StepError, MlflowException)):
+            raise
+        print(f"score: error: {refused or stored(one_line(getattr(err, 'message', err)), 500)}", file=sys.stderr)
+        sys.exit(EXIT_DENIED if refused else 1)
     except (Terminated, KeyboardInterrupt) as err:
         name = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
         print(f"score: stopped by {name}; no partial output left", file=sys.stderr)

@@ -23,8 +23,10 @@ a rollback: ``core.registry``); while one is, it is read again every
 A version that fails 1 or 2 is not swapped in: the server keeps answering with the
 version it has, logs why, reports it (:meth:`Follower.status`), and tries that version
 again only when the alias moves again (away and back counts). A registry that cannot be
-read is reported too, and read again at the next poll. A server started on anything
-else (``models:/<name>/3``, ``models:/m-<id>``) is pinned: nothing is polled, ever.
+read is reported too, and read again at the next poll. The report, which any caller
+of ``/status`` reads, gives errors other than this project's refusals by kind only
+(:func:`shown`). A server started on anything else (``models:/<name>/3``,
+``models:/m-<id>``) is pinned: nothing is polled, ever.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
+from core.access import explain, refusal_of
+from core.integrity import UntrustedModel
 from core.registry import alias_read
 from serving.model_check import ModelCheckFailed
 from serving.served import Served, iso, load_served
@@ -52,6 +56,19 @@ DEFAULT_POLL_INTERVAL = 10.0  # seconds
 PENDING_RECHECK = 0.5  # seconds
 PENDING_PATIENCE = 60.0
 PENDING_SLOW_RECHECK = 10.0
+
+
+def shown(err: BaseException) -> str:
+    """What ``GET /status`` (open to any caller) says of ``err``: this project's refusals of a
+    version (its files differ from their record, its check failed) as they are; anything else
+    (MLflow's or the store's text, which may name addresses, accounts and paths) by its kind
+    only. The server's log has it whole."""
+    if isinstance(err, (UntrustedModel, ModelCheckFailed)):
+        return getattr(err, "message", None) or str(err)
+    refused = refusal_of(err)
+    if refused is not None:
+        return f"the tracking server refused this server's account (HTTP {refused.status}); see the server's log"
+    return f"{type(err).__name__}; see the server's log"
 
 
 def parse_alias(model_uri: str) -> tuple[str, str] | None:
@@ -129,10 +146,11 @@ class Follower:
             try:
                 version = self._read_version(name, alias)
             except Exception as err:  # the registry is down or failing: keep serving, read again later
+                why = explain(err, model=name) or err
                 log.warning(
-                    "cannot read alias %s of %s: %s; still serving version %s", alias, name, err, self.current.version
+                    "cannot read alias %s of %s: %s; still serving version %s", alias, name, why, self.current.version
                 )
-                return self._outcome(trigger, None, "unreadable", f"cannot read the alias: {err}")
+                return self._outcome(trigger, None, "unreadable", f"cannot read the alias: {shown(err)}")
             if version is None:
                 self.last_seen = None  # the alias set again later is a move, even to a refused version
                 return self._outcome(
@@ -160,10 +178,12 @@ class Follower:
         try:
             new = self._load(f"models:/{name}/{version}", self._build_app)
         except (MlflowException, ModelCheckFailed) as err:
-            return self._refuse(trigger, version, getattr(err, "message", None) or str(err))
+            if not isinstance(err, (UntrustedModel, ModelCheckFailed)):
+                log.error("loading version %s of %s failed: %s", version, name, explain(err, model=name) or err)
+            return self._refuse(trigger, version, shown(err))
         except Exception as err:  # a load that fails in any other way refuses the version just the same
             log.exception("loading version %s of %s failed", version, name)
-            return self._refuse(trigger, version, f"{type(err).__name__}: {err}")
+            return self._refuse(trigger, version, shown(err))
         self.current = new  # the swap: requests that start from now on get the new version
         log.info(
             "now serving %s version %s (was version %s): loaded and checked in %.2f s",

@@ -36,6 +36,7 @@ def record(check: BatchCheck | None, in_project_run: bool, exact: str) -> list[s
 
     from core.config import compose_config
     from core.drift_record import record_check, record_on_active_run
+    from core.errors import StepError
     from core.locks import LockBusy
 
     settings = compose_config([]).drift
@@ -44,7 +45,7 @@ def record(check: BatchCheck | None, in_project_run: bool, exact: str) -> list[s
         history = record_check(check.compared, result, settings)
         if in_project_run:
             record_on_active_run(result, settings, history)
-    except (MlflowException, OSError, LockBusy) as err:
+    except (MlflowException, OSError, LockBusy, StepError) as err:  # StepError: a lock server down
         message = " ".join(str(getattr(err, "message", err)).split())[:300]
         return [
             f"drift against the training data of {result.model}: {result.summary()}",

@@ -57,7 +57,8 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 
 from core import contracts
-from core.errors import without_data
+from core.access import EXIT_DENIED, explain, model_name
+from core.errors import StepError, without_data
 from serving import webhook
 from serving.follower import DEFAULT_POLL_INTERVAL, Follower
 from serving.front import BoundedBody, Front
@@ -229,7 +230,8 @@ def create_app() -> Front:
     try:
         return build_front(options, webhook.read_secret(options.webhook_secret_file))
     except (MlflowException, ModelCheckFailed, ValueError, OSError) as err:
-        log.error("cannot serve %s: %s", options.model_uri, getattr(err, "message", None) or err)
+        reason = explain(err, model=model_name(options.model_uri)) or getattr(err, "message", None) or err
+        log.error("cannot serve %s: %s", options.model_uri, reason)
         sys.exit(STARTUP_FAILURE)
 
 
@@ -239,7 +241,7 @@ def settle_alias(model_uri: str) -> None:
     holds it, the server reads the aliases as they were before it (``core.registry``)."""
     from mlflow import MlflowClient
 
-    from core.locks import LockBusy, settle
+    from core.locks import LockBusy, LockUnavailable, settle
 
     name, at, _ = model_uri.removeprefix("models:/").partition("@")
     if not (model_uri.startswith("models:/") and at):
@@ -248,8 +250,10 @@ def settle_alias(model_uri: str) -> None:
         undone = settle(MlflowClient(), name, wait=0)
     except LockBusy:
         return
-    except (MlflowException, RuntimeError) as err:  # the store's trouble, or an unreadable change record
-        log.warning("could not check %s for an interrupted change: %s", name, getattr(err, "message", err))
+    except (MlflowException, RuntimeError, StepError, LockUnavailable) as err:
+        # the store's or the lock server's trouble, or an unreadable change record
+        if explain(err, model=name) is None:  # a refusal: the load says it, in one line
+            log.warning("could not check %s for an interrupted change: %s", name, getattr(err, "message", err))
         return
     if undone:
         print(f"serve: {undone}", file=sys.stderr, flush=True)
@@ -287,6 +291,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:  # here, once, even with several workers: a model that cannot be served fails with one line
         front = build_front(options, secret)
     except (MlflowException, ModelCheckFailed) as err:
+        name = model_name(args.model_uri)
+        refused = explain(err, model=name)
+        if refused:
+            needs = f"serve needs READ on registered model {name!r} and on the experiment of its runs"
+            parser.exit(EXIT_DENIED, f"serve: cannot load {args.model_uri}: {refused}; {needs}\n")
         parser.exit(1, f"serve: cannot load {args.model_uri}: {getattr(err, 'message', None) or err}\n")
     if args.workers == 1:
         uvicorn.run(front, host=args.host, port=args.port)

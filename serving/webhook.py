@@ -148,6 +148,7 @@ def register(url: str, secret: str, name: str | None = None, client=None) -> str
 
 def main(argv: Sequence[str] | None = None) -> None:
     from core import contracts
+    from core.access import explained
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", help=f"the scoring server's webhook URL, ending in {PATH}")
@@ -160,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not secret:
         parser.exit(2, f"serving.webhook: no secret: set {SECRET_ENV} or pass --secret-file\n")
     contracts.configure_tracking()
-    webhook_id = register(args.url, secret, args.name)
+    with explained("serving.webhook", after="no webhook registered"):
+        webhook_id = register(args.url, secret, args.name)
     print(f"webhook {webhook_id}: {', '.join(ALIAS_EVENTS)} -> {args.url}")
 
 

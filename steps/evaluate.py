@@ -36,10 +36,9 @@ compared before the champion is scored) is kept as challenger, the champion unto
 unless ``gate.allow_schema_change``. A champion that cannot be loaded or scored is broken: it is
 tagged ``validation_status=broken`` with ``validation.broken_reason``, and the
 version replaces it if it meets the gate's absolute thresholds (a store that cannot
-be reached is no broken champion: the step fails and no alias moves). Run by the
-driver, it moves an alias only while that pipeline is alive (checked before each
-alias write, ``pipeline.processes.step``): a step orphaned by a killed pipeline stops, and the
-next run evaluates again.
+be reached is no broken champion: the step fails and no alias moves). It moves an alias only
+while it holds the gate lock and, run by the driver, while that pipeline is alive (checked
+before each alias write): an orphaned step stops, and the next run evaluates again.
 
 Outputs (run tags ``pipeline.output.*``): ``validation_status``, ``gate_outcome``
 (``promoted``/``challenger``, or ``not gated``), ``champion_version`` (after the decision),
@@ -97,9 +96,9 @@ log = logging.getLogger(__name__)
 GATE_LOCK_WAIT = 600  # seconds; a gate decision takes a second or two
 
 
-def settled(client, name: str) -> None:
-    """Under the gate lock: undo a change of the registry a killed process left half made."""
-    undone = recover(client, name)
+def settled(client, name: str, gate) -> None:
+    """Under the gate lock ``gate``: undo a change of the registry a killed process left half made."""
+    undone = recover(client, name, gate)
     if undone:
         log.warning("%s", undone)
 
@@ -170,8 +169,8 @@ def run(
     if failed:
         if registered:
             # Fail closed: a version that fails validation keeps no alias, even one it held before.
-            with gate_lock(GATE_LOCK_WAIT):
-                settled(client, name)
+            with gate_lock(GATE_LOCK_WAIT) as gate:
+                settled(client, name, gate)
                 held = [a for a, v in client.get_registered_model(name).aliases.items() if str(v) == model_version]
                 description = (
                     "**Failed validation**: " + "; ".join(f"{check.name} ({check.detail})" for check in failed)[:4000]
@@ -187,6 +186,7 @@ def run(
                             aliases=dict.fromkeys(held),
                         ),
                         alive=check_pipeline_alive,
+                        held=gate,
                     )
             for alias in held:
                 log.error("removed alias %s from %s, which failed validation", alias, model_uri)
@@ -229,8 +229,8 @@ def run(
 
     champion_outputs = []
     # One decision at a time per store: concurrent pipelines compare with the latest champion.
-    with gate_lock(GATE_LOCK_WAIT):
-        settled(client, name)
+    with gate_lock(GATE_LOCK_WAIT) as gate:
+        settled(client, name, gate)
         version_tags = client.get_model_version(name, model_version).tags
         champion = alias_version(client, name, cfg.registry.champion_alias)
         champion_version = None if champion is None else str(champion.version)
@@ -268,9 +268,9 @@ def run(
                 "champion version %s of %s is broken: %s", decision.champion_version, name, decision.champion_broken
             )
         # Only a live pipeline decides: the record first, then the aliases, each alias write
-        # after a check that the pipeline is alive; stopped half way, the change is undone.
+        # after a check that the pipeline is alive and the lock held; stopped half way, undone.
         with signals_deferred():
-            apply_change(client, name, change, alive=check_pipeline_alive)
+            apply_change(client, name, change, alive=check_pipeline_alive, held=gate)
         champion_version = model_version if decision.promoted else decision.champion_version
     log.info("gate: version %s %s (%s)", model_version, decision.outcome, decision.reason)
     # The decision is made and on the registry (the aliases have moved): failing to
@@ -303,17 +303,14 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = step_parser(__doc__)
-    parser.add_argument(
-        "--model-uri",
-        required=True,
-        help="models:/<name>/<version> to validate (or models:/m-... with gate.enabled=false)",
-    )
+    parser.add_argument("--model-uri", required=True, help="models:/<name>/<version> (models:/m-... ungated)")
     parser.add_argument("--reference-model-uri", required=True, help="native sklearn model from train")
     parser.add_argument("--holdout-uri", required=True, help="Parquet holdout logged by train")
     args, cfg = parse_step_args(parser, argv)
     contracts.configure_logging()
     contracts.configure_tracking()
-    run_in_mlflow_run(lambda: run(args.model_uri, args.reference_model_uri, args.holdout_uri, cfg, args.overrides))
+    uris = (args.model_uri, args.reference_model_uri, args.holdout_uri)
+    run_in_mlflow_run(lambda: run(*uris, cfg, args.overrides), cfg)
 
 
 if __name__ == "__main__":

@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, cfg = parse_step_args(parser, argv)
     contracts.configure_logging()
     contracts.configure_tracking()
-    run_in_mlflow_run(lambda: run(args.joblib_uri, args.joblib_sha256, args.example_uri, cfg, args.overrides))
+    run_in_mlflow_run(lambda: run(args.joblib_uri, args.joblib_sha256, args.example_uri, cfg, args.overrides), cfg)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, cfg = parse_step_args(parser, argv)
     contracts.configure_logging()
     contracts.configure_tracking()
-    run_in_mlflow_run(lambda: run(args.model_uri, cfg, args.overrides))
+    run_in_mlflow_run(lambda: run(args.model_uri, cfg, args.overrides), cfg)
 
 
 if __name__ == "__main__":

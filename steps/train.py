@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, cfg = parse_step_args(parser, argv)
     contracts.configure_logging()
     contracts.configure_tracking()
-    run_in_mlflow_run(lambda: run(cfg, args.overrides, args.data_digest))
+    run_in_mlflow_run(lambda: run(cfg, args.overrides, args.data_digest), cfg)
 
 
 if __name__ == "__main__":

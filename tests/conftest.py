@@ -24,7 +24,10 @@ TIERS = ("e2e", "unit", "model", "integration")
 # workers end together; those that start from the champion store after the first long
 # ones, by which time it is built. A module not listed here runs where None stands.
 E2E_ORDER = (
+    "test_accounts",
+    "test_sweep_on_ray",
     "test_tracking_server",
+    "test_two_hosts",
     "test_sweeps",
     "test_retrain",
     "test_serving_follows",
@@ -35,6 +38,7 @@ E2E_ORDER = (
     "test_orphans",
     None,
     "test_score_spark",
+    "test_score_spark_cluster",
     "test_serving_refusals",
     "test_score_entry_point",
 )
@@ -120,6 +124,7 @@ def tracking_store(empty_store: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     mlflow.set_tracking_uri(uri)
     monkeypatch.setenv("PIPELINE_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.delenv("PIPELINE_LOCK_URL", raising=False)  # file locks, unless a test sets one
     monkeypatch.setenv("PIPELINE_SWEEP_DIR", str(tmp_path / "multirun"))
     # Read by in-process runs and by `mlflow run` (its --experiment-name default).
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)

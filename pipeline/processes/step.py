@@ -27,10 +27,12 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from core.access import explain
 from core.composed import HANDED_DOWN_ENV, config_for, hand_down
 from core.config import describe_error, is_override_error, split_overrides
 from core.contracts import CONFIG_ARTIFACT, ERROR_TAG, OUTPUT_TAG_PREFIX, OVERRIDES_TAG, STEP_TAG
 from core.errors import StepError, stored, without_data
+from core.secrets import redact
 from pipeline.processes.step_server import DRIVER_ENV, parent_death_signal
 
 log = logging.getLogger(__name__)
@@ -64,11 +66,12 @@ def parse_step_args(
 
 
 def log_config(cfg: DictConfig, overrides: Sequence[str], step: str) -> None:
-    """Log the resolved config as an artifact and the overrides and step name as tags."""
+    """Log the resolved config as an artifact and the overrides and step name as tags, secrets
+    masked (``core.secrets``)."""
     import mlflow
 
-    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), CONFIG_ARTIFACT)
-    mlflow.set_tags({OVERRIDES_TAG: " ".join(overrides), STEP_TAG: step})
+    mlflow.log_text(redact(OmegaConf.to_yaml(cfg, resolve=True)), CONFIG_ARTIFACT)
+    mlflow.set_tags({OVERRIDES_TAG: redact(" ".join(overrides)), STEP_TAG: step})
 
 
 HAND_DOWN_LIMIT = 32 * 1024  # characters of config handed to a step in its environment
@@ -227,7 +230,7 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
-def run_in_mlflow_run(body) -> None:
+def run_in_mlflow_run(body, cfg: DictConfig | None = None) -> None:
     """Run ``body()`` inside ``mlflow.start_run()`` (which resumes the run ``mlflow run`` made).
 
     The process dies with its parent (:func:`die_with_parent`). A failure ends the
@@ -235,7 +238,9 @@ def run_in_mlflow_run(body) -> None:
     ``pipeline.error`` for ``main``'s summary. A :class:`StepError`,
     or an ``MlflowException`` refusing an input (a URI that does not exist, a bad
     parameter, a joblib file whose digest differs: ``INVALID_STATE``), is logged as
-    one line; any other error with its traceback.
+    one line; any other error with its traceback. A refusal of the tracking server (a missing
+    permission, credentials it does not take) is ``core.access``'s one line, naming the
+    experiment and registered model of ``cfg``.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -251,8 +256,14 @@ def run_in_mlflow_run(body) -> None:
             mlflow.set_tag(ERROR_TAG, f"stopped: {err}")
             raise SystemExit(1) from err
         except Exception as err:
-            message = without_data(getattr(err, "message", None) or str(err))
-            if isinstance(err, StepError) or (isinstance(err, MlflowException) and err.error_code in refusals):
+            names = (cfg.experiment.name, cfg.registry.model_name) if cfg is not None else (None, None)
+            refused = explain(err, *names)
+            message = refused or without_data(getattr(err, "message", None) or str(err))
+            if (
+                refused
+                or isinstance(err, StepError)
+                or (isinstance(err, MlflowException) and err.error_code in refusals)
+            ):
                 log.error("%s", message)
             else:
                 log.exception("%s: %s", type(err).__name__, message)

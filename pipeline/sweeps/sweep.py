@@ -9,7 +9,7 @@
    random forests have no ``C``) are recorded as FAILED job runs carrying Hydra's
    message; Hydra launches the others (``hydra/sweeper=pipeline``, which lets a
    bad job fail alone; ``hydra/launcher=joblib``: parallel processes, or any
-   other Hydra launcher such as submitit or Ray).
+   other Hydra launcher such as submitit's or ``hydra/launcher=ray``).
 3. Each job is a nested run (tag ``pipeline.step=sweep_job``) that runs the four
    steps as its children with ``gate.enabled=false`` (it moves no alias) and
    ``registry.register`` from ``sweep.candidates``. A job that fails, fails alone.

@@ -127,3 +127,30 @@ def test_prediction_columns_record_the_version_that_computed_them(spark, tmp_pat
         assert metadata[contracts.SCORED_BY_VERSION_KEY] == version, metadata
         assert metadata[contracts.SCORED_BY_URI_KEY] == f"models:/spark-scored/{version}"
     assert written.schema["note"].metadata == {}
+
+
+def test_the_command_refuses_in_one_line_and_leaves_no_output(spark, tmp_path, cfg, capsys):
+    info, _, _ = package(LogisticRegression(max_iter=5000), tmp_path, cfg)
+    source, out = tmp_path / "in.parquet", tmp_path / "scored"
+    command = ["--input", str(source), "--output", str(out), "--model-uri", info.model_uri]
+
+    def refusal(frame: pd.DataFrame) -> str:
+        frame.to_parquet(source)
+        with pytest.raises(SystemExit) as exited:
+            score_spark.main(command)
+        assert exited.value.code == 1
+        return capsys.readouterr().err.splitlines()[-1]
+
+    # On the executor: a value the model refuses fails the job; the folder it made is removed.
+    overflowing = rows(5)
+    overflowing.loc[2, FEATURES[0]] = 1e308
+    assert refusal(overflowing).startswith("score_spark: error: Input row 2 gives nan from LogisticRegression")
+    assert not out.exists()
+    # On the driver, before any job.
+    expected = "score_spark: error: Spark DataFrame lacks feature column(s) ['petal width (cm)']; it has "
+    assert refusal(rows(5).drop(columns=FEATURES[1])).startswith(expected)
+    out.mkdir()
+    (out / "kept.txt").write_text("mine")
+    assert refusal(rows(5)).startswith("score_spark: error: [PATH_ALREADY_EXISTS] Path file:")
+    assert [p.name for p in out.iterdir()] == ["kept.txt"]
+    assert spark.range(3).count() == 3  # the command left the session it found running

@@ -1,7 +1,7 @@
 """The pipeline against a shared `mlflow server`: PostgreSQL backend store, proxied artifacts.
 
 Needs PostgreSQL at 127.0.0.1:5432 (the machine's service: see tests/support/postgres.py);
-the tests skip, saying so, where it is not running.
+the tests skip, saying so, where it is not running. The server: tests/support/tracking_server.py.
 """
 
 from __future__ import annotations
@@ -10,80 +10,19 @@ import subprocess
 import sys
 
 import mlflow
-import pytest
 from mlflow import MlflowClient
 
 from core import contracts
 from pipeline import graph
-from tests.support import postgres
-from tests.support.factories import venv_env
-from tests.support.helpers import free_port, stop, wait_for_http
+from tests.support.tracking_server import server_env
 
 MODEL = "iris-classifier"
-# The module's tests share one server; each has its own experiment and registered model.
-# One worker runs this module whole (make test: --dist loadscope): its tests share a server.
-
-
-@pytest.fixture(scope="module")
-def postgres_database():
-    with postgres.fresh_database() as uri:
-        if uri is None:
-            pytest.skip(postgres.unavailable() or f"PostgreSQL at {postgres.ADDRESS} refused a connection")
-        yield uri
-
-
-@pytest.fixture(scope="module")
-def tracking_server(postgres_database, tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("tracking-server")
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            postgres_database,
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-        ],
-        # No job runner: the pipeline uses none, and its consumer processes poll and
-        # import MLflow (seven of them, a core and a half busy on a 2-core machine).
-        env=venv_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(process, f"{uri}/health", tmp_path / "server.log", timeout=300)
-        yield uri, tmp_path
-    finally:
-        stop(process)
-        log.close()
-
-
-def server_env(project_env, uri, experiment):
-    """The test's environment pointed at the server, in an experiment of its own (created
-    here, before any pipeline starts: concurrent pipelines must not race to create it)."""
-    MlflowClient(tracking_uri=uri).create_experiment(experiment)
-    return {
-        **project_env,
-        "MLFLOW_TRACKING_URI": uri,
-        "PYTHONPATH": str(contracts.PROJECT_DIR),
-        "MLFLOW_EXPERIMENT_NAME": experiment,
-    }
+# The tests share the session's server (tests/e2e/conftest.py); each has its own experiment,
+# and this module the registered model MODEL.
 
 
 def test_pipeline_over_http_with_proxied_artifacts(tracking_server, project_env, tmp_path):
-    uri, server_dir = tracking_server
+    uri, server_dir = tracking_server.uri, tracking_server.root
     name = "iris-over-http"
     env = server_env(project_env, uri, "over-http")
     result = subprocess.run(
@@ -110,7 +49,7 @@ def test_pipeline_over_http_with_proxied_artifacts(tracking_server, project_env,
 
 
 def test_four_pipelines_at_once(tracking_server, project_env, tmp_path):
-    uri, _ = tracking_server
+    uri = tracking_server.uri
     env = server_env(project_env, uri, "four-at-once")
     options = ["model.C=0.5", "model.C=1.0", "model.C=2.0", "model.C=4.0"]
     processes = [

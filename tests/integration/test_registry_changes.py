@@ -35,8 +35,10 @@ NAME = "iris-classifier"
 # cleanup) just before its argv[1]-th alias write, or before it removes the change's
 # intent when argv[1] is "clear".
 KILLED_AT = """
-import os, runpy, signal, sys
+import os, runpy, signal, socket, sys
 from mlflow import MlflowClient
+if os.environ.get("KILLED_HOST"):  # as a process on that host would record itself
+    socket.gethostname = lambda: os.environ["KILLED_HOST"]
 at, calls = sys.argv[1], [0]
 def killing(real, counted):
     def write(self, *args, **kwargs):
@@ -56,12 +58,12 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
 
 
-def killed(project_env, tmp_path, at: str, *command: str) -> None:
+def killed(project_env, tmp_path, at: str, *command: str, **env: str) -> None:
     result = subprocess.run(
         [sys.executable, "-c", KILLED_AT, at, *command],
         cwd=tmp_path,
         timeout=300,
-        env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR)},
+        env={**project_env, "PYTHONPATH": str(contracts.PROJECT_DIR), **env},
         capture_output=True,
         text=True,
     )
@@ -232,10 +234,11 @@ def test_a_gate_decision_killed_between_its_alias_writes_is_undone_and_never_tor
     sound()
 
 
-def left_half_made(version: str = "2", by: dict | None = None) -> None:
+def left_half_made(version: str = "2", by: dict | None = None, lock: str | None = None) -> None:
     """What a process killed between the first and the second alias write of a promotion of
     ``version`` leaves: the version's before-state, the intent, and previous_champion moved.
-    ``by``: the process that made it (default: one on this host that has ended)."""
+    ``by``: the process that made it (default: one on this host that has ended); ``lock``: the
+    lock all hosts share it was made under (``core.locks.Held.shared``), if any."""
     import json
     import socket
 
@@ -251,6 +254,7 @@ def left_half_made(version: str = "2", by: dict | None = None) -> None:
         "aliases_before": {"previous_champion": "1", "champion": "3"},
         "aliases_after": {"previous_champion": "3", "champion": version},
         "versions": [version],
+        "lock": lock,
     }
     client.set_model_version_tag(NAME, version, BEFORE_TAG, json.dumps({"tags": {"gate.outcome": "challenger"}}))
     client.set_registered_model_tag(NAME, INTENT_TAG, json.dumps(intent))
@@ -277,6 +281,58 @@ def test_a_change_whose_maker_is_running_or_elsewhere_is_left_to_it(maker, versi
     assert "a change is under way (a promotion of version 2" in said and "left to it" in said
     assert INTENT_TAG in MlflowClient().get_registered_model(NAME).tags
     assert view()["previous_champion"] == "1"
+
+
+@pytest.mark.parametrize("maker", ["running here", "on another host"])
+def test_under_a_lock_all_hosts_share_a_change_made_under_it_is_undone_whatever_its_maker(maker, versions):
+    """Every change is made under the gate lock: one made under the lock all hosts share, which
+    this command now holds, has no maker at work. A change made under another lock (a file
+    lock, another lock server) is left to its maker as before."""
+    import os
+    import socket
+
+    import psutil
+
+    from core.locks import HOST_GATE, Held
+
+    by = (
+        {"pid": os.getpid(), "host": socket.gethostname(), "started": psutil.Process().create_time()}
+        if maker == "running here"
+        else {"pid": 1, "host": "another-host", "started": 0.0}
+    )
+    shared = "postgresql://db.internal:5432/locks key 42"
+    left_half_made(by=by, lock=shared)
+    for other in (HOST_GATE, Held("gate", shared="postgresql://elsewhere:5432/locks key 42")):
+        assert "left to it" in recover(MlflowClient(), NAME, other)
+    said = recover(MlflowClient(), NAME, Held("gate", shared=shared))
+    assert "undid an interrupted change (a promotion of version 2" in said
+    assert f"its process (pid {by['pid']} on {by['host']}) no longer held the gate lock all hosts share" in said
+    assert raw_aliases() == {"champion": "3", "previous_champion": "1", "challenger": "2"}
+    assert tags("2")["gate.outcome"] == "challenger" and UNDONE_TAG in tags("2")
+    sound()
+
+
+def test_a_rollback_killed_on_another_host_is_undone_under_the_lock_server(versions, project_env, tmp_path, capsys):
+    """ops.rollback on host "b", killed between its alias writes under PIPELINE_LOCK_URL; the
+    pipeline on this host undoes it before it reads the champion. With file locks it could not."""
+    from core.locks import LOCK_URL_ENV
+    from pipeline.main import settle_registry
+    from tests.support import postgres
+
+    with postgres.fresh_database() as lock_url:
+        if lock_url is None:
+            pytest.skip(postgres.unavailable() or f"PostgreSQL at {postgres.ADDRESS} refused a connection")
+        killed(project_env, tmp_path, "2", "ops.rollback", KILLED_HOST="b", **{LOCK_URL_ENV: lock_url})
+        assert view() == {"champion": "3", "previous_champion": "1", "challenger": "2"}
+        settle_registry("pipeline", NAME)  # file locks: left to it
+        assert "undid" not in capsys.readouterr().err and INTENT_TAG in MlflowClient().get_registered_model(NAME).tags
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(LOCK_URL_ENV, lock_url)
+            settle_registry("pipeline", NAME)
+    err = capsys.readouterr().err
+    assert "undid an interrupted change (ops.rollback by " in err and "on b) no longer held the gate lock" in err
+    assert raw_aliases() == {"champion": "3", "previous_champion": "1", "challenger": "2"}
+    sound()
 
 
 def test_a_large_record_fits_a_postgresql_registry(versions):

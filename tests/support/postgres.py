@@ -107,3 +107,35 @@ def copy_sqlite_store(sqlite_uri: str, database_uri: str) -> None:
     finally:
         source.dispose()
         target.dispose()
+
+
+def lock_sessions(database_uri: str, name: str) -> list[tuple[str, bool]]:
+    """The sessions open for lock ``name`` (``core.locks.postgres``) on the database at
+    ``database_uri``: (their ``application_name``, whether they hold an advisory lock)."""
+    import psycopg
+
+    with psycopg.connect(database_uri, autocommit=True, connect_timeout=10) as conn:
+        return conn.execute(
+            """
+            SELECT a.application_name, EXISTS (
+                SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)
+            FROM pg_stat_activity a
+            WHERE a.datname = current_database() AND a.application_name LIKE %s AND a.pid <> pg_backend_pid()
+            """,
+            (f"pipeline lock {name}: %",),
+        ).fetchall()
+
+
+def end_sessions(database_uri: str, application_name: str) -> int:
+    """End the sessions named ``application_name`` on the database at ``database_uri``, as a
+    server restart or a cut connection would (waiting up to 10 s for each to end; PostgreSQL
+    14 and later); how many were ended."""
+    import psycopg
+
+    with psycopg.connect(database_uri, autocommit=True, connect_timeout=10) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            (application_name,),
+        ).fetchall()
+    return sum(1 for (ended,) in rows if ended)

@@ -86,6 +86,23 @@ def test_a_runtime_package_declared_as_dev_too_is_found(project):
     assert problems_in(project)[0] == "pyproject.toml: declared both as runtime and as dev: tqdm"
 
 
+def test_an_extra_is_locked_for_the_tests_only(project):
+    """ray: the ray extra of pyproject.toml, in requirements-dev.lock (the tests run it) for
+    the platforms it has builds for (its marker), not in requirements.lock (make run, conda.yaml)."""
+    (entry,) = dependencies.locked(project / "requirements-dev.lock")["ray"]
+    assert entry.version == "2.60.0" and entry.marker == "platform_machine == 'arm64' or sys_platform != 'darwin'"
+    assert "ray" not in dependencies.locked(project / "requirements.lock")
+    replace(project / "pyproject.toml", '"ray==2.60.0;', '"ray==2.61.0;')
+    assert problems_in(project) == [
+        "requirements-dev.lock: ray is declared ==2.61.0 in pyproject.toml, locked as 2.60.0"
+    ]
+
+
+def test_an_extra_declared_as_runtime_too_is_found(project):
+    replace(project / "pyproject.toml", 'ray = ["ray==', 'ray = ["tqdm==4.70.1", "ray==')
+    assert problems_in(project)[0] == "pyproject.toml: declared both as runtime and as an extra: tqdm"
+
+
 def test_a_lock_entry_without_hashes_is_found(project):
     lock = project / "requirements.lock"
     lines = lock.read_text().splitlines()

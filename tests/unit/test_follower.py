@@ -99,9 +99,34 @@ def test_an_unreadable_registry_keeps_the_version_served_and_is_read_again(regis
     f = follower(registry)
     registry.error = ConnectionError("tracking server down")
     assert f.check() == "unreadable" and f.current.version == "1"
-    assert "tracking server down" in f.status()["last_check"]["error"]
+    assert f.status()["last_check"]["error"] == "cannot read the alias: ConnectionError; see the server's log"
     registry.error, registry.alias = None, "2"
     assert f.check() == "swapped"
+
+
+def test_status_gives_the_registrys_errors_by_kind_only(registry, monkeypatch):
+    """``/status`` answers any caller: no tracking URI, account, path or MLflow message in it."""
+    import json
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+
+    from serving.front import Front
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reader")
+    leaky = "API request to endpoint /api/2.0/mlflow/registered-models/alias failed with error code 403 != 200"
+    f = follower(registry)
+    registry.error = MlflowException(f"{leaky} (http://reader:pw@mlflow.internal:5000, /srv/mlflow)", PERMISSION_DENIED)
+    assert f.check() == "unreadable"
+    unreadable = json.dumps(Front(f, secret=None).status())
+    registry.error, registry.alias = None, "2"
+    registry.broken["2"] = OSError("[Errno 13] Permission denied: '/srv/mlflow/artifacts/2/model.pkl'")
+    assert f.check() == "refused"
+    status = unreadable + json.dumps(Front(f, secret=None).status())
+    for secret in ("reader", "pw@", "mlflow.internal", "/srv/", "/api/", "Errno"):
+        assert secret not in status, secret
+    assert "the tracking server refused this server's account (HTTP 403)" in status
+    assert "OSError; see the server's log" in status
 
 
 def test_a_pinned_version_is_never_read_again(registry):

@@ -1,17 +1,5 @@
-"""File locks that order pipeline work against one tracking store on one host.
-
-- ``pipeline``: held by ``ops.retrain`` for a whole run, so two scheduled runs
-  never both train and promote;
-- ``gate``: held by ``evaluate``, ``ops.rollback`` and ``ops.promote`` while they read
-  the champion and move aliases, so that decisions are made one after another; under
-  it, a change of the registry that a killed process left half made is undone first
-  (:func:`settle`, ``core.registry.recover``).
-
-Locks sit beside an SQLite database, or in ``$PIPELINE_LOCK_DIR`` (default
-``.locks/`` in the project) for a tracking server. A file lock holds among the
-processes of one host; several hosts sharing a server need their scheduler to
-run one retrain at a time.
-"""
+"""File locks (``flock``): held among the processes of one host, released by the kernel
+when their holder dies. The default lock of ``core.locks``."""
 
 from __future__ import annotations
 
@@ -23,14 +11,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.contracts import PROJECT_DIR, sqlite_path, tracking_uri
-
-# Seconds to wait for the gate lock: a decision holds it for a second or two.
-GATE_LOCK_WAIT = 60.0
-
-
-class LockBusy(RuntimeError):
-    """The lock stayed taken for the whole wait."""
+from core.contracts import PROJECT_DIR, sqlite_path
+from core.locks.held import LockBusy
 
 
 def lock_dir() -> Path:
@@ -74,19 +56,3 @@ def file_lock(path: Path, wait: float) -> Iterator[None]:
         finally:
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def gate_lock(wait: float = GATE_LOCK_WAIT):
-    """The lock held while the champion is read and aliases move (``evaluate``,
-    ``ops.rollback``, ``ops.promote``), for the current tracking store."""
-    return file_lock(lock_path(tracking_uri(), "gate"), wait=wait)
-
-
-def settle(client, name: str, wait: float = GATE_LOCK_WAIT) -> str | None:
-    """Undo a change of registered model ``name`` that a killed process left half made
-    (``core.registry.recover``), under the gate lock; one line saying what was undone, or
-    None. ``LockBusy`` when a decision holds the lock all of ``wait``: it is then alive."""
-    from core.registry import recover
-
-    with gate_lock(wait):
-        return recover(client, name)

@@ -44,7 +44,7 @@ PORT ?=
 POLL ?=
 WORKERS ?=
 
-.PHONY: setup lock lock-check run retrain rollback promote reproduce batch serve score bench bench-big test test-fast test-stress ui clean
+.PHONY: setup lock lock-check run retrain rollback promote reproduce batch serve score drift bench bench-big test test-fast test-stress ui clean
 
 setup: $(STAMP)
 
@@ -94,8 +94,10 @@ run: $(STAMP)
 
 # The command for schedulers: locked, cached, exit 0/1, 69 (server down), 75 (lock busy).
 # Its runs are tagged pipeline.trigger=schedule; TRIGGER=manual when a person runs it.
+# WHEN=drift: only when the newest batch (INPUT=file, else data.path) drifted from the champion's training data.
 retrain: $(STAMP)
-	$(BIN)/python -m ops.retrain --wait $(WAIT) --force "$(FORCE)" --trigger $(or $(TRIGGER),schedule) "$(HYDRA_OPTIONS)"
+	$(BIN)/python -m ops.retrain --wait $(WAIT) --force "$(FORCE)" --trigger $(or $(TRIGGER),schedule) \
+	  --when $(or $(WHEN),changed) $(if $(INPUT),--input "$(INPUT)") "$(HYDRA_OPTIONS)"
 
 # champion <-> previous_champion; a second rollback undoes the first.
 rollback: $(STAMP)
@@ -125,6 +127,12 @@ serve: $(STAMP)
 score: $(STAMP)
 	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make score INPUT=in.csv OUTPUT=out.csv [METHOD=predict_proba]"; exit 2; }
 	$(BIN)/python -m serving.batch --input "$(INPUT)" --output "$(OUTPUT)" $(MODEL_URI) --predict-method $(or $(METHOD),predict_proba)
+
+# Drift of a batch from the champion's training data, recorded on the champion's drift run with an
+# HTML report: make drift INPUT=batch.csv [REPORT=drift.html] [HYDRA_OPTIONS="drift.psi=0.25"]
+drift: $(STAMP)
+	@test -n "$(INPUT)" || { echo "usage: make drift INPUT=batch.csv [REPORT=drift.html]"; exit 2; }
+	$(BIN)/python -m ops.drift --input "$(INPUT)" $(MODEL_URI) $(if $(REPORT),--report "$(REPORT)") "$(HYDRA_OPTIONS)"
 
 # Benchmarks print ratios measured side by side; not part of the tests' pass/fail.
 bench: $(STAMP)

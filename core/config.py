@@ -21,6 +21,7 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from core.contracts import CHAMPION_ALIAS, CONF_DIR, CONFIG_NAME, MODEL_NAME
+from core.drift_config import DRIFT_RANGES, DriftConfig
 
 SCHEMA_NAME = "schema"
 
@@ -111,12 +112,12 @@ class Config:
     gate: GateConfig = MISSING
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
 
 def register_schema() -> None:
-    """Register :class:`Config` as ``schema`` in Hydra's ConfigStore: before Hydra composes
-    ``conf/`` (:func:`compose_config`, and the sweep's ``@hydra.main`` task). Not at import:
-    a step handed its config (``core.composed``) never imports Hydra."""
+    """Register :class:`Config` as ``schema`` in Hydra's ConfigStore before Hydra composes ``conf/``;
+    not at import: a step handed its config (``core.composed``) never imports Hydra."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
@@ -184,18 +185,16 @@ def multirun_flag(argv: Sequence[str]) -> tuple[bool, list[str]]:
 
 
 def build_estimator(model_cfg):
-    """The estimator ``model`` configures, built by ``hydra.utils.instantiate`` with every
-    list and mapping converted to plain Python (scikit-learn does not know OmegaConf
-    containers, and a model holding them would not unpickle without OmegaConf)."""
+    """The estimator ``model`` configures, built by ``hydra.utils.instantiate`` with lists and mappings
+    as plain Python (scikit-learn does not know OmegaConf's, and a model holding them needs OmegaConf)."""
     from hydra.utils import instantiate
 
     return instantiate(model_cfg, _convert_="all")
 
 
 def is_override_error(err: Exception) -> bool:
-    """Whether ``err`` is a bad override or setting (Hydra's and OmegaConf's errors as
-    composing raises them, or ``ValueError``). Hydra is imported only to tell: a config
-    handed down or kept (``core.composed``) is read without it."""
+    """Whether ``err`` is a bad override or setting (Hydra's and OmegaConf's errors as composing
+    raises them, or ``ValueError``); Hydra is imported only to tell (``core.composed``)."""
     if isinstance(err, ValueError):
         return True
     from hydra.errors import HydraException
@@ -229,6 +228,7 @@ RANGES = (
     ("validation.atol", lambda v: 0 <= v < math.inf, "a finite number, zero or more"),
     ("gate.metrics.*.tolerance", lambda v: 0 <= v < math.inf, "a finite number, zero or more"),
     ("gate.metrics.*.threshold", lambda v: math.isfinite(v), "a finite number, or null for none"),
+    *DRIFT_RANGES,
 )
 
 
@@ -268,7 +268,7 @@ def check_ranges(cfg: DictConfig) -> None:
                 if OmegaConf.is_dict(node[key]):
                     yield from unknown(node[key], f"{path}{key}.")
 
-    for section in ("experiment", "data", "registry", "gate", "validation", "sweep"):
+    for section in ("experiment", "data", "registry", "gate", "validation", "sweep", "drift"):
         extra = list(unknown(cfg[section], f"{section}.")) if section in cfg else []
         if extra:
             refuse(f"{', '.join(extra)}: no such setting (see core/config.py)")

@@ -139,6 +139,7 @@ def _parquet_chunks(path: Path, chunk_size: int, kept_columns: Sequence[str]) ->
         frame = batch.to_pandas()
         if kept_columns:
             kept = batch.select(list(kept_columns)).to_pandas(types_mapper=pd.ArrowDtype)
+            kept.index = frame.index  # row by row: the frame may carry an index pandas saved in the file
             frame = frame.assign(**{name: kept[name] for name in kept_columns})
         yield frame
 

@@ -29,10 +29,13 @@ an existing output file as it was.
 
 Rows outside the training data's contract (a value beyond the training range, a category never
 seen, a gap where training had none; ``core.contract``) are scored and reported on stderr, per
-column and check, with the first such row.
+column and check, with the first such row. The batch's drift from the training data
+(``serving.score_drift``: per feature against the model's reference profile, the model's metrics
+on labelled rows) is recorded on the model's drift run, with an HTML report.
 
 Run: ``python -m serving.batch --input in.csv --output out.parquet`` or ``mlflow run . -e score
--P input=/abs/in.csv -P output=/abs/out.csv`` (its run records the parameters, rows scored, ``drift.json``).
+-P input=/abs/in.csv -P output=/abs/out.csv`` (its run records the parameters, rows scored,
+``drift.json``, the drift metrics and ``drift_report.html``).
 """
 
 from __future__ import annotations
@@ -54,11 +57,12 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from core import contract, contracts
 from core.access import EXIT_DENIED, explain, model_name
+from core.chunk_types import ScoringError, check_chunk, predict_chunk
 from core.errors import StepError, stored
 from core.integrity import load_verified, resolve
 from core.tabular import AtomicWriter, columns, count_rows, iter_chunks
-from model.dispatch_model import DEFAULT_PREDICT_METHOD, PREDICT_METHOD_PARAM, PREDICT_METHODS, offered_methods
-from serving.chunk_types import ScoringError, check_chunk
+from model.dispatch_model import DEFAULT_PREDICT_METHOD, PREDICT_METHODS, offered_methods
+from serving import score_drift
 from serving.staging import Terminated, staged_output, terminate
 
 log = logging.getLogger(__name__)
@@ -106,46 +110,6 @@ def copied_columns(
     return ids
 
 
-def predict_chunk(model, features: pd.DataFrame, method: str, source: Path):
-    """The model's output for one chunk. A refusal names the file: the model's own message
-    (``INVALID_PARAMETER_VALUE``, naming the row and column), or, for a ValueError the
-    estimator raised itself (scikit-learn's input checks, such as a value beyond float32
-    for a tree), the first row it refuses, found by halving the chunk."""
-    params = {PREDICT_METHOD_PARAM: method}
-    try:
-        return model.predict(features, params=params)
-    except MlflowException as err:
-        raise ScoringError(f"{source}: {err.message}") from err
-    except ValueError as err:
-        estimator = (model.metadata.metadata or {}).get("estimator", "the model")
-        where = refused_rows(model, features, params)
-        raise ScoringError(f"{source}: {where}: {estimator} refused it: {err}") from err
-
-
-def refused_rows(model, features: pd.DataFrame, params: dict) -> str:
-    """``row N``: the first row the model refuses on its own, found by halving ``features``
-    (predicting about as many rows again, only once a chunk has failed); the chunk's
-    ``rows A to B`` if no single row is refused (a refusal of the rows together)."""
-
-    def refuses(part: pd.DataFrame) -> bool:
-        try:
-            model.predict(part, params=params)
-        except (ValueError, MlflowException):
-            return True
-        return False
-
-    low, high = 0, len(features)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if refuses(features.iloc[low:middle]):
-            high = middle
-        else:
-            low = middle
-    if refuses(features.iloc[low : low + 1]):
-        return f"row {features.index[low]}"
-    return f"rows {features.index[0]} to {features.index[-1]}"
-
-
 def score_file(
     model,
     input_path: Path,
@@ -156,6 +120,7 @@ def score_file(
     progress: bool | None = None,
     drift: list | None = None,
     provenance: dict[str, str] | None = None,
+    batch_check=None,
 ) -> int:
     """Score ``input_path`` chunk by chunk into ``output_path``; return the number of rows.
 
@@ -166,7 +131,8 @@ def score_file(
     With ``drift`` (a list), each chunk is checked against the training data's contract
     kept in the model's metadata (``core.contract``) and what falls outside is appended
     as a report per chunk; nothing is refused for it. ``provenance`` (:func:`scored_by`) goes
-    into a Parquet output's metadata."""
+    into a Parquet output's metadata. ``batch_check`` (``core.drift_check.BatchCheck``)
+    counts each chunk and its outputs."""
     from tqdm import tqdm
 
     if method not in PREDICT_METHODS:
@@ -210,6 +176,8 @@ def score_file(
             if checker is not None:
                 drift.append(contract.drift(checker, features_chunk))
             result = predict_chunk(model, features_chunk, method, input_path)
+            if batch_check is not None:
+                batch_check.add_scored(chunk, features_chunk, result, method)
             out = pd.concat([chunk[ids].reset_index(drop=True), prediction_columns(result, method, classes)], axis=1)
             writer.write(out)
             rows += len(chunk)
@@ -250,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated input columns to copy to the output (default: all non-feature columns)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-drift", action="store_true", help="no drift check (serving.score_drift)")
     return parser
 
 
@@ -267,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         exact, provenance = scored_by(args.model_uri)
         model = load_verified(exact)  # its files checked first: core.integrity
         drift: list = []
+        checked = None if args.no_drift else score_drift.batch_check(model, exact, provenance, args.input)
         with mlflow.start_run() if in_project_run else contextlib.nullcontext():
             if in_project_run:  # its name in the MLflow UI's runs table
                 mlflow.set_tag(MLFLOW_RUN_NAME, f"score {Path(args.input).name}")
@@ -280,23 +250,21 @@ def main(argv: Sequence[str] | None = None) -> None:
                 progress=False if args.no_progress else None,
                 drift=drift,
                 provenance=provenance,
+                batch_check=checked,
             )
             report = contract.combine(drift)
             for line in contract.describe(report):
                 print(f"score: outside the training data's contract: {line}", file=sys.stderr)
-            if in_project_run:
-                mlflow.log_params(
-                    {
-                        "model_uri": args.model_uri,
-                        "input": str(args.input),
-                        "output": str(args.output),
-                        "predict_method": args.predict_method,
-                    }
-                )
+            if in_project_run:  # but those `mlflow run` logged as given (an empty model_uri: '')
+                given = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+                params = {"model_uri": args.model_uri, "input": str(args.input), "output": str(args.output)}
+                params["predict_method"] = args.predict_method
+                mlflow.log_params({key: value for key, value in params.items() if key not in given})
                 mlflow.log_metric("rows_scored", rows)
                 mlflow.set_tags(provenance)
                 if len(report):
                     mlflow.log_table(report.astype({"example": str, "first_row": str}), "drift.json")
+            drifted = [] if args.no_drift else score_drift.record(checked, in_project_run, exact)
     except Exception as err:  # a refusal of the tracking server may come from an artifact download too
         refused = explain(err, model=model_name(args.model_uri))
         if refused is None and not isinstance(err, (StepError, MlflowException)):
@@ -314,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.output}: {rows} rows scored with {args.predict_method} by {args.model_uri}"
         + (f" (version {version})" if version else "")
     )
+    for line in drifted:
+        print(f"score: {line}")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ Reads:
   digest; the file is refused if its digest differs;
 - ``--example-uri``: a Parquet data file (the holdout) whose feature columns
   give the input example and the signature's column types (``core.features``);
-  the data contract ``train`` logged in the same run (``core.contract``); both
-  read only if their SHA-256 matches the one ``train`` recorded;
+  the data contract and the reference profile ``train`` logged in the same run
+  (``core.contract``, ``core.reference``); each read only if its SHA-256 matches
+  the one ``train`` recorded;
 - the Hydra config (``registry.model_name``, ``registry.register``).
 
 Writes: a pyfunc model named ``model`` logged from ``model/dispatch_model.py``
@@ -14,8 +15,9 @@ Writes: a pyfunc model named ``model`` logged from ``model/dispatch_model.py``
 and ``nullable_features`` (the columns where the fitted estimator accepts a gap,
 asked of it), the ``predict_method`` param in its signature, metadata
 ``predict_methods`` (the methods the estimator really has),
-``default_predict_method``, ``classes``, ``feature_names``, ``nullable_features``
-and ``data_contract``, and pinned pip requirements; the digest of all its files, taken
+``default_predict_method``, ``classes``, ``feature_names``, ``nullable_features``,
+``data_contract`` and ``data_reference`` (the training data's reference profile, JSON, for
+drift checks: ``core.drift``), and pinned pip requirements; the digest of all its files, taken
 as they are uploaded, as its tag ``model.files_sha256`` in the tracking store, checked
 against the stored copy before anything is registered (``core.integrity``: consumers
 load it only if its files still match); registered as a new version of
@@ -44,6 +46,8 @@ from core.contract import METADATA_KEY as CONTRACT_METADATA_KEY
 from core.errors import StepError
 from core.features import as_sent, input_schema, nullable_columns
 from core.integrity import log_model_recorded, verified_artifact
+from core.reference import METADATA_KEY as REFERENCE_METADATA_KEY
+from core.reference import REFERENCE_ARTIFACT
 from model import dispatch_model
 from model.dispatch_model import (
     DIGEST_CONFIG_KEY,
@@ -97,14 +101,20 @@ def model_metadata(estimator, features: Sequence[str]) -> dict:
 
 
 def log_dispatch_model(
-    estimator_path: str, digest: str, estimator, features: pd.DataFrame, data_contract: str | None = None
+    estimator_path: str,
+    digest: str,
+    estimator,
+    features: pd.DataFrame,
+    data_contract: str | None = None,
+    data_reference: str | None = None,
 ):
     """Log the dynamic-dispatch pyfunc in the active run; return its ``ModelInfo``.
 
     ``features`` (the holdout's feature columns) give the signature's column types and
     the columns in which the estimator accepts missing values (asked of the estimator).
     ``data_contract``: the training data's contract (YAML), kept in the model's metadata
-    so that every consumer can check new data against it.
+    so that every consumer can check new data against it; ``data_reference``: the reference
+    profile of the training data (JSON), kept beside it for drift checks.
     """
     import mlflow
 
@@ -112,6 +122,8 @@ def log_dispatch_model(
     metadata = model_metadata(estimator, features.columns) | {NULLABLE_CONFIG_KEY: nullable}
     if data_contract:
         metadata[CONTRACT_METADATA_KEY] = data_contract
+    if data_reference:
+        metadata[REFERENCE_METADATA_KEY] = data_reference
     # What every consumer checks before loading it: the digest of the files as uploaded.
     return log_model_recorded(
         lambda: mlflow.pyfunc.log_model(
@@ -127,22 +139,23 @@ def log_dispatch_model(
     )
 
 
-def training_contract(example_uri: str) -> str | None:
-    """The data contract ``train`` logged in the run that also logged ``example_uri``
-    (``runs:/<train run>/...``); None, with a warning, when there is none."""
+def training_artifact(example_uri: str, artifact: str = CONTRACT_ARTIFACT) -> str | None:
+    """The text of ``artifact`` (the data contract, the reference profile) ``train`` logged in the
+    run that also logged ``example_uri`` (``runs:/<train run>/...``); None, with a warning, when
+    there is none."""
     from core.integrity import UntrustedModel
 
     run_id = example_uri.removeprefix("runs:/").split("/", 1)[0] if example_uri.startswith("runs:/") else None
     if not run_id:
-        log.warning("no data contract for %s: not an artifact of a train run", example_uri)
+        log.warning("no %s for %s: not an artifact of a train run", artifact, example_uri)
         return None
     try:
-        with verified_artifact(f"runs:/{run_id}/{CONTRACT_ARTIFACT}") as path:
+        with verified_artifact(f"runs:/{run_id}/{artifact}") as path:
             return path.read_text()
     except UntrustedModel as err:
         if "no record" not in err.message:
             raise
-        log.warning("no data contract for %s: %s", example_uri, err.message)  # train could not infer one
+        log.warning("no %s for %s: %s", artifact, example_uri, err.message)  # train could not make one
         return None
 
 
@@ -171,7 +184,14 @@ def run(joblib_uri: str, joblib_sha256: str, example_uri: str, cfg, overrides: S
     with verified_artifact(example_uri) as example_path:
         frame = pd.read_parquet(example_path)
     features = frame[feature_columns(estimator, frame, example_uri)]
-    model_info = log_dispatch_model(estimator_path, joblib_sha256, estimator, features, training_contract(example_uri))
+    model_info = log_dispatch_model(
+        estimator_path,
+        joblib_sha256,
+        estimator,
+        features,
+        training_artifact(example_uri, CONTRACT_ARTIFACT),
+        training_artifact(example_uri, REFERENCE_ARTIFACT),
+    )
     outputs = {"pyfunc_model_uri": model_info.model_uri}
     if cfg.registry.register:
         run_id = mlflow.active_run().info.run_id

@@ -8,9 +8,11 @@ Writes, on its MLflow run:
   tags ``data.digest`` (content hash), ``data.rows`` and ``data.source``;
 - ``data/train.parquet`` and ``data/holdout.parquet``: the exact split, also
   logged as MLflow dataset inputs (contexts ``training`` and ``testing``), and
-  ``data/contract.yaml`` and ``data/profile.yaml`` (what each column is and whether it
-  is a feature, ``core.profile``; each column left out is also a warning in the log),
-  each with its SHA-256 as run tag ``artifact.sha256.<path>``;
+  ``data/contract.yaml``, ``data/profile.yaml`` (what each column is and whether it
+  is a feature, ``core.profile``; each column left out is also a warning in the log) and
+  ``data/reference.json`` (the training split's reference profile for drift checks:
+  quantile bins and category counts, ``core.reference``), each with its SHA-256 as run
+  tag ``artifact.sha256.<path>``;
 - the fitted estimator as a native ``mlflow.sklearn`` model named ``model`` (a pickle),
   the digest of its files as uploaded as its tag ``model.files_sha256`` (``core.integrity``).
 
@@ -32,7 +34,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from sklearn.base import BaseEstimator
 
-from core import contract, contracts, data, profile
+from core import contract, contracts, data, profile, reference
 from core.config import build_estimator, flatten
 from core.errors import StepError
 from core.integrity import log_artifact_recorded, log_model_recorded
@@ -193,6 +195,9 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), expected_digest: str = "
     log_dataset(dataset_input(train, "train", target), "training")
     log_dataset(dataset_input(holdout, "holdout", target), "testing")
     log_contract(train[features])
+    log_text(
+        reference.reference_json(reference.reference_profile(train[features], target)), reference.REFERENCE_ARTIFACT
+    )
     log_text(
         profile.profile_yaml(columns, data.describe_source(cfg.data), len(train) + len(holdout)),
         profile.PROFILE_ARTIFACT,

@@ -33,6 +33,7 @@ E2E_ORDER = (
     "test_serving_follows",
     "test_pipeline",
     "test_penguins",
+    "test_drift",
     "test_serving",
     "test_orphans",
     None,

@@ -7,7 +7,9 @@ comes through :func:`store_lock`.
   the champion and move aliases, so that decisions are made one after another; under
   it, a change of the registry that a killed process left half made is undone first
   (:func:`settle`, ``core.registry.recover``);
-- ``init``: held by ``ops.retrain`` while it creates a new SQLite store.
+- ``init``: held by ``ops.retrain`` while it creates a new SQLite store;
+- ``drift``: held while a drift check is recorded (``core.drift_record``), so that the
+  checks of one version go to one run.
 
 Where they are held (:func:`lock_url`):
 

@@ -158,6 +158,9 @@ def test_penguins_raw_csv_is_promoted_served_and_scored(project_env, tmp_path, t
     features = [c for c in raw.columns if c != "species"]
     np.testing.assert_array_equal(table["prediction"], reference.predict(raw[features]))
     assert (table["prediction"] == table["species"]).mean() > 0.9
+    # The table the model learned from has not drifted; its labels (species) give its accuracy.
+    assert "0 of 7 features drifted (share 0.00); accuracy 0.9" in scored.stdout
+    assert f"on {raw.species.notna().sum()} labelled rows" in scored.stdout
 
 
 def test_penguins_with_factor_columns_in_parquet_are_promoted_and_served(project_env, tmp_path, tracking_store):

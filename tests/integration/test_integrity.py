@@ -158,9 +158,9 @@ def test_the_digest_recorded_is_that_of_the_files_uploaded(champion, cfg):
     integrity.load_verified(outputs["registered_model_uri"])
 
 
-@pytest.mark.parametrize("artifact", ["data/holdout.parquet", "data/contract.yaml"])
+@pytest.mark.parametrize("artifact", ["data/holdout.parquet", "data/contract.yaml", "data/reference.json"])
 def test_data_a_step_hands_on_is_read_only_as_it_was_logged(artifact, champion, cfg):
-    """train records the SHA-256 of the holdout and the contract; package_pyfunc and evaluate
+    """train records the SHA-256 of the holdout, the contract and the reference profile; package_pyfunc and evaluate
     refuse a copy that differs (here: a row appended to the stored holdout's bytes)."""
     from steps import evaluate, package_pyfunc
 
@@ -176,7 +176,7 @@ def test_data_a_step_hands_on_is_read_only_as_it_was_logged(artifact, champion, 
             pass
     run = (
         (lambda: package_pyfunc.run(champion["joblib_uri"], champion["joblib_sha256"], champion["holdout_uri"], cfg))
-        if artifact.endswith(".yaml")
+        if artifact != "data/holdout.parquet"
         else (
             lambda: evaluate.run(
                 f"models:/{NAME}/{champion['registered_model_version']}",

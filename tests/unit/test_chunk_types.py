@@ -1,4 +1,4 @@
-"""Batch scoring's refusals (serving.chunk_types, serving.batch): one short line naming
+"""Batch scoring's refusals (core.chunk_types, serving.batch): one short line naming
 the file, row and column, never MLflow's quote of the rows."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
+from core.chunk_types import ScoringError, check_chunk
 from serving import batch
-from serving.chunk_types import ScoringError, check_chunk
 
 SOURCE = Path("in.csv")
 

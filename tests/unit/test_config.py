@@ -74,7 +74,7 @@ def test_every_config_composes_and_instantiates(option, tmp_path):
     cfg = compose_config([option, *extra])
     group = option.split("=")[0]
     targets = _targets(cfg[group], group)
-    assert targets or group in ("gate", "registry"), option
+    assert targets or group in ("gate", "registry", "drift"), option
     for path, node in targets:
         built = instantiate(node)
         module, name = node._target_.rsplit(".", 1)
@@ -161,6 +161,8 @@ def test_parse_step_args_exits_2_with_hydra_message(capsys):
         ("gate.metrics.accuracy.tolerence=0.1", "Could not override 'gate.metrics.accuracy.tolerence'"),
         ("+gate.keep_method=false", "gate.keep_method: no such setting"),  # "+" adds no setting either
         ("+data.test_sise=0.5", "data.test_sise: no such setting"),
+        ("drift.psy=0.1", "Could not override 'drift.psy'"),
+        ("drift.retrain.share=half", "'half' of type 'str' could not be converted to Float"),
     ],
 )
 def test_a_mistyped_or_misspelt_setting_fails_at_compose_time(capsys, override, message):
@@ -182,6 +184,7 @@ def test_the_schema_types_every_section_but_the_model():
         ("gate", "GateConfig"),
         ("validation", "ValidationConfig"),
         ("sweep", "SweepConfig"),
+        ("drift", "DriftConfig"),
     ]:
         assert OmegaConf.get_type(cfg, section).__name__ == schema
     assert OmegaConf.get_type(cfg.gate.metrics, "f1_macro").__name__ == "GateMetric"

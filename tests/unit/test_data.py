@@ -209,6 +209,10 @@ def test_a_few_repeated_rows_are_reported_not_refused(tmp_path, caplog):
         ("gate.metrics.accuracy.tolerance=-0.1", "gate.metrics.accuracy.tolerance=-0.1 is out of range"),
         ("gate.metrics.log_loss.tolerance=inf", "gate.metrics.log_loss.tolerance=inf is out of range"),
         ("gate.metrics.accuracy.threshold=nan", "gate.metrics.accuracy.threshold=nan is out of range"),
+        ("drift.p_value=0", "drift.p_value=0.0 is out of range: it must be a probability above 0, at most 1"),
+        ("drift.jensen_shannon=1.5", "drift.jensen_shannon=1.5 is out of range"),
+        ("drift.retrain.share=-0.1", "drift.retrain.share=-0.1 is out of range"),
+        ("drift.chunk_size=0", "drift.chunk_size=0 is out of range"),
     ],
 )
 def test_settings_are_checked_when_the_config_is_composed(override, message, capsys):

@@ -24,7 +24,15 @@ SHELLS = ("bash", "sh", "shell", "console")
 COMMANDS = ("make", "mlflow", "python", ".venv/bin/python", ".venv/bin/mlflow", "uvicorn", "curl")
 ROUTES = ("/invocations", "/ping", "/health", "/version", "/status", "/webhooks/mlflow")
 # Modules run with `python -m` whose trailing key=value arguments are Hydra overrides.
-TAKES_OVERRIDES = ("pipeline.main", "ops.retrain", "ops.rollback", "ops.promote", "ops.reproduce", "core.tracking")
+TAKES_OVERRIDES = (
+    "pipeline.main",
+    "ops.retrain",
+    "ops.drift",
+    "ops.rollback",
+    "ops.promote",
+    "ops.reproduce",
+    "core.tracking",
+)
 
 
 def shown_commands() -> list[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""A chunk of an input table as the model's signature types it, for batch scoring.
+"""A chunk of an input table as the model's signature types it, for batch scoring and drift checks.
 
 A CSV gives text; a Parquet file its own types. Each feature column becomes what
 the signature says (numbers parsed, text as text, booleans as booleans, a gap as
@@ -6,7 +6,8 @@ a gap), or the chunk is refused naming the file, row and column: a value that is
 not a number in a number column (a boolean included: pandas would take it as 1
 or 0), not a whole number of 64 bits in an integer one, a gap in an integer one
 (MLflow's schema cannot carry it, and would refuse the whole chunk quoting its
-rows), not true/false in a boolean one.
+rows), not true/false in a boolean one. A chunk the model then refuses is named by its
+first refused row (:func:`predict_chunk`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from core.errors import StepError
+from model.dispatch_model import PREDICT_METHOD_PARAM
 
 
 class ScoringError(StepError, ValueError):
@@ -105,3 +108,43 @@ def booleans(values: pd.Series, column: str, source: Path) -> pd.Series:
         row = bad.idxmax()
         raise ScoringError(f"{source}: row {row}, column {column!r}: {shown(values.at[row])} is not true or false")
     return parsed.astype(object).where(parsed.notna(), None)
+
+
+def predict_chunk(model, features: pd.DataFrame, method: str, source: Path):
+    """The model's output for one chunk. A refusal names the file: the model's own message
+    (``INVALID_PARAMETER_VALUE``, naming the row and column), or, for a ValueError the
+    estimator raised itself (scikit-learn's input checks, such as a value beyond float32
+    for a tree), the first row it refuses, found by halving the chunk."""
+    params = {PREDICT_METHOD_PARAM: method}
+    try:
+        return model.predict(features, params=params)
+    except MlflowException as err:
+        raise ScoringError(f"{source}: {err.message}") from err
+    except ValueError as err:
+        estimator = (model.metadata.metadata or {}).get("estimator", "the model")
+        where = refused_rows(model, features, params)
+        raise ScoringError(f"{source}: {where}: {estimator} refused it: {err}") from err
+
+
+def refused_rows(model, features: pd.DataFrame, params: dict) -> str:
+    """``row N``: the first row the model refuses on its own, found by halving ``features``
+    (predicting about as many rows again, only once a chunk has failed); the chunk's
+    ``rows A to B`` if no single row is refused (a refusal of the rows together)."""
+
+    def refuses(part: pd.DataFrame) -> bool:
+        try:
+            model.predict(part, params=params)
+        except (ValueError, MlflowException):
+            return True
+        return False
+
+    low, high = 0, len(features)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if refuses(features.iloc[low:middle]):
+            high = middle
+        else:
+            low = middle
+    if refuses(features.iloc[low : low + 1]):
+        return f"row {features.index[low]}"
+    return f"rows {features.index[0]} to {features.index[-1]}"

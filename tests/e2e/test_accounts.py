@@ -40,7 +40,7 @@ def documented(language: str, containing: str) -> str:
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory):
-    with postgres.fresh_database() as store, postgres.fresh_database() as auth_db:
+    with postgres.fresh_database(migrated=True) as store, postgres.fresh_database() as auth_db:
         if store is None or auth_db is None:
             pytest.skip(postgres.unavailable() or f"PostgreSQL at {postgres.ADDRESS} refused a connection")
         tmp = tmp_path_factory.mktemp("auth-server")

@@ -32,9 +32,10 @@ RUN_TIMEOUT = 300.0  # seconds for one driver command; about 15 on a quiet machi
 START_TIMEOUT = 60.0  # seconds until the worker is registered; about 8 on a quiet machine
 STOP_GRACE = 20.0  # seconds between SIGTERM and SIGKILL of a process group
 HOST = "127.0.0.1"
-# Every JVM here (master, worker, driver, executor) lives for seconds and does little: the
-# client compiler only and the serial collector start it with less CPU than the server
-# defaults (C2 and G1's threads), on a machine the other tests keep busy.
+# Every JVM here (master, worker, driver, executor, and the launcher JVM that spark-class
+# starts first to build each one's command) lives for seconds and does little: the client
+# compiler only and the serial collector start it with less CPU than the server defaults
+# (C2 and G1's threads), on a machine the other tests keep busy.
 JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 # A driver's settings: those JVM options for it and its executors, and no web UI (nothing reads it).
 DRIVER_CONF = {
@@ -76,7 +77,8 @@ def daemon_env() -> dict[str, str]:
     venv_bin = str(Path(sys.executable).parent)
     env = {key: os.environ[key] for key in ("HOME", "JAVA_HOME", "LANG", "TMPDIR") if key in os.environ}
     env["PATH"] = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
-    return env | {"SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": HOST, "SPARK_DAEMON_JAVA_OPTS": JAVA_OPTIONS}
+    java = {"SPARK_DAEMON_JAVA_OPTS": JAVA_OPTIONS, "SPARK_LAUNCHER_OPTS": JAVA_OPTIONS}
+    return env | {"SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": HOST} | java
 
 
 def driver_env(conf: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
@@ -88,6 +90,7 @@ def driver_env(conf: dict[str, str] | None = None, **extra: str) -> dict[str, st
         SPARK_LOCAL_IP=HOST,
         PYSPARK_PYTHON=sys.executable,
         PYSPARK_SUBMIT_ARGS=f"{submit} pyspark-shell",
+        SPARK_LAUNCHER_OPTS=JAVA_OPTIONS,
         **extra,
     )
 

@@ -77,10 +77,8 @@ def test_a_copy_changed_after_the_driver_checked_it_fails_on_the_executor(cluste
     out = tmp_path / "scored"
     command = ["tests.support.spark_tampered", str(marker), "--master", cluster.url]
     # One attempt per task: a refusal is final (Spark's default of 4 would refuse 3 more times).
-    once = "--conf spark.task.maxFailures=1 pyspark-shell"
-    result = run_driver(
-        [*command, "--input", str(tmp_path / "in.parquet"), "--output", str(out)], PYSPARK_SUBMIT_ARGS=once
-    )
+    once = {"spark.task.maxFailures": "1"}
+    result = run_driver([*command, "--input", str(tmp_path / "in.parquet"), "--output", str(out)], conf=once)
 
     assert result.returncode == 1, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("score_spark: error:")]

@@ -73,7 +73,7 @@ def store(backend, tmp_path_factory, champion_template) -> Iterator[tuple[Path, 
         warnings.warn(f"the serving-follows stack runs on SQLite: {postgres.unavailable()}", stacklevel=1)
         yield root, sqlite_uri
         return
-    with postgres.fresh_database() as database:
+    with postgres.fresh_database(migrated=True) as database:
         assert database, f"PostgreSQL answered when the tests were collected, not now: {postgres.unavailable()}"
         postgres.copy_sqlite_store(sqlite_uri, database)
         (root / "mlflow.db").unlink()  # nothing may go on reading or writing the SQLite copy

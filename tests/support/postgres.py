@@ -6,10 +6,16 @@ authentication, an existing database ``test`` to connect to); neither the Makefi
 nor the test session starts it. Where it refuses connections, :func:`unavailable`
 says so and :func:`fresh_database` yields None: a test then skips or falls back to
 SQLite, saying why.
+
+MLflow migrates an empty database to its schema (alembic, seconds of CPU) the first time
+a server or client opens it; ``fresh_database(migrated=True)`` instead copies a template
+migrated once per test session (``CREATE DATABASE ... TEMPLATE``), which the session's
+xdist workers share and :func:`drop_template` drops.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +25,10 @@ from tests.support.helpers import wait_until
 ADDRESS = "127.0.0.1:5432"
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 WAIT = 120  # seconds a server that accepts connections may take to answer
+# The template's name: one per session (xdist gives its workers the session's id).
+TEMPLATE = f"mlflow_template_{(os.environ.get('PYTEST_XDIST_TESTRUNUID') or uuid.uuid4().hex)[:12]}"
+# The advisory lock under which the template is built, copied and dropped.
+TEMPLATE_LOCK = f"SELECT pg_advisory_lock(hashtext('{TEMPLATE}'))"
 
 
 def unavailable() -> str | None:
@@ -39,33 +49,77 @@ def unavailable() -> str | None:
     return None
 
 
-@contextmanager
-def fresh_database() -> Iterator[str | None]:
-    """A new, empty database, dropped on exit (its connections closed by force): its
-    ``postgresql://`` URI, or None where :func:`unavailable` says why not."""
-    if unavailable():
-        yield None
-        return
+def _connect_admin():
     import psycopg
 
-    admin = wait_until(
+    return wait_until(
         lambda timeout: psycopg.connect(f"{ADMIN_DSN} connect_timeout={max(2, int(timeout))}", autocommit=True),
         WAIT,
         f"PostgreSQL at {ADDRESS}",
         transient=(psycopg.OperationalError,),
     )
+
+
+def _uri(name: str) -> str:
+    return f"postgresql://postgres@{ADDRESS}/{name}"
+
+
+def _ensure_template(admin) -> None:
+    """Create and migrate :data:`TEMPLATE` unless it exists (the caller holds the lock): as
+    ``mlflow server --artifacts-destination`` leaves a new store, its default experiment's
+    artifacts at ``mlflow-artifacts:/0``."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TEMPLATE,)).fetchone():
+        return
+    admin.execute(f"CREATE DATABASE {TEMPLATE}")
+    try:
+        SqlAlchemyStore(_uri(TEMPLATE), "mlflow-artifacts:/")  # migrates it, makes the default experiment
+    except BaseException:
+        admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        raise
+    # A template is copied only with no session on it: this process's pooled ones are ended.
+    admin.execute("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = %s", (TEMPLATE,))
+
+
+def drop_template() -> None:
+    """Drop this session's template, if it was made (another worker makes it again if it needs it)."""
+    if unavailable():
+        return
+    with _connect_admin() as admin:
+        admin.execute(TEMPLATE_LOCK)
+        admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+
+
+@contextmanager
+def fresh_database(migrated: bool = False) -> Iterator[str | None]:
+    """A new database, dropped on exit (its connections closed by force): its
+    ``postgresql://`` URI, or None where :func:`unavailable` says why not. Empty, or
+    ``migrated`` to MLflow's schema as an MLflow server would leave it on first start."""
+    if unavailable():
+        yield None
+        return
+    admin = _connect_admin()
     name = f"mlflow_{uuid.uuid4().hex[:12]}"
     try:
-        admin.execute(f"CREATE DATABASE {name}")
-        yield f"postgresql://postgres@{ADDRESS}/{name}"
+        if migrated:
+            admin.execute(TEMPLATE_LOCK)
+            try:
+                _ensure_template(admin)
+                admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+            finally:
+                admin.execute(TEMPLATE_LOCK.replace("_lock(", "_unlock("))
+        else:
+            admin.execute(f"CREATE DATABASE {name}")
+        yield _uri(name)
     finally:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
 
 
 def copy_sqlite_store(sqlite_uri: str, database_uri: str) -> None:
-    """Copy the MLflow store at ``sqlite_uri``, row by row, into the empty database at
-    ``database_uri``, which MLflow first migrates to its schema (the same MLflow, so the
+    """Copy the MLflow store at ``sqlite_uri``, row by row, into the database at
+    ``database_uri``, empty or migrated, which MLflow migrates to its schema if need be (the same MLflow, so the
     same revision; checked). Artifact locations are copied as they are: the copy shares
     the SQLite store's artifact files."""
     import mlflow

@@ -32,6 +32,17 @@ RUN_TIMEOUT = 300.0  # seconds for one driver command; about 15 on a quiet machi
 START_TIMEOUT = 60.0  # seconds until the worker is registered; about 8 on a quiet machine
 STOP_GRACE = 20.0  # seconds between SIGTERM and SIGKILL of a process group
 HOST = "127.0.0.1"
+# Every JVM here (master, worker, driver, executor, and the launcher JVM that spark-class
+# starts first to build each one's command) lives for seconds and does little: the client
+# compiler only and the serial collector start it with less CPU than the server defaults
+# (C2 and G1's threads), on a machine the other tests keep busy.
+JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# A driver's settings: those JVM options for it and its executors, and no web UI (nothing reads it).
+DRIVER_CONF = {
+    "spark.driver.extraJavaOptions": JAVA_OPTIONS,
+    "spark.executor.extraJavaOptions": JAVA_OPTIONS,
+    "spark.ui.enabled": "false",
+}
 
 
 @dataclass(frozen=True)
@@ -66,12 +77,22 @@ def daemon_env() -> dict[str, str]:
     venv_bin = str(Path(sys.executable).parent)
     env = {key: os.environ[key] for key in ("HOME", "JAVA_HOME", "LANG", "TMPDIR") if key in os.environ}
     env["PATH"] = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
-    return env | {"SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": HOST}
+    java = {"SPARK_DAEMON_JAVA_OPTS": JAVA_OPTIONS, "SPARK_LAUNCHER_OPTS": JAVA_OPTIONS}
+    return env | {"SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": HOST} | java
 
 
-def driver_env(**extra: str) -> dict[str, str]:
-    """A driver's environment: on loopback, its Python workers this venv's interpreter."""
-    return venv_env(SPARK_HOME=str(spark_home()), SPARK_LOCAL_IP=HOST, PYSPARK_PYTHON=sys.executable, **extra)
+def driver_env(conf: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """A driver's environment: on loopback, its Python workers this venv's interpreter, its
+    settings :data:`DRIVER_CONF` and ``conf`` (``PYSPARK_SUBMIT_ARGS``)."""
+    submit = " ".join(f"--conf {key}={value!r}" for key, value in (DRIVER_CONF | (conf or {})).items())
+    return venv_env(
+        SPARK_HOME=str(spark_home()),
+        SPARK_LOCAL_IP=HOST,
+        PYSPARK_PYTHON=sys.executable,
+        PYSPARK_SUBMIT_ARGS=f"{submit} pyspark-shell",
+        SPARK_LAUNCHER_OPTS=JAVA_OPTIONS,
+        **extra,
+    )
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
@@ -152,13 +173,16 @@ def standalone_cluster(root: Path) -> Iterator[Cluster]:
             stop_group(process)
 
 
-def run_driver(command: list[str], timeout: float = RUN_TIMEOUT, **env: str) -> subprocess.CompletedProcess:
+def run_driver(
+    command: list[str], timeout: float = RUN_TIMEOUT, conf: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """``python -m <command>`` from the project folder, as a driver on loopback (its Python
-    workers this venv's interpreter), in a process group of its own: its JVM goes with it."""
+    workers this venv's interpreter; Spark settings ``conf`` besides :data:`DRIVER_CONF`),
+    in a process group of its own: its JVM goes with it."""
     process = subprocess.Popen(
         [sys.executable, "-m", *command],
         cwd=contracts.PROJECT_DIR,
-        env=driver_env(**env),
+        env=driver_env(conf),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

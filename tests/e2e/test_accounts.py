@@ -140,6 +140,7 @@ def test_scheduler_promotes_reader_reads_and_is_refused_in_one_line(auth_server,
         wanted = "registered model 'iris-classifier'" if command != "pipeline" else f"experiment '{EXPERIMENT}'"
         assert line.startswith(f"{command}: permission denied: account 'reader' lacks EDIT on {wanted}"), line
     wrong = run(as_account(project_env, uri, "reader", "not-the-Passw0rd"), tmp_path, "-m", "ops.rollback")
+    outputs.append(wrong)
     assert "not authenticated: the tracking server did not accept the credentials of account 'reader'" in (
         one_line(wrong, "rollback")
     )
@@ -184,6 +185,8 @@ def assert_no_secret(client, runs, outputs, workdir: Path) -> None:
         texts += [str(found.data.params), str(found.data.tags)]
         local = mlflow.artifacts.download_artifacts(run_id=found.info.run_id, dst_path=str(workdir / "grep" / "runs"))
         assert Path(local).is_dir()
+    model = client.get_registered_model(MODEL)
+    texts += [str(model.tags), str(model.aliases), model.description or ""]
     for version in client.search_model_versions(f"name='{MODEL}'"):
         texts += [str(version.tags), version.description or ""]
         into = str(workdir / "grep" / version.version)

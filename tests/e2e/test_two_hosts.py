@@ -8,6 +8,7 @@ locks would not meet, so whatever orders them is the lock server. Needs PostgreS
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -54,6 +55,9 @@ def test_two_hosts_decide_one_after_another_and_a_busy_pipeline_lock_is_exit_75(
             "both hosts waiting at the gate lock the operator holds",
             alive=lambda: next((f"host {h} exited" for h, p in (("a", a), ("b", b)) if p.poll() is not None), None),
         )
+        sessions = postgres.lock_sessions(lock_url, "gate")
+        holders = [name for name, holding in sessions if holding]
+        assert len(holders) == 1 and f"pid {os.getpid()} on" in holders[0], sessions  # the operator; both hosts wait
         # The scheduler's next tick, on host c, while host a's run holds the pipeline lock.
         busy = subprocess.run(
             [sys.executable, "-m", "ops.retrain", "--wait", "0", f"registry.model_name={NAME}"],

@@ -47,7 +47,7 @@ from core import contracts
 from core.access import EXIT_DENIED, explain
 from core.config import compose_config, describe_error, is_override_error, multirun_flag, split_overrides
 from core.locks import LockBusy, LockUnavailable, store_lock
-from core.locks.postgres import redact
+from core.locks.postgres import without_password
 from core.tracking import EXIT_UNAVAILABLE, StoreUnavailable, check_store
 from pipeline.processes.loading import run_as_process
 
@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         with store_lock("pipeline", args.wait, tracking_uri):
             if batch is not None and not retrain_for_drift(cfg, batch):
                 return
-            log.info("lock taken; running the pipeline against %s", redact(tracking_uri))
+            log.info("lock taken; running the pipeline against %s", without_password(tracking_uri))
             status = run_pipeline(overrides, args.force)
     except (StoreUnavailable, LockUnavailable) as err:
         print(f"retrain: {err}", file=sys.stderr)

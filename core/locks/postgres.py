@@ -11,7 +11,7 @@ connection), and within :data:`DEAD_HOST_SECONDS` when its host vanishes or is c
 of the tracking store (its URI without credentials) and the lock's name (:func:`lock_key`);
 the session's ``application_name`` says who holds it, and a waiter reads it from
 ``pg_stat_activity``. No message, log line or session name carries the URL's password
-(:func:`redact`).
+(:func:`without_password`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def is_postgres(uri: str) -> bool:
     return bool(sep) and scheme.lower().split("+")[0] in SCHEMES
 
 
-def redact(url: str) -> str:
+def without_password(url: str) -> str:
     """``url`` without its password (in the user part or as a ``password`` parameter)."""
     parts = urlsplit(url)
     user, at, hosts = parts.netloc.rpartition("@")
@@ -103,7 +103,11 @@ def connect(url: str, name: str):
     import psycopg
 
     if not is_postgres(url):
-        shown = repr(redact(url)) if "://" in url else "a value that is not a URL (not shown: it may hold a password)"
+        shown = (
+            repr(without_password(url))
+            if "://" in url
+            else "a value that is not a URL (not shown: it may hold a password)"
+        )
         raise LockUnavailable(f"PIPELINE_LOCK_URL must be a postgresql:// URL, not {shown}")
     dsn = re.sub(r"^[^:]*:", "postgresql:", url, count=1)  # SQLAlchemy's postgresql+psycopg:// is libpq's postgresql://
     holder = f"pipeline lock {name}: pid {os.getpid()} on {socket.gethostname()}"
@@ -120,7 +124,9 @@ def connect(url: str, name: str):
             tcp_user_timeout=DEAD_HOST_SECONDS * 1000,
         )
     except psycopg.Error as err:
-        raise LockUnavailable(f"the lock server {redact(url)} cannot be reached: {one_line(err, url)}") from None
+        raise LockUnavailable(
+            f"the lock server {without_password(url)} cannot be reached: {one_line(err, url)}"
+        ) from None
     settings = {
         "tcp_keepalives_idle": str(KEEPALIVE_IDLE),
         "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL),
@@ -137,7 +143,9 @@ def connect(url: str, name: str):
         )
     except psycopg.Error as err:
         conn.close()
-        raise LockUnavailable(f"the lock server {redact(url)} refused the session: {one_line(err, url)}") from None
+        raise LockUnavailable(
+            f"the lock server {without_password(url)} refused the session: {one_line(err, url)}"
+        ) from None
     return conn
 
 
@@ -164,7 +172,7 @@ def advisory_lock(url: str, store: str, name: str, wait: float) -> Iterator[Held
     waiting at most ``wait`` seconds: :class:`LockBusy` after the wait, naming the holder."""
     import psycopg
 
-    key, server, what = lock_key(store, name), redact(url), f"the {name} lock of {store_identity(store)}"
+    key, server, what = lock_key(store, name), without_password(url), f"the {name} lock of {store_identity(store)}"
     conn = connect(url, name)
     try:
         deadline = time.monotonic() + wait

@@ -235,6 +235,6 @@ def test_lock_keys_are_stable_and_name_store_and_lock():
     assert (
         len({key, pg.lock_key("http://tracking.example:5000", "pipeline"), pg.lock_key("http://x:5000", "gate")}) == 3
     )
-    assert pg.redact("postgresql://u:p%40ss@h:5432/db?sslmode=require&password=x") == (
+    assert pg.without_password("postgresql://u:p%40ss@h:5432/db?sslmode=require&password=x") == (
         "postgresql://u@h:5432/db?sslmode=require"
     )

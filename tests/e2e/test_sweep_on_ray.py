@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from core import contracts
 from pipeline import graph
-from pipeline.processes.step import read_outputs
+from tests.support.factories import gate_decisions
 from tests.support.ray_head import ray_head
 
 SWEEP_WAIT = 900  # seconds for the whole sweep on a busy machine
@@ -88,12 +88,6 @@ def test_sweep_on_a_ray_cluster(project_env, tmp_path):
     assert len(list((tmp_path / "sweeps").glob("*/*/[01]/.hydra"))) == 2
     assert not (node / "sweeps").exists() and not (node / "node.db").exists()
     # One gate decision in the whole sweep, in the launching process: the evaluate run under the sweep run.
-    gated = [
-        run
-        for run in mlflow.search_runs(search_all_experiments=True, output_format="list")
-        if run.data.tags.get("mlflow.project.entryPoint") == "evaluate"
-        and read_outputs(run.info.run_id).get("gate_outcome") in ("promoted", "challenger")
-    ]
-    assert [run.data.tags["mlflow.parentRunId"] for run in gated] == [sweep_run.info.run_id]
+    assert [run.data.tags["mlflow.parentRunId"] for run in gate_decisions()] == [sweep_run.info.run_id]
     champion = MlflowClient().get_model_version_by_alias("iris-classifier", "champion")
     assert champion.tags["sweep.outcome"] == "best"

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from core import contracts
 from pipeline import graph
 from pipeline.processes.step import read_outputs
-from tests.support.factories import mlflow_run
+from tests.support.factories import gate_decisions, mlflow_run
 
 
 def children(run_id: str) -> list:
@@ -88,13 +88,7 @@ def test_sweep_through_mlflow_run_then_from_the_scheduler_unchanged(project_env,
     assert other.tags["sweep.outcome"] == "candidate" and other.aliases == []
     assert "gate.outcome" not in other.tags and other.tags[contracts.VALIDATION_STATUS_TAG] == "passed"
     # One gate decision in the whole sweep: the evaluate run directly under the sweep run.
-    gated = [
-        run
-        for run in mlflow.search_runs(search_all_experiments=True, output_format="list")
-        if run.data.tags.get("mlflow.project.entryPoint") == "evaluate"
-        and read_outputs(run.info.run_id).get("gate_outcome") in ("promoted", "challenger")
-    ]
-    assert [run.data.tags["mlflow.parentRunId"] for run in gated] == [sweep_run.info.run_id]
+    assert [run.data.tags["mlflow.parentRunId"] for run in gate_decisions()] == [sweep_run.info.run_id]
 
     # The same sweep from the scheduler command, nothing changed: no good job trains
     # again, the best job's gated rerun is all cache hits, no version is added.

@@ -161,3 +161,15 @@ def rows(n: int, seed: int = 0) -> pd.DataFrame:
     frame.insert(0, "id", np.arange(n)[::-1])  # ids in an order unlike the row order
     frame["note"] = [f"r{i}" for i in range(n)]
     return frame
+
+
+def gate_decisions() -> list:
+    """The evaluate runs, in every experiment, that decided at the gate (promoted or challenger)."""
+    from pipeline.processes.step import read_outputs
+
+    return [
+        run
+        for run in mlflow.search_runs(search_all_experiments=True, output_format="list")
+        if run.data.tags.get("mlflow.project.entryPoint") == "evaluate"
+        and read_outputs(run.info.run_id).get("gate_outcome") in ("promoted", "challenger")
+    ]
